@@ -1,0 +1,44 @@
+# The two commands of the README: `make demo` and `make test` (plus `make bench`).
+# Every target first runs the idempotent setup (a no-op in well under a second once done).
+SHELL := /bin/bash
+STAGE := scripts/stage.sh
+
+.PHONY: all setup pkg build test lint test-native test-wasm test-js bench demo clean
+
+all: test
+
+setup:
+	@bash scripts/setup.sh
+
+pkg: setup
+	@$(STAGE) pkg bash scripts/build-pkg.sh
+
+build: setup pkg
+	@$(STAGE) build-central-sync cargo build --release -p central-sync
+
+lint: setup
+	@$(STAGE) fmt cargo fmt --all --check
+	@$(STAGE) clippy cargo clippy --workspace --all-targets -- -D warnings
+	@$(STAGE) clippy-wasm cargo clippy -p edgerec --target wasm32-unknown-unknown -- -D warnings
+
+test-native: setup
+	@$(STAGE) native-tests cargo test --workspace
+
+test-wasm: setup
+	@$(STAGE) wasm-tests cargo test --target wasm32-unknown-unknown -p edgerec --test wasm
+
+test-js: pkg
+	@$(STAGE) js-tests bash scripts/test-js.sh
+
+test: setup lint test-native test-wasm test-js
+	@echo "[make test] all stages passed"
+
+bench: setup pkg
+	@$(STAGE) bench bash scripts/bench.sh
+
+demo: build
+	@bash scripts/demo.sh
+
+clean:
+	cargo clean
+	rm -rf pkg target/parity

@@ -1,0 +1,1 @@
+//! The edge worker (issue 6): not built yet.

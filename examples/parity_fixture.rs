@@ -1,0 +1,171 @@
+//! Writes a synthetic multi-shard model and the native engine's rankings for a set of sessions
+//! and contexts into the directory given as the first argument. The Node and browser tests rank
+//! the same cases through pkg/ and must get identical ids and scores.
+
+use edgerec::testing::Synthetic;
+use edgerec::{Context, Device, Engine, EventType, Exploration, Request, Session};
+use std::fmt::Write;
+
+/// One ranking case: session events (id, type, ts), context and selection options.
+struct Case {
+    events: Vec<(&'static str, &'static str, u64)>,
+    device: Option<&'static str>,
+    geo: Option<&'static str>,
+    ts: Option<i64>,
+    tz: i32,
+    diversity: f32,
+    explore: Option<(f32, u64)>,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::env::args()
+        .nth(1)
+        .ok_or("usage: parity_fixture OUT_DIR")?;
+    std::fs::create_dir_all(&dir)?;
+    let syn = Synthetic {
+        items: 3000,
+        dim: 64,
+        clusters: 12,
+        neighbours: 10,
+        ..Synthetic::default()
+    };
+    let shards = syn.shards(120_000);
+    for (i, s) in shards.iter().enumerate() {
+        std::fs::write(format!("{dir}/shard-{i}.bin"), s)?;
+    }
+    let engine = Engine::from_bytes(shards.iter().map(|s| s.as_slice()))?;
+    let mut json = String::from("[\n");
+    let cases = [
+        Case {
+            events: vec![],
+            device: None,
+            geo: None,
+            ts: None,
+            tz: 0,
+            diversity: 0.0,
+            explore: None,
+        },
+        Case {
+            events: vec![("item-5", "click", 1_700_000_000)],
+            device: Some("mobile"),
+            geo: Some("9q8yy"),
+            ts: Some(1_700_000_100),
+            tz: -480,
+            diversity: 0.0,
+            explore: None,
+        },
+        Case {
+            events: vec![
+                ("item-5", "view", 10),
+                ("item-17", "like", 20),
+                ("item-29", "purchase", 30),
+            ],
+            device: Some("desktop"),
+            geo: None,
+            ts: Some(40),
+            tz: 0,
+            diversity: 0.0,
+            explore: None,
+        },
+        Case {
+            events: vec![("item-100", "cart", 1_000), ("item-7", "dwell", 2_000)],
+            device: Some("tablet"),
+            geo: Some("u4pru"),
+            ts: Some(3_000),
+            tz: 120,
+            diversity: 0.5,
+            explore: None,
+        },
+        Case {
+            events: vec![("item-1", "click", 50)],
+            device: None,
+            geo: None,
+            ts: None,
+            tz: 0,
+            diversity: 0.3,
+            explore: Some((0.3, 99)),
+        },
+    ];
+    for (n, case) in cases.iter().enumerate() {
+        let Case {
+            events,
+            device,
+            geo,
+            ts,
+            tz,
+            diversity,
+            explore,
+        } = case;
+        let mut session = Session::new();
+        for (id, kind, t) in events {
+            session.observe(id, EventType::from_name(kind)?, *t);
+        }
+        let request = Request {
+            k: 10,
+            context: Context {
+                geohash: geo.map(String::from),
+                device: device.map(Device::from_name).transpose()?,
+                ts: *ts,
+                tz_offset_min: *tz,
+            },
+            diversity: *diversity,
+            exploration: explore.map_or(Exploration::Off, |(epsilon, seed)| Exploration::Epsilon {
+                epsilon,
+                seed,
+            }),
+            ..Request::default()
+        };
+        let recs = engine.recommend(&session, &request);
+        let events_json: Vec<String> = events
+            .iter()
+            .map(|(id, k, t)| format!("[\"{id}\",\"{k}\",{t}]"))
+            .collect();
+        let mut opts = format!("{{\"k\":10,\"tzOffsetMin\":{tz},\"diversity\":{diversity}");
+        if let Some(d) = device {
+            write!(opts, ",\"device\":\"{d}\"")?;
+        }
+        if let Some(g) = geo {
+            write!(opts, ",\"geohash\":\"{g}\"")?;
+        }
+        if let Some(t) = ts {
+            write!(opts, ",\"ts\":{t}")?;
+        }
+        if let Some((e, s)) = explore {
+            write!(opts, ",\"explore\":{{\"epsilon\":{e},\"seed\":{s}}}")?;
+        }
+        opts.push('}');
+        let ids: Vec<String> = recs
+            .iter()
+            .map(|r| format!("\"{}\"", engine.item_id(r.index).unwrap_or("")))
+            .collect();
+        // f32 scores printed as f64 are exact, so JS can compare with ===.
+        let scores: Vec<String> = recs
+            .iter()
+            .map(|r| format!("{:?}", f64::from(r.score)))
+            .collect();
+        let props: Vec<String> = recs
+            .iter()
+            .map(|r| {
+                r.propensity
+                    .map_or("null".into(), |p| format!("{:?}", f64::from(p)))
+            })
+            .collect();
+        write!(
+            json,
+            "{}  {{\"events\":[{}],\"options\":{opts},\"ids\":[{}],\"scores\":[{}],\"propensities\":[{}]}}",
+            if n > 0 { ",\n" } else { "" },
+            events_json.join(","),
+            ids.join(","),
+            scores.join(","),
+            props.join(",")
+        )?;
+    }
+    json.push_str("\n]\n");
+    std::fs::write(format!("{dir}/cases.json"), json)?;
+    println!(
+        "wrote {} shards and {} cases to {dir}",
+        shards.len(),
+        cases.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Idempotent setup of everything edgerec needs on a bare machine (see ../shared/TOOLCHAIN.md).
+# Each step checks first and does nothing when its piece is already there at the pinned version,
+# so a second run finishes in seconds. Nothing here downloads from hosts other than the package
+# registries (crates.io, npm, Debian, PyPI), and nothing waits on a prompt.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$EDGEREC_ROOT"
+
+WASM_BINDGEN_VERSION=0.2.130
+WASM_PACK_VERSION=0.15.1
+WORKER_BUILD_VERSION=0.8.7
+APT_PACKAGES=(pkg-config libssl-dev chromium chromium-driver wrk)
+
+step() { printf '[setup] %s\n' "$*"; }
+t0=$(date +%s)
+
+# 1. Debian packages. `dpkg -s` answers without the network, so the common case costs nothing.
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  step "apt: installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
+  $SUDO apt-get update -qq </dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+else
+  step "apt: all present"
+fi
+
+# 2. The wasm32 target (a no-op when present).
+if rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  step "rustup: wasm32-unknown-unknown present"
+else
+  step "rustup: adding wasm32-unknown-unknown"
+  rustup target add wasm32-unknown-unknown
+fi
+
+# 3. Cargo-installed tools, pinned. One shared target dir makes the three builds share work.
+cargo_tool() { # name version version-probe-command...
+  local crate=$1 version=$2; shift 2
+  if "$@" 2>/dev/null | grep -q "$version"; then
+    step "cargo: $crate $version present"
+  else
+    step "cargo: installing $crate $version"
+    # wasm-bindgen-cli's own lockfile pins a crate the index cannot resolve, so no --locked.
+    CARGO_TARGET_DIR=/tmp/cargo-install-target cargo install -q "$crate" --version "$version" --force
+  fi
+}
+cargo_tool wasm-bindgen-cli "$WASM_BINDGEN_VERSION" wasm-bindgen --version
+cargo_tool wasm-pack "$WASM_PACK_VERSION" wasm-pack --version
+cargo_tool worker-build "$WORKER_BUILD_VERSION" worker-build --version
+
+# 4. npm packages from the committed lockfile. A stamp holding the lockfile's hash makes this a
+# no-op until package-lock.json changes.
+lock_hash=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ -f node_modules/.edgerec-lock-hash ] && [ "$(cat node_modules/.edgerec-lock-hash)" = "$lock_hash" ]; then
+  step "npm: node_modules up to date"
+else
+  step "npm: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error </dev/null
+  echo "$lock_hash" > node_modules/.edgerec-lock-hash
+fi
+
+# 5. Real data (MovieLens-100k from the recbole wheel), checksummed.
+python3 scripts/fetch_data.py
+
+step "done in $(( $(date +%s) - t0 )) s"

@@ -1,0 +1,251 @@
+//! Request context: where (geohash), when (local time bin) and on what (device class).
+//!
+//! Each maps to one row of a context table in shard 0 that is added into the query. The
+//! functions here are pure so the worker, the browser and central-sync's trainer compute the
+//! same bins from the same inputs.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::{MAX_GEOHASH_PRECISION, TIME_BINS};
+
+/// Device classes, in context-table row order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Device {
+    Mobile = 0,
+    Desktop = 1,
+    Tablet = 2,
+    Tv = 3,
+    Bot = 4,
+    Other = 5,
+}
+
+impl Device {
+    /// All classes in row order.
+    pub const ALL: [Device; 6] = [
+        Device::Mobile,
+        Device::Desktop,
+        Device::Tablet,
+        Device::Tv,
+        Device::Bot,
+        Device::Other,
+    ];
+
+    /// The class's name as used in events and query parameters.
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Mobile => "mobile",
+            Device::Desktop => "desktop",
+            Device::Tablet => "tablet",
+            Device::Tv => "tv",
+            Device::Bot => "bot",
+            Device::Other => "other",
+        }
+    }
+
+    /// Parses a class name (case-insensitive).
+    ///
+    /// # Errors
+    /// [`ErrorKind::UnknownDevice`] for any other string.
+    pub fn from_name(name: &str) -> Result<Device> {
+        Device::ALL
+            .iter()
+            .copied()
+            .find(|d| d.name().eq_ignore_ascii_case(name.trim()))
+            .ok_or_else(|| {
+                Error::new(ErrorKind::UnknownDevice {
+                    name: name.to_string(),
+                })
+            })
+    }
+
+    /// Classifies a request from its User-Agent and, when sent, the `Sec-CH-UA-Mobile` client
+    /// hint (`?1` → `Some(true)`). Order matters: bots first (they often claim to be browsers),
+    /// then TVs and tablets (whose agents also say "Android" or "Mobile").
+    pub fn from_user_agent(user_agent: &str, ch_mobile: Option<bool>) -> Device {
+        let ua = user_agent.to_ascii_lowercase();
+        let has = |needles: &[&str]| needles.iter().any(|n| ua.contains(n));
+        if has(&[
+            "bot",
+            "crawler",
+            "spider",
+            "slurp",
+            "headlesschrome",
+            "curl/",
+            "wget/",
+            "python-requests",
+        ]) {
+            return Device::Bot;
+        }
+        if has(&[
+            "smart-tv", "smarttv", "googletv", "appletv", "hbbtv", "roku", "crkey", "tizen",
+            "webos", "bravia", "aftb", "aftt", "aftm",
+        ]) {
+            return Device::Tv;
+        }
+        if has(&["ipad", "tablet", "kindle", "silk/", "playbook"])
+            || (ua.contains("android") && !ua.contains("mobile"))
+        {
+            return Device::Tablet;
+        }
+        if ch_mobile == Some(true) || has(&["mobi", "iphone", "ipod", "android", "windows phone"]) {
+            return Device::Mobile;
+        }
+        if has(&["windows nt", "macintosh", "x11", "cros", "linux x86_64"]) {
+            return Device::Desktop;
+        }
+        if ch_mobile == Some(false) {
+            return Device::Desktop;
+        }
+        Device::Other
+    }
+}
+
+const BASE32: &[u8; 32] = b"0123456789bcdefghjkmnpqrstuvwxyz";
+
+/// Encodes a position as a geohash of at most [`MAX_GEOHASH_PRECISION`] characters: precision
+/// is capped here, at the source, so no finer location is ever computed or stored.
+/// Returns `None` for coordinates out of range or not finite.
+pub fn geohash_encode(lat: f64, lon: f64, precision: usize) -> Option<String> {
+    let valid = (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon);
+    if !valid {
+        return None;
+    }
+    let precision = precision.clamp(1, MAX_GEOHASH_PRECISION);
+    let (mut lat_lo, mut lat_hi, mut lon_lo, mut lon_hi) = (-90.0, 90.0, -180.0, 180.0);
+    let mut out = String::with_capacity(precision);
+    let (mut bits, mut value, mut even) = (0, 0usize, true);
+    while out.len() < precision {
+        let (lo, hi, x) = if even {
+            (&mut lon_lo, &mut lon_hi, lon)
+        } else {
+            (&mut lat_lo, &mut lat_hi, lat)
+        };
+        let mid = (*lo + *hi) / 2.0;
+        value <<= 1;
+        if x >= mid {
+            value |= 1;
+            *lo = mid;
+        } else {
+            *hi = mid;
+        }
+        even = !even;
+        bits += 1;
+        if bits == 5 {
+            out.push(BASE32[value] as char);
+            bits = 0;
+            value = 0;
+        }
+    }
+    Some(out)
+}
+
+/// Normalises a client-supplied geohash: lower-cased, cut to `precision` (itself capped at
+/// [`MAX_GEOHASH_PRECISION`]), and `None` unless every character is in the geohash alphabet.
+pub fn normalize_geohash(geohash: &str, precision: usize) -> Option<String> {
+    let precision = precision.clamp(1, MAX_GEOHASH_PRECISION);
+    let g: String = geohash
+        .trim()
+        .chars()
+        .take(precision)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if g.is_empty() || !g.bytes().all(|b| BASE32.contains(&b)) {
+        return None;
+    }
+    Some(g)
+}
+
+/// The time-of-week bin of a unix timestamp in a time zone `tz_offset_min` minutes east of UTC:
+/// 8 three-hour bins, offset by 8 on Saturdays and Sundays. In `0..TIME_BINS`.
+pub fn time_bin(ts: i64, tz_offset_min: i32) -> usize {
+    let local = ts.saturating_add(i64::from(tz_offset_min) * 60);
+    let day = local.div_euclid(86_400);
+    let hour = local.rem_euclid(86_400) / 3_600;
+    // 1970-01-01 was a Thursday: weekday index 0 = Monday gives (day + 3) mod 7.
+    let weekday = (day + 3).rem_euclid(7);
+    let weekend = usize::from(weekday >= 5);
+    let bin = weekend * 8 + (hour / 3) as usize;
+    bin.min(TIME_BINS - 1)
+}
+
+/// The context of one request, before it is mapped to table rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Context {
+    /// Geohash (any length; cut to the model's precision).
+    pub geohash: Option<String>,
+    /// Device class.
+    pub device: Option<Device>,
+    /// Unix seconds of the request; `None` leaves the time row out.
+    pub ts: Option<i64>,
+    /// Minutes east of UTC.
+    pub tz_offset_min: i32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geohash_known_points() {
+        // Reference values from the geohash definition (e.g. 57.64911,10.40744 -> u4pruydqqvj).
+        assert_eq!(
+            geohash_encode(57.64911, 10.40744, 5).as_deref(),
+            Some("u4pru")
+        );
+        assert_eq!(
+            geohash_encode(37.7749, -122.4194, 5).as_deref(),
+            Some("9q8yy")
+        );
+        // Precision is capped.
+        assert_eq!(
+            geohash_encode(57.64911, 10.40744, 11).as_deref(),
+            Some("u4pru")
+        );
+        assert_eq!(geohash_encode(91.0, 0.0, 5), None);
+        assert_eq!(geohash_encode(f64::NAN, 0.0, 5), None);
+    }
+
+    #[test]
+    fn geohash_normalisation() {
+        assert_eq!(normalize_geohash("9Q8YYK", 4).as_deref(), Some("9q8y"));
+        assert_eq!(normalize_geohash("9qa", 4), None); // 'a' is not in the alphabet
+        assert_eq!(normalize_geohash("", 4), None);
+    }
+
+    #[test]
+    fn time_bins() {
+        // 2001-01-01 00:00 UTC was a Monday.
+        let monday = 978_307_200;
+        assert_eq!(time_bin(monday, 0), 0);
+        assert_eq!(time_bin(monday + 10 * 3600, 0), 3);
+        // Five days later is Saturday: weekend bins.
+        assert_eq!(time_bin(monday + 5 * 86_400 + 23 * 3600, 0), 15);
+        // UTC-8: Monday 00:00 UTC is Sunday 16:00 local.
+        assert_eq!(time_bin(monday, -480), 8 + 5);
+        assert!(time_bin(i64::MIN, i32::MIN) < TIME_BINS);
+        assert!(time_bin(i64::MAX, i32::MAX) < TIME_BINS);
+    }
+
+    #[test]
+    fn devices() {
+        let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148";
+        let ipad = "Mozilla/5.0 (iPad; CPU OS 16_0 like Mac OS X) AppleWebKit/605.1.15";
+        let android_tab =
+            "Mozilla/5.0 (Linux; Android 13; SM-X700) AppleWebKit/537.36 Chrome/120 Safari/537.36";
+        let android_phone = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/120 Mobile Safari/537.36";
+        let desktop =
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120 Safari/537.36";
+        let bot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+        let tv = "Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/537.36";
+        assert_eq!(Device::from_user_agent(iphone, None), Device::Mobile);
+        assert_eq!(Device::from_user_agent(ipad, None), Device::Tablet);
+        assert_eq!(Device::from_user_agent(android_tab, None), Device::Tablet);
+        assert_eq!(Device::from_user_agent(android_phone, None), Device::Mobile);
+        assert_eq!(Device::from_user_agent(desktop, None), Device::Desktop);
+        assert_eq!(Device::from_user_agent(bot, None), Device::Bot);
+        assert_eq!(Device::from_user_agent(tv, None), Device::Tv);
+        assert_eq!(Device::from_user_agent("", Some(true)), Device::Mobile);
+        assert_eq!(Device::from_user_agent("", None), Device::Other);
+        assert_eq!(Device::from_name("Tablet").unwrap(), Device::Tablet);
+        assert!(Device::from_name("toaster").is_err());
+    }
+}

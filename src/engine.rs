@@ -1,0 +1,799 @@
+//! The engine: a validated model (one or more shards) and the ranking of its items for a
+//! session and a context.
+//!
+//! Ranking, per request:
+//! 1. the session's items that the model knows, newest first;
+//! 2. the query `q = embed_weight · T·s + query_bias + ctx_time + ctx_device + ctx_geo`, where
+//!    `s` is the weighted mean of the session items' vectors (weights: event type × position
+//!    decay^k × time decay);
+//! 3. sequence boosts: for the latest `seq_len` items, their neighbour and transition lists,
+//!    weighted per position;
+//! 4. one fused pass over all rows computing `q·row + bias` and keeping the best candidates
+//!    (items with a boost are skipped there and scored exactly afterwards: because boosts are
+//!    non-negative, this yields the exact top-K of `q·row + bias + boost`);
+//! 5. selection of `k` from the candidates: by score, or by maximal marginal relevance when
+//!    `diversity > 0`, optionally with ε-greedy or softmax exploration that reports each item's
+//!    propensity.
+//!
+//! Session items and the request's exclude list are never returned.
+
+use crate::context::{normalize_geohash, time_bin, Context};
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::{Dtype, Meta, DEVICE_CLASSES, SEQ_TABLES, TIME_BINS};
+use crate::hash::{geo_bucket, item_key};
+use crate::kernels;
+use crate::math::{exp, exp2, SplitMix64};
+use crate::session::{EventType, Session};
+use crate::shard::{GlobalTables, Rows, Shard, ShardView};
+use crate::topk::TopK;
+
+/// Rows per kernel call: the dot products of a block stay in L1 while selection reads them.
+const BLOCK_ROWS: usize = 256;
+
+/// How to explore.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Exploration {
+    /// Always the best remaining item.
+    #[default]
+    Off,
+    /// With probability `epsilon`, a uniformly random remaining candidate.
+    Epsilon { epsilon: f32, seed: u64 },
+    /// A draw with probability ∝ exp(objective / temperature).
+    Softmax { temperature: f32, seed: u64 },
+}
+
+/// What to rank, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// How many items to return.
+    pub k: usize,
+    /// Where, when and on what.
+    pub context: Context,
+    /// Item ids never to return (in addition to the session's items).
+    pub exclude: Vec<String>,
+    /// Return only items in at least one of these categories (bit set; 0 = no restriction).
+    pub allow_categories: u64,
+    /// Never return items in any of these categories (bit set).
+    pub deny_categories: u64,
+    /// Maximal-marginal-relevance weight in [0, 1]: 0 ranks by score alone.
+    pub diversity: f32,
+    /// Exploration policy.
+    pub exploration: Exploration,
+    /// Candidates considered by diversity and exploration (0 = automatic: max(4k, k + 20)).
+    pub pool: usize,
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Request {
+            k: 10,
+            context: Context::default(),
+            exclude: Vec::new(),
+            allow_categories: 0,
+            deny_categories: 0,
+            diversity: 0.0,
+            exploration: Exploration::Off,
+            pool: 0,
+        }
+    }
+}
+
+/// One ranked item.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Recommendation {
+    /// Global item index (see [`Engine::item_id`]).
+    pub index: u32,
+    /// The item's score (`q·row + bias + boost`).
+    pub score: f32,
+    /// Probability that the policy put this item in this slot (exploration only).
+    pub propensity: Option<f32>,
+}
+
+/// A loaded model, ready to rank.
+#[derive(Clone)]
+pub struct Engine {
+    shards: Vec<Shard>,
+    starts: Vec<u32>,
+    meta: Meta,
+    model_id: u64,
+}
+
+/// The query in the form the kernels take.
+enum Query {
+    I8 { q: Vec<i16>, scale: f32 },
+    F16 { q: Vec<f32> },
+}
+
+/// Per-request borrowed views of every shard.
+struct Views<'a> {
+    engine: &'a Engine,
+    views: Vec<ShardView<'a>>,
+}
+
+impl core::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Engine")
+            .field("model_id", &format_args!("{:016x}", self.model_id))
+            .field("items", &self.meta.total_items)
+            .field("dim", &self.meta.dim)
+            .field("shards", &self.shards.len())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Assembles a model from validated shards, in any order.
+    ///
+    /// # Errors
+    /// [`ErrorKind::BadShardSet`] when the shards are not exactly the shards of one model.
+    pub fn from_shards(mut shards: Vec<Shard>) -> Result<Engine> {
+        if shards.is_empty() {
+            return Err(Error::shard_set("no shards given"));
+        }
+        shards.sort_by_key(|s| s.header().shard_index);
+        let first = *shards[0].header();
+        let meta = shards[0].meta().clone();
+        if shards.len() != first.shard_count as usize {
+            return Err(Error::shard_set(format!(
+                "got {} shards, the model has {}",
+                shards.len(),
+                first.shard_count
+            )));
+        }
+        let mut starts = Vec::with_capacity(shards.len());
+        let mut next = 0u64;
+        for (i, s) in shards.iter().enumerate() {
+            let h = s.header();
+            if h.model_id != first.model_id {
+                return Err(Error::shard_set(format!(
+                    "shard {} belongs to model {:016x}, not {:016x}",
+                    h.shard_index, h.model_id, first.model_id
+                )));
+            }
+            if h.shard_index as usize != i || h.shard_count != first.shard_count {
+                return Err(Error::shard_set(format!(
+                    "shard index {} repeated or missing",
+                    i
+                )));
+            }
+            if s.meta() != &meta {
+                return Err(Error::shard_set(format!(
+                    "shard {i} has different metadata"
+                )));
+            }
+            if u64::from(h.item_start) != next {
+                return Err(Error::shard_set(format!(
+                    "shard {i} starts at item {}, expected {next}",
+                    h.item_start
+                )));
+            }
+            starts.push(h.item_start);
+            next += u64::from(h.item_count);
+        }
+        if next != u64::from(meta.total_items) {
+            return Err(Error::shard_set(format!(
+                "shards hold {next} items, the model has {}",
+                meta.total_items
+            )));
+        }
+        Ok(Engine {
+            model_id: first.model_id,
+            shards,
+            starts,
+            meta,
+        })
+    }
+
+    /// Validates shard bytes (any order) and assembles the model.
+    ///
+    /// # Errors
+    /// The first shard's validation error (with its position), or a shard-set error.
+    pub fn from_bytes<'a, I: IntoIterator<Item = &'a [u8]>>(buffers: I) -> Result<Engine> {
+        let shards = buffers
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| {
+                Shard::from_bytes(b).map_err(|e| {
+                    Error::new(ErrorKind::InShard {
+                        position: i,
+                        error: Box::new(e.kind().clone()),
+                    })
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Engine::from_shards(shards)
+    }
+
+    /// The model's metadata.
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    /// The model id shared by its shards.
+    pub fn model_id(&self) -> u64 {
+        self.model_id
+    }
+
+    /// Number of items.
+    pub fn item_count(&self) -> u32 {
+        self.meta.total_items
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    fn locate(&self, index: u32) -> Option<(usize, usize)> {
+        if index >= self.meta.total_items {
+            return None;
+        }
+        let s = self
+            .starts
+            .partition_point(|&start| start <= index)
+            .checked_sub(1)?;
+        Some((s, (index - self.starts[s]) as usize))
+    }
+
+    /// The id of a global item index.
+    pub fn item_id(&self, index: u32) -> Option<&str> {
+        let (s, local) = self.locate(index)?;
+        Some(self.shards[s].view().ids.get(local))
+    }
+
+    /// The global index of an item id.
+    pub fn find(&self, id: &str) -> Option<u32> {
+        self.find_key(item_key(id))
+    }
+
+    /// The global index of an item key.
+    pub fn find_key(&self, key: u64) -> Option<u32> {
+        self.shards
+            .iter()
+            .zip(&self.starts)
+            .find_map(|(s, &start)| s.view().find_key(key).map(|local| start + local))
+    }
+
+    /// The category bit set of an item (0 when the model has no categories).
+    pub fn item_categories(&self, index: u32) -> u64 {
+        self.locate(index)
+            .and_then(|(s, local)| {
+                self.shards[s]
+                    .view()
+                    .categories
+                    .and_then(|c| c.get(local).copied())
+            })
+            .unwrap_or(0)
+    }
+
+    /// Category names, in bit order.
+    pub fn category_names(&self) -> Vec<&str> {
+        self.shards[0]
+            .view()
+            .global
+            .category_names
+            .map(|t| t.iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// The bit set of the named categories; unknown names are an error.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] naming the first unknown category.
+    pub fn category_mask<S: AsRef<str>>(&self, names: &[S]) -> Result<u64> {
+        let all = self.category_names();
+        let mut mask = 0u64;
+        for name in names {
+            let name = name.as_ref();
+            let bit = all
+                .iter()
+                .position(|n| n.eq_ignore_ascii_case(name))
+                .ok_or_else(|| Error::argument(format!("unknown category {name:?}")))?;
+            mask |= 1u64 << bit;
+        }
+        Ok(mask)
+    }
+
+    /// Writes the item's vector, dequantized, into `out` (`dim` values).
+    pub fn item_vector(&self, index: u32, out: &mut [f32]) {
+        self.views().dequantize(index, out);
+    }
+
+    fn views(&self) -> Views<'_> {
+        Views {
+            engine: self,
+            views: self.shards.iter().map(Shard::view).collect(),
+        }
+    }
+
+    /// The query vector the ranking uses for this session and context (for inspection,
+    /// training parity and tests).
+    pub fn query_vector(&self, session: &Session, context: &Context) -> Vec<f32> {
+        let views = self.views();
+        let known = views.known_items(session);
+        views.query(&known, context)
+    }
+
+    /// Ranks items for a session and request. Never fails and never panics: everything it
+    /// reads was validated when the model was loaded, and unknown ids are ignored.
+    pub fn recommend(&self, session: &Session, request: &Request) -> Vec<Recommendation> {
+        let views = self.views();
+        let known = views.known_items(session);
+        let query = views.quantize(&views.query(&known, &request.context));
+        let boosts = views.boosts(&known);
+
+        let mut excluded: Vec<u32> = known.iter().map(|k| k.index).collect();
+        excluded.extend(
+            request
+                .exclude
+                .iter()
+                .filter_map(|id| views.find_key(item_key(id))),
+        );
+        excluded.sort_unstable();
+        excluded.dedup();
+        let mut skip = excluded.clone();
+        skip.extend(boosts.iter().map(|b| b.0));
+        skip.sort_unstable();
+        skip.dedup();
+
+        let k = request.k.min(self.meta.total_items as usize);
+        let selecting = request.diversity > 0.0 || request.exploration != Exploration::Off;
+        let pool = if selecting {
+            if request.pool > 0 {
+                request.pool.max(k)
+            } else {
+                (4 * k).max(k + 20)
+            }
+        } else {
+            k
+        };
+        let (allow, deny) = (request.allow_categories, request.deny_categories);
+        let filter = |index: u32| {
+            if allow == 0 && deny == 0 {
+                return true;
+            }
+            let cats = views.categories(index);
+            (allow == 0 || cats & allow != 0) && cats & deny == 0
+        };
+        let mut top = TopK::new(pool);
+        views.scan(&query, &skip, &filter, &mut top);
+        for &(index, boost) in &boosts {
+            if excluded.binary_search(&index).is_err() && filter(index) {
+                top.push(views.dense_score(&query, index) + boost, index);
+            }
+        }
+        let candidates = top.into_sorted();
+        if !selecting {
+            return candidates
+                .into_iter()
+                .take(k)
+                .map(|(score, index)| Recommendation {
+                    index,
+                    score,
+                    propensity: None,
+                })
+                .collect();
+        }
+        views.select(candidates, k, request)
+    }
+}
+
+/// A session item the model knows.
+struct Known {
+    index: u32,
+    kind: EventType,
+    ts: u64,
+}
+
+impl<'a> Views<'a> {
+    fn meta(&self) -> &Meta {
+        &self.engine.meta
+    }
+
+    fn global(&self) -> &GlobalTables<'a> {
+        &self.views[0].global
+    }
+
+    fn find_key(&self, key: u64) -> Option<u32> {
+        self.views
+            .iter()
+            .zip(&self.engine.starts)
+            .find_map(|(v, &start)| v.find_key(key).map(|local| start + local))
+    }
+
+    fn categories(&self, index: u32) -> u64 {
+        self.engine
+            .locate(index)
+            .and_then(|(s, local)| self.views[s].categories.and_then(|c| c.get(local).copied()))
+            .unwrap_or(0)
+    }
+
+    fn dequantize(&self, index: u32, out: &mut [f32]) {
+        out.iter_mut().for_each(|x| *x = 0.0);
+        let Some((s, local)) = self.engine.locate(index) else {
+            return;
+        };
+        let dim = self.meta().dim as usize;
+        let stride = self.meta().row_stride() as usize;
+        let base = local * stride;
+        match self.views[s].rows {
+            Rows::I8 { rows, scales } => {
+                let scale = scales.get(local).copied().unwrap_or(0.0);
+                for (o, &r) in out
+                    .iter_mut()
+                    .zip(rows.get(base..base + dim).unwrap_or(&[]))
+                {
+                    *o = f32::from(r) * scale;
+                }
+            }
+            Rows::F16 { rows } => {
+                for (o, &r) in out
+                    .iter_mut()
+                    .zip(rows.get(base..base + dim).unwrap_or(&[]))
+                {
+                    *o = half::f16::from_bits(r).to_f32();
+                }
+            }
+        }
+    }
+
+    /// The session's items present in the model, newest first.
+    fn known_items(&self, session: &Session) -> Vec<Known> {
+        session
+            .events()
+            .iter()
+            .rev()
+            .filter_map(|e| {
+                self.find_key(e.key).map(|index| Known {
+                    index,
+                    kind: e.kind,
+                    ts: e.ts,
+                })
+            })
+            .collect()
+    }
+
+    fn query(&self, known: &[Known], context: &Context) -> Vec<f32> {
+        let meta = self.meta();
+        let dim = meta.dim as usize;
+        let now = context
+            .ts
+            .map(|t| t.max(0) as u64)
+            .or_else(|| known.first().map(|k| k.ts));
+        let mut s = vec![0.0f32; dim];
+        let mut row = vec![0.0f32; dim];
+        let mut weight_sum = 0.0f32;
+        let mut position_weight = 1.0f32;
+        for item in known {
+            let mut w = meta.type_weights[item.kind as usize] * position_weight;
+            position_weight *= meta.position_decay;
+            if meta.time_half_life_s > 0.0 {
+                if let Some(now) = now {
+                    let age = now.saturating_sub(item.ts) as f32;
+                    w *= exp2(-age / meta.time_half_life_s);
+                }
+            }
+            if w <= 0.0 {
+                continue;
+            }
+            self.dequantize(item.index, &mut row);
+            for (a, &x) in s.iter_mut().zip(&row) {
+                *a += w * x;
+            }
+            weight_sum += w;
+        }
+        if weight_sum > 0.0 {
+            s.iter_mut().for_each(|x| *x /= weight_sum);
+        }
+        let g = self.global();
+        let mut q = match g.query_transform {
+            Some(m) => (0..dim)
+                .map(|i| {
+                    let mut acc = 0.0f32;
+                    for (&a, &b) in m[i * dim..(i + 1) * dim].iter().zip(&s) {
+                        acc += a * b;
+                    }
+                    acc
+                })
+                .collect(),
+            None => s,
+        };
+        q.iter_mut().for_each(|x| *x *= meta.embed_weight);
+        let mut add = |table: Option<&[f32]>, row: Option<usize>| {
+            if let (Some(t), Some(r)) = (table, row) {
+                if let Some(v) = t.get(r * dim..(r + 1) * dim) {
+                    q.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+                }
+            }
+        };
+        add(g.query_bias, Some(0));
+        add(
+            g.ctx_time,
+            context
+                .ts
+                .map(|ts| time_bin(ts, context.tz_offset_min).min(TIME_BINS - 1)),
+        );
+        add(
+            g.ctx_device,
+            context.device.map(|d| (d as usize).min(DEVICE_CLASSES - 1)),
+        );
+        let geo_row = context
+            .geohash
+            .as_deref()
+            .and_then(|g| normalize_geohash(g, meta.geo_precision as usize))
+            .and_then(|g| geo_bucket(&g, meta.geo_buckets))
+            .map(|b| b as usize);
+        add(g.ctx_geo, geo_row);
+        q
+    }
+
+    fn quantize(&self, q: &[f32]) -> Query {
+        let stride = self.meta().row_stride() as usize;
+        match self.meta().dtype {
+            Dtype::F16 => {
+                let mut v = q.to_vec();
+                v.resize(stride, 0.0);
+                Query::F16 { q: v }
+            }
+            Dtype::I8 => {
+                // Largest |q| such that 127 · qmax · stride stays below 2^31: no i32 overflow.
+                let qmax = (i32::MAX as f32 / (127.0 * stride as f32))
+                    .floor()
+                    .min(32767.0);
+                let max_abs = q.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                let scale = if max_abs > 0.0 && max_abs.is_finite() {
+                    max_abs / qmax
+                } else {
+                    0.0
+                };
+                let mut v: Vec<i16> = q
+                    .iter()
+                    .map(|&x| {
+                        if scale > 0.0 {
+                            (x / scale).round().clamp(-qmax, qmax) as i16
+                        } else {
+                            0
+                        }
+                    })
+                    .collect();
+                v.resize(stride, 0);
+                Query::I8 { q: v, scale }
+            }
+        }
+    }
+
+    fn boosts(&self, known: &[Known]) -> Vec<(u32, f32)> {
+        let meta = self.meta();
+        let mut out: Vec<(u32, f32)> = Vec::new();
+        for (position, item) in known.iter().take(meta.seq_len as usize).enumerate() {
+            let Some((s, local)) = self.engine.locate(item.index) else {
+                continue;
+            };
+            for t in 0..SEQ_TABLES {
+                let w = meta.seq_weights[t][position];
+                let Some(table) = self.views[s].seq[t] else {
+                    continue;
+                };
+                if w <= 0.0 {
+                    continue;
+                }
+                let (targets, weights) = table.row(local);
+                out.extend(targets.iter().zip(weights).map(|(&g, &x)| (g, w * x)));
+            }
+        }
+        // A stable sort keeps each item's contributions in a fixed order, so their sum is the
+        // same on every platform.
+        out.sort_by_key(|e| e.0);
+        let mut merged: Vec<(u32, f32)> = Vec::with_capacity(out.len());
+        for (g, b) in out {
+            match merged.last_mut() {
+                Some(last) if last.0 == g => last.1 += b,
+                _ => merged.push((g, b)),
+            }
+        }
+        merged.retain(|e| e.1 > 0.0);
+        merged
+    }
+
+    fn dense_score(&self, query: &Query, index: u32) -> f32 {
+        let Some((s, local)) = self.engine.locate(index) else {
+            return f32::NEG_INFINITY;
+        };
+        let stride = self.meta().row_stride() as usize;
+        let view = &self.views[s];
+        let bias = view.bias.get(local).copied().unwrap_or(0.0);
+        let range = local * stride..(local + 1) * stride;
+        match (query, view.rows) {
+            (Query::I8 { q, scale }, Rows::I8 { rows, scales }) => {
+                let mut dot = [0i32; 1];
+                kernels::dot_i8_block(q, rows.get(range).unwrap_or(&[]), stride, &mut dot);
+                i8_score(
+                    dot[0],
+                    *scale,
+                    scales.get(local).copied().unwrap_or(0.0),
+                    bias,
+                )
+            }
+            (Query::F16 { q }, Rows::F16 { rows }) => {
+                let mut dot = [0f32; 1];
+                kernels::dot_f16_block(q, rows.get(range).unwrap_or(&[]), stride, &mut dot);
+                dot[0] + bias
+            }
+            _ => f32::NEG_INFINITY,
+        }
+    }
+
+    /// The fused scan: per block of rows, the kernel's dot products become scores in a
+    /// branch-free (vectorisable) loop, then a plain comparison against the cached heap
+    /// threshold lets the rare winners through to the exclusion test, the filter and the heap.
+    fn scan(&self, query: &Query, skip: &[u32], filter: &dyn Fn(u32) -> bool, top: &mut TopK) {
+        let stride = self.meta().row_stride() as usize;
+        let mut threshold = top.threshold();
+        let mut scores = [0f32; BLOCK_ROWS];
+        let mut offer_block = |scores: &[f32], first: u32, top: &mut TopK| {
+            for (j, &score) in scores.iter().enumerate() {
+                if score > threshold {
+                    let g = first + j as u32;
+                    if skip.binary_search(&g).is_err() && filter(g) {
+                        top.push(score, g);
+                        threshold = top.threshold();
+                    }
+                }
+            }
+        };
+        for (view, &start) in self.views.iter().zip(&self.engine.starts) {
+            let n = view.header.item_count as usize;
+            match (query, view.rows) {
+                (Query::I8 { q, scale }, Rows::I8 { rows, scales }) => {
+                    let mut dots = [0i32; BLOCK_ROWS];
+                    for b in (0..n).step_by(BLOCK_ROWS) {
+                        let m = BLOCK_ROWS.min(n - b);
+                        let block = rows.get(b * stride..(b + m) * stride).unwrap_or(&[]);
+                        kernels::dot_i8_block(q, block, stride, &mut dots[..m]);
+                        let row_scales = scales.get(b..b + m).unwrap_or(&[]);
+                        let row_bias = view.bias.get(b..b + m).unwrap_or(&[]);
+                        for (((s, &dot), &rs), &bias) in scores
+                            .iter_mut()
+                            .zip(&dots[..m])
+                            .zip(row_scales)
+                            .zip(row_bias)
+                        {
+                            *s = i8_score(dot, *scale, rs, bias);
+                        }
+                        offer_block(&scores[..m], start + b as u32, top);
+                    }
+                }
+                (Query::F16 { q }, Rows::F16 { rows }) => {
+                    let mut dots = [0f32; BLOCK_ROWS];
+                    for b in (0..n).step_by(BLOCK_ROWS) {
+                        let m = BLOCK_ROWS.min(n - b);
+                        let block = rows.get(b * stride..(b + m) * stride).unwrap_or(&[]);
+                        kernels::dot_f16_block(q, block, stride, &mut dots[..m]);
+                        let row_bias = view.bias.get(b..b + m).unwrap_or(&[]);
+                        for ((s, &dot), &bias) in scores.iter_mut().zip(&dots[..m]).zip(row_bias) {
+                            *s = dot + bias;
+                        }
+                        offer_block(&scores[..m], start + b as u32, top);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Picks `k` of the candidates (best first) by MMR and/or exploration.
+    fn select(
+        &self,
+        candidates: Vec<(f32, u32)>,
+        k: usize,
+        request: &Request,
+    ) -> Vec<Recommendation> {
+        let k = k.min(candidates.len());
+        let n = candidates.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let (hi, lo) = (candidates[0].0, candidates[n - 1].0);
+        let relevance: Vec<f32> = candidates
+            .iter()
+            .map(|c| if hi > lo { (c.0 - lo) / (hi - lo) } else { 1.0 })
+            .collect();
+        let lambda = request.diversity.clamp(0.0, 1.0);
+        let dim = self.meta().dim as usize;
+        let unit: Vec<Vec<f32>> = if lambda > 0.0 {
+            candidates
+                .iter()
+                .map(|c| {
+                    let mut v = vec![0.0; dim];
+                    self.dequantize(c.1, &mut v);
+                    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                    if norm > 0.0 {
+                        v.iter_mut().for_each(|x| *x /= norm);
+                    }
+                    v
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut max_sim = vec![0.0f32; n];
+        let mut remaining: Vec<usize> = (0..n).collect();
+        let mut rng = match request.exploration {
+            Exploration::Epsilon { seed, .. } | Exploration::Softmax { seed, .. } => {
+                SplitMix64::new(seed)
+            }
+            Exploration::Off => SplitMix64::new(0),
+        };
+        let mut out = Vec::with_capacity(k);
+        while out.len() < k && !remaining.is_empty() {
+            let objective = |i: usize| (1.0 - lambda) * relevance[i] - lambda * max_sim[i];
+            let mut best = 0;
+            for (pos, &i) in remaining.iter().enumerate() {
+                if objective(i) > objective(remaining[best]) {
+                    best = pos;
+                }
+            }
+            let r = remaining.len();
+            let (pos, propensity) = match request.exploration {
+                Exploration::Off => (best, None),
+                Exploration::Epsilon { epsilon, .. } => {
+                    let eps = epsilon.clamp(0.0, 1.0);
+                    let pos = if rng.next_f32() < eps {
+                        rng.below(r)
+                    } else {
+                        best
+                    };
+                    let p = eps / r as f32 + if pos == best { 1.0 - eps } else { 0.0 };
+                    (pos, Some(p))
+                }
+                Exploration::Softmax { temperature, .. } => {
+                    let t = if temperature > 0.0 && temperature.is_finite() {
+                        temperature
+                    } else {
+                        1e-3
+                    };
+                    let top = objective(remaining[best]);
+                    let weights: Vec<f32> = remaining
+                        .iter()
+                        .map(|&i| exp((objective(i) - top) / t))
+                        .collect();
+                    let total: f32 = weights.iter().sum();
+                    let mut u = rng.next_f32() * total;
+                    let mut pos = r - 1;
+                    for (p, w) in weights.iter().enumerate() {
+                        if u < *w {
+                            pos = p;
+                            break;
+                        }
+                        u -= w;
+                    }
+                    (pos, Some(weights[pos] / total))
+                }
+            };
+            let chosen = remaining.remove(pos);
+            if lambda > 0.0 {
+                for &i in &remaining {
+                    let sim: f32 = unit[i].iter().zip(&unit[chosen]).map(|(a, b)| a * b).sum();
+                    max_sim[i] = if out.is_empty() {
+                        sim
+                    } else {
+                        max_sim[i].max(sim)
+                    };
+                }
+            }
+            out.push(Recommendation {
+                index: candidates[chosen].1,
+                score: candidates[chosen].0,
+                propensity,
+            });
+        }
+        out
+    }
+}
+
+/// Score of an int8 row from its integer dot product. One definition for the scan and for
+/// single items, so both give bit-identical scores.
+#[inline(always)]
+fn i8_score(dot: i32, query_scale: f32, row_scale: f32, bias: f32) -> f32 {
+    dot as f32 * query_scale * row_scale + bias
+}

@@ -1,0 +1,394 @@
+//! The shard wire format, version 1: constants, the header, the model metadata block and the
+//! section kinds. `shard.rs` reads it and `writer.rs` writes it; nothing else knows the layout.
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  magic "EDGERECS"
+//!      8     4  endianness marker 0x01020304 (reads 0x04030201 on a byte-swapped writer)
+//!     12     2  format version (1)
+//!     14     2  header length (64)
+//!     16     4  section count
+//!     20     4  flags (reserved, 0)
+//!     24     8  total length of the shard in bytes
+//!     32     8  checksum: XXH3-64 of every byte of the shard except these 8
+//!     40     8  model id (the same in every shard of one model)
+//!     48     4  shard index          52  4  shard count
+//!     56     4  first item (global index)   60  4  item count in this shard
+//!     64  24*n  section table: kind u32, flags u32, offset u64, length u64
+//!      …        sections, each starting at the next multiple of 16 after the previous one,
+//!               the last one ending exactly at the total length (no gaps, no trailing bytes)
+//! ```
+//! All integers and floats are little-endian. Every shard carries the `Meta` section (the model
+//! parameters needed to read its rows and to score) and its items' sections; the global tables
+//! (query transform, context tables, category names) live in shard 0 only.
+
+/// The first 8 bytes of every shard.
+pub const MAGIC: [u8; 8] = *b"EDGERECS";
+/// Written as a little-endian u32; a reader that sees it byte-swapped rejects the shard.
+pub const ENDIAN_MARKER: u32 = 0x0102_0304;
+/// The format version this build writes and reads.
+pub const VERSION: u16 = 1;
+/// Size of the fixed header.
+pub const HEADER_LEN: usize = 64;
+/// Size of one section table entry.
+pub const SECTION_ENTRY_LEN: usize = 24;
+/// Sections start at multiples of this, so every typed view (u64, f32, SIMD loads) is aligned.
+pub const SECTION_ALIGN: usize = 16;
+/// Upper bound on the section count, so a forged count cannot make the reader allocate.
+pub const MAX_SECTIONS: u32 = 64;
+/// Cloudflare KV's value limit: the writer never produces a larger shard.
+pub const MAX_SHARD_BYTES: u64 = 25 * 1024 * 1024;
+/// Byte offset of the checksum in the header.
+pub(crate) const CHECKSUM_AT: usize = 32;
+
+/// Section flag: a reader that does not know this section kind may skip it. Without the flag an
+/// unknown kind is an error, because ignoring it could change the ranking.
+pub const SECTION_FLAG_OPTIONAL: u32 = 1;
+
+/// Time-of-week bins of the context table: 8 three-hour bins on weekdays, 8 on weekends.
+pub const TIME_BINS: usize = 16;
+/// Device classes of the context table (see `context::Device`).
+pub const DEVICE_CLASSES: usize = 6;
+/// Event types with a session weight each (see `session::EventType`).
+pub const EVENT_TYPES: usize = 6;
+/// The most recent session items that contribute sequence signals.
+pub const MAX_SEQ_LEN: usize = 16;
+/// Sequence tables: item neighbours (co-occurrence) and next-item transitions.
+pub const SEQ_TABLES: usize = 2;
+/// Geohash precision is capped for privacy: 5 characters is a cell of about 5 x 5 km.
+pub const MAX_GEOHASH_PRECISION: usize = 5;
+/// Largest embedding dimension accepted (keeps the i32 dot accumulators far from overflow).
+pub const MAX_DIM: u32 = 1024;
+/// Categories are a u64 bit set per item.
+pub const MAX_CATEGORIES: u32 = 64;
+/// Size of the Meta section.
+pub const META_LEN: usize = 256;
+
+/// The element type of the item rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    /// int8 with one f32 scale per row.
+    I8 = 1,
+    /// IEEE half precision.
+    F16 = 2,
+}
+
+impl Dtype {
+    pub(crate) fn from_u32(v: u32) -> Option<Dtype> {
+        match v {
+            1 => Some(Dtype::I8),
+            2 => Some(Dtype::F16),
+            _ => None,
+        }
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::I8 => 1,
+            Dtype::F16 => 2,
+        }
+    }
+}
+
+/// Rows are padded to a multiple of 16 elements so the SIMD kernels need no tail loop.
+pub fn row_stride(dim: u32) -> u32 {
+    dim.div_ceil(16) * 16
+}
+
+/// Model parameters, stored in every shard (identical across the shards of a model).
+///
+/// Layout: 64 little-endian 32-bit words; words past the fields below are reserved and must be 0.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Meta {
+    /// Embedding dimension.
+    pub dim: u32,
+    /// Element type of the rows.
+    pub dtype: Dtype,
+    /// Items in the whole model (all shards).
+    pub total_items: u32,
+    /// Number of named categories (≤ 64).
+    pub category_count: u32,
+    /// Geohash prefix length used for the geo context table (≤ MAX_GEOHASH_PRECISION).
+    pub geo_precision: u32,
+    /// Rows of the geo context table (0 when the model has none).
+    pub geo_buckets: u32,
+    /// How many of the latest session items feed the sequence tables (≤ MAX_SEQ_LEN).
+    pub seq_len: u32,
+    /// Half-life of a session event's weight in seconds (0 disables time decay).
+    pub time_half_life_s: f32,
+    /// Weight ratio between consecutive session positions in the session vector (newest = 1).
+    pub position_decay: f32,
+    /// Multiplier of the session/embedding term of the query.
+    pub embed_weight: f32,
+    /// Weight of each event type in the session vector, in `EventType` order.
+    pub type_weights: [f32; EVENT_TYPES],
+    /// Per sequence table, the weight of each of the latest `seq_len` positions (newest first).
+    pub seq_weights: [[f32; MAX_SEQ_LEN]; SEQ_TABLES],
+}
+
+impl Meta {
+    /// A neutral default for a model of `dim` dimensions and `total_items` items.
+    pub fn new(dim: u32, dtype: Dtype, total_items: u32) -> Meta {
+        Meta {
+            dim,
+            dtype,
+            total_items,
+            category_count: 0,
+            geo_precision: 4,
+            geo_buckets: 0,
+            seq_len: 0,
+            time_half_life_s: 0.0,
+            position_decay: 0.7,
+            embed_weight: 1.0,
+            type_weights: [1.0, 1.0, 1.5, 2.0, 3.0, 1.0],
+            seq_weights: [[0.0; MAX_SEQ_LEN]; SEQ_TABLES],
+        }
+    }
+
+    /// Row stride in elements.
+    pub fn row_stride(&self) -> u32 {
+        row_stride(self.dim)
+    }
+
+    #[cfg(any(feature = "writer", test))]
+    pub(crate) fn encode(&self) -> [u8; META_LEN] {
+        let mut words = [0u32; META_LEN / 4];
+        words[0] = self.dim;
+        words[1] = self.dtype as u32;
+        words[2] = self.row_stride();
+        words[3] = self.total_items;
+        words[4] = self.category_count;
+        words[5] = self.geo_precision;
+        words[6] = self.geo_buckets;
+        words[7] = self.seq_len;
+        words[8] = self.time_half_life_s.to_bits();
+        words[9] = self.position_decay.to_bits();
+        words[10] = self.embed_weight.to_bits();
+        for (i, w) in self.type_weights.iter().enumerate() {
+            words[11 + i] = w.to_bits();
+        }
+        for t in 0..SEQ_TABLES {
+            for (i, w) in self.seq_weights[t].iter().enumerate() {
+                words[17 + t * MAX_SEQ_LEN + i] = w.to_bits();
+            }
+        }
+        let mut out = [0u8; META_LEN];
+        for (chunk, w) in out.chunks_exact_mut(4).zip(words) {
+            chunk.copy_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
+
+    /// Decodes and validates the Meta section. Never panics.
+    pub(crate) fn decode(bytes: &[u8]) -> crate::Result<Meta> {
+        use crate::Error;
+        if bytes.len() != META_LEN {
+            return Err(crate::ErrorKind::BadSectionLength {
+                kind: "meta",
+                expected: META_LEN as u64,
+                got: bytes.len() as u64,
+            }
+            .into());
+        }
+        let word = |i: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&bytes[i * 4..i * 4 + 4]);
+            u32::from_le_bytes(b)
+        };
+        let float = |i: usize| f32::from_bits(word(i));
+        let dim = word(0);
+        if dim == 0 || dim > MAX_DIM {
+            return Err(Error::invalid(format!(
+                "meta: dim {dim} not in 1..={MAX_DIM}"
+            )));
+        }
+        let dtype = Dtype::from_u32(word(1))
+            .ok_or_else(|| Error::invalid(format!("meta: unknown dtype {}", word(1))))?;
+        if word(2) != row_stride(dim) {
+            return Err(Error::invalid(format!(
+                "meta: row stride {} does not match dim {dim}",
+                word(2)
+            )));
+        }
+        let mut type_weights = [0.0; EVENT_TYPES];
+        for (i, w) in type_weights.iter_mut().enumerate() {
+            *w = float(11 + i);
+        }
+        let mut seq_weights = [[0.0; MAX_SEQ_LEN]; SEQ_TABLES];
+        for (t, table) in seq_weights.iter_mut().enumerate() {
+            for (i, w) in table.iter_mut().enumerate() {
+                *w = float(17 + t * MAX_SEQ_LEN + i);
+            }
+        }
+        let meta = Meta {
+            dim,
+            dtype,
+            total_items: word(3),
+            category_count: word(4),
+            geo_precision: word(5),
+            geo_buckets: word(6),
+            seq_len: word(7),
+            time_half_life_s: float(8),
+            position_decay: float(9),
+            embed_weight: float(10),
+            type_weights,
+            seq_weights,
+        };
+        let used = 17 + SEQ_TABLES * MAX_SEQ_LEN;
+        if (used..META_LEN / 4).any(|i| word(i) != 0) {
+            return Err(Error::invalid("meta: reserved words are not zero"));
+        }
+        meta.check()?;
+        Ok(meta)
+    }
+
+    /// Checks the invariants the scorer relies on; used by both the reader and the writer.
+    pub(crate) fn check(&self) -> crate::Result<()> {
+        use crate::Error;
+        if self.dim == 0 || self.dim > MAX_DIM {
+            return Err(Error::invalid(format!(
+                "meta: dim {} not in 1..={MAX_DIM}",
+                self.dim
+            )));
+        }
+        if self.category_count > MAX_CATEGORIES {
+            return Err(Error::invalid(format!(
+                "meta: {} categories, at most {MAX_CATEGORIES}",
+                self.category_count
+            )));
+        }
+        if self.geo_precision == 0 || self.geo_precision as usize > MAX_GEOHASH_PRECISION {
+            return Err(Error::invalid(format!(
+                "meta: geohash precision {} not in 1..={MAX_GEOHASH_PRECISION}",
+                self.geo_precision
+            )));
+        }
+        if self.seq_len as usize > MAX_SEQ_LEN {
+            return Err(Error::invalid(format!(
+                "meta: seq_len {} above {MAX_SEQ_LEN}",
+                self.seq_len
+            )));
+        }
+        let non_negative = |x: f32| x.is_finite() && x >= 0.0;
+        if !non_negative(self.time_half_life_s)
+            || !non_negative(self.embed_weight)
+            || !(0.0..=1.0).contains(&self.position_decay)
+        {
+            return Err(Error::invalid("meta: decay or weight out of range"));
+        }
+        // Sequence boosts must be non-negative: the ranker's exact top-K over a dense scan plus
+        // a separately boosted set depends on it.
+        let all_weights = self
+            .type_weights
+            .iter()
+            .chain(self.seq_weights.iter().flatten());
+        if !all_weights.copied().all(non_negative) {
+            return Err(Error::invalid(
+                "meta: weights must be finite and non-negative",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The kinds of section a version-1 shard can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SectionKind {
+    Meta = 1,
+    IdOffsets = 2,
+    IdBytes = 3,
+    KeysSorted = 4,
+    KeysOrder = 5,
+    RowsI8 = 6,
+    RowsF16 = 7,
+    RowScales = 8,
+    ItemBias = 9,
+    Categories = 10,
+    NeighbourOffsets = 11,
+    NeighbourTargets = 12,
+    NeighbourWeights = 13,
+    TransitionOffsets = 14,
+    TransitionTargets = 15,
+    TransitionWeights = 16,
+    QueryTransform = 32,
+    QueryBias = 33,
+    CtxTime = 34,
+    CtxDevice = 35,
+    CtxGeo = 36,
+    CategoryOffsets = 37,
+    CategoryBytes = 38,
+}
+
+impl SectionKind {
+    pub(crate) const ALL: [SectionKind; 23] = [
+        SectionKind::Meta,
+        SectionKind::IdOffsets,
+        SectionKind::IdBytes,
+        SectionKind::KeysSorted,
+        SectionKind::KeysOrder,
+        SectionKind::RowsI8,
+        SectionKind::RowsF16,
+        SectionKind::RowScales,
+        SectionKind::ItemBias,
+        SectionKind::Categories,
+        SectionKind::NeighbourOffsets,
+        SectionKind::NeighbourTargets,
+        SectionKind::NeighbourWeights,
+        SectionKind::TransitionOffsets,
+        SectionKind::TransitionTargets,
+        SectionKind::TransitionWeights,
+        SectionKind::QueryTransform,
+        SectionKind::QueryBias,
+        SectionKind::CtxTime,
+        SectionKind::CtxDevice,
+        SectionKind::CtxGeo,
+        SectionKind::CategoryOffsets,
+        SectionKind::CategoryBytes,
+    ];
+
+    pub(crate) fn from_u32(v: u32) -> Option<SectionKind> {
+        SectionKind::ALL.iter().copied().find(|k| *k as u32 == v)
+    }
+
+    /// Position in `ALL`, used to index per-kind arrays.
+    pub(crate) fn slot(self) -> usize {
+        SectionKind::ALL
+            .iter()
+            .position(|k| *k == self)
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            SectionKind::Meta => "meta",
+            SectionKind::IdOffsets => "id_offsets",
+            SectionKind::IdBytes => "id_bytes",
+            SectionKind::KeysSorted => "keys_sorted",
+            SectionKind::KeysOrder => "keys_order",
+            SectionKind::RowsI8 => "rows_i8",
+            SectionKind::RowsF16 => "rows_f16",
+            SectionKind::RowScales => "row_scales",
+            SectionKind::ItemBias => "item_bias",
+            SectionKind::Categories => "categories",
+            SectionKind::NeighbourOffsets => "neighbour_offsets",
+            SectionKind::NeighbourTargets => "neighbour_targets",
+            SectionKind::NeighbourWeights => "neighbour_weights",
+            SectionKind::TransitionOffsets => "transition_offsets",
+            SectionKind::TransitionTargets => "transition_targets",
+            SectionKind::TransitionWeights => "transition_weights",
+            SectionKind::QueryTransform => "query_transform",
+            SectionKind::QueryBias => "query_bias",
+            SectionKind::CtxTime => "ctx_time",
+            SectionKind::CtxDevice => "ctx_device",
+            SectionKind::CtxGeo => "ctx_geo",
+            SectionKind::CategoryOffsets => "category_offsets",
+            SectionKind::CategoryBytes => "category_bytes",
+        }
+    }
+
+    /// Global tables: allowed in shard 0 only.
+    pub(crate) fn is_global(self) -> bool {
+        (self as u32) >= 32
+    }
+}

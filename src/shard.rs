@@ -1,0 +1,748 @@
+//! Reading shards: validate everything once, then hand out borrowed, typed views.
+//!
+//! [`Shard::from_bytes`] copies the bytes into 8-byte aligned storage and runs [`validate`]:
+//! header, checksum, the section table (bounds, alignment, exact coverage, no duplicates),
+//! every section's length against the metadata, and every value the scorer trusts later
+//! (finite floats, indices in range, sorted keys, UTF-8 ids). After that, [`Shard::view`] only
+//! reinterprets validated byte ranges, and no scoring code can fail on shard contents.
+//! None of this panics for any input bytes (see the `never_panics` property test and the fuzz
+//! target).
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::*;
+use crate::hash;
+
+/// Bytes stored with 8-byte alignment, so sections can be viewed as `u64`/`f32` slices without
+/// copying. (A `Vec<u8>` promises only 1-byte alignment.)
+#[derive(Clone)]
+pub struct AlignedBytes {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl AlignedBytes {
+    /// Copies `bytes` into aligned storage.
+    pub fn copy_from(bytes: &[u8]) -> AlignedBytes {
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        AlignedBytes {
+            words,
+            len: bytes.len(),
+        }
+    }
+
+    /// `len` zero bytes, to be filled in place (e.g. straight from a JS `Uint8Array`, saving a
+    /// copy of a multi-megabyte shard).
+    pub fn zeroed(len: usize) -> AlignedBytes {
+        AlignedBytes {
+            words: vec![0u64; len.div_ceil(8)],
+            len,
+        }
+    }
+
+    /// The stored bytes, writable.
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut::<u64, u8>(&mut self.words)[..self.len]
+    }
+
+    /// The stored bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice::<u64, u8>(&self.words)[..self.len]
+    }
+}
+
+/// The fixed header of a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Identifies the model; equal in all shards of one model.
+    pub model_id: u64,
+    /// This shard's position in the model.
+    pub shard_index: u32,
+    /// Number of shards in the model.
+    pub shard_count: u32,
+    /// Global index of this shard's first item.
+    pub item_start: u32,
+    /// Number of items in this shard.
+    pub item_count: u32,
+    /// Total length in bytes.
+    pub total_len: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: usize,
+    len: usize,
+}
+
+/// Where each section of a validated shard lives.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    header: Header,
+    meta: Meta,
+    spans: [Option<Span>; SectionKind::ALL.len()],
+}
+
+/// An owned, validated shard.
+#[derive(Clone)]
+pub struct Shard {
+    bytes: AlignedBytes,
+    layout: Layout,
+}
+
+impl core::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Shard")
+            .field("header", &self.layout.header)
+            .field("meta", &self.layout.meta)
+            .finish()
+    }
+}
+
+impl Shard {
+    /// Copies and validates a shard.
+    ///
+    /// # Errors
+    /// Any structural or value problem, as a typed [`Error`]; never panics.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Shard> {
+        Shard::from_aligned(AlignedBytes::copy_from(bytes))
+    }
+
+    /// Validates a shard already in aligned storage, without copying it.
+    ///
+    /// # Errors
+    /// As [`Shard::from_bytes`].
+    pub fn from_aligned(bytes: AlignedBytes) -> Result<Shard> {
+        let layout = validate(bytes.as_bytes())?;
+        Ok(Shard { bytes, layout })
+    }
+
+    /// The shard's header.
+    pub fn header(&self) -> &Header {
+        &self.layout.header
+    }
+
+    /// The model metadata carried by the shard.
+    pub fn meta(&self) -> &Meta {
+        &self.layout.meta
+    }
+
+    /// The raw bytes (as given to `from_bytes`).
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes.as_bytes()
+    }
+
+    /// Borrowed typed views of the sections. Cheap: no copying, no re-validation.
+    pub fn view(&self) -> ShardView<'_> {
+        self.layout.view(self.bytes.as_bytes())
+    }
+}
+
+/// A table of strings: `offsets` (n+1 entries) into UTF-8 `text`. Validated: offsets start at 0,
+/// never decrease, end at `text.len()` and fall on character boundaries.
+#[derive(Debug, Clone, Copy)]
+pub struct StrTable<'a> {
+    offsets: &'a [u32],
+    // Raw bytes, validated as UTF-8 once in `validate`; `get` converts only the few strings a
+    // request returns, so building a view per request costs nothing per item.
+    text: &'a [u8],
+}
+
+impl<'a> StrTable<'a> {
+    /// Number of strings.
+    pub fn len(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `i`-th string, or "" past the end.
+    pub fn get(&self, i: usize) -> &'a str {
+        match (self.offsets.get(i), self.offsets.get(i + 1)) {
+            (Some(&a), Some(&b)) => self
+                .text
+                .get(a as usize..b as usize)
+                .and_then(|s| core::str::from_utf8(s).ok())
+                .unwrap_or(""),
+            _ => "",
+        }
+    }
+
+    /// All strings in order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a str> + '_ {
+        (0..self.len()).map(move |i| self.get(i))
+    }
+}
+
+/// The item rows of a shard.
+#[derive(Debug, Clone, Copy)]
+pub enum Rows<'a> {
+    /// int8 rows (row-major, `stride` elements each) and one scale per row.
+    I8 { rows: &'a [i8], scales: &'a [f32] },
+    /// f16 rows as raw bits.
+    F16 { rows: &'a [u16] },
+}
+
+/// A sparse item-to-item table in CSR form: for local item `i`, entries
+/// `offsets[i]..offsets[i+1]` of `targets` (global item indices) and `weights` (≥ 0).
+#[derive(Debug, Clone, Copy)]
+pub struct SeqTable<'a> {
+    pub offsets: &'a [u32],
+    pub targets: &'a [u32],
+    pub weights: &'a [f32],
+}
+
+impl<'a> SeqTable<'a> {
+    /// The (targets, weights) of local item `i`; empty when out of range.
+    pub fn row(&self, i: usize) -> (&'a [u32], &'a [f32]) {
+        match (self.offsets.get(i), self.offsets.get(i + 1)) {
+            (Some(&a), Some(&b)) => {
+                let r = a as usize..b as usize;
+                (
+                    self.targets.get(r.clone()).unwrap_or(&[]),
+                    self.weights.get(r).unwrap_or(&[]),
+                )
+            }
+            _ => (&[], &[]),
+        }
+    }
+}
+
+/// The model-wide tables stored in shard 0.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GlobalTables<'a> {
+    /// `dim x dim` row-major matrix applied to the session vector (identity when absent).
+    pub query_transform: Option<&'a [f32]>,
+    /// Constant added to every query (`dim`).
+    pub query_bias: Option<&'a [f32]>,
+    /// `TIME_BINS x dim` context rows.
+    pub ctx_time: Option<&'a [f32]>,
+    /// `DEVICE_CLASSES x dim` context rows.
+    pub ctx_device: Option<&'a [f32]>,
+    /// `geo_buckets x dim` context rows.
+    pub ctx_geo: Option<&'a [f32]>,
+    /// Category names, in bit order.
+    pub category_names: Option<StrTable<'a>>,
+}
+
+/// Borrowed, typed, validated view of one shard.
+#[derive(Debug, Clone)]
+pub struct ShardView<'a> {
+    pub header: Header,
+    pub meta: Meta,
+    pub ids: StrTable<'a>,
+    /// Item keys (`hash::item_key`) sorted ascending, and the local index of each.
+    pub keys_sorted: &'a [u64],
+    pub keys_order: &'a [u32],
+    pub rows: Rows<'a>,
+    pub bias: &'a [f32],
+    pub categories: Option<&'a [u64]>,
+    pub seq: [Option<SeqTable<'a>>; SEQ_TABLES],
+    pub global: GlobalTables<'a>,
+}
+
+impl<'a> ShardView<'a> {
+    /// Validates `bytes` in place and borrows them.
+    ///
+    /// # Errors
+    /// As [`Shard::from_bytes`], and also when `bytes` is not 8-byte aligned (use
+    /// [`Shard::from_bytes`], which copies, for arbitrary buffers).
+    pub fn parse(bytes: &'a [u8]) -> Result<ShardView<'a>> {
+        if (bytes.as_ptr() as usize) % 8 != 0 {
+            return Err(Error::argument(
+                "shard buffer is not 8-byte aligned; use Shard::from_bytes",
+            ));
+        }
+        Ok(validate(bytes)?.view(bytes))
+    }
+
+    /// Local index of the item with this key, by binary search.
+    pub fn find_key(&self, key: u64) -> Option<u32> {
+        let pos = self.keys_sorted.binary_search(&key).ok()?;
+        self.keys_order.get(pos).copied()
+    }
+}
+
+fn read_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn read_u32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+fn read_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+fn align_up(x: usize) -> Option<usize> {
+    x.checked_add(SECTION_ALIGN - 1)
+        .map(|v| v / SECTION_ALIGN * SECTION_ALIGN)
+}
+
+/// Reads and checks the fixed header, including the checksum.
+pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header> {
+    if bytes.len() < HEADER_LEN {
+        return Err(ErrorKind::Truncated {
+            what: "shard header",
+            need: HEADER_LEN as u64,
+            got: bytes.len() as u64,
+        }
+        .into());
+    }
+    if bytes[..8] != MAGIC {
+        return Err(ErrorKind::BadMagic.into());
+    }
+    let marker = read_u32(bytes, 8);
+    if marker == ENDIAN_MARKER.swap_bytes() {
+        return Err(ErrorKind::WrongEndianness.into());
+    }
+    if marker != ENDIAN_MARKER {
+        return Err(ErrorKind::BadMagic.into());
+    }
+    let version = read_u16(bytes, 12);
+    if version != VERSION {
+        return Err(ErrorKind::UnsupportedVersion {
+            found: version,
+            supported: VERSION,
+        }
+        .into());
+    }
+    if read_u16(bytes, 14) as usize != HEADER_LEN {
+        return Err(Error::invalid("header length is not 64"));
+    }
+    let total_len = read_u64(bytes, 24);
+    if total_len != bytes.len() as u64 {
+        return Err(ErrorKind::LengthMismatch {
+            header: total_len,
+            actual: bytes.len() as u64,
+        }
+        .into());
+    }
+    let expected = read_u64(bytes, CHECKSUM_AT);
+    let actual = hash::shard_checksum(bytes, CHECKSUM_AT);
+    if expected != actual {
+        return Err(ErrorKind::ChecksumMismatch { expected, actual }.into());
+    }
+    if read_u32(bytes, 20) != 0 {
+        return Err(Error::invalid("header flags are not zero"));
+    }
+    let header = Header {
+        model_id: read_u64(bytes, 40),
+        shard_index: read_u32(bytes, 48),
+        shard_count: read_u32(bytes, 52),
+        item_start: read_u32(bytes, 56),
+        item_count: read_u32(bytes, 60),
+        total_len,
+    };
+    if header.shard_count == 0 || header.shard_index >= header.shard_count {
+        return Err(Error::invalid(format!(
+            "shard index {} out of range for {} shards",
+            header.shard_index, header.shard_count
+        )));
+    }
+    Ok(header)
+}
+
+/// Full validation of one shard. Returns the layout `view` trusts.
+pub(crate) fn validate(bytes: &[u8]) -> Result<Layout> {
+    let header = parse_header(bytes)?;
+    let count = read_u32(bytes, 16);
+    if count > MAX_SECTIONS {
+        return Err(Error::section_table(format!(
+            "{count} sections, at most {MAX_SECTIONS}"
+        )));
+    }
+    let table_end = HEADER_LEN + count as usize * SECTION_ENTRY_LEN;
+    if table_end > bytes.len() {
+        return Err(ErrorKind::Truncated {
+            what: "section table",
+            need: table_end as u64,
+            got: bytes.len() as u64,
+        }
+        .into());
+    }
+    let mut spans: [Option<Span>; SectionKind::ALL.len()] = [None; SectionKind::ALL.len()];
+    let mut next = align_up(table_end).ok_or_else(|| Error::section_table("overflow"))?;
+    let mut end = table_end;
+    for i in 0..count as usize {
+        let at = HEADER_LEN + i * SECTION_ENTRY_LEN;
+        let (kind, flags) = (read_u32(bytes, at), read_u32(bytes, at + 4));
+        let (offset, len) = (read_u64(bytes, at + 8), read_u64(bytes, at + 16));
+        if flags & !SECTION_FLAG_OPTIONAL != 0 {
+            return Err(Error::section_table(format!(
+                "section {i}: unknown flags {flags:#x}"
+            )));
+        }
+        // Sections must follow one another at the next aligned offset: this rules out overlap,
+        // gaps that could hide data, and unsorted tables in one comparison.
+        if offset != next as u64 {
+            return Err(Error::section_table(format!(
+                "section {i} (kind {kind}) starts at {offset}, expected {next}"
+            )));
+        }
+        let stop = offset
+            .checked_add(len)
+            .filter(|&s| s <= bytes.len() as u64)
+            .ok_or_else(|| {
+                Error::section_table(format!("section {i} (kind {kind}) out of bounds"))
+            })? as usize;
+        end = stop;
+        next = align_up(stop).ok_or_else(|| Error::section_table("overflow"))?;
+        match SectionKind::from_u32(kind) {
+            Some(k) => {
+                if spans[k.slot()].is_some() {
+                    return Err(Error::section_table(format!(
+                        "duplicate section `{}`",
+                        k.name()
+                    )));
+                }
+                if k.is_global() && header.shard_index != 0 {
+                    return Err(Error::section_table(format!(
+                        "global section `{}` outside shard 0",
+                        k.name()
+                    )));
+                }
+                spans[k.slot()] = Some(Span {
+                    start: offset as usize,
+                    len: len as usize,
+                });
+            }
+            None if flags & SECTION_FLAG_OPTIONAL != 0 => {}
+            None => {
+                return Err(Error::section_table(format!(
+                    "unknown required section kind {kind}"
+                )))
+            }
+        }
+    }
+    if end != bytes.len() {
+        return Err(Error::section_table(format!(
+            "sections end at {end} but the shard has {} bytes",
+            bytes.len()
+        )));
+    }
+    let span = |k: SectionKind| spans[k.slot()];
+    let meta_span = span(SectionKind::Meta).ok_or(ErrorKind::MissingSection { kind: "meta" })?;
+    let meta = Meta::decode(&bytes[meta_span.start..meta_span.start + meta_span.len])?;
+    if u64::from(header.item_start) + u64::from(header.item_count) > u64::from(meta.total_items) {
+        return Err(Error::invalid(format!(
+            "items {}..{} exceed the model's {} items",
+            header.item_start,
+            u64::from(header.item_start) + u64::from(header.item_count),
+            meta.total_items
+        )));
+    }
+    check_lengths(&spans, &header, &meta)?;
+    let layout = Layout {
+        header,
+        meta,
+        spans,
+    };
+    check_values(&layout.view(bytes))?;
+    Ok(layout)
+}
+
+/// Checks that required sections exist and every section has the length the metadata implies.
+fn check_lengths(spans: &[Option<Span>], header: &Header, meta: &Meta) -> Result<()> {
+    use SectionKind as K;
+    let n = header.item_count as u64;
+    let dim = meta.dim as u64;
+    let stride = meta.row_stride() as u64;
+    let get = |k: K| spans[k.slot()];
+    let exact = |k: K, expected: u64, required: bool| -> Result<()> {
+        match get(k) {
+            None if required => Err(ErrorKind::MissingSection { kind: k.name() }.into()),
+            None => Ok(()),
+            Some(s) if s.len as u64 != expected => Err(ErrorKind::BadSectionLength {
+                kind: k.name(),
+                expected,
+                got: s.len as u64,
+            }
+            .into()),
+            Some(_) => Ok(()),
+        }
+    };
+    let multiple = |k: K, of: u64| -> Result<()> {
+        match get(k) {
+            Some(s) if s.len as u64 % of != 0 => Err(Error::invalid(format!(
+                "section `{}` length {} is not a multiple of {of}",
+                k.name(),
+                s.len
+            ))),
+            _ => Ok(()),
+        }
+    };
+    let absent = |k: K| -> Result<()> {
+        match get(k) {
+            Some(_) => Err(Error::section_table(format!(
+                "section `{}` does not belong in a {:?} shard",
+                k.name(),
+                meta.dtype
+            ))),
+            None => Ok(()),
+        }
+    };
+    exact(K::IdOffsets, 4 * (n + 1), true)?;
+    if get(K::IdBytes).is_none() {
+        return Err(ErrorKind::MissingSection { kind: "id_bytes" }.into());
+    }
+    exact(K::KeysSorted, 8 * n, true)?;
+    exact(K::KeysOrder, 4 * n, true)?;
+    match meta.dtype {
+        Dtype::I8 => {
+            exact(K::RowsI8, n * stride, true)?;
+            exact(K::RowScales, 4 * n, true)?;
+            absent(K::RowsF16)?;
+        }
+        Dtype::F16 => {
+            exact(K::RowsF16, 2 * n * stride, true)?;
+            absent(K::RowsI8)?;
+            absent(K::RowScales)?;
+        }
+    }
+    exact(K::ItemBias, 4 * n, true)?;
+    exact(K::Categories, 8 * n, false)?;
+    for [off, tgt, wgt] in [
+        [
+            K::NeighbourOffsets,
+            K::NeighbourTargets,
+            K::NeighbourWeights,
+        ],
+        [
+            K::TransitionOffsets,
+            K::TransitionTargets,
+            K::TransitionWeights,
+        ],
+    ] {
+        let present = [off, tgt, wgt].map(|k| get(k).is_some());
+        if present.iter().any(|&p| p) {
+            if !present.iter().all(|&p| p) {
+                return Err(Error::section_table(format!(
+                    "sequence table `{}` is incomplete",
+                    off.name()
+                )));
+            }
+            exact(off, 4 * (n + 1), true)?;
+            multiple(tgt, 4)?;
+            let targets = get(tgt).map_or(0, |s| s.len as u64);
+            exact(wgt, targets, true)?;
+        }
+    }
+    exact(K::QueryTransform, 4 * dim * dim, false)?;
+    exact(K::QueryBias, 4 * dim, false)?;
+    exact(K::CtxTime, 4 * TIME_BINS as u64 * dim, false)?;
+    exact(K::CtxDevice, 4 * DEVICE_CLASSES as u64 * dim, false)?;
+    exact(K::CtxGeo, 4 * u64::from(meta.geo_buckets) * dim, false)?;
+    let names_required = header.shard_index == 0 && meta.category_count > 0;
+    exact(
+        K::CategoryOffsets,
+        4 * (u64::from(meta.category_count) + 1),
+        names_required,
+    )?;
+    if get(K::CategoryOffsets).is_some() != get(K::CategoryBytes).is_some() {
+        return Err(Error::section_table("category names are incomplete"));
+    }
+    Ok(())
+}
+
+impl Layout {
+    /// Typed views of the validated sections. Cannot fail: `validate` established that every
+    /// span is in bounds, 16-byte aligned within 8-byte aligned storage, and a whole number of
+    /// elements long, which is all `bytemuck::cast_slice` requires.
+    pub(crate) fn view<'a>(&self, bytes: &'a [u8]) -> ShardView<'a> {
+        use SectionKind as K;
+        let raw = |k: K| -> &'a [u8] {
+            match self.spans[k.slot()] {
+                Some(s) => &bytes[s.start..s.start + s.len],
+                None => &[],
+            }
+        };
+        let present = |k: K| self.spans[k.slot()].is_some();
+        fn cast<T: bytemuck::AnyBitPattern>(b: &[u8]) -> &[T] {
+            bytemuck::cast_slice(b)
+        }
+        let strings = |off: K, text: K| StrTable {
+            offsets: cast(raw(off)),
+            text: raw(text),
+        };
+        let opt_f32 = |k: K| present(k).then(|| cast::<f32>(raw(k)));
+        let seq = |off: K, tgt: K, wgt: K| {
+            present(off).then(|| SeqTable {
+                offsets: cast(raw(off)),
+                targets: cast(raw(tgt)),
+                weights: cast(raw(wgt)),
+            })
+        };
+        ShardView {
+            header: self.header,
+            meta: self.meta.clone(),
+            ids: strings(K::IdOffsets, K::IdBytes),
+            keys_sorted: cast(raw(K::KeysSorted)),
+            keys_order: cast(raw(K::KeysOrder)),
+            rows: match self.meta.dtype {
+                Dtype::I8 => Rows::I8 {
+                    rows: cast(raw(K::RowsI8)),
+                    scales: cast(raw(K::RowScales)),
+                },
+                Dtype::F16 => Rows::F16 {
+                    rows: cast(raw(K::RowsF16)),
+                },
+            },
+            bias: cast(raw(K::ItemBias)),
+            categories: present(K::Categories).then(|| cast::<u64>(raw(K::Categories))),
+            seq: [
+                seq(
+                    K::NeighbourOffsets,
+                    K::NeighbourTargets,
+                    K::NeighbourWeights,
+                ),
+                seq(
+                    K::TransitionOffsets,
+                    K::TransitionTargets,
+                    K::TransitionWeights,
+                ),
+            ],
+            global: GlobalTables {
+                query_transform: opt_f32(K::QueryTransform),
+                query_bias: opt_f32(K::QueryBias),
+                ctx_time: opt_f32(K::CtxTime),
+                ctx_device: opt_f32(K::CtxDevice),
+                ctx_geo: opt_f32(K::CtxGeo),
+                category_names: present(K::CategoryOffsets)
+                    .then(|| strings(K::CategoryOffsets, K::CategoryBytes)),
+            },
+        }
+    }
+}
+
+fn check_strings(what: &str, offsets: &[u32], raw_text: &[u8]) -> Result<()> {
+    let text = core::str::from_utf8(raw_text).map_err(|e| {
+        Error::invalid(format!("{what}: invalid UTF-8 at byte {}", e.valid_up_to()))
+    })?;
+    if offsets.first() != Some(&0) || offsets.last().map(|&l| l as usize) != Some(text.len()) {
+        return Err(Error::invalid(format!(
+            "{what}: offsets do not span the text"
+        )));
+    }
+    for w in offsets.windows(2) {
+        if w[1] <= w[0] {
+            return Err(Error::invalid(format!(
+                "{what}: empty string or decreasing offsets"
+            )));
+        }
+        if !text.is_char_boundary(w[1] as usize) {
+            return Err(Error::invalid(format!(
+                "{what}: offset inside a UTF-8 character"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn all_finite(what: &str, values: &[f32]) -> Result<()> {
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(Error::invalid(format!("{what}[{i}] is not finite"))),
+        None => Ok(()),
+    }
+}
+
+/// Checks every value the scorer later trusts.
+fn check_values(v: &ShardView<'_>) -> Result<()> {
+    let n = v.header.item_count as usize;
+    check_strings("item ids", v.ids.offsets, v.ids.text)?;
+    // Keys: strictly increasing (so lookups are unambiguous), each naming a distinct local item,
+    // and each equal to the hash of that item's id (so a session's keys find the right items).
+    if v.keys_sorted.windows(2).any(|w| w[1] <= w[0]) {
+        return Err(Error::invalid(
+            "item keys are not strictly increasing (duplicate ids?)",
+        ));
+    }
+    let mut seen = vec![false; n];
+    for (&key, &local) in v.keys_sorted.iter().zip(v.keys_order) {
+        let slot = seen
+            .get_mut(local as usize)
+            .ok_or_else(|| Error::invalid(format!("key order names item {local} of {n}")))?;
+        if std::mem::replace(slot, true) {
+            return Err(Error::invalid(format!(
+                "key order names item {local} twice"
+            )));
+        }
+        if hash::item_key(v.ids.get(local as usize)) != key {
+            return Err(Error::invalid(format!(
+                "key of item {local} does not match its id"
+            )));
+        }
+    }
+    match v.rows {
+        Rows::I8 { scales, .. } => {
+            if let Some(i) = scales.iter().position(|s| !(s.is_finite() && *s >= 0.0)) {
+                return Err(Error::invalid(format!(
+                    "row scale {i} is negative or not finite"
+                )));
+            }
+        }
+        Rows::F16 { rows } => {
+            if let Some(i) = rows
+                .iter()
+                .position(|&b| !half::f16::from_bits(b).is_finite())
+            {
+                return Err(Error::invalid(format!("f16 row element {i} is not finite")));
+            }
+        }
+    }
+    all_finite("item bias", v.bias)?;
+    if let Some(cats) = v.categories {
+        let count = v.meta.category_count;
+        let allowed = if count >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << count) - 1
+        };
+        if let Some(i) = cats.iter().position(|&c| c & !allowed != 0) {
+            return Err(Error::invalid(format!(
+                "item {i} has a category bit above {count}"
+            )));
+        }
+    }
+    let total = v.meta.total_items;
+    for (t, table) in v.seq.iter().enumerate() {
+        let Some(table) = table else { continue };
+        if table.offsets.first() != Some(&0)
+            || table.offsets.last().map(|&l| l as usize) != Some(table.targets.len())
+            || table.offsets.windows(2).any(|w| w[1] < w[0])
+        {
+            return Err(Error::invalid(format!("sequence table {t}: bad offsets")));
+        }
+        if table.targets.iter().any(|&x| x >= total) {
+            return Err(Error::invalid(format!(
+                "sequence table {t}: target out of range"
+            )));
+        }
+        if !table.weights.iter().all(|w| w.is_finite() && *w >= 0.0) {
+            return Err(Error::invalid(format!(
+                "sequence table {t}: negative or non-finite weight"
+            )));
+        }
+    }
+    let g = &v.global;
+    for (what, table) in [
+        ("query transform", g.query_transform),
+        ("query bias", g.query_bias),
+        ("time context", g.ctx_time),
+        ("device context", g.ctx_device),
+        ("geo context", g.ctx_geo),
+    ] {
+        if let Some(values) = table {
+            all_finite(what, values)?;
+        }
+    }
+    if let Some(names) = g.category_names {
+        check_strings("category names", names.offsets, names.text)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! Deterministic synthetic models for tests, benchmarks and examples (with the `writer`
+//! feature). Items fall into clusters: vectors near their cluster's centre, one category per
+//! cluster, neighbours within the cluster and a transition to the next item of the cluster, so
+//! tests can check that a session pulls the ranking toward the clicked cluster.
+
+use crate::format::{Dtype, Meta, DEVICE_CLASSES, TIME_BINS};
+use crate::math::SplitMix64;
+use crate::writer::{write_model, ModelSpec};
+
+/// Parameters of a synthetic model.
+#[derive(Debug, Clone)]
+pub struct Synthetic {
+    pub items: usize,
+    pub dim: usize,
+    pub clusters: usize,
+    pub dtype: Dtype,
+    pub seed: u64,
+    pub neighbours: usize,
+    pub with_context: bool,
+}
+
+impl Default for Synthetic {
+    fn default() -> Self {
+        Synthetic {
+            items: 40,
+            dim: 16,
+            clusters: 4,
+            dtype: Dtype::I8,
+            seed: 1,
+            neighbours: 3,
+            with_context: true,
+        }
+    }
+}
+
+fn gaussian(rng: &mut SplitMix64) -> f32 {
+    // Sum of 4 uniforms: close enough to normal for test data, and platform-independent.
+    (0..4).map(|_| rng.next_f32()).sum::<f32>() - 2.0
+}
+
+impl Synthetic {
+    /// The cluster of item `i`.
+    pub fn cluster_of(&self, i: usize) -> usize {
+        i % self.clusters
+    }
+
+    /// The model spec.
+    pub fn spec(&self) -> ModelSpec {
+        let mut rng = SplitMix64::new(self.seed);
+        let (n, d, c) = (self.items, self.dim, self.clusters.max(1));
+        let centres: Vec<f32> = (0..c * d).map(|_| gaussian(&mut rng)).collect();
+        let mut vectors = Vec::with_capacity(n * d);
+        for i in 0..n {
+            let k = i % c;
+            for j in 0..d {
+                vectors.push(centres[k * d + j] + 0.3 * gaussian(&mut rng));
+            }
+        }
+        let ids: Vec<String> = (0..n).map(|i| format!("item-{i}")).collect();
+        let bias: Vec<f32> = (0..n).map(|_| 0.1 * gaussian(&mut rng)).collect();
+        let categories: Vec<u64> = (0..n).map(|i| 1u64 << (i % c).min(63)).collect();
+        let category_names: Vec<String> = (0..c.min(64)).map(|k| format!("cat{k}")).collect();
+        let neighbours: Vec<Vec<(u32, f32)>> = (0..n)
+            .map(|i| {
+                (1..=self.neighbours)
+                    .map(|s| ((i + s * c) % n) as u32)
+                    .filter(|&t| t as usize != i)
+                    .map(|t| (t, 0.5))
+                    .collect()
+            })
+            .collect();
+        let transitions: Vec<Vec<(u32, f32)>> = (0..n)
+            .map(|i| {
+                if i + c < n {
+                    vec![((i + c) as u32, 1.0)]
+                } else {
+                    vec![]
+                }
+            })
+            .collect();
+        let mut meta = Meta::new(d as u32, self.dtype, n as u32);
+        meta.seq_len = 3;
+        meta.seq_weights[0][..3].copy_from_slice(&[0.3, 0.2, 0.1]);
+        meta.seq_weights[1][0] = 0.5;
+        meta.geo_buckets = if self.with_context { 8 } else { 0 };
+        let table = |rows: usize, rng: &mut SplitMix64| -> Vec<f32> {
+            (0..rows * d).map(|_| 0.2 * gaussian(rng)).collect()
+        };
+        ModelSpec {
+            meta: Some(meta),
+            ids,
+            vectors,
+            bias,
+            categories,
+            category_names,
+            seq: [neighbours, transitions],
+            query_transform: None,
+            query_bias: self.with_context.then(|| table(1, &mut rng)),
+            ctx_time: self.with_context.then(|| table(TIME_BINS, &mut rng)),
+            ctx_device: self.with_context.then(|| table(DEVICE_CLASSES, &mut rng)),
+            ctx_geo: self.with_context.then(|| table(8, &mut rng)),
+        }
+    }
+
+    /// The model as shard bytes, split at `max_shard_bytes`.
+    pub fn shards(&self, max_shard_bytes: u64) -> Vec<Vec<u8>> {
+        write_model(&self.spec(), self.seed ^ 0xed9e_4ec0, max_shard_bytes)
+            .expect("synthetic model is valid")
+    }
+}
+
+/// A small model (40 items, 16 dims, 4 clusters) in one shard.
+pub fn tiny_model_shards() -> Vec<Vec<u8>> {
+    Synthetic::default().shards(crate::format::MAX_SHARD_BYTES)
+}

@@ -1,0 +1,341 @@
+//! The JavaScript API (wasm32 only): `Engine`, `Session`, and plain-object options and results.
+//!
+//! This is the only module that knows about wasm-bindgen. It converts at the boundary and
+//! nothing else: every core error becomes a thrown JS `Error` with the core's message, and no
+//! input from JS can panic (numbers are checked for range, strings parsed with typed errors).
+
+use crate::context::{Context, Device};
+use crate::engine::{Engine, Exploration, Request};
+use crate::session::{EventType, Session};
+use crate::shard::{AlignedBytes, Shard};
+use js_sys::{Array, Object, Reflect, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+/** Options of `Engine.recommend`. Every field is optional. */
+export interface RecommendOptions {
+  /** How many items to return (default 10, at most 1000). */
+  k?: number;
+  /** Visitor location as a geohash; cut to the model's precision (at most 5). */
+  geohash?: string;
+  /** Device class. */
+  device?: "mobile" | "desktop" | "tablet" | "tv" | "bot" | "other";
+  /** Request time, unix seconds (for the time-of-week context and session decay). */
+  ts?: number;
+  /** Visitor time zone, minutes east of UTC. */
+  tzOffsetMin?: number;
+  /** Item ids never to return. */
+  exclude?: string[];
+  /** Only items in at least one of these categories. */
+  allowCategories?: string[];
+  /** Never items in any of these categories. */
+  denyCategories?: string[];
+  /** Maximal-marginal-relevance weight in [0, 1] (default 0). */
+  diversity?: number;
+  /** Exploration: `{ epsilon, seed }` or `{ temperature, seed }`. */
+  explore?: { epsilon?: number; temperature?: number; seed?: number };
+  /** Candidates considered by diversity/exploration (default max(4k, k + 20)). */
+  pool?: number;
+}
+
+/** One ranked item. `propensity` is present when exploring. */
+export interface Recommendation {
+  id: string;
+  score: number;
+  propensity?: number;
+}
+"#;
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(typescript_type = "RecommendOptions")]
+    pub type RecommendOptions;
+    #[wasm_bindgen(typescript_type = "Recommendation[]")]
+    pub type RecommendationList;
+    #[wasm_bindgen(typescript_type = "Uint8Array[]")]
+    pub type ShardList;
+    #[wasm_bindgen(typescript_type = "string[]")]
+    pub type StringList;
+}
+
+fn js_err(e: impl core::fmt::Display) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+/// A loaded model. Build it once with `Engine.fromShards`, then call `recommend` per request.
+#[wasm_bindgen(js_name = Engine)]
+pub struct WasmEngine {
+    inner: Engine,
+}
+
+#[wasm_bindgen(js_class = Engine)]
+impl WasmEngine {
+    /// Validates the shards (checksums included) and builds the engine. Throws on any problem.
+    #[wasm_bindgen(js_name = fromShards)]
+    pub fn from_shards(shards: ShardList) -> Result<WasmEngine, JsError> {
+        let list: Array = shards
+            .dyn_into()
+            .map_err(|_| JsError::new("Engine.fromShards expects an array of Uint8Array"))?;
+        let mut parsed = Vec::with_capacity(list.length() as usize);
+        for (i, value) in list.iter().enumerate() {
+            let array: Uint8Array = value
+                .dyn_into()
+                .map_err(|_| JsError::new(&format!("shard {i} is not a Uint8Array")))?;
+            // Copy straight into aligned storage: one copy of the shard, not two.
+            let mut bytes = AlignedBytes::zeroed(array.length() as usize);
+            array.copy_to(bytes.as_bytes_mut());
+            parsed.push(
+                Shard::from_aligned(bytes).map_err(|e| JsError::new(&format!("shard {i}: {e}")))?,
+            );
+        }
+        Ok(WasmEngine {
+            inner: Engine::from_shards(parsed).map_err(js_err)?,
+        })
+    }
+
+    /// Ranks items for the session. Throws only on invalid options.
+    pub fn recommend(
+        &self,
+        session: &WasmSession,
+        options: Option<RecommendOptions>,
+    ) -> Result<RecommendationList, JsError> {
+        let request = self.request(options.map(JsValue::from).unwrap_or(JsValue::UNDEFINED))?;
+        let ranked = self.inner.recommend(&session.inner, &request);
+        let out = Array::new_with_length(ranked.len() as u32);
+        for (i, r) in ranked.iter().enumerate() {
+            let o = Object::new();
+            let id = self.inner.item_id(r.index).unwrap_or("");
+            set(&o, "id", &JsValue::from_str(id))?;
+            set(&o, "score", &JsValue::from_f64(f64::from(r.score)))?;
+            if let Some(p) = r.propensity {
+                set(&o, "propensity", &JsValue::from_f64(f64::from(p)))?;
+            }
+            out.set(i as u32, o.into());
+        }
+        Ok(out.unchecked_into())
+    }
+
+    /// Number of items in the model.
+    #[wasm_bindgen(getter, js_name = itemCount)]
+    pub fn item_count(&self) -> u32 {
+        self.inner.item_count()
+    }
+
+    /// Embedding dimension.
+    #[wasm_bindgen(getter)]
+    pub fn dim(&self) -> u32 {
+        self.inner.meta().dim
+    }
+
+    /// The model id, as 16 hex digits.
+    #[wasm_bindgen(getter, js_name = modelId)]
+    pub fn model_id(&self) -> String {
+        format!("{:016x}", self.inner.model_id())
+    }
+
+    /// Whether the model has this item.
+    pub fn has(&self, id: &str) -> bool {
+        self.inner.find(id).is_some()
+    }
+
+    /// Category names of the model, in bit order.
+    #[wasm_bindgen(js_name = categoryNames)]
+    pub fn category_names(&self) -> StringList {
+        strings(self.inner.category_names().into_iter())
+    }
+
+    /// Category names of one item (empty for unknown items).
+    #[wasm_bindgen(js_name = itemCategories)]
+    pub fn item_categories(&self, id: &str) -> StringList {
+        let mask = self
+            .inner
+            .find(id)
+            .map_or(0, |i| self.inner.item_categories(i));
+        let names = self.inner.category_names();
+        strings(
+            names
+                .into_iter()
+                .enumerate()
+                .filter(|(b, _)| mask >> b & 1 == 1)
+                .map(|(_, n)| n),
+        )
+    }
+}
+
+fn strings<'a>(items: impl Iterator<Item = &'a str>) -> StringList {
+    let out = Array::new();
+    for s in items {
+        out.push(&JsValue::from_str(s));
+    }
+    out.unchecked_into()
+}
+
+fn set(o: &Object, key: &str, value: &JsValue) -> Result<(), JsError> {
+    Reflect::set(o, &JsValue::from_str(key), value)
+        .map(|_| ())
+        .map_err(|_| JsError::new("could not build the result object"))
+}
+
+fn get(o: &JsValue, key: &str) -> Option<JsValue> {
+    if !o.is_object() {
+        return None;
+    }
+    Reflect::get(o, &JsValue::from_str(key))
+        .ok()
+        .filter(|v| !v.is_undefined() && !v.is_null())
+}
+
+fn number(o: &JsValue, key: &str, min: f64, max: f64) -> Result<Option<f64>, JsError> {
+    match get(o, key) {
+        None => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(x) if x.is_finite() && (min..=max).contains(&x) => Ok(Some(x)),
+            _ => Err(JsError::new(&format!(
+                "option `{key}` must be a number in [{min}, {max}]"
+            ))),
+        },
+    }
+}
+
+fn string(o: &JsValue, key: &str) -> Result<Option<String>, JsError> {
+    match get(o, key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_string()
+            .map(Some)
+            .ok_or_else(|| JsError::new(&format!("option `{key}` must be a string"))),
+    }
+}
+
+fn string_list(o: &JsValue, key: &str) -> Result<Vec<String>, JsError> {
+    let Some(v) = get(o, key) else {
+        return Ok(Vec::new());
+    };
+    if !Array::is_array(&v) {
+        return Err(JsError::new(&format!(
+            "option `{key}` must be an array of strings"
+        )));
+    }
+    Array::from(&v)
+        .iter()
+        .map(|x| {
+            x.as_string()
+                .ok_or_else(|| JsError::new(&format!("option `{key}` must contain only strings")))
+        })
+        .collect()
+}
+
+impl WasmEngine {
+    fn request(&self, o: JsValue) -> Result<Request, JsError> {
+        if !(o.is_undefined() || o.is_null() || o.is_object()) {
+            return Err(JsError::new("recommend options must be an object"));
+        }
+        let device = string(&o, "device")?
+            .map(|d| Device::from_name(&d))
+            .transpose()
+            .map_err(js_err)?;
+        let mut request = Request {
+            k: number(&o, "k", 0.0, 1000.0)?.map_or(10, |k| k as usize),
+            context: Context {
+                geohash: string(&o, "geohash")?,
+                device,
+                ts: number(&o, "ts", 0.0, 1e13)?.map(|t| t as i64),
+                tz_offset_min: number(&o, "tzOffsetMin", -1440.0, 1440.0)?.map_or(0, |t| t as i32),
+            },
+            exclude: string_list(&o, "exclude")?,
+            allow_categories: self
+                .inner
+                .category_mask(&string_list(&o, "allowCategories")?)
+                .map_err(js_err)?,
+            deny_categories: self
+                .inner
+                .category_mask(&string_list(&o, "denyCategories")?)
+                .map_err(js_err)?,
+            diversity: number(&o, "diversity", 0.0, 1.0)?.unwrap_or(0.0) as f32,
+            pool: number(&o, "pool", 0.0, 100_000.0)?.map_or(0, |p| p as usize),
+            ..Request::default()
+        };
+        if let Some(explore) = get(&o, "explore") {
+            let seed =
+                number(&explore, "seed", 0.0, 9.007_199_254_740_991e15)?.unwrap_or(0.0) as u64;
+            request.exploration = match (
+                number(&explore, "epsilon", 0.0, 1.0)?,
+                number(&explore, "temperature", 1e-6, 1e6)?,
+            ) {
+                (Some(epsilon), None) => Exploration::Epsilon {
+                    epsilon: epsilon as f32,
+                    seed,
+                },
+                (None, Some(t)) => Exploration::Softmax {
+                    temperature: t as f32,
+                    seed,
+                },
+                (None, None) => Exploration::Off,
+                (Some(_), Some(_)) => {
+                    return Err(JsError::new(
+                        "explore takes epsilon or temperature, not both",
+                    ))
+                }
+            };
+        }
+        Ok(request)
+    }
+}
+
+/// A visitor's session: their latest events, kept by the page (or in a token).
+#[wasm_bindgen(js_name = Session)]
+pub struct WasmSession {
+    inner: Session,
+}
+
+impl Default for WasmSession {
+    fn default() -> Self {
+        WasmSession::new()
+    }
+}
+
+#[wasm_bindgen(js_class = Session)]
+impl WasmSession {
+    /// An empty session.
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> WasmSession {
+        WasmSession {
+            inner: Session::new(),
+        }
+    }
+
+    /// Records an event: `type` is one of view, click, like, cart, purchase, dwell.
+    pub fn observe(&mut self, item_id: &str, r#type: &str, ts_seconds: f64) -> Result<(), JsError> {
+        if item_id.is_empty() {
+            return Err(JsError::new("item id must not be empty"));
+        }
+        let kind = EventType::from_name(r#type).map_err(js_err)?;
+        if !(ts_seconds.is_finite() && (0.0..=1e13).contains(&ts_seconds)) {
+            return Err(JsError::new("tsSeconds must be a unix time in seconds"));
+        }
+        self.inner.observe(item_id, kind, ts_seconds as u64);
+        Ok(())
+    }
+
+    /// The compact encoding (a few hundred bytes at most).
+    #[wasm_bindgen(js_name = toBytes)]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.inner.to_bytes()
+    }
+
+    /// Decodes `toBytes` output; throws on malformed or oversized input.
+    #[wasm_bindgen(js_name = fromBytes)]
+    pub fn from_bytes(bytes: &[u8]) -> Result<WasmSession, JsError> {
+        Ok(WasmSession {
+            inner: Session::from_bytes(bytes).map_err(js_err)?,
+        })
+    }
+
+    /// Number of events held.
+    #[wasm_bindgen(getter)]
+    pub fn length(&self) -> u32 {
+        self.inner.len() as u32
+    }
+}

@@ -1,0 +1,271 @@
+#![cfg(not(target_arch = "wasm32"))]
+//! Shard format: round trips, every error path by name, and "never panics" on arbitrary bytes.
+
+use edgerec::format::{Dtype, MAX_SHARD_BYTES};
+use edgerec::testing::Synthetic;
+use edgerec::writer::write_model;
+use edgerec::{Engine, ErrorKind, Shard};
+use proptest::prelude::*;
+
+fn one_shard() -> Vec<u8> {
+    Synthetic::default().shards(MAX_SHARD_BYTES).remove(0)
+}
+
+fn patch_u64(bytes: &mut [u8], at: usize, v: u64) {
+    bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Recomputes the checksum after a deliberate edit, so the test reaches the check behind it.
+fn reseal(bytes: &mut [u8]) {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&bytes[..32]);
+    h.update(&bytes[40..]);
+    let sum = h.digest();
+    patch_u64(bytes, 32, sum);
+}
+
+#[test]
+fn round_trip_keeps_everything() {
+    let syn = Synthetic::default();
+    let spec = syn.spec();
+    let shard = Shard::from_bytes(&one_shard()).unwrap();
+    let view = shard.view();
+    assert_eq!(view.header.item_count as usize, spec.ids.len());
+    for (i, id) in spec.ids.iter().enumerate() {
+        assert_eq!(view.ids.get(i), id);
+        assert_eq!(view.find_key(edgerec::hash::item_key(id)), Some(i as u32));
+    }
+    assert_eq!(view.bias, spec.bias.as_slice());
+    assert_eq!(view.categories.unwrap(), spec.categories.as_slice());
+    let engine = Engine::from_shards(vec![shard.clone()]).unwrap();
+    assert_eq!(
+        engine.category_names(),
+        vec!["cat0", "cat1", "cat2", "cat3"]
+    );
+    // Dequantized int8 rows are within half a quantization step of the originals.
+    let d = syn.dim;
+    let mut v = vec![0.0; d];
+    for i in 0..spec.ids.len() {
+        engine.item_vector(i as u32, &mut v);
+        let orig = &spec.vectors[i * d..(i + 1) * d];
+        let max = orig.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        for (a, b) in v.iter().zip(orig) {
+            assert!((a - b).abs() <= max / 127.0 * 0.5 + 1e-6);
+        }
+    }
+}
+
+#[test]
+fn f16_round_trip() {
+    let syn = Synthetic {
+        dtype: Dtype::F16,
+        ..Synthetic::default()
+    };
+    let spec = syn.spec();
+    let engine =
+        Engine::from_bytes(syn.shards(MAX_SHARD_BYTES).iter().map(|s| s.as_slice())).unwrap();
+    let mut v = vec![0.0; syn.dim];
+    engine.item_vector(5, &mut v);
+    for (a, b) in v.iter().zip(&spec.vectors[5 * syn.dim..6 * syn.dim]) {
+        assert!((a - b).abs() < 2e-3);
+    }
+}
+
+#[test]
+fn splits_into_shards_under_the_limit_and_reassembles_in_any_order() {
+    let syn = Synthetic {
+        items: 2000,
+        dim: 32,
+        ..Synthetic::default()
+    };
+    let shards = syn.shards(40_000);
+    assert!(shards.len() > 1);
+    assert!(shards.iter().all(|s| s.len() <= 40_000));
+    let mut reversed: Vec<&[u8]> = shards.iter().map(|s| s.as_slice()).collect();
+    reversed.reverse();
+    let engine = Engine::from_bytes(reversed).unwrap();
+    assert_eq!(engine.item_count(), 2000);
+    assert_eq!(engine.item_id(1999), Some("item-1999"));
+    assert_eq!(engine.find("item-1234"), Some(1234));
+    // A missing shard, a repeated shard, or a shard of another model are refused.
+    let err = Engine::from_bytes(shards[1..].iter().map(|s| s.as_slice())).unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::BadShardSet { .. }), "{err}");
+    let mut twice: Vec<&[u8]> = shards.iter().map(|s| s.as_slice()).collect();
+    twice[1] = &shards[0];
+    assert!(Engine::from_bytes(twice).is_err());
+    let other = Synthetic {
+        items: 2000,
+        dim: 32,
+        seed: 9,
+        ..Synthetic::default()
+    }
+    .shards(40_000);
+    let mut mixed: Vec<&[u8]> = shards.iter().map(|s| s.as_slice()).collect();
+    mixed[1] = &other[1];
+    let err = Engine::from_bytes(mixed).unwrap_err();
+    assert!(err.to_string().contains("belongs to model"), "{err}");
+}
+
+#[test]
+fn error_paths_are_named() {
+    let good = one_shard();
+    let kind = |b: &[u8]| Shard::from_bytes(b).err().map(|e| e.kind().clone());
+
+    assert!(matches!(
+        kind(&good[..10]),
+        Some(ErrorKind::Truncated { .. })
+    ));
+    let mut bad = good.clone();
+    bad[0] = b'X';
+    assert_eq!(kind(&bad), Some(ErrorKind::BadMagic));
+    let mut swapped = good.clone();
+    swapped[8..12].copy_from_slice(&0x0102_0304u32.to_be_bytes());
+    assert_eq!(kind(&swapped), Some(ErrorKind::WrongEndianness));
+    let mut version = good.clone();
+    version[12] = 2;
+    assert_eq!(
+        kind(&version),
+        Some(ErrorKind::UnsupportedVersion {
+            found: 2,
+            supported: 1
+        })
+    );
+    assert!(matches!(
+        kind(&good[..good.len() - 1]),
+        Some(ErrorKind::LengthMismatch { .. })
+    ));
+    let mut padded = good.clone();
+    padded.push(0);
+    assert!(matches!(
+        kind(&padded),
+        Some(ErrorKind::LengthMismatch { .. })
+    ));
+    let mut flipped = good.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    assert!(matches!(
+        kind(&flipped),
+        Some(ErrorKind::ChecksumMismatch { .. })
+    ));
+
+    // Behind a valid checksum: a section offset moved (gap), a duplicate section, an unknown
+    // required section, a non-finite bias.
+    let mut gap = good.clone();
+    let first_offset = u64::from_le_bytes(gap[64 + 8..64 + 16].try_into().unwrap());
+    patch_u64(&mut gap, 64 + 8, first_offset + 16);
+    reseal(&mut gap);
+    assert!(matches!(
+        kind(&gap),
+        Some(ErrorKind::BadSectionTable { .. })
+    ));
+    let mut unknown = good.clone();
+    unknown[64..68].copy_from_slice(&999u32.to_le_bytes());
+    reseal(&mut unknown);
+    let err = Shard::from_bytes(&unknown).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("unknown required section kind 999"),
+        "{err}"
+    );
+    let mut dup = good.clone();
+    dup[64 + 24..64 + 28].copy_from_slice(&1u32.to_le_bytes()); // second entry says "meta" too
+    reseal(&mut dup);
+    assert!(Shard::from_bytes(&dup)
+        .unwrap_err()
+        .to_string()
+        .contains("duplicate"));
+
+    let shard = Shard::from_bytes(&good).unwrap();
+    let bias_at = shard.view().bias.as_ptr() as usize - shard.as_bytes().as_ptr() as usize;
+    let mut nan = good.clone();
+    nan[bias_at..bias_at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    reseal(&mut nan);
+    let err = Shard::from_bytes(&nan).unwrap_err();
+    assert!(
+        err.to_string().contains("item bias[0] is not finite"),
+        "{err}"
+    );
+}
+
+#[test]
+fn writer_rejects_bad_input() {
+    let mut spec = Synthetic::default().spec();
+    spec.ids[1] = spec.ids[0].clone();
+    assert!(write_model(&spec, 1, MAX_SHARD_BYTES)
+        .unwrap_err()
+        .to_string()
+        .contains("duplicate"));
+    let mut spec = Synthetic::default().spec();
+    spec.vectors[3] = f32::INFINITY;
+    assert!(write_model(&spec, 1, MAX_SHARD_BYTES).is_err());
+    let mut spec = Synthetic::default().spec();
+    spec.seq[0][0].push((0, -1.0));
+    assert!(write_model(&spec, 1, MAX_SHARD_BYTES).is_err());
+    let mut spec = Synthetic::default().spec();
+    spec.vectors.pop();
+    assert!(write_model(&spec, 1, MAX_SHARD_BYTES).is_err());
+}
+
+#[test]
+fn golden_shard_still_loads() {
+    // tests/golden/v1-tiny.shard was written by version 1 of the writer and is frozen: every
+    // later reader must load it and rank it the same way. Regenerate only with a format version
+    // bump (and keep the old file).
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/v1-tiny.shard"
+    ))
+    .expect("golden shard present");
+    let engine = Engine::from_bytes([bytes.as_slice()]).expect("golden shard loads");
+    assert_eq!(engine.item_count(), 40);
+    let expected = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/v1-tiny.ranking"
+    ))
+    .expect("golden ranking present");
+    let mut session = edgerec::Session::new();
+    session.observe("item-1", edgerec::EventType::Click, 1_700_000_000);
+    session.observe("item-5", edgerec::EventType::Like, 1_700_000_060);
+    let got = engine.recommend(
+        &session,
+        &edgerec::Request {
+            k: 8,
+            ..Default::default()
+        },
+    );
+    let line = got
+        .iter()
+        .map(|r| engine.item_id(r.index).unwrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    assert_eq!(line, expected.trim());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+    // Any bytes: an error or a shard, never a panic.
+    #[test]
+    fn never_panics_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let _ = Shard::from_bytes(&bytes);
+    }
+
+    // A valid shard with bytes changed anywhere, checksum repaired so validation goes deep.
+    #[test]
+    fn never_panics_on_mutated_shards(edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+        let mut bytes = one_shard();
+        for (at, v) in edits {
+            let i = at % bytes.len();
+            if !(32..40).contains(&i) {
+                bytes[i] = v;
+            }
+        }
+        reseal(&mut bytes);
+        if let Ok(shard) = Shard::from_bytes(&bytes) {
+            if let Ok(engine) = Engine::from_shards(vec![shard]) {
+                let mut s = edgerec::Session::new();
+                s.observe("item-2", edgerec::EventType::Click, 1);
+                let _ = engine.recommend(&s, &edgerec::Request::default());
+            }
+        }
+    }
+}

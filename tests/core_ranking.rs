@@ -1,0 +1,321 @@
+#![cfg(not(target_arch = "wasm32"))]
+//! Ranking behaviour on synthetic clustered models: what a session, context, filters, diversity
+//! and exploration do to the list, and that the pruned scan is exact.
+
+use edgerec::format::MAX_SHARD_BYTES;
+use edgerec::testing::Synthetic;
+use edgerec::{Context, Device, Engine, EventType, Exploration, Request, Session};
+
+fn engine(syn: &Synthetic) -> Engine {
+    Engine::from_bytes(syn.shards(MAX_SHARD_BYTES).iter().map(|s| s.as_slice())).unwrap()
+}
+
+fn cluster_share(
+    engine: &Engine,
+    syn: &Synthetic,
+    recs: &[edgerec::Recommendation],
+    cluster: usize,
+) -> f32 {
+    let hits = recs
+        .iter()
+        .filter(|r| {
+            let id = engine.item_id(r.index).unwrap();
+            let i: usize = id.trim_start_matches("item-").parse().unwrap();
+            syn.cluster_of(i) == cluster
+        })
+        .count();
+    hits as f32 / recs.len().max(1) as f32
+}
+
+#[test]
+fn clicks_pull_the_ranking_toward_their_cluster() {
+    let syn = Synthetic {
+        items: 400,
+        dim: 32,
+        clusters: 8,
+        ..Synthetic::default()
+    };
+    let engine = engine(&syn);
+    let request = Request {
+        k: 10,
+        ..Request::default()
+    };
+    let before = engine.recommend(&Session::new(), &request);
+    let mut session = Session::new();
+    for (t, id) in ["item-3", "item-11", "item-19"].iter().enumerate() {
+        session.observe(id, EventType::Click, 1_700_000_000 + t as u64);
+    }
+    let after = engine.recommend(&session, &request);
+    let (b, a) = (
+        cluster_share(&engine, &syn, &before, 3),
+        cluster_share(&engine, &syn, &after, 3),
+    );
+    assert!(a >= 0.9, "cluster share after clicks {a} (before {b})");
+    assert!(a > b);
+    // Session items are never returned.
+    for r in &after {
+        assert!(!["item-3", "item-11", "item-19"].contains(&engine.item_id(r.index).unwrap()));
+    }
+    // Scores come best first.
+    assert!(after.windows(2).all(|w| w[0].score >= w[1].score));
+}
+
+#[test]
+fn pruned_scan_equals_full_ranking() {
+    // With k = n every item enters the heap (no pruning); the top of that list must equal a
+    // k = 10 request, sequence boosts included.
+    let syn = Synthetic {
+        items: 1500,
+        dim: 48,
+        clusters: 5,
+        neighbours: 20,
+        ..Synthetic::default()
+    };
+    let engine = engine(&syn);
+    let mut session = Session::new();
+    for (t, id) in ["item-7", "item-12", "item-700", "item-2"]
+        .iter()
+        .enumerate()
+    {
+        session.observe(id, EventType::View, 100 + t as u64);
+    }
+    let ctx = Context {
+        device: Some(Device::Mobile),
+        geohash: Some("9q8yy".into()),
+        ts: Some(1_700_000_000),
+        tz_offset_min: 60,
+    };
+    let small = engine.recommend(
+        &session,
+        &Request {
+            k: 10,
+            context: ctx.clone(),
+            ..Request::default()
+        },
+    );
+    let full = engine.recommend(
+        &session,
+        &Request {
+            k: 1500,
+            context: ctx,
+            ..Request::default()
+        },
+    );
+    assert_eq!(full.len(), 1500 - 4);
+    assert_eq!(small, full[..10].to_vec());
+}
+
+#[test]
+fn context_changes_the_ranking() {
+    let syn = Synthetic {
+        items: 300,
+        dim: 16,
+        ..Synthetic::default()
+    };
+    let engine = engine(&syn);
+    let at = |device, hour: i64| {
+        let ctx = Context {
+            device: Some(device),
+            ts: Some(978_307_200 + hour * 3600),
+            ..Context::default()
+        };
+        engine.recommend(
+            &Session::new(),
+            &Request {
+                k: 10,
+                context: ctx,
+                ..Request::default()
+            },
+        )
+    };
+    assert_ne!(at(Device::Mobile, 1), at(Device::Desktop, 1));
+    assert_ne!(at(Device::Mobile, 1), at(Device::Mobile, 13));
+    assert_eq!(at(Device::Tv, 5), at(Device::Tv, 5));
+}
+
+#[test]
+fn filters_and_exclusions() {
+    let syn = Synthetic {
+        items: 200,
+        dim: 16,
+        ..Synthetic::default()
+    };
+    let engine = engine(&syn);
+    let allow = engine.category_mask(&["cat2"]).unwrap();
+    let recs = engine.recommend(
+        &Session::new(),
+        &Request {
+            k: 10,
+            allow_categories: allow,
+            ..Request::default()
+        },
+    );
+    assert_eq!(recs.len(), 10);
+    assert!(recs
+        .iter()
+        .all(|r| engine.item_categories(r.index) == allow));
+    let deny = engine.category_mask(&["cat0", "cat1"]).unwrap();
+    let recs = engine.recommend(
+        &Session::new(),
+        &Request {
+            k: 50,
+            deny_categories: deny,
+            ..Request::default()
+        },
+    );
+    assert!(recs
+        .iter()
+        .all(|r| engine.item_categories(r.index) & deny == 0));
+    assert!(engine.category_mask(&["nope"]).is_err());
+
+    let top = engine.recommend(&Session::new(), &Request::default());
+    let exclude: Vec<String> = top[..3]
+        .iter()
+        .map(|r| engine.item_id(r.index).unwrap().to_string())
+        .collect();
+    let next = engine.recommend(
+        &Session::new(),
+        &Request {
+            exclude: exclude.clone(),
+            ..Request::default()
+        },
+    );
+    assert_eq!(next[..7], top[3..]);
+    assert!(next
+        .iter()
+        .all(|r| !exclude.contains(&engine.item_id(r.index).unwrap().to_string())));
+    // Unknown ids in the session or the exclude list are ignored, not errors.
+    let mut s = Session::new();
+    s.observe("no-such-item", EventType::Click, 5);
+    let req = Request {
+        exclude: vec!["also-missing".into()],
+        ..Request::default()
+    };
+    assert_eq!(engine.recommend(&s, &req), top);
+}
+
+#[test]
+fn diversity_spreads_categories() {
+    let syn = Synthetic {
+        items: 400,
+        dim: 32,
+        clusters: 8,
+        ..Synthetic::default()
+    };
+    let engine = engine(&syn);
+    let mut session = Session::new();
+    session.observe("item-5", EventType::Purchase, 10);
+    let distinct = |d: f32| {
+        let recs = engine.recommend(
+            &session,
+            &Request {
+                k: 10,
+                diversity: d,
+                pool: 200,
+                ..Request::default()
+            },
+        );
+        let mut cats: Vec<u64> = recs
+            .iter()
+            .map(|r| engine.item_categories(r.index))
+            .collect();
+        cats.sort();
+        cats.dedup();
+        cats.len()
+    };
+    let (plain, diverse) = (distinct(0.0), distinct(0.7));
+    assert!(
+        diverse > plain,
+        "distinct categories: {plain} without diversity, {diverse} with"
+    );
+}
+
+#[test]
+fn exploration_is_seeded_and_reports_propensities() {
+    let syn = Synthetic {
+        items: 300,
+        dim: 16,
+        ..Synthetic::default()
+    };
+    let engine = engine(&syn);
+    let session = Session::new();
+    let with = |exploration| {
+        engine.recommend(
+            &session,
+            &Request {
+                k: 10,
+                exploration,
+                ..Request::default()
+            },
+        )
+    };
+    let greedy = with(Exploration::Off);
+    let eps0 = with(Exploration::Epsilon {
+        epsilon: 0.0,
+        seed: 1,
+    });
+    assert_eq!(
+        eps0.iter().map(|r| r.index).collect::<Vec<_>>(),
+        greedy.iter().map(|r| r.index).collect::<Vec<_>>()
+    );
+    assert!(eps0.iter().all(|r| r.propensity == Some(1.0)));
+    let a = with(Exploration::Epsilon {
+        epsilon: 0.5,
+        seed: 42,
+    });
+    let b = with(Exploration::Epsilon {
+        epsilon: 0.5,
+        seed: 42,
+    });
+    assert_eq!(a, b);
+    let differs = (0..20).any(|s| {
+        with(Exploration::Epsilon {
+            epsilon: 0.5,
+            seed: s,
+        }) != a
+    });
+    assert!(differs);
+    for r in with(Exploration::Softmax {
+        temperature: 0.1,
+        seed: 3,
+    }) {
+        let p = r.propensity.unwrap();
+        assert!(p > 0.0 && p <= 1.0);
+    }
+}
+
+#[test]
+fn time_decay_prefers_recent_events() {
+    let mut spec = Synthetic {
+        items: 200,
+        dim: 16,
+        clusters: 4,
+        with_context: false,
+        ..Synthetic::default()
+    }
+    .spec();
+    if let Some(m) = spec.meta.as_mut() {
+        m.time_half_life_s = 600.0;
+        m.position_decay = 1.0;
+        m.seq_len = 0;
+    }
+    let shards = edgerec::writer::write_model(&spec, 7, MAX_SHARD_BYTES).unwrap();
+    let engine = Engine::from_bytes(shards.iter().map(|s| s.as_slice())).unwrap();
+    let mut s = Session::new();
+    s.observe("item-1", EventType::Click, 1_000); // cluster 1, an hour before the request
+    s.observe("item-2", EventType::Click, 4_590); // cluster 2, ten seconds before
+    let q = engine.query_vector(
+        &s,
+        &Context {
+            ts: Some(4_600),
+            ..Context::default()
+        },
+    );
+    let mut v1 = vec![0.0; 16];
+    let mut v2 = vec![0.0; 16];
+    engine.item_vector(1, &mut v1);
+    engine.item_vector(2, &mut v2);
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    let cos = |a: &[f32], b: &[f32]| dot(a, b) / (dot(a, a).sqrt() * dot(b, b).sqrt());
+    assert!(cos(&q, &v2) > 0.95 && cos(&q, &v1) < cos(&q, &v2));
+}
