@@ -631,6 +631,11 @@ impl<'a> Views<'a> {
         let mut threshold = top.threshold();
         let mut scores = [0f32; BLOCK_ROWS];
         let mut offer_block = |scores: &[f32], first: u32, top: &mut TopK| {
+            // Once the heap is full, almost no block holds a winner: a lane-wise maximum (which
+            // the compiler vectorises) rules the whole block out in a few instructions.
+            if block_max(scores) <= threshold {
+                return;
+            }
             for (j, &score) in scores.iter().enumerate() {
                 if score > threshold {
                     let g = first + j as u32;
@@ -650,15 +655,16 @@ impl<'a> Views<'a> {
                         let m = BLOCK_ROWS.min(n - b);
                         let block = rows.get(b * stride..(b + m) * stride).unwrap_or(&[]);
                         kernels::dot_i8_block(q, block, stride, &mut dots[..m]);
-                        let row_scales = scales.get(b..b + m).unwrap_or(&[]);
-                        let row_bias = view.bias.get(b..b + m).unwrap_or(&[]);
-                        for (((s, &dot), &rs), &bias) in scores
-                            .iter_mut()
-                            .zip(&dots[..m])
-                            .zip(row_scales)
-                            .zip(row_bias)
-                        {
-                            *s = i8_score(dot, *scale, rs, bias);
+                        let (Some(row_scales), Some(row_bias)) =
+                            (scales.get(b..b + m), view.bias.get(b..b + m))
+                        else {
+                            continue;
+                        };
+                        // Equal-length slices and an index loop: no bounds checks, so the
+                        // compiler vectorises the conversion (same IEEE operations per lane).
+                        let (out, dots) = (&mut scores[..m], &dots[..m]);
+                        for j in 0..m {
+                            out[j] = i8_score(dots[j], *scale, row_scales[j], row_bias[j]);
                         }
                         offer_block(&scores[..m], start + b as u32, top);
                     }
@@ -789,6 +795,26 @@ impl<'a> Views<'a> {
         }
         out
     }
+}
+
+/// The maximum of `scores` (−∞ when empty), over 8 independent lanes so it vectorises without
+/// reassociating floating-point operations. NaN never wins, so a NaN score is never offered,
+/// which matches `score > threshold` being false for NaN.
+#[inline]
+fn block_max(scores: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = scores.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (m, &s) in lanes.iter_mut().zip(chunk) {
+            *m = if s > *m { s } else { *m };
+        }
+    }
+    for &s in chunks.remainder() {
+        lanes[0] = if s > lanes[0] { s } else { lanes[0] };
+    }
+    lanes
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
 }
 
 /// Score of an int8 row from its integer dot product. One definition for the scan and for

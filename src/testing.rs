@@ -16,6 +16,8 @@ pub struct Synthetic {
     pub dtype: Dtype,
     pub seed: u64,
     pub neighbours: usize,
+    /// Whether each item gets a transition to the next item of its cluster.
+    pub transitions: bool,
     pub with_context: bool,
 }
 
@@ -28,6 +30,7 @@ impl Default for Synthetic {
             dtype: Dtype::I8,
             seed: 1,
             neighbours: 3,
+            transitions: true,
             with_context: true,
         }
     }
@@ -93,7 +96,14 @@ impl Synthetic {
             bias,
             categories,
             category_names,
-            seq: [neighbours, transitions],
+            seq: [
+                if self.neighbours > 0 {
+                    neighbours
+                } else {
+                    Vec::new()
+                },
+                transitions,
+            ],
             query_transform: None,
             query_bias: self.with_context.then(|| table(1, &mut rng)),
             ctx_time: self.with_context.then(|| table(TIME_BINS, &mut rng)),

@@ -117,6 +117,18 @@ impl WasmEngine {
         Ok(out.unchecked_into())
     }
 
+    /// The query vector `recommend` would score with (session vector, transform and context
+    /// combined): for inspection, and to time the session part of a request on its own.
+    #[wasm_bindgen(js_name = queryVector)]
+    pub fn query_vector(
+        &self,
+        session: &WasmSession,
+        options: Option<RecommendOptions>,
+    ) -> Result<Vec<f32>, JsError> {
+        let request = self.request(options.map(JsValue::from).unwrap_or(JsValue::UNDEFINED))?;
+        Ok(self.inner.query_vector(&session.inner, &request.context))
+    }
+
     /// Number of items in the model.
     #[wasm_bindgen(getter, js_name = itemCount)]
     pub fn item_count(&self) -> u32 {

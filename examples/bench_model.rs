@@ -1,0 +1,95 @@
+//! Writes the benchmark models for scripts/bench-node.mjs into the directory given:
+//! `m100k/` (100,000 x 64 int8, no sequence tables, so the int8 path can be compared with exact
+//! float32 search), `m1m/` (1,000,000 x 64 with sequence tables, several shards), and for
+//! m100k the float32 vectors with the bias appended as a 65th column (`vectors.f32`), the
+//! engine's float query vectors with a 1 appended (`queries.f32`) and the sessions/contexts
+//! they came from (`sessions.json`). Peers searching `queries.f32` over `vectors.f32` by inner
+//! product therefore rank by exactly the float32 version of edgerec's score.
+
+use edgerec::format::MAX_SHARD_BYTES;
+use edgerec::math::SplitMix64;
+use edgerec::testing::Synthetic;
+use edgerec::{Context, Device, Engine, EventType, Session};
+use std::fmt::Write;
+
+fn write_shards(dir: &str, shards: &[Vec<u8>]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (i, s) in shards.iter().enumerate() {
+        std::fs::write(format!("{dir}/shard-{i}.bin"), s)?;
+    }
+    Ok(())
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out = std::env::args()
+        .nth(1)
+        .ok_or("usage: bench_model OUT_DIR")?;
+    let syn = Synthetic {
+        items: 100_000,
+        dim: 64,
+        clusters: 256,
+        neighbours: 0,
+        transitions: false,
+        ..Synthetic::default()
+    };
+    let spec = syn.spec();
+    let shards = syn.shards(MAX_SHARD_BYTES);
+    write_shards(&format!("{out}/m100k"), &shards)?;
+    let engine = Engine::from_bytes(shards.iter().map(|s| s.as_slice()))?;
+    let mut vectors = Vec::with_capacity(syn.items * 65);
+    for i in 0..syn.items {
+        vectors.extend_from_slice(&spec.vectors[i * 64..(i + 1) * 64]);
+        vectors.push(spec.bias[i]);
+    }
+    std::fs::write(format!("{out}/m100k/vectors.f32"), f32_bytes(&vectors))?;
+    let mut rng = SplitMix64::new(2024);
+    let mut queries = Vec::new();
+    let mut json = String::from("[");
+    let devices = ["mobile", "desktop", "tablet"];
+    for q in 0..200 {
+        let mut session = Session::new();
+        let mut items = Vec::new();
+        for t in 0..5 {
+            let id = format!("item-{}", rng.below(syn.items));
+            session.observe(&id, EventType::Click, 1_700_000_000 + t * 60);
+            items.push(format!("\"{id}\""));
+        }
+        let device = devices[q % 3];
+        let context = Context {
+            geohash: Some("9q8yy".into()),
+            device: Some(Device::from_name(device)?),
+            ts: Some(1_700_000_400),
+            tz_offset_min: -480,
+        };
+        queries.extend(engine.query_vector(&session, &context));
+        queries.push(1.0);
+        write!(
+            json,
+            "{}{{\"items\":[{}],\"options\":{{\"k\":10,\"device\":\"{device}\",\"geohash\":\"9q8yy\",\"ts\":1700000400,\"tzOffsetMin\":-480}}}}",
+            if q > 0 { "," } else { "" },
+            items.join(",")
+        )?;
+    }
+    json.push(']');
+    std::fs::write(format!("{out}/m100k/queries.f32"), f32_bytes(&queries))?;
+    std::fs::write(format!("{out}/m100k/sessions.json"), json)?;
+
+    let big = Synthetic {
+        items: 1_000_000,
+        dim: 64,
+        clusters: 1024,
+        neighbours: 10,
+        ..Synthetic::default()
+    };
+    let shards = big.shards(MAX_SHARD_BYTES);
+    write_shards(&format!("{out}/m1m"), &shards)?;
+    println!(
+        "wrote {out}/m100k (1 model, 200 queries) and {out}/m1m ({} shards)",
+        shards.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,108 @@
+// Node (V8) benchmark of pkg/ against peers on the same vectors, in one run.
+// Input: the directory written by `cargo run --release --example bench_model --features writer`.
+// Prints one line per figure, with the target and the ratio to each peer.
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { createRequire } from 'node:module';
+import { initSync, Engine, Session } from '../pkg/edgerec.js';
+
+const require = createRequire(import.meta.url);
+const root = new URL('../', import.meta.url).pathname;
+const dir = process.argv[2] ?? join(root, 'target/bench');
+const wasmBytes = readFileSync(join(root, 'pkg/edgerec_bg.wasm'));
+initSync({ module: wasmBytes });
+
+const now = () => Number(process.hrtime.bigint()) / 1e6; // ms
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
+const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(s.length * p))]; };
+const fmt = (ms) => (ms < 0.1 ? `${(ms * 1000).toFixed(1)} µs` : `${ms.toFixed(3)} ms`);
+const line = (s) => console.log(`[bench-node] ${s}`);
+const shardsOf = (d) => readdirSync(d).filter((f) => /^shard-\d+\.bin$/.test(f)).sort((a, b) => parseInt(a.slice(6)) - parseInt(b.slice(6)))
+  .map((f) => new Uint8Array(readFileSync(join(d, f))));
+
+// Times fn() per query over all queries, `rounds` times; returns per-call samples in ms.
+function timeEach(n, rounds, fn) {
+  const samples = [];
+  for (let r = 0; r < rounds; r++) for (let i = 0; i < n; i++) { const t = now(); fn(i); samples.push(now() - t); }
+  return samples;
+}
+
+// --- 100k x 64 -------------------------------------------------------------------------------
+const d100 = join(dir, 'm100k');
+const shards = shardsOf(d100);
+const bytes100 = shards.reduce((a, s) => a + s.length, 0);
+let engine;
+const loadSamples = [];
+for (let i = 0; i < 15; i++) { const t = now(); engine?.free(); engine = Engine.fromShards(shards); loadSamples.push(now() - t); }
+const sessions = JSON.parse(readFileSync(join(d100, 'sessions.json'), 'utf8')).map((s) => {
+  const session = new Session();
+  s.items.forEach((id, t) => session.observe(id, 'click', 1_700_000_000 + t * 60));
+  return { ...s, session };
+});
+const N = engine.itemCount, D = 65;
+const vectors = new Float32Array(readFileSync(join(d100, 'vectors.f32')).buffer.slice(0));
+const queriesAll = new Float32Array(readFileSync(join(d100, 'queries.f32')).buffer.slice(0));
+// Copies, not subarray views: usearch's exactSearch ignores a view's byte offset.
+const queryCopies = Array.from({ length: queriesAll.length / D }, (_, i) => queriesAll.slice(i * D, (i + 1) * D));
+const query = (i) => queryCopies[i];
+const Q = sessions.length;
+
+// edgerec: the full request path (session -> query -> int8 scan -> top-10, excluding session items).
+for (let i = 0; i < Q; i++) engine.recommend(sessions[i].session, sessions[i].options); // warm-up
+const edgeSamples = timeEach(Q, 5, (i) => engine.recommend(sessions[i].session, sessions[i].options));
+const edgeMedian = median(edgeSamples);
+
+// Session update plus session/query vector.
+const sessSamples = timeEach(Q, 5, (i) => {
+  const s = Session.fromBytes(sessions[i].session.toBytes());
+  s.observe('item-77', 'click', 1_700_000_500);
+  engine.queryVector(s, sessions[i].options);
+  s.free();
+});
+
+// Peer 1: hnswlib-wasm BruteforceSearch, inner product, float32, same vectors (bias folded in).
+globalThis.window = globalThis; // its browser build expects `window`
+const { loadHnswlib } = await import('hnswlib-wasm/dist/hnswlib.js');
+const hnsw = await loadHnswlib();
+const bf = new hnsw.BruteforceSearch('ip', D);
+bf.initIndex(N);
+for (let i = 0; i < N; i++) bf.addPoint(vectors.subarray(i * D, (i + 1) * D), i);
+const k = 10, kx = 15; // 10 plus the 5 session items, filtered after
+for (let i = 0; i < 20; i++) bf.searchKnn(query(i), kx, undefined);
+const bfSamples = timeEach(Q, 1, (i) => bf.searchKnn(query(i), kx, undefined));
+
+// Peer 2: usearch exact search (native addon), inner product, float32, one thread.
+const usearch = require('usearch');
+for (let i = 0; i < 5; i++) usearch.exactSearch(vectors, query(i), D, kx, 'ip', 1);
+const usSamples = timeEach(Q, 1, (i) => usearch.exactSearch(vectors, query(i), D, kx, 'ip', 1));
+
+// Recall@10 of edgerec's int8 path against exact float32 (usearch exact), session items excluded.
+let hits = 0;
+for (let i = 0; i < Q; i++) {
+  const exact = usearch.exactSearch(vectors, query(i), D, kx, 'ip', 1);
+  const seen = new Set(sessions[i].items);
+  const truth = Array.from(exact.keys, (x) => `item-${x}`).filter((id) => !seen.has(id)).slice(0, k);
+  const got = new Set(engine.recommend(sessions[i].session, sessions[i].options).map((r) => r.id));
+  hits += truth.filter((id) => got.has(id)).length;
+}
+const recall = hits / (Q * k);
+
+line(`recommend 100k x 64 int8, session(5)+context, top-10: median ${fmt(edgeMedian)}, p99 ${fmt(pct(edgeSamples, 0.99))} (target <= 0.300 ms)`);
+line(`  hnswlib-wasm BruteforceSearch (ip, f32): median ${fmt(median(bfSamples))} -> edgerec is ${(median(bfSamples) / edgeMedian).toFixed(1)}x faster (target >= 5x)`);
+line(`  usearch exactSearch (native addon, ip, f32, 1 thread): median ${fmt(median(usSamples))} -> ratio ${(median(usSamples) / edgeMedian).toFixed(2)}x`);
+line(`  recall@10 of int8 path vs exact float32: ${recall.toFixed(4)} over ${Q} queries (target >= 0.95)`);
+line(`session update + query vector: median ${fmt(median(sessSamples))} (target <= 50 µs)`);
+line(`Engine.fromShards 100k x 64 (${(bytes100 / 1e6).toFixed(1)} MB, checksums verified): median ${fmt(median(loadSamples))} (target <= 15 ms)`);
+const gz = gzipSync(wasmBytes, { level: 9 }).length;
+line(`pkg/edgerec_bg.wasm: ${wasmBytes.length} bytes, ${(gz / 1024).toFixed(1)} KiB gzip (target <= 150 KB)`);
+
+// --- 1M x 64 over several shards ----------------------------------------------------------------
+engine.free();
+const big = shardsOf(join(dir, 'm1m'));
+const t0 = now();
+const bigEngine = Engine.fromShards(big);
+const bigLoad = now() - t0;
+for (let i = 0; i < 10; i++) bigEngine.recommend(sessions[i].session, sessions[i].options);
+const bigSamples = timeEach(50, 2, (i) => bigEngine.recommend(sessions[i].session, sessions[i].options));
+line(`recommend 1M x 64 int8 over ${big.length} shards: median ${fmt(median(bigSamples))}, p99 ${fmt(pct(bigSamples, 0.99))} (target <= 4 ms); load ${fmt(bigLoad)}`);

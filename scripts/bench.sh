@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# `make bench`: native criterion benchmarks, then the Node benchmark with its peers (hnswlib-wasm,
+# usearch) in the same run, then the summary lines with ratios. Figures are written to
+# target/bench/summary.txt as well; docs/FIGURES.md records measured runs.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$EDGEREC_ROOT"
+mkdir -p target/bench
+summary=target/bench/summary.txt
+: > "$summary"
+
+echo "[bench] writing benchmark models (100k x 64, 1M x 64)"
+cargo run -q --release --example bench_model --features writer -- target/bench
+
+echo "[bench] native (criterion)"
+cargo bench -q --bench scoring 2>&1 | grep -E "^[a-z0-9_]+|time:" || true
+
+# Criterion's median estimates, in ns.
+est() { python3 -c "import json,sys; print(json.load(open('target/criterion/$1/new/estimates.json'))['median']['point_estimate'])"; }
+{
+  python3 - "$(est recommend_100k_x64_i8_top10)" "$(est recommend_1m_x64_i8_top10)" "$(est kernel_scalar_100k_x64)" \
+    "$(est kernel_simd_100k_x64)" "$(est session_update_and_query_vector)" "$(est load_100k_x64_model)" <<'PY'
+import sys
+r100, r1m, scalar, simd, sess, load = map(float, sys.argv[1:])
+print(f"[bench-native] recommend 100k x 64 int8 top-10: median {r100/1e6:.3f} ms")
+print(f"[bench-native] recommend 1M x 64 int8 top-10 (8 shards): median {r1m/1e6:.3f} ms")
+print(f"[bench-native] kernel 100k x 64: scalar {scalar/1e6:.3f} ms, SIMD {simd/1e6:.3f} ms -> SIMD {scalar/simd:.1f}x faster")
+print(f"[bench-native] session update + query vector: median {sess/1e3:.2f} µs")
+print(f"[bench-native] load 100k x 64 model (checksums verified): median {load/1e6:.2f} ms")
+PY
+} | tee -a "$summary"
+
+echo "[bench] Node (V8) with peers"
+node scripts/bench-node.mjs target/bench 2> target/bench/node-stderr.log | tee -a "$summary"
+echo "[bench] summary written to $summary"
