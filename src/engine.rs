@@ -101,7 +101,7 @@ pub struct Engine {
 /// The query in the form the kernels take.
 enum Query {
     I8 { q: Vec<i16>, scale: f32 },
-    F16 { q: Vec<f32> },
+    Float { q: Vec<f32> },
 }
 
 /// Per-request borrowed views of every shard.
@@ -426,6 +426,14 @@ impl<'a> Views<'a> {
                     *o = f32::from(r) * scale;
                 }
             }
+            Rows::F32 { rows } => {
+                for (o, &r) in out
+                    .iter_mut()
+                    .zip(rows.get(base..base + dim).unwrap_or(&[]))
+                {
+                    *o = r;
+                }
+            }
             Rows::F16 { rows } => {
                 for (o, &r) in out
                     .iter_mut()
@@ -530,10 +538,10 @@ impl<'a> Views<'a> {
     fn quantize(&self, q: &[f32]) -> Query {
         let stride = self.meta().row_stride() as usize;
         match self.meta().dtype {
-            Dtype::F16 => {
+            Dtype::F16 | Dtype::F32 => {
                 let mut v = q.to_vec();
                 v.resize(stride, 0.0);
-                Query::F16 { q: v }
+                Query::Float { q: v }
             }
             Dtype::I8 => {
                 // Largest |q| such that 127 · qmax · stride stays below 2^31: no i32 overflow.
@@ -614,9 +622,9 @@ impl<'a> Views<'a> {
                     bias,
                 )
             }
-            (Query::F16 { q }, Rows::F16 { rows }) => {
+            (Query::Float { q }, rows @ (Rows::F16 { .. } | Rows::F32 { .. })) => {
                 let mut dot = [0f32; 1];
-                kernels::dot_f16_block(q, rows.get(range).unwrap_or(&[]), stride, &mut dot);
+                float_dots(q, rows, range, stride, &mut dot);
                 dot[0] + bias
             }
             _ => f32::NEG_INFINITY,
@@ -669,12 +677,17 @@ impl<'a> Views<'a> {
                         offer_block(&scores[..m], start + b as u32, top);
                     }
                 }
-                (Query::F16 { q }, Rows::F16 { rows }) => {
+                (Query::Float { q }, rows @ (Rows::F16 { .. } | Rows::F32 { .. })) => {
                     let mut dots = [0f32; BLOCK_ROWS];
                     for b in (0..n).step_by(BLOCK_ROWS) {
                         let m = BLOCK_ROWS.min(n - b);
-                        let block = rows.get(b * stride..(b + m) * stride).unwrap_or(&[]);
-                        kernels::dot_f16_block(q, block, stride, &mut dots[..m]);
+                        float_dots(
+                            q,
+                            rows,
+                            b * stride..(b + m) * stride,
+                            stride,
+                            &mut dots[..m],
+                        );
                         let row_bias = view.bias.get(b..b + m).unwrap_or(&[]);
                         for ((s, &dot), &bias) in scores.iter_mut().zip(&dots[..m]).zip(row_bias) {
                             *s = dot + bias;
@@ -794,6 +807,25 @@ impl<'a> Views<'a> {
             });
         }
         out
+    }
+}
+
+/// Float dot products of `q` with the float rows in element range `range` (f16 or f32).
+fn float_dots(
+    q: &[f32],
+    rows: Rows<'_>,
+    range: core::ops::Range<usize>,
+    stride: usize,
+    out: &mut [f32],
+) {
+    match rows {
+        Rows::F16 { rows } => {
+            kernels::dot_f16_block(q, rows.get(range).unwrap_or(&[]), stride, out)
+        }
+        Rows::F32 { rows } => {
+            kernels::dot_f32_block(q, rows.get(range).unwrap_or(&[]), stride, out)
+        }
+        Rows::I8 { .. } => out.fill(f32::NEG_INFINITY),
     }
 }
 

@@ -71,6 +71,8 @@ pub enum Dtype {
     I8 = 1,
     /// IEEE half precision.
     F16 = 2,
+    /// IEEE single precision: the unquantized reference (evaluation, tests).
+    F32 = 3,
 }
 
 impl Dtype {
@@ -78,6 +80,7 @@ impl Dtype {
         match v {
             1 => Some(Dtype::I8),
             2 => Some(Dtype::F16),
+            3 => Some(Dtype::F32),
             _ => None,
         }
     }
@@ -87,6 +90,7 @@ impl Dtype {
         match self {
             Dtype::I8 => 1,
             Dtype::F16 => 2,
+            Dtype::F32 => 4,
         }
     }
 }
@@ -311,6 +315,7 @@ pub(crate) enum SectionKind {
     TransitionOffsets = 14,
     TransitionTargets = 15,
     TransitionWeights = 16,
+    RowsF32 = 17,
     QueryTransform = 32,
     QueryBias = 33,
     CtxTime = 34,
@@ -321,7 +326,7 @@ pub(crate) enum SectionKind {
 }
 
 impl SectionKind {
-    pub(crate) const ALL: [SectionKind; 23] = [
+    pub(crate) const ALL: [SectionKind; 24] = [
         SectionKind::Meta,
         SectionKind::IdOffsets,
         SectionKind::IdBytes,
@@ -338,6 +343,7 @@ impl SectionKind {
         SectionKind::TransitionOffsets,
         SectionKind::TransitionTargets,
         SectionKind::TransitionWeights,
+        SectionKind::RowsF32,
         SectionKind::QueryTransform,
         SectionKind::QueryBias,
         SectionKind::CtxTime,
@@ -368,6 +374,7 @@ impl SectionKind {
             SectionKind::KeysOrder => "keys_order",
             SectionKind::RowsI8 => "rows_i8",
             SectionKind::RowsF16 => "rows_f16",
+            SectionKind::RowsF32 => "rows_f32",
             SectionKind::RowScales => "row_scales",
             SectionKind::ItemBias => "item_bias",
             SectionKind::Categories => "categories",

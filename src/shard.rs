@@ -66,6 +66,8 @@ pub struct Header {
     pub item_count: u32,
     /// Total length in bytes.
     pub total_len: u64,
+    /// The verified XXH3-64 checksum of the shard (see `format`).
+    pub checksum: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -183,6 +185,8 @@ pub enum Rows<'a> {
     I8 { rows: &'a [i8], scales: &'a [f32] },
     /// f16 rows as raw bits.
     F16 { rows: &'a [u16] },
+    /// f32 rows.
+    F32 { rows: &'a [f32] },
 }
 
 /// A sparse item-to-item table in CSR form: for local item `i`, entries
@@ -338,6 +342,7 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header> {
         item_start: read_u32(bytes, 56),
         item_count: read_u32(bytes, 60),
         total_len,
+        checksum: expected,
     };
     if header.shard_count == 0 || header.shard_index >= header.shard_count {
         return Err(Error::invalid(format!(
@@ -498,11 +503,19 @@ fn check_lengths(spans: &[Option<Span>], header: &Header, meta: &Meta) -> Result
             exact(K::RowsI8, n * stride, true)?;
             exact(K::RowScales, 4 * n, true)?;
             absent(K::RowsF16)?;
+            absent(K::RowsF32)?;
         }
         Dtype::F16 => {
             exact(K::RowsF16, 2 * n * stride, true)?;
             absent(K::RowsI8)?;
             absent(K::RowScales)?;
+            absent(K::RowsF32)?;
+        }
+        Dtype::F32 => {
+            exact(K::RowsF32, 4 * n * stride, true)?;
+            absent(K::RowsI8)?;
+            absent(K::RowScales)?;
+            absent(K::RowsF16)?;
         }
     }
     exact(K::ItemBias, 4 * n, true)?;
@@ -588,6 +601,9 @@ impl Layout {
                 Dtype::I8 => Rows::I8 {
                     rows: cast(raw(K::RowsI8)),
                     scales: cast(raw(K::RowScales)),
+                },
+                Dtype::F32 => Rows::F32 {
+                    rows: cast(raw(K::RowsF32)),
                 },
                 Dtype::F16 => Rows::F16 {
                     rows: cast(raw(K::RowsF16)),
@@ -686,6 +702,7 @@ fn check_values(v: &ShardView<'_>) -> Result<()> {
                 )));
             }
         }
+        Rows::F32 { rows } => all_finite("f32 rows", rows)?,
         Rows::F16 { rows } => {
             if let Some(i) = rows
                 .iter()

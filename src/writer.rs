@@ -275,6 +275,16 @@ fn shard_sections(
                 bytes: le(&scales),
             });
         }
+        Dtype::F32 => {
+            let mut rows = vec![0f32; n * stride];
+            for (row, out) in vectors.chunks_exact(dim).zip(rows.chunks_exact_mut(stride)) {
+                out[..dim].copy_from_slice(row);
+            }
+            sections.push(SectionBuf {
+                kind: K::RowsF32,
+                bytes: le(&rows),
+            });
+        }
         Dtype::F16 => {
             let mut rows = vec![0u16; n * stride];
             for (row, out) in vectors.chunks_exact(dim).zip(rows.chunks_exact_mut(stride)) {

@@ -72,6 +72,47 @@ fn f16_round_trip() {
 }
 
 #[test]
+fn f32_ranks_like_the_float_model() {
+    // The f32 dtype stores vectors exactly, and its ranking is close to the int8 one.
+    let syn = Synthetic {
+        dtype: Dtype::F32,
+        items: 500,
+        dim: 24,
+        ..Synthetic::default()
+    };
+    let spec = syn.spec();
+    let engine =
+        Engine::from_bytes(syn.shards(MAX_SHARD_BYTES).iter().map(|s| s.as_slice())).unwrap();
+    let mut v = vec![0.0; syn.dim];
+    engine.item_vector(7, &mut v);
+    assert_eq!(v.as_slice(), &spec.vectors[7 * syn.dim..8 * syn.dim]);
+    let int8 = Synthetic {
+        dtype: Dtype::I8,
+        ..syn.clone()
+    };
+    let engine8 =
+        Engine::from_bytes(int8.shards(MAX_SHARD_BYTES).iter().map(|s| s.as_slice())).unwrap();
+    let mut session = edgerec::Session::new();
+    session.observe("item-3", edgerec::EventType::Click, 1);
+    let req = edgerec::Request {
+        k: 10,
+        ..Default::default()
+    };
+    let a: Vec<u32> = engine
+        .recommend(&session, &req)
+        .iter()
+        .map(|r| r.index)
+        .collect();
+    let b: Vec<u32> = engine8
+        .recommend(&session, &req)
+        .iter()
+        .map(|r| r.index)
+        .collect();
+    let overlap = a.iter().filter(|i| b.contains(i)).count();
+    assert!(overlap >= 8, "int8 and f32 top-10 share {overlap} items");
+}
+
+#[test]
 fn splits_into_shards_under_the_limit_and_reassembles_in_any_order() {
     let syn = Synthetic {
         items: 2000,

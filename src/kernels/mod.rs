@@ -57,6 +57,21 @@ pub fn dot_f16_block(query: &[f32], rows: &[u16], stride: usize, out: &mut [f32]
     }
 }
 
+/// Float dot products of a query with f32 rows (the unquantized reference dtype). Sequential
+/// sums in dimension order, so native and wasm agree bit for bit.
+pub fn dot_f32_block(query: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+    if stride == 0 {
+        return;
+    }
+    for (o, row) in out.iter_mut().zip(rows.chunks_exact(stride)) {
+        let mut acc = 0.0f32;
+        for (q, r) in query.iter().zip(row) {
+            acc += q * r;
+        }
+        *o = acc;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,191 @@
+//! Model directories: `manifest.json` plus shard files, written so that a reader never sees a
+//! half-written model (everything goes to a temporary directory that is renamed into place),
+//! and read back with every shard validated against the manifest and the core's checks.
+
+use anyhow::{bail, ensure, Context as _, Result};
+use edgerec::writer::{write_model, ModelSpec};
+use edgerec::Engine;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// One shard file in the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShardEntry {
+    pub file: String,
+    pub bytes: u64,
+    /// XXH3-64 of the file, hex (the same checksum the shard header carries).
+    pub checksum: String,
+    /// Global item range [start, end).
+    pub items: [u32; 2],
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub format: String,
+    pub format_version: u32,
+    pub version: String,
+    pub model_id: String,
+    pub created_at: i64,
+    pub items: u32,
+    pub dim: u32,
+    pub dtype: String,
+    pub shards: Vec<ShardEntry>,
+    /// The most popular items, best first: the edge's fallback when it has no model.
+    pub popular: Vec<String>,
+    /// Free-form training and evaluation facts.
+    #[serde(default)]
+    pub info: serde_json::Value,
+}
+
+pub const MANIFEST: &str = "manifest.json";
+
+/// The shard's own verified checksum (XXH3-64 from its header), as hex.
+fn hex_checksum(shard: &edgerec::Shard) -> String {
+    format!("{:016x}", shard.header().checksum)
+}
+
+/// Writes `spec` as a model directory at `out` and returns its manifest.
+pub fn write_dir(
+    spec: &ModelSpec,
+    out: &Path,
+    popular: Vec<String>,
+    info: serde_json::Value,
+    max_shard_bytes: u64,
+) -> Result<Manifest> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let seed = now as u64 ^ (spec.ids.len() as u64) << 32 ^ std::process::id() as u64;
+    let model_id = edgerec::math::SplitMix64::new(seed).next_u64();
+    let shards = write_model(spec, model_id, max_shard_bytes).context("packing the model")?;
+    let meta = spec.meta.as_ref().context("model spec has no meta")?;
+    let version = format!("v{now}-{:08x}", model_id >> 32);
+    let mut entries = Vec::new();
+    let mut start = 0u32;
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let tmp = tempdir_in(parent)?;
+    for (i, bytes) in shards.iter().enumerate() {
+        let shard = edgerec::Shard::from_bytes(bytes).context("re-reading a written shard")?;
+        let count = shard.header().item_count;
+        let file = format!("shard-{i}.bin");
+        std::fs::write(tmp.join(&file), bytes)?;
+        entries.push(ShardEntry {
+            file,
+            bytes: bytes.len() as u64,
+            checksum: hex_checksum(&shard),
+            items: [start, start + count],
+        });
+        start += count;
+    }
+    let manifest = Manifest {
+        format: "edgerec-model".into(),
+        format_version: u32::from(edgerec::format::VERSION),
+        version,
+        model_id: format!("{model_id:016x}"),
+        created_at: now,
+        items: spec.ids.len() as u32,
+        dim: meta.dim,
+        dtype: match meta.dtype {
+            edgerec::Dtype::I8 => "i8",
+            edgerec::Dtype::F16 => "f16",
+            edgerec::Dtype::F32 => "f32",
+        }
+        .into(),
+        shards: entries,
+        popular,
+        info,
+    };
+    std::fs::write(tmp.join(MANIFEST), serde_json::to_vec_pretty(&manifest)?)?;
+    if out.exists() {
+        let old = parent.join(format!(".old-{}", manifest.version));
+        std::fs::rename(out, &old)
+            .with_context(|| format!("moving the old {} aside", out.display()))?;
+        std::fs::rename(&tmp, out)?;
+        std::fs::remove_dir_all(&old).ok();
+    } else {
+        std::fs::rename(&tmp, out)?;
+    }
+    Ok(manifest)
+}
+
+fn tempdir_in(parent: &Path) -> Result<std::path::PathBuf> {
+    let nonce = edgerec::math::SplitMix64::new(std::process::id() as u64 ^ now_nanos()).next_u64();
+    let p = parent.join(format!(".edgerec-tmp-{nonce:016x}"));
+    std::fs::create_dir_all(&p)?;
+    Ok(p)
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Reads a manifest and its shards, checking sizes and checksums against the manifest, then
+/// validating every shard in the core. Errors name the file.
+pub fn read_dir(dir: &Path) -> Result<(Manifest, Vec<Vec<u8>>)> {
+    let mpath = dir.join(MANIFEST);
+    let text = std::fs::read(&mpath).with_context(|| {
+        format!(
+            "cannot read {} (is {} a model directory?)",
+            mpath.display(),
+            dir.display()
+        )
+    })?;
+    let manifest: Manifest = serde_json::from_slice(&text)
+        .with_context(|| format!("{}: not a valid manifest", mpath.display()))?;
+    ensure!(
+        manifest.format == "edgerec-model",
+        "{}: format is {:?}, not \"edgerec-model\"",
+        mpath.display(),
+        manifest.format
+    );
+    ensure!(
+        !manifest.shards.is_empty(),
+        "{}: lists no shards",
+        mpath.display()
+    );
+    let mut shards = Vec::new();
+    for s in &manifest.shards {
+        if s.file.contains('/') || s.file.contains("..") {
+            bail!(
+                "{}: shard file name {:?} is not a plain file name",
+                mpath.display(),
+                s.file
+            );
+        }
+        let path = dir.join(&s.file);
+        let bytes = std::fs::read(&path)
+            .with_context(|| format!("cannot read shard {}", path.display()))?;
+        ensure!(
+            bytes.len() as u64 == s.bytes,
+            "{}: {} bytes, the manifest says {} (partial file?)",
+            path.display(),
+            bytes.len(),
+            s.bytes
+        );
+        let shard = edgerec::Shard::from_bytes(&bytes)
+            .with_context(|| format!("{} is corrupt", path.display()))?;
+        ensure!(
+            hex_checksum(&shard) == s.checksum,
+            "{}: checksum differs from the manifest",
+            path.display()
+        );
+        shards.push(bytes);
+    }
+    Ok((manifest, shards))
+}
+
+/// Loads a model directory into an engine.
+pub fn load_engine(dir: &Path) -> Result<(Manifest, Engine)> {
+    let (manifest, shards) = read_dir(dir)?;
+    let engine = Engine::from_bytes(shards.iter().map(Vec::as_slice))
+        .with_context(|| format!("{}: shards do not form a model", dir.display()))?;
+    Ok((manifest, engine))
+}

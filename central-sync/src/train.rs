@@ -1,0 +1,405 @@
+//! Training: a sequence-aware model that the edge can score from a short session in
+//! microseconds.
+//!
+//! Three signals, all fitted on the same sequences:
+//! - item neighbours: cosine similarity of items over users (item-kNN), top-M per item;
+//! - transitions: first-order next-item probabilities P(j | i), top-M per item;
+//! - embeddings: item vectors and biases trained for next-item prediction with sampled softmax,
+//!   where the "user" is exactly the edge's session vector (the normalised, type- and
+//!   position-weighted mean of the latest items' vectors), plus learned time-bin, device and geo
+//!   context vectors added to it.
+//!
+//! The edge's score is `(s + ctx)·e_j + b_j + α Σ_k 0.7^k nb(last_k, j) + β P(j | last)`; α and β
+//! are tuned on the validation split (see eval.rs). Training is deterministic for a seed and can
+//! warm-start embeddings from a previous model's trainer state.
+
+use crate::dataset::{Dataset, Step, GEO_BUCKETS};
+use edgerec::format::{Dtype, Meta, DEVICE_CLASSES, EVENT_TYPES, TIME_BINS};
+use edgerec::math::SplitMix64;
+use edgerec::writer::ModelSpec;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Hyper-parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub dim: usize,
+    pub epochs: usize,
+    pub negatives: usize,
+    pub learning_rate: f32,
+    pub l2: f32,
+    /// Session events folded into the session vector (the session holds at most 24).
+    pub window: usize,
+    pub position_decay: f32,
+    pub neighbours: usize,
+    pub transitions: usize,
+    /// Session positions feeding the neighbour boost.
+    pub seq_len: usize,
+    /// Neighbour boost weight α.
+    pub alpha: f32,
+    /// Transition boost weight β.
+    pub beta: f32,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            dim: 32,
+            epochs: 12,
+            negatives: 64,
+            learning_rate: 0.05,
+            l2: 1e-5,
+            window: edgerec::session::MAX_SESSION_EVENTS,
+            position_decay: 0.7,
+            neighbours: 100,
+            transitions: 50,
+            seq_len: 5,
+            alpha: 1.0,
+            beta: 1.0,
+            seed: 7,
+        }
+    }
+}
+
+/// The float parameters of a trained model (kept as trainer state for warm starts).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Params {
+    pub items: Vec<String>,
+    pub dim: usize,
+    pub vectors: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub ctx_time: Vec<f32>,
+    pub ctx_device: Vec<f32>,
+    pub ctx_geo: Vec<f32>,
+    pub has_device: bool,
+    pub has_geo: bool,
+}
+
+/// Sparse item-to-item lists.
+pub type Sparse = Vec<Vec<(u32, f32)>>;
+
+/// Top-`m` cosine neighbours of every item over the users' item sets.
+pub fn item_neighbours(n_items: usize, sequences: &[Vec<Step>], m: usize) -> Sparse {
+    let mut users_of: Vec<Vec<u32>> = vec![Vec::new(); n_items];
+    for (u, s) in sequences.iter().enumerate() {
+        let mut items: Vec<u32> = s.iter().map(|x| x.item).collect();
+        items.sort_unstable();
+        items.dedup();
+        for i in items {
+            users_of[i as usize].push(u as u32);
+        }
+    }
+    let user_items: Vec<Vec<u32>> = sequences
+        .iter()
+        .map(|s| {
+            let mut v: Vec<u32> = s.iter().map(|x| x.item).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        })
+        .collect();
+    let norm: Vec<f32> = users_of.iter().map(|u| (u.len() as f32).sqrt()).collect();
+    let mut co = vec![0u32; n_items];
+    let mut touched = Vec::new();
+    (0..n_items)
+        .map(|i| {
+            for &u in &users_of[i] {
+                for &j in &user_items[u as usize] {
+                    if j as usize != i {
+                        if co[j as usize] == 0 {
+                            touched.push(j);
+                        }
+                        co[j as usize] += 1;
+                    }
+                }
+            }
+            let mut list: Vec<(u32, f32)> = touched
+                .iter()
+                .map(|&j| (j, co[j as usize] as f32 / (norm[i] * norm[j as usize])))
+                .collect();
+            for &j in &touched {
+                co[j as usize] = 0;
+            }
+            touched.clear();
+            list.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            list.truncate(m);
+            list
+        })
+        .collect()
+}
+
+/// Top-`m` next-item probabilities P(j | i) from consecutive interactions.
+pub fn transitions(n_items: usize, sequences: &[Vec<Step>], m: usize) -> Sparse {
+    let mut counts: Vec<HashMap<u32, f32>> = vec![HashMap::new(); n_items];
+    for s in sequences {
+        for w in s.windows(2) {
+            *counts[w[0].item as usize].entry(w[1].item).or_insert(0.0) += 1.0;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|c| {
+            let total: f32 = c.values().sum();
+            let mut list: Vec<(u32, f32)> = c.into_iter().map(|(j, n)| (j, n / total)).collect();
+            list.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            list.truncate(m);
+            list
+        })
+        .collect()
+}
+
+fn gaussian(rng: &mut SplitMix64) -> f32 {
+    (0..4).map(|_| rng.next_f32()).sum::<f32>() - 2.0
+}
+
+impl Params {
+    /// Fresh parameters, or `warm` ones carried over by item id (new items start small).
+    pub fn init(d: &Dataset, dim: usize, seed: u64, warm: Option<&Params>) -> Params {
+        let mut rng = SplitMix64::new(seed);
+        let n = d.item_count();
+        let mut p = Params {
+            items: d.items.clone(),
+            dim,
+            vectors: (0..n * dim).map(|_| 0.1 * gaussian(&mut rng)).collect(),
+            bias: vec![0.0; n],
+            ctx_time: vec![0.0; TIME_BINS * dim],
+            ctx_device: vec![0.0; DEVICE_CLASSES * dim],
+            ctx_geo: vec![0.0; GEO_BUCKETS as usize * dim],
+            has_device: d.sequences.iter().flatten().any(|s| s.ctx.device.is_some()),
+            has_geo: d
+                .sequences
+                .iter()
+                .flatten()
+                .any(|s| s.ctx.geo_bucket.is_some()),
+        };
+        if let Some(w) = warm.filter(|w| w.dim == dim) {
+            let old: HashMap<&str, usize> = w
+                .items
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.as_str(), i))
+                .collect();
+            for (i, id) in d.items.iter().enumerate() {
+                if let Some(&o) = old.get(id.as_str()) {
+                    p.vectors[i * dim..(i + 1) * dim]
+                        .copy_from_slice(&w.vectors[o * dim..(o + 1) * dim]);
+                    p.bias[i] = w.bias[o];
+                }
+            }
+            p.ctx_time.copy_from_slice(&w.ctx_time);
+            p.ctx_device.copy_from_slice(&w.ctx_device);
+            p.ctx_geo.copy_from_slice(&w.ctx_geo);
+        }
+        p
+    }
+}
+
+/// Type weights of the session fold (the model's `Meta::type_weights`).
+pub fn type_weights() -> [f32; EVENT_TYPES] {
+    Meta::new(1, Dtype::I8, 0).type_weights
+}
+
+/// One pass of sampled-softmax SGD over next-item examples. `examples` are (user, position)
+/// pairs; the history is the window before the position, folded exactly as the edge folds it.
+/// Returns the mean loss.
+pub fn sgd_epoch(
+    p: &mut Params,
+    sequences: &[Vec<Step>],
+    examples: &[(u32, u32)],
+    cfg: &TrainConfig,
+    rng: &mut SplitMix64,
+    lr: f32,
+) -> f32 {
+    let dim = p.dim;
+    let n = p.items.len();
+    let tw = type_weights();
+    let mut s = vec![0f32; dim];
+    let mut grad_s = vec![0f32; dim];
+    let mut cands: Vec<u32> = Vec::with_capacity(cfg.negatives + 1);
+    let mut logits: Vec<f32> = Vec::with_capacity(cfg.negatives + 1);
+    let mut hist: Vec<(usize, f32)> = Vec::with_capacity(cfg.window);
+    let mut loss = 0.0f64;
+    for &(u, t) in examples {
+        let seq = &sequences[u as usize];
+        let t = t as usize;
+        let target = seq[t].item;
+        // Session vector: newest first, weights type × decay^k, normalised by their sum.
+        hist.clear();
+        let mut pos_w = 1.0f32;
+        let mut wsum = 0.0f32;
+        for step in seq[t.saturating_sub(cfg.window)..t].iter().rev() {
+            let w = tw[step.kind as usize] * pos_w;
+            pos_w *= cfg.position_decay;
+            hist.push((step.item as usize, w));
+            wsum += w;
+        }
+        s.iter_mut().for_each(|x| *x = 0.0);
+        for &(i, w) in &hist {
+            for (a, &v) in s.iter_mut().zip(&p.vectors[i * dim..(i + 1) * dim]) {
+                *a += w / wsum * v;
+            }
+        }
+        let ctx = seq[t].ctx;
+        let add_ctx = |s: &mut [f32], table: &[f32], row: Option<usize>| {
+            if let Some(r) = row {
+                s.iter_mut()
+                    .zip(&table[r * dim..(r + 1) * dim])
+                    .for_each(|(a, b)| *a += b);
+            }
+        };
+        let time_row = ctx.time_bin.map(usize::from);
+        let dev_row = ctx.device.map(usize::from).filter(|_| p.has_device);
+        let geo_row = ctx.geo_bucket.map(|g| g as usize).filter(|_| p.has_geo);
+        add_ctx(&mut s, &p.ctx_time, time_row);
+        add_ctx(&mut s, &p.ctx_device, dev_row);
+        add_ctx(&mut s, &p.ctx_geo, geo_row);
+        // Candidates: the target and uniform negatives (no log-Q correction needed).
+        cands.clear();
+        cands.push(target);
+        while cands.len() <= cfg.negatives {
+            let c = rng.below(n) as u32;
+            if c != target {
+                cands.push(c);
+            }
+        }
+        logits.clear();
+        for &c in &cands {
+            let e = &p.vectors[c as usize * dim..(c as usize + 1) * dim];
+            logits.push(s.iter().zip(e).map(|(a, b)| a * b).sum::<f32>() + p.bias[c as usize]);
+        }
+        let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let z: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
+        loss += f64::from(z.ln() + max - logits[0]);
+        grad_s.iter_mut().for_each(|x| *x = 0.0);
+        for (ci, &c) in cands.iter().enumerate() {
+            let g = (logits[ci] - max).exp() / z - if ci == 0 { 1.0 } else { 0.0 };
+            let row = c as usize * dim;
+            for d in 0..dim {
+                grad_s[d] += g * p.vectors[row + d];
+                p.vectors[row + d] -= lr * (g * s[d] + cfg.l2 * p.vectors[row + d]);
+            }
+            p.bias[c as usize] -= lr * g;
+        }
+        for &(i, w) in &hist {
+            let f = lr * w / wsum;
+            for (v, &g) in p.vectors[i * dim..(i + 1) * dim].iter_mut().zip(&grad_s) {
+                *v -= f * g;
+            }
+        }
+        let ctx_lr = lr * 0.5;
+        for (table, row) in [
+            (&mut p.ctx_time, time_row),
+            (&mut p.ctx_device, dev_row),
+            (&mut p.ctx_geo, geo_row),
+        ] {
+            if let Some(r) = row {
+                for (v, &g) in table[r * dim..(r + 1) * dim].iter_mut().zip(&grad_s) {
+                    *v -= ctx_lr * g;
+                }
+            }
+        }
+    }
+    (loss / examples.len().max(1) as f64) as f32
+}
+
+/// All (user, position) next-item examples with a non-empty history.
+pub fn all_examples(sequences: &[Vec<Step>]) -> Vec<(u32, u32)> {
+    sequences
+        .iter()
+        .enumerate()
+        .flat_map(|(u, s)| (1..s.len()).map(move |t| (u as u32, t as u32)))
+        .collect()
+}
+
+/// Trains embeddings for `cfg.epochs` epochs over `examples`, shuffled per epoch, with a
+/// linearly decaying learning rate. Returns the last epoch's loss.
+pub fn fit_embeddings(
+    p: &mut Params,
+    sequences: &[Vec<Step>],
+    mut examples: Vec<(u32, u32)>,
+    cfg: &TrainConfig,
+    mut progress: impl FnMut(usize, f32),
+) -> f32 {
+    let mut rng = SplitMix64::new(cfg.seed ^ 0x5eed);
+    let mut loss = 0.0;
+    for epoch in 0..cfg.epochs {
+        for i in (1..examples.len()).rev() {
+            examples.swap(i, rng.below(i + 1));
+        }
+        let lr = cfg.learning_rate * (1.0 - epoch as f32 / cfg.epochs.max(1) as f32).max(0.05);
+        loss = sgd_epoch(p, sequences, &examples, cfg, &mut rng, lr);
+        progress(epoch, loss);
+    }
+    loss
+}
+
+/// Everything the model needs besides the embeddings.
+pub struct Tables {
+    pub neighbours: Sparse,
+    pub transitions: Sparse,
+}
+
+pub fn fit_tables(n_items: usize, sequences: &[Vec<Step>], cfg: &TrainConfig) -> Tables {
+    Tables {
+        neighbours: item_neighbours(n_items, sequences, cfg.neighbours),
+        transitions: transitions(n_items, sequences, cfg.transitions),
+    }
+}
+
+/// Item metadata for categories (id → genre names).
+pub type Categories = HashMap<String, Vec<String>>;
+
+/// The model spec the writer packs, with α, β and the session fold in its `Meta`.
+pub fn model_spec(
+    p: &Params,
+    tables: &Tables,
+    cfg: &TrainConfig,
+    dtype: Dtype,
+    categories: Option<&Categories>,
+) -> ModelSpec {
+    let n = p.items.len();
+    let mut meta = Meta::new(p.dim as u32, dtype, n as u32);
+    meta.position_decay = cfg.position_decay;
+    meta.seq_len = cfg.seq_len.min(edgerec::format::MAX_SEQ_LEN) as u32;
+    let mut w = cfg.alpha;
+    for k in 0..meta.seq_len as usize {
+        meta.seq_weights[0][k] = w;
+        w *= cfg.position_decay;
+    }
+    meta.seq_weights[1][0] = cfg.beta;
+    meta.geo_precision = crate::dataset::GEO_PRECISION as u32;
+    meta.geo_buckets = if p.has_geo { GEO_BUCKETS } else { 0 };
+    let (mut names, mut cats) = (Vec::<String>::new(), Vec::new());
+    if let Some(c) = categories {
+        let mut all: Vec<&String> = c.values().flatten().collect();
+        all.sort();
+        all.dedup();
+        names = all.into_iter().take(64).cloned().collect();
+        cats = p
+            .items
+            .iter()
+            .map(|id| {
+                c.get(id).map_or(0u64, |g| {
+                    g.iter()
+                        .filter_map(|x| names.iter().position(|n| n == x))
+                        .fold(0, |m, b| m | 1 << b)
+                })
+            })
+            .collect();
+    }
+    ModelSpec {
+        meta: Some(meta),
+        ids: p.items.clone(),
+        vectors: p.vectors.clone(),
+        bias: p.bias.clone(),
+        categories: cats,
+        category_names: names,
+        seq: [tables.neighbours.clone(), tables.transitions.clone()],
+        query_transform: None,
+        query_bias: None,
+        ctx_time: Some(p.ctx_time.clone()),
+        ctx_device: p.has_device.then(|| p.ctx_device.clone()),
+        ctx_geo: p.has_geo.then(|| p.ctx_geo.clone()),
+    }
+}
