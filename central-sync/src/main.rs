@@ -3,8 +3,13 @@
 mod dataset;
 mod eval;
 mod events;
+mod kv;
 mod model;
+mod npy;
 mod pipeline;
+mod serve;
+mod store;
+mod sync;
 mod train;
 
 use anyhow::{Context as _, Result};
@@ -30,6 +35,14 @@ struct Cli {
     /// Log filter (error, warn, info, debug), also from RUST_LOG.
     #[arg(long, global = true, default_value = "info")]
     log: String,
+    /// The event log (SQLite).
+    #[arg(
+        long,
+        global = true,
+        env = "EDGEREC_DB",
+        default_value = ".edgerec/events.db"
+    )]
+    db: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -77,6 +90,47 @@ impl TrainArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Import an event CSV into the event log (bad rows are reported by line and skipped).
+    #[command(after_help = "Example:\n  central-sync import data/ml-100k/events.csv")]
+    Import {
+        /// Event CSV (user,item,ts[,id,type,value,lat,lon,geohash,device,tz_offset_min]).
+        file: PathBuf,
+    },
+    /// Run the ingest endpoint (POST /v1/events), /healthz and Prometheus /metrics.
+    #[command(
+        after_help = "Example:\n  EDGEREC_INGEST_TOKEN=secret central-sync serve --addr 127.0.0.1:8788"
+    )]
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8788")]
+        addr: String,
+        /// Bearer token clients must send.
+        #[arg(long, env = "EDGEREC_INGEST_TOKEN", hide_env_values = true)]
+        token: String,
+    },
+    /// The cron entry point: incremental training, hold-out evaluation, publish if no regression.
+    #[command(
+        after_help = "Exit status: 0 published or nothing new, 3 held back (regression), 1 error.\nExample:\n  central-sync sync --to local --margin 0.02"
+    )]
+    Sync {
+        #[arg(long)]
+        to: String,
+        /// Working directory for the current and candidate models.
+        #[arg(long, default_value = ".edgerec/models")]
+        work_dir: PathBuf,
+        /// Largest tolerated relative drop of hold-out NDCG@10 (0.02 = 2%).
+        #[arg(long, default_value_t = 0.02)]
+        margin: f64,
+        /// Refit everything now instead of an incremental update.
+        #[arg(long)]
+        full: bool,
+        /// Do a full refit every N syncs.
+        #[arg(long, default_value_t = 10)]
+        full_every: u32,
+        #[arg(long, default_value_t = 3)]
+        keep: usize,
+        #[command(flatten)]
+        train: TrainArgs,
+    },
     /// Train a model from an event CSV into a model directory (manifest.json + shards).
     #[command(
         after_help = "Example:\n  central-sync train --events data/ml-100k/events.csv --items data/ml-100k/items.csv --out models/ml100k"
@@ -126,6 +180,43 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         k: usize,
     },
+    /// Pack externally trained item embeddings (an N x D float32 .npy, one id per line) into a model.
+    #[command(
+        after_help = "Example:\n  central-sync pack --embeddings vectors.npy --ids ids.txt --out models/external --dtype i8"
+    )]
+    Pack {
+        #[arg(long)]
+        embeddings: PathBuf,
+        #[arg(long)]
+        ids: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "i8")]
+        dtype: DtypeArg,
+    },
+    /// Publish a model directory to edge KV: shards and manifest first, the pointer last.
+    #[command(
+        after_help = "Targets: local (wrangler's local KV, served by `wrangler dev`), cloudflare (KV REST API;\nCLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID, EDGEREC_KV_NAMESPACE_ID), dir:PATH (one file per key).\nExample:\n  central-sync publish --model models/ml100k --to local"
+    )]
+    Publish {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        to: String,
+        /// Versions to keep for rollback (at least 2).
+        #[arg(long, default_value_t = 3)]
+        keep: usize,
+    },
+    /// Point models/current back at an earlier version (default: the one before current).
+    #[command(
+        after_help = "Example:\n  central-sync rollback --to local\n  central-sync rollback --to dir:/tmp/kv --version v1763860000-1a2b3c4d"
+    )]
+    Rollback {
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        version: Option<String>,
+    },
 }
 
 fn main() {
@@ -154,6 +245,102 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 fn run(cli: Cli) -> Result<i32> {
     let quiet = cli.json;
     match cli.command {
+        Command::Import { file } => {
+            let mut store = store::Store::open(&cli.db)?;
+            let bar = if quiet {
+                indicatif::ProgressBar::hidden()
+            } else {
+                indicatif::ProgressBar::new_spinner()
+            };
+            let (mut events, errors) = events::read_csv(&file, |n| {
+                if n % 10_000 == 0 {
+                    bar.set_message(format!("read {n} rows"));
+                    bar.tick();
+                }
+            })?;
+            bar.finish_and_clear();
+            for e in &mut events {
+                if e.id.is_none() {
+                    e.id = Some(store::synthetic_id(e));
+                }
+            }
+            let inserted = store.insert(&events)?;
+            for e in errors.iter().take(20) {
+                tracing::warn!("{}:{}: {}", file.display(), e.line, e.message);
+            }
+            if cli.json {
+                print_json(
+                    &serde_json::json!({"stored": inserted.stored, "duplicates": inserted.duplicates, "rejected": errors}),
+                )?;
+            } else {
+                println!(
+                    "imported {}: {} stored, {} duplicates, {} rejected rows{} -> {}",
+                    file.display(),
+                    inserted.stored,
+                    inserted.duplicates,
+                    errors.len(),
+                    if errors.len() > 20 {
+                        " (first 20 shown above)"
+                    } else {
+                        ""
+                    },
+                    cli.db.display()
+                );
+            }
+            Ok(if errors.is_empty() { 0 } else { 2 })
+        }
+        Command::Serve { addr, token } => {
+            anyhow::ensure!(
+                token.len() >= 8,
+                "the ingest token must be at least 8 characters"
+            );
+            let store = store::Store::open(&cli.db)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(serve::run(store, &addr, token))?;
+            Ok(0)
+        }
+        Command::Sync {
+            to,
+            work_dir,
+            margin,
+            full,
+            full_every,
+            keep,
+            train,
+        } => {
+            let mut store = store::Store::open(&cli.db)?;
+            let opts = sync::SyncOptions {
+                target: &to,
+                work_dir: &work_dir,
+                margin,
+                full,
+                full_every,
+                keep,
+                config: train.config(),
+                quiet,
+            };
+            let (code, report) = sync::run(&mut store, &opts)?;
+            if cli.json {
+                print_json(&report)?;
+            } else {
+                println!(
+                    "sync {}: {} new of {} events, {} training in {:.1} s{}, hold-out NDCG@10 {}, PSI {:.4}; {}",
+                    report.status,
+                    report.new_events,
+                    report.total_events,
+                    report.mode,
+                    report.train_seconds,
+                    report.incremental_events_per_second.map(|r| format!(" ({r:.0} events/s)")).unwrap_or_default(),
+                    report.holdout.map(|m| format!("{:.4}", m.ndcg10)).unwrap_or_else(|| "-".into()),
+                    report.popularity_psi,
+                    report.reason
+                );
+            }
+            Ok(code)
+        }
         Command::Train {
             events,
             out,
@@ -234,6 +421,87 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Recommend { model, sessions, k } => recommend(&model, &sessions, k),
+        Command::Pack {
+            embeddings,
+            ids,
+            out,
+            dtype,
+        } => {
+            let (n, d, vectors) = npy::read_f32_matrix(&embeddings)?;
+            let text = std::fs::read_to_string(&ids)
+                .with_context(|| format!("cannot read {}", ids.display()))?;
+            let id_list: Vec<String> = text
+                .lines()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect();
+            anyhow::ensure!(
+                id_list.len() == n,
+                "{} has {} ids but {} has {n} rows",
+                ids.display(),
+                id_list.len(),
+                embeddings.display()
+            );
+            let spec = edgerec::writer::ModelSpec {
+                meta: Some(edgerec::Meta::new(d as u32, dtype.core(), n as u32)),
+                ids: id_list.clone(),
+                vectors,
+                ..Default::default()
+            };
+            let info = serde_json::json!({"packed_from": embeddings.display().to_string()});
+            let manifest = model::write_dir(
+                &spec,
+                &out,
+                id_list.into_iter().take(50).collect(),
+                info,
+                edgerec::format::MAX_SHARD_BYTES,
+            )?;
+            if cli.json {
+                print_json(&manifest)?;
+            } else {
+                println!(
+                    "packed {n} x {d} embeddings into {} ({}, {} shard(s))",
+                    out.display(),
+                    manifest.version,
+                    manifest.shards.len()
+                );
+            }
+            Ok(0)
+        }
+        Command::Publish { model, to, keep } => {
+            let mut store = kv::open(&to)?;
+            let p = kv::publish(store.as_mut(), &model, keep)?;
+            if cli.json {
+                print_json(&p)?;
+            } else {
+                println!(
+                    "published {} to {to} ({} keys, {} bytes; pointer moved from {}){}",
+                    p.version,
+                    p.keys_written,
+                    p.bytes_written,
+                    p.previous.as_deref().unwrap_or("nothing"),
+                    if p.collected.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; collected {}", p.collected.join(", "))
+                    }
+                );
+            }
+            Ok(0)
+        }
+        Command::Rollback { to, version } => {
+            let mut store = kv::open(&to)?;
+            let (from, target) = kv::rollback(store.as_mut(), version.as_deref())?;
+            if cli.json {
+                print_json(&serde_json::json!({"from": from, "to": target}))?;
+            } else {
+                println!(
+                    "models/current: {} -> {target}",
+                    from.as_deref().unwrap_or("nothing")
+                );
+            }
+            Ok(0)
+        }
     }
 }
 

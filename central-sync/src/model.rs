@@ -53,14 +53,15 @@ pub fn write_dir(
     info: serde_json::Value,
     max_shard_bytes: u64,
 ) -> Result<Manifest> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs() as i64;
-    let seed = now as u64 ^ (spec.ids.len() as u64) << 32 ^ std::process::id() as u64;
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let now = since_epoch.as_secs() as i64;
+    let seed =
+        since_epoch.as_nanos() as u64 ^ (spec.ids.len() as u64) << 32 ^ std::process::id() as u64;
     let model_id = edgerec::math::SplitMix64::new(seed).next_u64();
     let shards = write_model(spec, model_id, max_shard_bytes).context("packing the model")?;
     let meta = spec.meta.as_ref().context("model spec has no meta")?;
-    let version = format!("v{now}-{:08x}", model_id >> 32);
+    // Milliseconds, so versions published within one second still sort by time.
+    let version = format!("v{}-{:08x}", since_epoch.as_millis(), model_id >> 32);
     let mut entries = Vec::new();
     let mut start = 0u32;
     let parent = out

@@ -1,0 +1,558 @@
+//! Publishing models to key-value stores the edge reads, atomically from the edge's point of
+//! view: shards and manifest under `models/<version>/…` first, then the pointer
+//! `models/current` last. Old versions stay for rollback and are then collected.
+//!
+//! Three targets share one small trait: a directory (`dir:PATH`, one file per key), wrangler's
+//! local KV (`local`, what `wrangler dev` serves), and Cloudflare's KV REST API (`cloudflare`,
+//! bulk writes with retries and backoff; credentials from the environment).
+
+use crate::model::{self, Manifest};
+use anyhow::{bail, ensure, Context as _, Result};
+use base64::Engine as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const CURRENT: &str = "models/current";
+pub const FALLBACK: &str = "models/fallback";
+
+/// The operations publishing needs from a key-value store.
+pub trait Kv {
+    fn put_many(&mut self, entries: &[(String, Vec<u8>)]) -> Result<()>;
+    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>>;
+    fn list(&mut self, prefix: &str) -> Result<Vec<String>>;
+    fn delete_many(&mut self, keys: &[String]) -> Result<()>;
+}
+
+/// Parses `local`, `cloudflare` or `dir:PATH`.
+pub fn open(target: &str) -> Result<Box<dyn Kv>> {
+    if let Some(path) = target.strip_prefix("dir:") {
+        ensure!(!path.is_empty(), "dir: needs a path, e.g. dir:/tmp/kv");
+        return Ok(Box::new(DirKv {
+            root: PathBuf::from(path),
+        }));
+    }
+    match target {
+        "local" => Ok(Box::new(WranglerLocal::from_env())),
+        "cloudflare" => Ok(Box::new(Cloudflare::from_env()?)),
+        other => bail!("unknown target {other:?}: use local, cloudflare or dir:PATH"),
+    }
+}
+
+/// One file per key under a root directory; each write goes to a temporary file renamed into
+/// place, so a reader sees the old or the new value, never half of one.
+pub struct DirKv {
+    pub root: PathBuf,
+}
+
+impl DirKv {
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        ensure!(
+            !key.split('/')
+                .any(|p| p.is_empty() || p == "." || p == ".."),
+            "bad key {key:?}"
+        );
+        Ok(self.root.join(key))
+    }
+}
+
+impl Kv for DirKv {
+    fn put_many(&mut self, entries: &[(String, Vec<u8>)]) -> Result<()> {
+        for (key, value) in entries {
+            let path = self.path(key)?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = path.with_extension("edgerec-tmp");
+            std::fs::write(&tmp, value).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &path)?;
+        }
+        Ok(())
+    }
+
+    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
+        match std::fs::read(self.path(key)?) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn list(&mut self, prefix: &str) -> Result<Vec<String>> {
+        fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return Ok(());
+            };
+            for e in entries {
+                let p = e?.path();
+                if p.is_dir() {
+                    walk(root, &p, out)?;
+                } else if p.extension().is_none_or(|x| x != "edgerec-tmp") {
+                    if let Ok(rel) = p.strip_prefix(root) {
+                        out.push(rel.to_string_lossy().replace('\\', "/"));
+                    }
+                }
+            }
+            Ok(())
+        }
+        let mut out = Vec::new();
+        walk(&self.root, &self.root, &mut out)?;
+        out.retain(|k| k.starts_with(prefix));
+        out.sort();
+        Ok(out)
+    }
+
+    fn delete_many(&mut self, keys: &[String]) -> Result<()> {
+        for key in keys {
+            let path = self.path(key)?;
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+            if let Some(dir) = path.parent() {
+                std::fs::remove_dir(dir).ok(); // only succeeds once the version's folder is empty
+            }
+        }
+        Ok(())
+    }
+}
+
+/// wrangler's local KV (the store `wrangler dev` reads), driven through the wrangler CLI from
+/// the directory holding wrangler.toml.
+pub struct WranglerLocal {
+    wrangler: String,
+    binding: String,
+    cwd: PathBuf,
+}
+
+impl WranglerLocal {
+    fn from_env() -> WranglerLocal {
+        WranglerLocal {
+            wrangler: std::env::var("WRANGLER").unwrap_or_else(|_| "wrangler".into()),
+            binding: std::env::var("EDGEREC_KV_BINDING").unwrap_or_else(|_| "MODELS".into()),
+            cwd: std::env::var("EDGEREC_WRANGLER_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| PathBuf::from(".")),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Result<Vec<u8>> {
+        let out = std::process::Command::new(&self.wrangler)
+            .args(args)
+            .args(["--binding", &self.binding, "--local"])
+            .current_dir(&self.cwd)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .with_context(|| {
+                format!(
+                    "running {} (is wrangler installed? run `make setup`)",
+                    self.wrangler
+                )
+            })?;
+        if !out.status.success() {
+            bail!(
+                "wrangler {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(out.stdout)
+    }
+
+    fn bulk_file(&self, body: &serde_json::Value) -> Result<tempfile::NamedTempFile> {
+        let mut f = tempfile::Builder::new()
+            .prefix("edgerec-bulk")
+            .suffix(".json")
+            .tempfile()?;
+        std::io::Write::write_all(&mut f, &serde_json::to_vec(body)?)?;
+        Ok(f)
+    }
+}
+
+fn bulk_json(entries: &[(String, Vec<u8>)]) -> serde_json::Value {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    serde_json::Value::Array(
+        entries
+            .iter()
+            .map(|(k, v)| serde_json::json!({"key": k, "value": b64.encode(v), "base64": true}))
+            .collect(),
+    )
+}
+
+impl Kv for WranglerLocal {
+    fn put_many(&mut self, entries: &[(String, Vec<u8>)]) -> Result<()> {
+        let f = self.bulk_file(&bulk_json(entries))?;
+        self.run(&["kv", "bulk", "put", &f.path().to_string_lossy()])?;
+        Ok(())
+    }
+
+    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
+        let keys = self.list(key)?;
+        if !keys.iter().any(|k| k == key) {
+            return Ok(None);
+        }
+        Ok(Some(self.run(&["kv", "key", "get", key])?))
+    }
+
+    fn list(&mut self, prefix: &str) -> Result<Vec<String>> {
+        let out = self.run(&["kv", "key", "list", "--prefix", prefix])?;
+        let v: Vec<serde_json::Value> =
+            serde_json::from_slice(&out).context("parsing `wrangler kv key list` output")?;
+        let mut keys: Vec<String> = v
+            .iter()
+            .filter_map(|x| x["name"].as_str().map(str::to_string))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    fn delete_many(&mut self, keys: &[String]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let f = self.bulk_file(&serde_json::json!(keys))?;
+        self.run(&[
+            "kv",
+            "bulk",
+            "delete",
+            &f.path().to_string_lossy(),
+            "--force",
+        ])?;
+        Ok(())
+    }
+}
+
+/// Cloudflare's Workers KV REST API (v4). Credentials and ids come from the environment:
+/// `CLOUDFLARE_API_TOKEN`, `CLOUDFLARE_ACCOUNT_ID`, `EDGEREC_KV_NAMESPACE_ID`;
+/// `CLOUDFLARE_API_BASE_URL` overrides the endpoint (tests point it at a local server).
+pub struct Cloudflare {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+    max_attempts: u32,
+}
+
+/// Cloudflare accepts at most 10,000 pairs and 100 MB per bulk write; stay well under.
+const BULK_MAX_BYTES: usize = 64 * 1024 * 1024;
+const BULK_MAX_PAIRS: usize = 10_000;
+
+impl Cloudflare {
+    fn from_env() -> Result<Cloudflare> {
+        let var = |k: &str| {
+            std::env::var(k).with_context(|| format!("{k} is not set (needed for --to cloudflare)"))
+        };
+        let api = std::env::var("CLOUDFLARE_API_BASE_URL")
+            .unwrap_or_else(|_| "https://api.cloudflare.com/client/v4".into());
+        let (account, namespace) = (
+            var("CLOUDFLARE_ACCOUNT_ID")?,
+            var("EDGEREC_KV_NAMESPACE_ID")?,
+        );
+        Ok(Cloudflare {
+            base: format!(
+                "{}/accounts/{account}/storage/kv/namespaces/{namespace}",
+                api.trim_end_matches('/')
+            ),
+            token: var("CLOUDFLARE_API_TOKEN")?,
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(120))
+                .build(),
+            max_attempts: 5,
+        })
+    }
+
+    /// Sends a request, retrying 429, 5xx and transport errors with exponential backoff (or the
+    /// server's Retry-After). Returns the response, or None for 404.
+    fn send(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Option<ureq::Response>> {
+        let mut delay = Duration::from_millis(200);
+        for attempt in 1..=self.max_attempts {
+            let req = self
+                .agent
+                .request(method, url)
+                .set("Authorization", &format!("Bearer {}", self.token));
+            let result = match body {
+                Some(b) => req
+                    .set("Content-Type", "application/json")
+                    .send_string(&b.to_string()),
+                None => req.call(),
+            };
+            match result {
+                Ok(resp) => return Ok(Some(resp)),
+                Err(ureq::Error::Status(404, _)) if method == "GET" => return Ok(None),
+                Err(ureq::Error::Status(code, resp))
+                    if (code == 429 || code >= 500) && attempt < self.max_attempts =>
+                {
+                    let wait = resp
+                        .header("Retry-After")
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .map(Duration::from_secs)
+                        .unwrap_or(delay);
+                    tracing::warn!(
+                        code,
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        "Cloudflare API busy; retrying"
+                    );
+                    std::thread::sleep(wait.min(Duration::from_secs(30)));
+                }
+                Err(ureq::Error::Status(code, resp)) => {
+                    let text = resp.into_string().unwrap_or_default();
+                    bail!("Cloudflare API {method} {url}: HTTP {code}: {text}");
+                }
+                Err(ureq::Error::Transport(t)) if attempt < self.max_attempts => {
+                    tracing::warn!(attempt, error = %t, "Cloudflare API unreachable; retrying");
+                    std::thread::sleep(delay);
+                }
+                Err(e) => {
+                    return Err(
+                        anyhow::Error::new(e).context(format!("Cloudflare API {method} {url}"))
+                    )
+                }
+            }
+            delay *= 2;
+        }
+        bail!(
+            "Cloudflare API {method} {url}: gave up after {} attempts",
+            self.max_attempts
+        )
+    }
+
+    fn check_success(resp: ureq::Response, what: &str) -> Result<serde_json::Value> {
+        let v: serde_json::Value = resp
+            .into_json()
+            .with_context(|| format!("{what}: response is not JSON"))?;
+        ensure!(
+            v["success"].as_bool() == Some(true),
+            "{what}: Cloudflare reported failure: {}",
+            v["errors"]
+        );
+        Ok(v)
+    }
+}
+
+impl Kv for Cloudflare {
+    fn put_many(&mut self, entries: &[(String, Vec<u8>)]) -> Result<()> {
+        // Group entries into bulk requests under the size and count limits.
+        let mut start = 0;
+        while start < entries.len() {
+            let (mut end, mut bytes) = (start, 0usize);
+            while end < entries.len() && end - start < BULK_MAX_PAIRS {
+                let b64 = entries[end].1.len().div_ceil(3) * 4 + entries[end].0.len() + 64;
+                if end > start && bytes + b64 > BULK_MAX_BYTES {
+                    break;
+                }
+                bytes += b64;
+                end += 1;
+            }
+            let body = bulk_json(&entries[start..end]);
+            let resp = self
+                .send("PUT", &format!("{}/bulk", self.base), Some(&body))?
+                .context("bulk write returned 404")?;
+            Self::check_success(resp, "bulk write")?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
+        let url = format!("{}/values/{}", self.base, urlencode(key));
+        let Some(resp) = self.send("GET", &url, None)? else {
+            return Ok(None);
+        };
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut resp.into_reader(), &mut buf)?;
+        Ok(Some(buf))
+    }
+
+    fn list(&mut self, prefix: &str) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let mut url = format!("{}/keys?prefix={}&limit=1000", self.base, urlencode(prefix));
+            if !cursor.is_empty() {
+                url += &format!("&cursor={}", urlencode(&cursor));
+            }
+            let resp = self
+                .send("GET", &url, None)?
+                .context("list keys returned 404")?;
+            let v = Self::check_success(resp, "list keys")?;
+            for k in v["result"].as_array().into_iter().flatten() {
+                if let Some(name) = k["name"].as_str() {
+                    keys.push(name.to_string());
+                }
+            }
+            cursor = v["result_info"]["cursor"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            if cursor.is_empty() {
+                break;
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    fn delete_many(&mut self, keys: &[String]) -> Result<()> {
+        for chunk in keys.chunks(BULK_MAX_PAIRS) {
+            let resp = self
+                .send(
+                    "POST",
+                    &format!("{}/bulk/delete", self.base),
+                    Some(&serde_json::json!(chunk)),
+                )?
+                .context("bulk delete returned 404")?;
+            Self::check_success(resp, "bulk delete")?;
+        }
+        Ok(())
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Versions present in the store, oldest first (version names start with the unix time).
+pub fn versions(kv: &mut dyn Kv) -> Result<Vec<String>> {
+    let mut v: Vec<String> = kv
+        .list("models/")?
+        .iter()
+        .filter_map(|k| {
+            k.strip_prefix("models/")?
+                .strip_suffix("/manifest.json")
+                .map(str::to_string)
+        })
+        .collect();
+    v.sort_by_key(|name| (version_time(name), name.clone()));
+    Ok(v)
+}
+
+fn version_time(name: &str) -> u64 {
+    name.trim_start_matches('v')
+        .split('-')
+        .next()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn current(kv: &mut dyn Kv) -> Result<Option<String>> {
+    Ok(kv
+        .get(CURRENT)?
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string()))
+}
+
+/// What a publish did.
+#[derive(Debug, serde::Serialize)]
+pub struct Published {
+    pub version: String,
+    pub previous: Option<String>,
+    pub keys_written: usize,
+    pub bytes_written: u64,
+    pub collected: Vec<String>,
+}
+
+/// Publishes a model directory: validated first, shards and manifest, then the fallback list,
+/// then the pointer; then collects versions beyond the newest `keep` (never the current one or
+/// its predecessor).
+pub fn publish(kv: &mut dyn Kv, model_dir: &Path, keep: usize) -> Result<Published> {
+    let (manifest, shards) = model::read_dir(model_dir)?;
+    let v = &manifest.version;
+    let mut entries: Vec<(String, Vec<u8>)> = manifest
+        .shards
+        .iter()
+        .zip(shards)
+        .map(|(s, bytes)| (format!("models/{v}/{}", s.file), bytes))
+        .collect();
+    entries.push((
+        format!("models/{v}/{}", model::MANIFEST),
+        serde_json::to_vec(&manifest)?,
+    ));
+    let previous = current(kv)?;
+    kv.put_many(&entries)
+        .context("writing shards and manifest")?;
+    let fallback = serde_json::json!({"version": v, "items": manifest.popular});
+    kv.put_many(&[(FALLBACK.to_string(), serde_json::to_vec(&fallback)?)])?;
+    // The pointer goes last: until this write the edge keeps serving the previous version.
+    kv.put_many(&[(CURRENT.to_string(), v.as_bytes().to_vec())])
+        .context("writing the pointer")?;
+    let collected = collect(kv, keep.max(2), v)?;
+    Ok(Published {
+        version: v.clone(),
+        previous,
+        keys_written: entries.len() + 2,
+        bytes_written: entries.iter().map(|e| e.1.len() as u64).sum(),
+        collected,
+    })
+}
+
+fn collect(kv: &mut dyn Kv, keep: usize, current: &str) -> Result<Vec<String>> {
+    let all = versions(kv)?;
+    let pos = all.iter().position(|x| x == current);
+    let mut doomed = Vec::new();
+    if all.len() > keep {
+        for (i, name) in all.iter().enumerate().take(all.len() - keep) {
+            // Never the current version or the one before it (the rollback target).
+            if Some(i) == pos || pos.is_some_and(|p| i + 1 == p) {
+                continue;
+            }
+            doomed.push(name.clone());
+        }
+    }
+    for name in &doomed {
+        let keys = kv.list(&format!("models/{name}/"))?;
+        kv.delete_many(&keys)?;
+    }
+    Ok(doomed)
+}
+
+/// Points `models/current` at `to` (default: the version before the current one), after
+/// checking that version's manifest is there.
+pub fn rollback(kv: &mut dyn Kv, to: Option<&str>) -> Result<(Option<String>, String)> {
+    let all = versions(kv)?;
+    let cur = current(kv)?;
+    let target = match to {
+        Some(t) => t.to_string(),
+        None => {
+            let pos = cur
+                .as_ref()
+                .and_then(|c| all.iter().position(|x| x == c))
+                .context("no current version to roll back from")?;
+            ensure!(
+                pos > 0,
+                "no version older than the current {} is kept",
+                all[pos]
+            );
+            all[pos - 1].clone()
+        }
+    };
+    let manifest = kv
+        .get(&format!("models/{target}/manifest.json"))?
+        .with_context(|| {
+            format!(
+                "version {target} is not in the store (have: {})",
+                all.join(", ")
+            )
+        })?;
+    let m: Manifest = serde_json::from_slice(&manifest)
+        .with_context(|| format!("version {target}: manifest is not valid"))?;
+    for s in &m.shards {
+        ensure!(
+            kv.list(&format!("models/{target}/{}", s.file))?.len() == 1,
+            "version {target} is missing {}",
+            s.file
+        );
+    }
+    kv.put_many(&[(CURRENT.to_string(), target.as_bytes().to_vec())])?;
+    Ok((cur, target))
+}

@@ -1,0 +1,257 @@
+//! `central-sync serve`: the HTTP ingest endpoint and metrics.
+//!
+//! `POST /v1/events` takes one JSON event or an array (at most 1,000 events, 1 MiB), with
+//! `Authorization: Bearer <token>`. Each event is validated on its own: valid ones are stored
+//! (deduplicated by `id`), invalid ones are listed with their index and reason, and one bad
+//! event never rejects the rest. `GET /healthz` and Prometheus `GET /metrics` report the log and
+//! the last sync.
+
+use crate::events::RawEvent;
+use crate::store::Store;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+pub const MAX_BATCH: usize = 1000;
+
+struct AppState {
+    store: Mutex<Store>,
+    token: String,
+    ingested: AtomicU64,
+    rejected: AtomicU64,
+    duplicates: AtomicU64,
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message.into()}})),
+    )
+        .into_response()
+}
+
+async fn ingest(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let ok = auth
+        .strip_prefix("Bearer ")
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), app.token.as_bytes()));
+    if !ok {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token",
+        );
+    }
+    if body.len() > MAX_BODY_BYTES {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body above {MAX_BODY_BYTES} bytes"),
+        );
+    }
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("body is not JSON: {e}"),
+            )
+        }
+    };
+    let items = match value {
+        serde_json::Value::Array(a) => a,
+        o @ serde_json::Value::Object(_) => vec![o],
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                "expected an event object or an array of events",
+            )
+        }
+    };
+    if items.len() > MAX_BATCH {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_events",
+            format!("{} events, at most {MAX_BATCH} per request", items.len()),
+        );
+    }
+    let mut valid = Vec::new();
+    let mut rejected = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match serde_json::from_value::<RawEvent>(item)
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r.validate())
+        {
+            Ok(e) => valid.push(e),
+            Err(e) => rejected.push(json!({"index": index, "error": format!("{e:#}")})),
+        }
+    }
+    let inserted = {
+        let mut store = match app.store.lock() {
+            Ok(s) => s,
+            Err(_) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store_unavailable",
+                    "event log lock poisoned",
+                )
+            }
+        };
+        match store.insert(&valid) {
+            Ok(i) => i,
+            Err(e) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_failed",
+                    format!("{e:#}"),
+                )
+            }
+        }
+    };
+    app.ingested
+        .fetch_add(inserted.stored as u64, Ordering::Relaxed);
+    app.duplicates
+        .fetch_add(inserted.duplicates as u64, Ordering::Relaxed);
+    app.rejected
+        .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+    let status = if valid.is_empty() && !rejected.is_empty() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(json!({"stored": inserted.stored, "duplicates": inserted.duplicates, "rejected": rejected}))).into_response()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn healthz(State(app): State<Arc<AppState>>) -> Response {
+    match app
+        .store
+        .lock()
+        .map_err(|_| anyhow::anyhow!("lock poisoned"))
+        .and_then(|s| s.count())
+    {
+        Ok(n) => Json(json!({"ok": true, "events": n})).into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_failed",
+            format!("{e:#}"),
+        ),
+    }
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    let Ok(store) = app.store.lock() else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_unavailable",
+            "event log lock poisoned",
+        );
+    };
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, value: String| {
+        out += &format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
+    };
+    gauge(
+        "edgerec_events_stored",
+        "Events in the event log.",
+        store.count().unwrap_or(0).to_string(),
+    );
+    gauge(
+        "edgerec_events_ingested_total",
+        "Events stored by this process.",
+        app.ingested.load(Ordering::Relaxed).to_string(),
+    );
+    gauge(
+        "edgerec_events_duplicate_total",
+        "Events skipped as duplicates by this process.",
+        app.duplicates.load(Ordering::Relaxed).to_string(),
+    );
+    gauge(
+        "edgerec_events_rejected_total",
+        "Events rejected as invalid by this process.",
+        app.rejected.load(Ordering::Relaxed).to_string(),
+    );
+    for (key, name, help) in [
+        (
+            "last_sync_ts",
+            "edgerec_last_sync_timestamp_seconds",
+            "Unix time of the last sync run.",
+        ),
+        (
+            "train_seconds",
+            "edgerec_train_seconds",
+            "Training time of the last sync.",
+        ),
+        (
+            "eval_ndcg10",
+            "edgerec_eval_ndcg10",
+            "NDCG@10 of the last candidate model on the hold-out.",
+        ),
+        (
+            "eval_hr10",
+            "edgerec_eval_hr10",
+            "HR@10 of the last candidate model on the hold-out.",
+        ),
+        (
+            "popularity_psi",
+            "edgerec_popularity_psi",
+            "Popularity drift (PSI) of new events against earlier ones.",
+        ),
+        (
+            "published",
+            "edgerec_last_sync_published",
+            "1 if the last sync published its model, 0 if it held it back.",
+        ),
+    ] {
+        if let Ok(Some(v)) = store.get_state(key) {
+            gauge(name, help, v);
+        }
+    }
+    if let Ok(Some(v)) = store.get_state("model_version") {
+        out += &format!("# HELP edgerec_model_version_info The published model version.\n# TYPE edgerec_model_version_info gauge\nedgerec_model_version_info{{version=\"{}\"}} 1\n", v.replace('"', ""));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Serves until Ctrl-C. Prints the bound address on stdout first (tests bind port 0).
+pub async fn run(store: Store, addr: &str, token: String) -> anyhow::Result<()> {
+    let app = Arc::new(AppState {
+        store: Mutex::new(store),
+        token,
+        ingested: AtomicU64::new(0),
+        rejected: AtomicU64::new(0),
+        duplicates: AtomicU64::new(0),
+    });
+    let router = Router::new()
+        .route("/v1/events", post(ingest))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES + 1))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .with_state(app);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    use std::io::Write;
+    std::io::stdout().flush().ok();
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            tokio::signal::ctrl_c().await.ok();
+        })
+        .await?;
+    Ok(())
+}
