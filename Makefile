@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 STAGE := scripts/stage.sh
 
-.PHONY: all setup pkg build test lint test-native test-wasm test-js bench demo clean
+.PHONY: all setup pkg build test lint test-native test-wasm test-js test-worker bench demo clean
 
 all: test
 
@@ -15,11 +15,12 @@ pkg: setup
 
 build: setup pkg
 	@$(STAGE) build-central-sync cargo build --release -p central-sync
+	@$(STAGE) build-worker bash scripts/build-worker.sh
 
 lint: setup
 	@$(STAGE) fmt cargo fmt --all --check
 	@$(STAGE) clippy cargo clippy --workspace --all-targets -- -D warnings
-	@$(STAGE) clippy-wasm cargo clippy -p edgerec --target wasm32-unknown-unknown -- -D warnings
+	@$(STAGE) clippy-wasm cargo clippy -p edgerec -p edge-worker --target wasm32-unknown-unknown -- -D warnings
 
 test-native: setup
 	@$(STAGE) native-tests cargo test --workspace
@@ -30,7 +31,10 @@ test-wasm: setup
 test-js: pkg
 	@$(STAGE) js-tests bash scripts/test-js.sh
 
-test: setup lint test-native test-wasm test-js
+test-worker: pkg
+	@$(STAGE) worker-tests bash scripts/test-worker.sh
+
+test: setup lint test-native test-wasm test-js test-worker
 	@echo "[make test] all stages passed"
 
 bench: setup pkg

@@ -224,6 +224,11 @@ impl Engine {
         self.shards.len()
     }
 
+    /// The bytes of shard `i` (in shard-index order), e.g. to hand the model to a browser.
+    pub fn shard_bytes(&self, i: usize) -> Option<&[u8]> {
+        self.shards.get(i).map(Shard::as_bytes)
+    }
+
     fn locate(&self, index: u32) -> Option<(usize, usize)> {
         if index >= self.meta.total_items {
             return None;

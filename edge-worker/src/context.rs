@@ -1,0 +1,94 @@
+//! The request's context: `cf` coordinates → geohash (precision capped in the core), `cf`
+//! timezone → UTC offset (via `Intl`, every call guarded so a bad zone name cannot throw into
+//! wasm), User-Agent and `Sec-CH-UA-Mobile` → device; query parameters override each.
+
+use crate::api::Overrides;
+use edgerec::format::MAX_GEOHASH_PRECISION;
+use edgerec::{Context, Device};
+use js_sys::{Array, Function, Object, Reflect};
+use wasm_bindgen::{JsCast, JsValue};
+use worker::{Date, Request};
+
+pub fn from_request(req: &Request, o: &Overrides) -> Context {
+    let now_ms = Date::now().as_millis();
+    let cf = req.cf();
+    let geohash = o.geohash.clone().or_else(|| {
+        let (lat, lon) = cf?.coordinates()?;
+        edgerec::context::geohash_encode(f64::from(lat), f64::from(lon), MAX_GEOHASH_PRECISION)
+    });
+    let device = o.device.or_else(|| {
+        let headers = req.headers();
+        let ua = headers.get("User-Agent").ok().flatten().unwrap_or_default();
+        let mobile = headers
+            .get("Sec-CH-UA-Mobile")
+            .ok()
+            .flatten()
+            .map(|v| v.trim() == "?1");
+        Some(Device::from_user_agent(&ua, mobile))
+    });
+    let tz_offset_min = o.tz_offset_min.or_else(|| {
+        let name = cf?.timezone_name();
+        offset_minutes(&name, now_ms as f64)
+    });
+    Context {
+        geohash,
+        device,
+        ts: Some(o.ts.unwrap_or((now_ms / 1000) as i64)),
+        tz_offset_min: tz_offset_min.unwrap_or(0),
+    }
+}
+
+/// Minutes east of UTC of an IANA zone at `now_ms`, or None (unknown zone, no Intl).
+fn offset_minutes(zone: &str, now_ms: f64) -> Option<i32> {
+    if zone.is_empty() {
+        return None;
+    }
+    let global = js_sys::global();
+    let intl = Reflect::get(&global, &"Intl".into()).ok()?;
+    let ctor: Function = Reflect::get(&intl, &"DateTimeFormat".into())
+        .ok()?
+        .dyn_into()
+        .ok()?;
+    let opts = Object::new();
+    for (k, v) in [
+        ("timeZone", zone),
+        ("hourCycle", "h23"),
+        ("year", "numeric"),
+        ("month", "numeric"),
+        ("day", "numeric"),
+        ("hour", "numeric"),
+        ("minute", "numeric"),
+    ] {
+        Reflect::set(&opts, &k.into(), &v.into()).ok()?;
+    }
+    let args = Array::of2(&"en-US".into(), &opts);
+    let fmt = Reflect::construct(&ctor, &args).ok()?; // RangeError for unknown zones: None
+    let format_to_parts: Function = Reflect::get(&fmt, &"formatToParts".into())
+        .ok()?
+        .dyn_into()
+        .ok()?;
+    let date = js_sys::Date::new(&JsValue::from_f64(now_ms));
+    let parts: Array = format_to_parts.call1(&fmt, &date).ok()?.dyn_into().ok()?;
+    let mut f = [0f64; 5]; // year, month, day, hour, minute
+    for p in parts.iter() {
+        let kind = Reflect::get(&p, &"type".into()).ok()?.as_string()?;
+        let value: f64 = Reflect::get(&p, &"value".into())
+            .ok()?
+            .as_string()?
+            .parse()
+            .ok()?;
+        let slot = ["year", "month", "day", "hour", "minute"]
+            .iter()
+            .position(|k| *k == kind);
+        if let Some(i) = slot {
+            f[i] = value;
+        }
+    }
+    let local = js_sys::Date::utc(f[0], f[1] - 1.0)
+        + (f[2] - 1.0) * 86_400_000.0
+        + f[3] * 3_600_000.0
+        + f[4] * 60_000.0;
+    let utc_minute = (now_ms / 60_000.0).floor() * 60_000.0;
+    let offset = ((local - utc_minute) / 60_000.0).round();
+    (-840.0..=840.0).contains(&offset).then_some(offset as i32)
+}

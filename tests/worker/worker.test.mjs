@@ -1,0 +1,183 @@
+// The real built worker (edge-worker/build) under Miniflare (workerd) with real local KV: a
+// model trained and published by central-sync, sessions, context, bad input, corrupt models.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { tmpdir } from 'node:os';
+import { Miniflare } from 'miniflare';
+import { initSync, Engine, Session } from '../../pkg/edgerec.js';
+
+const root = new URL('../../', import.meta.url).pathname;
+const cs = join(root, 'target/release/central-sync');
+const tmp = mkdtempSync(join(tmpdir(), 'edgerec-worker-'));
+const kvDir = join(tmp, 'kv');
+let mf, kv;
+
+const items = new Map(readFileSync(join(root, 'data/ml-100k/items.csv'), 'utf8').trim().split('\n').slice(1).map((line) => {
+  const id = line.split(',')[0];
+  const genres = line.slice(line.lastIndexOf(',') + 1).split('|');
+  return [id, genres];
+}));
+
+function publish(modelDir) {
+  execFileSync(cs, ['--log', 'warn', 'publish', '--model', modelDir, '--to', `dir:${kvDir}`]);
+}
+
+// Copies every key of the directory KV into Miniflare's KV (what `publish --to local` does for wrangler).
+async function syncKv() {
+  const walk = (d) => readdirSync(d).flatMap((f) => (statSync(join(d, f)).isDirectory() ? walk(join(d, f)) : [join(d, f)]));
+  for (const file of walk(kvDir)) await kv.put(relative(kvDir, file), new Uint8Array(readFileSync(file)));
+}
+
+const get = (path, headers = {}) => mf.dispatchFetch(`http://localhost${path}`, { headers });
+const post = (path, body, headers = {}) => mf.dispatchFetch(`http://localhost${path}`, { method: 'POST', body, headers: { 'Content-Type': 'application/json', ...headers } });
+const ctx = 'device=desktop&geohash=9q8yy&ts=893286638&tz_offset_min=0';
+
+before(async () => {
+  for (const [name, extra] of [['m1', []], ['m2', ['--seed', '11']]]) {
+    execFileSync(cs, ['--log', 'warn', 'train', '--events', join(root, 'data/ml-100k/events.csv'), '--items', join(root, 'data/ml-100k/items.csv'),
+      '--out', join(tmp, name), '--epochs', '3', '--dim', '16', '--no-tune', '--alpha', '4', '--beta', '1', ...extra]);
+  }
+  mf = new Miniflare({
+    modules: true,
+    scriptPath: join(root, 'edge-worker/build/index.js'),
+    modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'], fallthrough: true }],
+    compatibilityDate: '2026-04-01',
+    kvNamespaces: ['MODELS'],
+    bindings: { SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', MAX_K: '100', DEFAULT_K: '10', PRECOMPUTED_TTL_SECONDS: '60', INGEST_URL: '' },
+  });
+  kv = await mf.getKVNamespace('MODELS');
+});
+
+after(async () => { await mf?.dispose(); });
+
+test('no model: fallback answer, health says so', async () => {
+  const r = await get('/v1/recommendations');
+  assert.equal(r.status, 200);
+  const body = await r.json();
+  assert.equal(body.fallback, true);
+  assert.deepEqual(body.items, []);
+  const h = await (await get('/v1/health')).json();
+  assert.equal(h.status, 'fallback');
+  assert.match(h.last_error.message, /no model published/);
+});
+
+test('serves a published model; clicks move the ranking at once', async () => {
+  publish(join(tmp, 'm1'));
+  await syncKv();
+  const version = readFileSync(join(kvDir, 'models/current'), 'utf8');
+  const h = await (await get('/v1/health')).json();
+  assert.equal(h.status, 'ok');
+  assert.equal(h.model.version, version);
+  assert.equal(h.model.items, 1682);
+
+  const before = await (await get(`/v1/recommendations?k=10&${ctx}`)).json();
+  assert.equal(before.fallback, false);
+  assert.equal(before.items.length, 10);
+  assert.equal(before.model, version);
+
+  // The three most-rated films whose only genre is Horror are clicked: the next list holds
+  // more horror.
+  const counts = new Map();
+  for (const line of readFileSync(join(root, 'data/ml-100k/events.csv'), 'utf8').split('\n').slice(1)) {
+    const item = line.split(',')[1];
+    counts.set(item, (counts.get(item) ?? 0) + 1);
+  }
+  const horror = [...items].filter(([, g]) => g.length === 1 && g[0] === 'Horror').map(([id]) => id)
+    .sort((a, b) => (counts.get(b) ?? 0) - (counts.get(a) ?? 0)).slice(0, 3);
+  const share = (list) => list.items.filter((x) => items.get(x.id)?.includes('Horror')).length / list.items.length;
+  const res = await post('/v1/events', JSON.stringify(horror.map((item, i) => ({ item, type: 'click', ts: 893286600 + i }))));
+  assert.equal(res.status, 200);
+  const ev = await res.json();
+  assert.equal(ev.session_events, 3);
+  assert.match(res.headers.get('set-cookie'), /^edgerec_session=[^;]+; Max-Age=\d+; Path=\/; HttpOnly; Secure; SameSite=Lax/);
+  const after = await (await get(`/v1/recommendations?k=10&${ctx}`, { 'X-Edgerec-Session': ev.session })).json();
+  assert.equal(after.session_events, 3);
+  assert.ok(share(after) > share(before), `horror share ${share(before)} -> ${share(after)}`);
+  assert.ok(after.items.every((x) => !horror.includes(x.id)), 'clicked items are not recommended again');
+
+  // The cookie works as well as the header, and the worker ranks exactly as the core does.
+  const cookie = res.headers.get('set-cookie').split(';')[0];
+  const viaCookie = await (await get(`/v1/recommendations?k=10&${ctx}`, { Cookie: cookie })).json();
+  assert.deepEqual(viaCookie.items, after.items);
+  initSync({ module: readFileSync(join(root, 'pkg/edgerec_bg.wasm')) });
+  const manifest = await (await get('/v1/model')).json();
+  const shards = await Promise.all(manifest.shards.map(async (s, i) => new Uint8Array(await (await get(`/v1/model/${version}/shard-${i}.bin`)).arrayBuffer())));
+  assert.deepEqual(shards[0], new Uint8Array(readFileSync(join(kvDir, `models/${version}/shard-0.bin`))));
+  const engine = Engine.fromShards(shards);
+  const s = new Session();
+  horror.forEach((item, i) => s.observe(item, 'click', 893286600 + i));
+  const local = engine.recommend(s, { k: 10, device: 'desktop', geohash: '9q8yy', ts: 893286638, tzOffsetMin: 0 });
+  assert.deepEqual(after.items.map((x) => x.id), local.map((x) => x.id));
+});
+
+test('bad input gets JSON errors; forged tokens get a fresh session', async () => {
+  const malformed = await post('/v1/events', '{"item": ');
+  assert.equal(malformed.status, 400);
+  assert.equal((await malformed.json()).error.code, 'malformed_json');
+  const unknown = await post('/v1/events', JSON.stringify({ item: 'no-such-film' }));
+  assert.equal(unknown.status, 400);
+  const u = await unknown.json();
+  assert.equal(u.error.code, 'unknown_item');
+  assert.match(u.error.message, /no-such-film/);
+  assert.equal((await post('/v1/events', JSON.stringify({ item: '1', type: 'teleport' }))).status, 400);
+  assert.equal((await get('/v1/recommendations?k=0')).status, 400);
+  assert.equal((await get('/v1/recommendations?device=fridge')).status, 400);
+  const nf = await get('/v2/nothing');
+  assert.equal(nf.status, 404);
+  assert.equal((await nf.json()).error.code, 'not_found');
+  assert.equal((await mf.dispatchFetch('http://localhost/v1/events', { method: 'GET' })).status, 405);
+
+  const res = await post('/v1/events', JSON.stringify({ item: '50' }));
+  const token = (await res.json()).session;
+  const [payload, mac] = token.split('.');
+  const forged = `${payload}.${mac.slice(0, -2)}${mac.endsWith('AA') ? 'BB' : 'AA'}`;
+  for (const bad of [forged, 'garbage', 'a'.repeat(5000), `${payload}x.${mac}`]) {
+    const r = await get(`/v1/recommendations?${ctx}`, { 'X-Edgerec-Session': bad });
+    assert.equal(r.status, 200);
+    assert.equal((await r.json()).session_events, 0);
+  }
+  const ok = await (await get(`/v1/recommendations?${ctx}`, { 'X-Edgerec-Session': token })).json();
+  assert.equal(ok.session_events, 1);
+});
+
+test('session-less lists come from the Cache API per context bucket', async () => {
+  const a = await get(`/v1/recommendations?k=7&${ctx}`);
+  const b = await get(`/v1/recommendations?k=7&${ctx}`);
+  assert.equal(b.headers.get('x-edgerec-cache'), 'hit');
+  assert.deepEqual((await a.json()).items, (await b.json()).items);
+  const withSession = await get(`/v1/recommendations?k=7&${ctx}&exclude=50`);
+  assert.equal(withSession.headers.get('x-edgerec-cache'), 'bypass');
+});
+
+test('a corrupt or partial new model leaves the previous one serving', async () => {
+  const good = readFileSync(join(kvDir, 'models/current'), 'utf8');
+  publish(join(tmp, 'm2'));
+  const next = readFileSync(join(kvDir, 'models/current'), 'utf8');
+  assert.notEqual(next, good);
+  await syncKv();
+  const shardKey = `models/${next}/shard-0.bin`;
+  const bytes = new Uint8Array(readFileSync(join(kvDir, shardKey)));
+  bytes[bytes.length >> 1] ^= 0xff;
+  await kv.put(shardKey, bytes);
+  let h = await (await get('/v1/health')).json();
+  assert.equal(h.status, 'degraded');
+  assert.equal(h.model.version, good);
+  assert.match(h.last_error.message, /checksum mismatch/);
+  assert.equal((await (await get(`/v1/recommendations?${ctx}`)).json()).model, good);
+
+  await kv.delete(shardKey); // partial publish: the pointer names a version whose shard is missing
+  h = await (await get('/v1/health')).json();
+  assert.equal(h.model.version, good);
+  assert.match(h.last_error.message, /missing/);
+
+  // Once the shard is complete, the cron trigger picks the new model up.
+  await kv.put(shardKey, new Uint8Array(readFileSync(join(kvDir, shardKey))));
+  const worker = await mf.getWorker();
+  await worker.scheduled({ cron: '*/5 * * * *' });
+  h = await (await get('/v1/health')).json();
+  assert.equal(h.status, 'ok');
+  assert.equal(h.model.version, next);
+});
