@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 STAGE := scripts/stage.sh
 
-.PHONY: all setup pkg build test lint test-native test-wasm test-js test-worker bench demo clean
+.PHONY: all setup pkg build test lint test-native test-wasm test-js test-worker test-browser bench demo clean
 
 all: test
 
@@ -34,7 +34,10 @@ test-js: pkg
 test-worker: pkg
 	@$(STAGE) worker-tests bash scripts/test-worker.sh
 
-test: setup lint test-native test-wasm test-js test-worker
+test-browser: pkg
+	@$(STAGE) browser-tests bash scripts/test-browser.sh
+
+test: setup lint test-native test-wasm test-js test-worker test-browser
 	@echo "[make test] all stages passed"
 
 bench: setup pkg

@@ -32,4 +32,8 @@ PY
 
 echo "[bench] Node (V8) with peers"
 node scripts/bench-node.mjs target/bench 2> target/bench/node-stderr.log | tee -a "$summary"
+echo "[bench] edge worker under wrangler dev (wrk)"
+cargo build -q --release -p central-sync
+bash scripts/build-worker.sh
+bash scripts/bench-worker.sh | grep '^\[bench-worker\]' | tee -a "$summary"
 echo "[bench] summary written to $summary"

@@ -22,3 +22,6 @@ fs.writeFileSync('pkg/package.json', JSON.stringify(p, null, 2) + '\n');
 JS
 raw=$(stat -c %s "$wasm"); gz=$(gzip -9 -c "$wasm" | wc -c)
 echo "[pkg] built pkg/ ($wasm: $raw bytes, $gz bytes gzip)"
+# The demo page imports the package from www/pkg/ (git-ignored copy).
+mkdir -p www/pkg
+cp pkg/edgerec.js pkg/edgerec_bg.wasm www/pkg/

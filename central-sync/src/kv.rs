@@ -181,8 +181,13 @@ fn bulk_json(entries: &[(String, Vec<u8>)]) -> serde_json::Value {
 
 impl Kv for WranglerLocal {
     fn put_many(&mut self, entries: &[(String, Vec<u8>)]) -> Result<()> {
-        let f = self.bulk_file(&bulk_json(entries))?;
-        self.run(&["kv", "bulk", "put", &f.path().to_string_lossy()])?;
+        // One `kv key put --path` per value: wrangler's bulk put stores base64 values as text
+        // in local mode, which corrupts binary shards (seen with wrangler 4.86).
+        for (key, value) in entries {
+            let mut f = tempfile::Builder::new().prefix("edgerec-value").tempfile()?;
+            std::io::Write::write_all(&mut f, value)?;
+            self.run(&["kv", "key", "put", key, "--path", &f.path().to_string_lossy()])?;
+        }
         Ok(())
     }
 
