@@ -184,9 +184,18 @@ impl Kv for WranglerLocal {
         // One `kv key put --path` per value: wrangler's bulk put stores base64 values as text
         // in local mode, which corrupts binary shards (seen with wrangler 4.86).
         for (key, value) in entries {
-            let mut f = tempfile::Builder::new().prefix("edgerec-value").tempfile()?;
+            let mut f = tempfile::Builder::new()
+                .prefix("edgerec-value")
+                .tempfile()?;
             std::io::Write::write_all(&mut f, value)?;
-            self.run(&["kv", "key", "put", key, "--path", &f.path().to_string_lossy()])?;
+            self.run(&[
+                "kv",
+                "key",
+                "put",
+                key,
+                "--path",
+                &f.path().to_string_lossy(),
+            ])?;
         }
         Ok(())
     }
