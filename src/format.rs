@@ -325,6 +325,21 @@ pub(crate) enum SectionKind {
     CategoryBytes = 38,
 }
 
+/// The (offsets, targets, weights) sections of each sequence table, in `Meta::seq_weights`
+/// order: neighbours, then transitions.
+pub(crate) const SEQ_SECTION_KINDS: [[SectionKind; 3]; SEQ_TABLES] = [
+    [
+        SectionKind::NeighbourOffsets,
+        SectionKind::NeighbourTargets,
+        SectionKind::NeighbourWeights,
+    ],
+    [
+        SectionKind::TransitionOffsets,
+        SectionKind::TransitionTargets,
+        SectionKind::TransitionWeights,
+    ],
+];
+
 impl SectionKind {
     pub(crate) const ALL: [SectionKind; 24] = [
         SectionKind::Meta,

@@ -520,18 +520,7 @@ fn check_lengths(spans: &[Option<Span>], header: &Header, meta: &Meta) -> Result
     }
     exact(K::ItemBias, 4 * n, true)?;
     exact(K::Categories, 8 * n, false)?;
-    for [off, tgt, wgt] in [
-        [
-            K::NeighbourOffsets,
-            K::NeighbourTargets,
-            K::NeighbourWeights,
-        ],
-        [
-            K::TransitionOffsets,
-            K::TransitionTargets,
-            K::TransitionWeights,
-        ],
-    ] {
+    for [off, tgt, wgt] in SEQ_SECTION_KINDS {
         let present = [off, tgt, wgt].map(|k| get(k).is_some());
         if present.iter().any(|&p| p) {
             if !present.iter().all(|&p| p) {
@@ -611,18 +600,7 @@ impl Layout {
             },
             bias: cast(raw(K::ItemBias)),
             categories: present(K::Categories).then(|| cast::<u64>(raw(K::Categories))),
-            seq: [
-                seq(
-                    K::NeighbourOffsets,
-                    K::NeighbourTargets,
-                    K::NeighbourWeights,
-                ),
-                seq(
-                    K::TransitionOffsets,
-                    K::TransitionTargets,
-                    K::TransitionWeights,
-                ),
-            ],
+            seq: SEQ_SECTION_KINDS.map(|[off, tgt, wgt]| seq(off, tgt, wgt)),
             global: GlobalTables {
                 query_transform: opt_f32(K::QueryTransform),
                 query_bias: opt_f32(K::QueryBias),

@@ -313,19 +313,7 @@ fn shard_sections(
             bytes: le(&spec.categories[range.clone()]),
         });
     }
-    let seq_kinds = [
-        [
-            K::NeighbourOffsets,
-            K::NeighbourTargets,
-            K::NeighbourWeights,
-        ],
-        [
-            K::TransitionOffsets,
-            K::TransitionTargets,
-            K::TransitionWeights,
-        ],
-    ];
-    for (table, kinds) in spec.seq.iter().zip(seq_kinds) {
+    for (table, kinds) in spec.seq.iter().zip(SEQ_SECTION_KINDS) {
         if table.is_empty() {
             continue;
         }

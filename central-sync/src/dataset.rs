@@ -88,6 +88,19 @@ impl Dataset {
         self.items.len()
     }
 
+    /// The `n` items with the most interactions, most first (ties by first appearance): the
+    /// edge's fallback list.
+    pub fn most_popular(&self, n: usize) -> Vec<String> {
+        let pop = self.popularity(&self.sequences);
+        let mut order: Vec<usize> = (0..pop.len()).collect();
+        order.sort_by(|&a, &b| pop[b].total_cmp(&pop[a]).then(a.cmp(&b)));
+        order
+            .iter()
+            .take(n)
+            .map(|&i| self.items[i].clone())
+            .collect()
+    }
+
     /// Interaction count per item.
     pub fn popularity(&self, sequences: &[Vec<Step>]) -> Vec<f32> {
         let mut pop = vec![0f32; self.items.len()];

@@ -231,10 +231,7 @@ pub fn build_engine(
     dtype: Dtype,
     embed_weight: f32,
 ) -> anyhow::Result<Engine> {
-    let mut spec = train::model_spec(p, tables, cfg, dtype, None);
-    if let Some(m) = spec.meta.as_mut() {
-        m.embed_weight = embed_weight;
-    }
+    let spec = train::model_spec(p, tables, cfg, dtype, embed_weight, None);
     let shards = edgerec::writer::write_model(&spec, 1, MAX_SHARD_BYTES)?;
     Ok(Engine::from_bytes(shards.iter().map(Vec::as_slice))?)
 }

@@ -376,15 +376,15 @@ fn run(cli: Cli) -> Result<i32> {
             let (params, tables) =
                 pipeline::fit(&d, &d.sequences, &cfg, None, quiet, "fit (all events)");
             let categories = items.as_deref().map(read_items).transpose()?;
-            let mut spec =
-                train::model_spec(&params, &tables, &cfg, dtype.core(), categories.as_ref());
-            if let Some(m) = spec.meta.as_mut() {
-                m.embed_weight = embed_weight;
-            }
-            let pop = d.popularity(&d.sequences);
-            let mut order: Vec<usize> = (0..pop.len()).collect();
-            order.sort_by(|&a, &b| pop[b].total_cmp(&pop[a]).then(a.cmp(&b)));
-            let popular = order.iter().take(50).map(|&i| d.items[i].clone()).collect();
+            let spec = train::model_spec(
+                &params,
+                &tables,
+                &cfg,
+                dtype.core(),
+                embed_weight,
+                categories.as_ref(),
+            );
+            let popular = d.most_popular(50);
             let info = serde_json::json!({
                 "events": events.len(), "users": d.users.len(), "config": cfg, "embed_weight": embed_weight,
                 "tuned": tuned, "train_seconds": started.elapsed().as_secs_f64(),

@@ -221,14 +221,8 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
             return Ok((3, report));
         }
     }
-    let mut spec = train::model_spec(&params, &tables, &cfg, Dtype::I8, None);
-    if let Some(m) = spec.meta.as_mut() {
-        m.embed_weight = embed_weight;
-    }
-    let pop = d.popularity(&d.sequences);
-    let mut order: Vec<usize> = (0..pop.len()).collect();
-    order.sort_by(|&a, &b| pop[b].total_cmp(&pop[a]).then(a.cmp(&b)));
-    let popular = order.iter().take(50).map(|&i| d.items[i].clone()).collect();
+    let spec = train::model_spec(&params, &tables, &cfg, Dtype::I8, embed_weight, None);
+    let popular = d.most_popular(50);
     let info =
         serde_json::json!({"mode": report.mode, "holdout": holdout, "psi": report.popularity_psi});
     let candidate = opts.work_dir.join("candidate");

@@ -350,17 +350,20 @@ pub fn fit_tables(n_items: usize, sequences: &[Vec<Step>], cfg: &TrainConfig) ->
 /// Item metadata for categories (id → genre names).
 pub type Categories = HashMap<String, Vec<String>>;
 
-/// The model spec the writer packs, with α, β and the session fold in its `Meta`.
+/// The model spec the writer packs, with α, β, the embedding weight and the session fold in
+/// its `Meta`.
 pub fn model_spec(
     p: &Params,
     tables: &Tables,
     cfg: &TrainConfig,
     dtype: Dtype,
+    embed_weight: f32,
     categories: Option<&Categories>,
 ) -> ModelSpec {
     let n = p.items.len();
     let mut meta = Meta::new(p.dim as u32, dtype, n as u32);
     meta.position_decay = cfg.position_decay;
+    meta.embed_weight = embed_weight;
     meta.seq_len = cfg.seq_len.min(edgerec::format::MAX_SEQ_LEN) as u32;
     let mut w = cfg.alpha;
     for k in 0..meta.seq_len as usize {
