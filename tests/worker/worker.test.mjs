@@ -181,3 +181,57 @@ test('a corrupt or partial new model leaves the previous one serving', async () 
   assert.equal(h.status, 'ok');
   assert.equal(h.model.version, next);
 });
+
+test('events are forwarded to the ingest endpoint; a dead ingest never fails the visitor', async () => {
+  const { createServer } = await import('node:http');
+  const received = [];
+  const ingest = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => {
+      received.push({ auth: req.headers.authorization, type: req.headers['content-type'], path: req.url, body: JSON.parse(body) });
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end('{"stored":1}');
+    });
+  });
+  await new Promise((ok) => ingest.listen(0, '127.0.0.1', ok));
+  const make = (url) => new Miniflare({
+    modules: true,
+    scriptPath: join(root, 'edge-worker/build/index.js'),
+    modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'], fallthrough: true }],
+    compatibilityDate: '2026-04-01',
+    kvNamespaces: ['MODELS'],
+    bindings: { SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', INGEST_URL: url, INGEST_TOKEN: 'ingest-secret' },
+  });
+  const live = make(`http://127.0.0.1:${ingest.address().port}/v1/events`);
+  const dead = make('http://127.0.0.1:9/v1/events'); // nothing listens on port 9
+  try {
+    for (const m of [live, dead]) {
+      const store = await m.getKVNamespace('MODELS');
+      const walk = (d) => readdirSync(d).flatMap((f) => (statSync(join(d, f)).isDirectory() ? walk(join(d, f)) : [join(d, f)]));
+      for (const file of walk(kvDir)) await store.put(relative(kvDir, file), new Uint8Array(readFileSync(file)));
+    }
+    const body = JSON.stringify([{ item: '50', type: 'like', ts: 893286600, id: 'evt-1' }, { item: '181' }]);
+    const res = await live.dispatchFetch('http://localhost/v1/events', { method: 'POST', body, headers: { 'Content-Type': 'application/json' } });
+    assert.equal(res.status, 200);
+    for (let i = 0; i < 50 && received.length === 0; i++) await new Promise((ok) => setTimeout(ok, 100));
+    assert.equal(received.length, 1, 'one batch per request');
+    const batch = received[0];
+    assert.equal(batch.auth, 'Bearer ingest-secret');
+    assert.equal(batch.type, 'application/json');
+    assert.equal(batch.path, '/v1/events');
+    assert.equal(batch.body.length, 2);
+    assert.deepEqual({ id: batch.body[0].id, item: batch.body[0].item, type: batch.body[0].type, ts: batch.body[0].ts }, { id: 'evt-1', item: '50', type: 'like', ts: 893286600 });
+    assert.match(batch.body[0].user, /^v[0-9a-f]{16}$/);
+    assert.equal(batch.body[1].user, batch.body[0].user, 'one visitor id per session');
+    assert.ok(batch.body[1].id, 'events without an id get a stable one');
+
+    const r = await dead.dispatchFetch('http://localhost/v1/events', { method: 'POST', body, headers: { 'Content-Type': 'application/json' } });
+    assert.equal(r.status, 200);
+    assert.equal((await r.json()).session_events, 2);
+  } finally {
+    await live.dispose();
+    await dead.dispose();
+    ingest.close();
+  }
+});
