@@ -253,22 +253,12 @@ impl Engine {
 
     /// The global index of an item key.
     pub fn find_key(&self, key: u64) -> Option<u32> {
-        self.shards
-            .iter()
-            .zip(&self.starts)
-            .find_map(|(s, &start)| s.view().find_key(key).map(|local| start + local))
+        self.views().find_key(key)
     }
 
     /// The category bit set of an item (0 when the model has no categories).
     pub fn item_categories(&self, index: u32) -> u64 {
-        self.locate(index)
-            .and_then(|(s, local)| {
-                self.shards[s]
-                    .view()
-                    .categories
-                    .and_then(|c| c.get(local).copied())
-            })
-            .unwrap_or(0)
+        self.views().categories(index)
     }
 
     /// Category names, in bit order.

@@ -135,22 +135,13 @@ pub struct Baselines {
 impl Baselines {
     pub fn fit(n_items: usize, train: &[Vec<Step>]) -> Baselines {
         let mut popularity = vec![0f32; n_items];
-        let mut counts: Vec<std::collections::HashMap<u32, f32>> =
-            vec![Default::default(); n_items];
-        for s in train {
-            for x in s {
-                popularity[x.item as usize] += 1.0;
-            }
-            for w in s.windows(2) {
-                *counts[w[0].item as usize].entry(w[1].item).or_insert(0.0) += 1.0;
-            }
+        for x in train.iter().flatten() {
+            popularity[x.item as usize] += 1.0;
         }
         Baselines {
             popularity,
-            transitions: counts
-                .into_iter()
-                .map(|c| c.into_iter().collect())
-                .collect(),
+            // P(j | i) orders each source's targets exactly as the raw counts do.
+            transitions: train::transitions(n_items, train, usize::MAX),
             cosine: train::item_neighbours(n_items, train, usize::MAX),
         }
     }

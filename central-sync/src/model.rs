@@ -69,7 +69,12 @@ pub fn write_dir(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent)?;
-    let tmp = tempdir_in(parent)?;
+    // Built beside `out` (same filesystem, so the final rename is atomic) and kept: it becomes
+    // the model directory.
+    let tmp = tempfile::Builder::new()
+        .prefix(".edgerec-tmp-")
+        .tempdir_in(parent)?
+        .keep();
     for (i, bytes) in shards.iter().enumerate() {
         let shard = edgerec::Shard::from_bytes(bytes).context("re-reading a written shard")?;
         let count = shard.header().item_count;
@@ -112,20 +117,6 @@ pub fn write_dir(
         std::fs::rename(&tmp, out)?;
     }
     Ok(manifest)
-}
-
-fn tempdir_in(parent: &Path) -> Result<std::path::PathBuf> {
-    let nonce = edgerec::math::SplitMix64::new(std::process::id() as u64 ^ now_nanos()).next_u64();
-    let p = parent.join(format!(".edgerec-tmp-{nonce:016x}"));
-    std::fs::create_dir_all(&p)?;
-    Ok(p)
-}
-
-fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 /// Reads a manifest and its shards, checking sizes and checksums against the manifest, then

@@ -122,6 +122,16 @@ impl Store {
         Ok((out, last))
     }
 
+    /// Number of events with `seq > after` (the tail `events_after(0)` ends with).
+    pub fn count_after(&self, after: i64) -> Result<usize> {
+        let n: i64 =
+            self.conn
+                .query_row("SELECT COUNT(*) FROM events WHERE seq > ?1", [after], |r| {
+                    r.get(0)
+                })?;
+        Ok(n as usize)
+    }
+
     pub fn count(&self) -> Result<i64> {
         Ok(self
             .conn

@@ -78,9 +78,10 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
         .get_state("last_seq")?
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let (old, _) = store.events_after(0)?;
-    let (new, max_seq) = store.events_after(last_seq)?;
-    let old: Vec<Event> = old[..old.len() - new.len()].to_vec();
+    // One read of the log; events arrive in seq order, so the new ones are its tail.
+    let (all, max_seq) = store.events_after(0)?;
+    let new_count = store.count_after(last_seq)?.min(all.len());
+    let (old, new) = all.split_at(all.len() - new_count);
     let prev_params_path = opts.work_dir.join("current").join("params.json");
     let have_model = prev_params_path.exists();
     let mut report = SyncReport {
@@ -92,7 +93,7 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
         incremental_events_per_second: None,
         holdout: None,
         previous_ndcg10: store.get_state("eval_ndcg10")?.and_then(|s| s.parse().ok()),
-        popularity_psi: popularity_psi(&old, &new),
+        popularity_psi: popularity_psi(old, new),
         version: store.get_state("model_version")?,
         reason: String::new(),
     };
@@ -113,8 +114,6 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
         "the event log is empty: import or ingest events first"
     );
 
-    let mut all = old.clone();
-    all.extend(new.iter().cloned());
     let d = Dataset::from_events(&all);
     let syncs: u32 = store
         .get_state("syncs_since_full")?

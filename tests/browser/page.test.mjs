@@ -6,10 +6,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, existsSync } from 'node:fs';
-import { join, relative, extname, normalize } from 'node:path';
+import { mkdirSync, mkdtempSync, readFileSync, statSync, existsSync } from 'node:fs';
+import { join, extname, normalize } from 'node:path';
 import { tmpdir } from 'node:os';
-import { Miniflare } from 'miniflare';
+import { workerMiniflare, copyDirToKv } from '../support/edge.mjs';
 import { chromium } from 'playwright-core';
 
 const root = new URL('../../', import.meta.url).pathname;
@@ -27,17 +27,8 @@ before(async () => {
   execFileSync(cs, ['--log', 'warn', 'publish', '--model', join(tmp, 'model'), '--to', `dir:${join(tmp, 'kv')}`]);
   mkdirSync(join(www, 'data'), { recursive: true });
   execFileSync('cp', [join(root, 'data/ml-100k/items.csv'), join(www, 'data/items.csv')]);
-  mf = new Miniflare({
-    modules: true,
-    scriptPath: join(root, 'edge-worker/build/index.js'),
-    modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'], fallthrough: true }],
-    compatibilityDate: '2026-04-01',
-    kvNamespaces: ['MODELS'],
-    bindings: { SESSION_KEY: 'browser-test-session-key-0123', CHECK_INTERVAL_SECONDS: '30', INGEST_URL: '' },
-  });
-  const kv = await mf.getKVNamespace('MODELS');
-  const walk = (d) => readdirSync(d).flatMap((f) => (statSync(join(d, f)).isDirectory() ? walk(join(d, f)) : [join(d, f)]));
-  for (const f of walk(join(tmp, 'kv'))) await kv.put(relative(join(tmp, 'kv'), f), new Uint8Array(readFileSync(f)));
+  mf = workerMiniflare({ SESSION_KEY: 'browser-test-session-key-0123', CHECK_INTERVAL_SECONDS: '30', INGEST_URL: '' });
+  await copyDirToKv(join(tmp, 'kv'), await mf.getKVNamespace('MODELS'));
 
   // Static files from www/, the API from the worker: what `wrangler dev` does with [assets].
   server = createServer(async (req, res) => {

@@ -3,10 +3,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { Miniflare } from 'miniflare';
+import { workerMiniflare, copyDirToKv } from '../support/edge.mjs';
 import { initSync, Engine, Session } from '../../pkg/edgerec.js';
 
 const root = new URL('../../', import.meta.url).pathname;
@@ -25,11 +25,7 @@ function publish(modelDir) {
   execFileSync(cs, ['--log', 'warn', 'publish', '--model', modelDir, '--to', `dir:${kvDir}`]);
 }
 
-// Copies every key of the directory KV into Miniflare's KV (what `publish --to local` does for wrangler).
-async function syncKv() {
-  const walk = (d) => readdirSync(d).flatMap((f) => (statSync(join(d, f)).isDirectory() ? walk(join(d, f)) : [join(d, f)]));
-  for (const file of walk(kvDir)) await kv.put(relative(kvDir, file), new Uint8Array(readFileSync(file)));
-}
+const syncKv = () => copyDirToKv(kvDir, kv);
 
 const get = (path, headers = {}) => mf.dispatchFetch(`http://localhost${path}`, { headers });
 const post = (path, body, headers = {}) => mf.dispatchFetch(`http://localhost${path}`, { method: 'POST', body, headers: { 'Content-Type': 'application/json', ...headers } });
@@ -40,14 +36,7 @@ before(async () => {
     execFileSync(cs, ['--log', 'warn', 'train', '--events', join(root, 'data/ml-100k/events.csv'), '--items', join(root, 'data/ml-100k/items.csv'),
       '--out', join(tmp, name), '--epochs', '3', '--dim', '16', '--no-tune', '--alpha', '4', '--beta', '1', ...extra]);
   }
-  mf = new Miniflare({
-    modules: true,
-    scriptPath: join(root, 'edge-worker/build/index.js'),
-    modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'], fallthrough: true }],
-    compatibilityDate: '2026-04-01',
-    kvNamespaces: ['MODELS'],
-    bindings: { SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', MAX_K: '100', DEFAULT_K: '10', PRECOMPUTED_TTL_SECONDS: '60', INGEST_URL: '' },
-  });
+  mf = workerMiniflare({ SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', MAX_K: '100', DEFAULT_K: '10', PRECOMPUTED_TTL_SECONDS: '60', INGEST_URL: '' });
   kv = await mf.getKVNamespace('MODELS');
 });
 
@@ -195,22 +184,11 @@ test('events are forwarded to the ingest endpoint; a dead ingest never fails the
     });
   });
   await new Promise((ok) => ingest.listen(0, '127.0.0.1', ok));
-  const make = (url) => new Miniflare({
-    modules: true,
-    scriptPath: join(root, 'edge-worker/build/index.js'),
-    modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'], fallthrough: true }],
-    compatibilityDate: '2026-04-01',
-    kvNamespaces: ['MODELS'],
-    bindings: { SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', INGEST_URL: url, INGEST_TOKEN: 'ingest-secret' },
-  });
+  const make = (url) => workerMiniflare({ SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', INGEST_URL: url, INGEST_TOKEN: 'ingest-secret' });
   const live = make(`http://127.0.0.1:${ingest.address().port}/v1/events`);
   const dead = make('http://127.0.0.1:9/v1/events'); // nothing listens on port 9
   try {
-    for (const m of [live, dead]) {
-      const store = await m.getKVNamespace('MODELS');
-      const walk = (d) => readdirSync(d).flatMap((f) => (statSync(join(d, f)).isDirectory() ? walk(join(d, f)) : [join(d, f)]));
-      for (const file of walk(kvDir)) await store.put(relative(kvDir, file), new Uint8Array(readFileSync(file)));
-    }
+    for (const m of [live, dead]) await copyDirToKv(kvDir, await m.getKVNamespace('MODELS'));
     const body = JSON.stringify([{ item: '50', type: 'like', ts: 893286600, id: 'evt-1' }, { item: '181' }]);
     const res = await live.dispatchFetch('http://localhost/v1/events', { method: 'POST', body, headers: { 'Content-Type': 'application/json' } });
     assert.equal(res.status, 200);

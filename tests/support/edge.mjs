@@ -1,0 +1,26 @@
+// Shared by the worker and browser tests: the built worker under Miniflare, and a directory KV
+// (written by `central-sync publish --to dir:`) copied into Miniflare's KV.
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { Miniflare } from 'miniflare';
+
+const root = new URL('../../', import.meta.url).pathname;
+
+/** The real built worker (edge-worker/build) in workerd, with a MODELS KV namespace. */
+export function workerMiniflare(bindings) {
+  return new Miniflare({
+    modules: true,
+    scriptPath: join(root, 'edge-worker/build/index.js'),
+    modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'], fallthrough: true }],
+    compatibilityDate: '2026-04-01',
+    kvNamespaces: ['MODELS'],
+    bindings,
+  });
+}
+
+/** Puts every file under `dir` into `kv`, keyed by its relative path (what `publish --to local` does). */
+export async function copyDirToKv(dir, kv) {
+  const walk = (d) => readdirSync(d).flatMap((f) => (statSync(join(d, f)).isDirectory() ? walk(join(d, f)) : [join(d, f)]));
+  // A copy, not the Buffer: Miniflare's proxy cannot serialise pooled Buffer views.
+  for (const file of walk(dir)) await kv.put(relative(dir, file), new Uint8Array(readFileSync(file)));
+}
