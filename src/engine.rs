@@ -19,7 +19,9 @@
 
 use crate::context::{normalize_geohash, time_bin, Context};
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::{Dtype, Meta, DEVICE_CLASSES, SEQ_TABLES, TIME_BINS};
+use crate::format::{
+    profile_bucket, Dtype, Meta, Profile, DEVICE_CLASSES, PROFILE_FIELDS, SEQ_TABLES, TIME_BINS,
+};
 use crate::hash::{geo_bucket, item_key};
 use crate::kernels;
 use crate::math::{exp, exp2, SplitMix64};
@@ -306,7 +308,13 @@ impl Engine {
     pub fn query_vector(&self, session: &Session, context: &Context) -> Vec<f32> {
         let views = self.views();
         let known = views.known_items(session);
-        views.query(&known, context)
+        views.query(&known, context, &views.profile(known.len()))
+    }
+
+    /// The weights this model gives each signal for a session with `known_clicks` items it
+    /// knows (neutral for models without a profile table).
+    pub fn profile(&self, known_clicks: usize) -> Profile {
+        self.views().profile(known_clicks)
     }
 
     /// Ranks items for a session and request. Never fails and never panics: everything it
@@ -314,8 +322,9 @@ impl Engine {
     pub fn recommend(&self, session: &Session, request: &Request) -> Vec<Recommendation> {
         let views = self.views();
         let known = views.known_items(session);
-        let query = views.quantize(&views.query(&known, &request.context));
-        let boosts = views.boosts(&known);
+        let profile = views.profile(known.len());
+        let query = views.quantize(&views.query(&known, &request.context, &profile));
+        let boosts = views.boosts(&known, &profile, request.context.ts);
 
         let mut excluded: Vec<u32> = known.iter().map(|k| k.index).collect();
         excluded.extend(
@@ -456,7 +465,15 @@ impl<'a> Views<'a> {
             .collect()
     }
 
-    fn query(&self, known: &[Known], context: &Context) -> Vec<f32> {
+    fn profile(&self, known_clicks: usize) -> Profile {
+        let at = profile_bucket(known_clicks) * PROFILE_FIELDS;
+        self.global()
+            .profiles
+            .and_then(|p| p.get(at..at + PROFILE_FIELDS))
+            .map_or(Profile::NEUTRAL, Profile::from_slice)
+    }
+
+    fn query(&self, known: &[Known], context: &Context, profile: &Profile) -> Vec<f32> {
         let meta = self.meta();
         let dim = meta.dim as usize;
         let now = context
@@ -501,11 +518,18 @@ impl<'a> Views<'a> {
                 .collect(),
             None => s,
         };
-        q.iter_mut().for_each(|x| *x *= meta.embed_weight);
+        let embed = meta.embed_weight * profile.embed;
+        q.iter_mut().for_each(|x| *x *= embed);
+        let context_weight = profile.context;
         let mut add = |table: Option<&[f32]>, row: Option<usize>| {
+            if context_weight <= 0.0 {
+                return;
+            }
             if let (Some(t), Some(r)) = (table, row) {
                 if let Some(v) = t.get(r * dim..(r + 1) * dim) {
-                    q.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+                    q.iter_mut()
+                        .zip(v)
+                        .for_each(|(a, b)| *a += context_weight * b);
                 }
             }
         };
@@ -565,15 +589,18 @@ impl<'a> Views<'a> {
         }
     }
 
-    fn boosts(&self, known: &[Known]) -> Vec<(u32, f32)> {
+    /// Non-negative sparse boosts: the sequence tables of the latest session items and the
+    /// trend of the window before `ts`, merged per item.
+    fn boosts(&self, known: &[Known], profile: &Profile, ts: Option<i64>) -> Vec<(u32, f32)> {
         let meta = self.meta();
         let mut out: Vec<(u32, f32)> = Vec::new();
+        let table_weight = [profile.neighbours, profile.transitions];
         for (position, item) in known.iter().take(meta.seq_len as usize).enumerate() {
             let Some((s, local)) = self.engine.locate(item.index) else {
                 continue;
             };
             for t in 0..SEQ_TABLES {
-                let w = meta.seq_weights[t][position];
+                let w = meta.seq_weights[t][position] * table_weight[t];
                 let Some(table) = self.views[s].seq[t] else {
                     continue;
                 };
@@ -584,6 +611,7 @@ impl<'a> Views<'a> {
                 out.extend(targets.iter().zip(weights).map(|(&g, &x)| (g, w * x)));
             }
         }
+        self.trend_boosts(ts, profile.trend, &mut out);
         // A stable sort keeps each item's contributions in a fixed order, so their sum is the
         // same on every platform.
         out.sort_by_key(|e| e.0);
@@ -596,6 +624,33 @@ impl<'a> Views<'a> {
         }
         merged.retain(|e| e.1 > 0.0);
         merged
+    }
+
+    /// Appends `weight × count / max count` for every item counted in the trend window before
+    /// `ts` (the end of the model's data when `ts` is absent or later).
+    fn trend_boosts(&self, ts: Option<i64>, weight: f32, out: &mut Vec<(u32, f32)>) {
+        let Some(table) = self.global().trend else {
+            return;
+        };
+        let window = trend_window(self.meta(), ts);
+        if weight <= 0.0 || window.is_empty() {
+            return;
+        }
+        let (items, counts) = table.buckets(window.start, window.end);
+        let mut sums: Vec<(u32, f32)> = items.iter().copied().zip(counts.iter().copied()).collect();
+        // Stable: each item's counts are added in bucket order on every platform.
+        sums.sort_by_key(|e| e.0);
+        let mut merged: Vec<(u32, f32)> = Vec::with_capacity(sums.len());
+        for (g, c) in sums {
+            match merged.last_mut() {
+                Some(last) if last.0 == g => last.1 += c,
+                _ => merged.push((g, c)),
+            }
+        }
+        let max = merged.iter().fold(0.0f32, |m, e| m.max(e.1));
+        if max > 0.0 {
+            out.extend(merged.into_iter().map(|(g, c)| (g, weight * (c / max))));
+        }
     }
 
     fn dense_score(&self, query: &Query, index: u32) -> f32 {
@@ -842,6 +897,28 @@ fn block_max(scores: &[f32]) -> f32 {
     lanes
         .iter()
         .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
+}
+
+/// The trend buckets that lie wholly inside the window before `ts`: buckets never reach past
+/// the request's time (no look-ahead), and a request after the model's last bucket (or without
+/// a time) sees the window that ends with the model's data. Empty without a trend table.
+pub fn trend_window(meta: &Meta, ts: Option<i64>) -> core::ops::Range<usize> {
+    if !meta.has_trend() {
+        return 0..0;
+    }
+    // i128: `ts` comes from outside and may be anything; the meta was checked at load.
+    let start = i128::from(meta.trend_start);
+    let width = i128::from(meta.trend_bucket_s);
+    let n = i128::from(meta.trend_buckets);
+    let end = start + n * width;
+    let now = ts.map_or(end, |t| i128::from(t).min(end));
+    let hi = (now - start).div_euclid(width).clamp(0, n);
+    let from = now - i128::from(meta.trend_window_s);
+    let lo = (from - start + width - 1).div_euclid(width).clamp(0, n);
+    if lo >= hi {
+        return 0..0;
+    }
+    lo as usize..hi as usize
 }
 
 /// Score of an int8 row from its integer dot product. One definition for the scan and for

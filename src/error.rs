@@ -5,6 +5,7 @@
 //! variants can be added without breaking callers, and its `Display` is a sentence fit to show a
 //! user as is (the JS API turns it into the message of the thrown `Error`).
 
+use crate::format::MIN_VERSION;
 use core::fmt;
 
 /// What went wrong; see [`Error::kind`].
@@ -121,7 +122,7 @@ impl fmt::Display for Error {
             WrongEndianness => write!(f, "shard was written with the wrong byte order"),
             UnsupportedVersion { found, supported } => write!(
                 f,
-                "shard format version {found} is not supported (this build reads version {supported})"
+                "shard format version {found} is not supported (this build reads versions {MIN_VERSION} to {supported})"
             ),
             LengthMismatch { header, actual } => write!(
                 f,

@@ -1,11 +1,11 @@
-//! The shard wire format, version 1: constants, the header, the model metadata block and the
-//! section kinds. `shard.rs` reads it and `writer.rs` writes it; nothing else knows the layout.
+//! The shard wire format, version 2 (version 1 still reads): constants, the header, the model
+//! metadata block and the section kinds. `shard.rs` reads it and `writer.rs` writes it; nothing else knows the layout.
 //!
 //! ```text
 //! offset  size  field
 //!      0     8  magic "EDGERECS"
 //!      8     4  endianness marker 0x01020304 (reads 0x04030201 on a byte-swapped writer)
-//!     12     2  format version (1)
+//!     12     2  format version (2; 1 is still read)
 //!     14     2  header length (64)
 //!     16     4  section count
 //!     20     4  flags (reserved, 0)
@@ -20,14 +20,22 @@
 //! ```
 //! All integers and floats are little-endian. Every shard carries the `Meta` section (the model
 //! parameters needed to read its rows and to score) and its items' sections; the global tables
-//! (query transform, context tables, category names) live in shard 0 only.
+//! (query transform, context tables, category names, session profiles, trend counts) live in
+//! shard 0 only.
+//!
+//! Version 2 added, all optional so that a version-1 shard means exactly what it meant before:
+//! the trend fields of `Meta` (words 49–53, zero in version 1), the per-session-length
+//! [`Profile`] table and the trend count table (time-bucketed item counts, so the edge can rank
+//! by popularity over a recent window before the request's time).
 
 /// The first 8 bytes of every shard.
 pub const MAGIC: [u8; 8] = *b"EDGERECS";
 /// Written as a little-endian u32; a reader that sees it byte-swapped rejects the shard.
 pub const ENDIAN_MARKER: u32 = 0x0102_0304;
-/// The format version this build writes and reads.
-pub const VERSION: u16 = 1;
+/// The format version this build writes.
+pub const VERSION: u16 = 2;
+/// The oldest format version this build still reads.
+pub const MIN_VERSION: u16 = 1;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 64;
 /// Size of one section table entry.
@@ -63,6 +71,74 @@ pub const MAX_DIM: u32 = 1024;
 pub const MAX_CATEGORIES: u32 = 64;
 /// Size of the Meta section.
 pub const META_LEN: usize = 256;
+/// Session-length buckets of the profile table: 0, 1, 2, 3, 4–7 and 8 or more known clicks.
+pub const PROFILE_BUCKETS: usize = 6;
+/// f32 fields of one profile row, in [`Profile`] field order.
+pub const PROFILE_FIELDS: usize = 5;
+/// Upper bound on trend buckets, so bucket arithmetic cannot overflow.
+pub const MAX_TREND_BUCKETS: u32 = 1 << 20;
+
+/// The profile bucket of a session with `known_clicks` items the model knows.
+pub fn profile_bucket(known_clicks: usize) -> usize {
+    match known_clicks {
+        0..=3 => known_clicks,
+        4..=7 => 4,
+        _ => 5,
+    }
+}
+
+/// How much each signal counts for sessions of one length bucket. A visitor with no clicks is
+/// best served by what is popular now, one with a single click by what follows that click, one
+/// with a long history by the embedding of it; the weights are chosen on validation data per
+/// bucket. All are finite and non-negative.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Profile {
+    /// Multiplier of the session (embedding) term of the query.
+    pub embed: f32,
+    /// Multiplier of the context rows and the query bias.
+    pub context: f32,
+    /// Multiplier of the neighbour boosts.
+    pub neighbours: f32,
+    /// Multiplier of the transition boosts.
+    pub transitions: f32,
+    /// Weight of the trend boost (an item's share of the window's top count, in [0, 1]).
+    pub trend: f32,
+}
+
+impl Profile {
+    /// What a model without a profile table does: every signal as trained, no trend.
+    pub const NEUTRAL: Profile = Profile {
+        embed: 1.0,
+        context: 1.0,
+        neighbours: 1.0,
+        transitions: 1.0,
+        trend: 0.0,
+    };
+
+    /// The fields in wire order.
+    pub fn to_array(self) -> [f32; PROFILE_FIELDS] {
+        [
+            self.embed,
+            self.context,
+            self.neighbours,
+            self.transitions,
+            self.trend,
+        ]
+    }
+
+    /// Reads one row (`PROFILE_FIELDS` values); missing values are neutral.
+    pub fn from_slice(v: &[f32]) -> Profile {
+        let get = |i: usize, d: f32| v.get(i).copied().unwrap_or(d);
+        let n = Profile::NEUTRAL;
+        Profile {
+            embed: get(0, n.embed),
+            context: get(1, n.context),
+            neighbours: get(2, n.neighbours),
+            transitions: get(3, n.transitions),
+            trend: get(4, n.trend),
+        }
+    }
+}
 
 /// The element type of the item rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +205,20 @@ pub struct Meta {
     pub type_weights: [f32; EVENT_TYPES],
     /// Per sequence table, the weight of each of the latest `seq_len` positions (newest first).
     pub seq_weights: [[f32; MAX_SEQ_LEN]; SEQ_TABLES],
+    /// Width of one trend bucket in seconds (0: the model has no trend table).
+    pub trend_bucket_s: u32,
+    /// Unix seconds at which trend bucket 0 starts.
+    pub trend_start: i64,
+    /// Number of trend buckets; the last one ends where the model's data end.
+    pub trend_buckets: u32,
+    /// The trend window: popularity counts over this many seconds before the request.
+    pub trend_window_s: u32,
 }
+
+/// Meta words used by version 1; words from here on were reserved (zero) there.
+const META_V1_WORDS: usize = 17 + SEQ_TABLES * MAX_SEQ_LEN;
+/// Meta words used by version 2.
+const META_V2_WORDS: usize = META_V1_WORDS + 5;
 
 impl Meta {
     /// A neutral default for a model of `dim` dimensions and `total_items` items.
@@ -147,7 +236,16 @@ impl Meta {
             embed_weight: 1.0,
             type_weights: [1.0, 1.0, 1.5, 2.0, 3.0, 1.0],
             seq_weights: [[0.0; MAX_SEQ_LEN]; SEQ_TABLES],
+            trend_bucket_s: 0,
+            trend_start: 0,
+            trend_buckets: 0,
+            trend_window_s: 0,
         }
+    }
+
+    /// Whether the model carries a trend table.
+    pub fn has_trend(&self) -> bool {
+        self.trend_buckets > 0
     }
 
     /// Row stride in elements.
@@ -177,6 +275,12 @@ impl Meta {
                 words[17 + t * MAX_SEQ_LEN + i] = w.to_bits();
             }
         }
+        let t = META_V1_WORDS;
+        words[t] = self.trend_bucket_s;
+        words[t + 1] = self.trend_start as u64 as u32;
+        words[t + 2] = ((self.trend_start as u64) >> 32) as u32;
+        words[t + 3] = self.trend_buckets;
+        words[t + 4] = self.trend_window_s;
         let mut out = [0u8; META_LEN];
         for (chunk, w) in out.chunks_exact_mut(4).zip(words) {
             chunk.copy_from_slice(&w.to_le_bytes());
@@ -184,8 +288,8 @@ impl Meta {
         out
     }
 
-    /// Decodes and validates the Meta section. Never panics.
-    pub(crate) fn decode(bytes: &[u8]) -> crate::Result<Meta> {
+    /// Decodes and validates the Meta section of a shard of format `version`. Never panics.
+    pub(crate) fn decode(bytes: &[u8], version: u16) -> crate::Result<Meta> {
         use crate::Error;
         if bytes.len() != META_LEN {
             return Err(crate::ErrorKind::BadSectionLength {
@@ -238,8 +342,17 @@ impl Meta {
             embed_weight: float(10),
             type_weights,
             seq_weights,
+            trend_bucket_s: word(META_V1_WORDS),
+            trend_start: (u64::from(word(META_V1_WORDS + 1))
+                | u64::from(word(META_V1_WORDS + 2)) << 32) as i64,
+            trend_buckets: word(META_V1_WORDS + 3),
+            trend_window_s: word(META_V1_WORDS + 4),
         };
-        let used = 17 + SEQ_TABLES * MAX_SEQ_LEN;
+        let used = if version >= 2 {
+            META_V2_WORDS
+        } else {
+            META_V1_WORDS
+        };
         if (used..META_LEN / 4).any(|i| word(i) != 0) {
             return Err(Error::invalid("meta: reserved words are not zero"));
         }
@@ -292,6 +405,28 @@ impl Meta {
                 "meta: weights must be finite and non-negative",
             ));
         }
+        let trend_fields_zero =
+            self.trend_bucket_s == 0 && self.trend_start == 0 && self.trend_window_s == 0;
+        if self.trend_buckets == 0 && !trend_fields_zero {
+            return Err(Error::invalid(
+                "meta: trend fields set without trend buckets",
+            ));
+        }
+        if self.trend_buckets > 0 {
+            let end = i64::from(self.trend_buckets)
+                .checked_mul(i64::from(self.trend_bucket_s))
+                .and_then(|span| self.trend_start.checked_add(span));
+            if self.trend_buckets > MAX_TREND_BUCKETS
+                || self.trend_bucket_s == 0
+                || self.trend_window_s == 0
+                || end.is_none()
+            {
+                return Err(Error::invalid(format!(
+                    "meta: trend of {} buckets of {} s from {} (window {} s) is out of range",
+                    self.trend_buckets, self.trend_bucket_s, self.trend_start, self.trend_window_s
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -323,6 +458,14 @@ pub(crate) enum SectionKind {
     CtxGeo = 36,
     CategoryOffsets = 37,
     CategoryBytes = 38,
+    /// Version 2: `PROFILE_BUCKETS x PROFILE_FIELDS` f32.
+    Profiles = 39,
+    /// Version 2: per trend bucket, offsets (`trend_buckets + 1` u32) into the items and counts.
+    TrendOffsets = 40,
+    /// Version 2: global item index (u32) of each trend entry.
+    TrendItems = 41,
+    /// Version 2: interaction count (f32, ≥ 0) of each trend entry.
+    TrendCounts = 42,
 }
 
 /// The (offsets, targets, weights) sections of each sequence table, in `Meta::seq_weights`
@@ -341,7 +484,7 @@ pub(crate) const SEQ_SECTION_KINDS: [[SectionKind; 3]; SEQ_TABLES] = [
 ];
 
 impl SectionKind {
-    pub(crate) const ALL: [SectionKind; 24] = [
+    pub(crate) const ALL: [SectionKind; 28] = [
         SectionKind::Meta,
         SectionKind::IdOffsets,
         SectionKind::IdBytes,
@@ -366,6 +509,10 @@ impl SectionKind {
         SectionKind::CtxGeo,
         SectionKind::CategoryOffsets,
         SectionKind::CategoryBytes,
+        SectionKind::Profiles,
+        SectionKind::TrendOffsets,
+        SectionKind::TrendItems,
+        SectionKind::TrendCounts,
     ];
 
     pub(crate) fn from_u32(v: u32) -> Option<SectionKind> {
@@ -406,6 +553,21 @@ impl SectionKind {
             SectionKind::CtxGeo => "ctx_geo",
             SectionKind::CategoryOffsets => "category_offsets",
             SectionKind::CategoryBytes => "category_bytes",
+            SectionKind::Profiles => "profiles",
+            SectionKind::TrendOffsets => "trend_offsets",
+            SectionKind::TrendItems => "trend_items",
+            SectionKind::TrendCounts => "trend_counts",
+        }
+    }
+
+    /// The format version that introduced the kind.
+    pub(crate) fn since_version(self) -> u16 {
+        match self {
+            SectionKind::Profiles
+            | SectionKind::TrendOffsets
+            | SectionKind::TrendItems
+            | SectionKind::TrendCounts => 2,
+            _ => 1,
         }
     }
 

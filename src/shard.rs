@@ -54,6 +54,8 @@ impl AlignedBytes {
 /// The fixed header of a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// The format version the shard was written in (`MIN_VERSION..=VERSION`).
+    pub version: u16,
     /// Identifies the model; equal in all shards of one model.
     pub model_id: u64,
     /// This shard's position in the model.
@@ -229,6 +231,35 @@ pub struct GlobalTables<'a> {
     pub ctx_geo: Option<&'a [f32]>,
     /// Category names, in bit order.
     pub category_names: Option<StrTable<'a>>,
+    /// `PROFILE_BUCKETS x PROFILE_FIELDS` session-length profiles (neutral when absent).
+    pub profiles: Option<&'a [f32]>,
+    /// Time-bucketed item counts (see `Meta::trend_buckets`).
+    pub trend: Option<TrendTable<'a>>,
+}
+
+/// Item counts per time bucket, in CSR form: bucket `b` holds entries
+/// `offsets[b]..offsets[b+1]` of `items` (global item indices) and `counts` (≥ 0).
+#[derive(Debug, Clone, Copy)]
+pub struct TrendTable<'a> {
+    pub offsets: &'a [u32],
+    pub items: &'a [u32],
+    pub counts: &'a [f32],
+}
+
+impl<'a> TrendTable<'a> {
+    /// The (items, counts) of buckets `from..to`; empty when out of range.
+    pub fn buckets(&self, from: usize, to: usize) -> (&'a [u32], &'a [f32]) {
+        match (self.offsets.get(from), self.offsets.get(to)) {
+            (Some(&a), Some(&b)) if a <= b => {
+                let r = a as usize..b as usize;
+                (
+                    self.items.get(r.clone()).unwrap_or(&[]),
+                    self.counts.get(r).unwrap_or(&[]),
+                )
+            }
+            _ => (&[], &[]),
+        }
+    }
 }
 
 /// Borrowed, typed, validated view of one shard.
@@ -309,7 +340,7 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header> {
         return Err(ErrorKind::BadMagic.into());
     }
     let version = read_u16(bytes, 12);
-    if version != VERSION {
+    if !(MIN_VERSION..=VERSION).contains(&version) {
         return Err(ErrorKind::UnsupportedVersion {
             found: version,
             supported: VERSION,
@@ -336,6 +367,7 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header> {
         return Err(Error::invalid("header flags are not zero"));
     }
     let header = Header {
+        version,
         model_id: read_u64(bytes, 40),
         shard_index: read_u32(bytes, 48),
         shard_count: read_u32(bytes, 52),
@@ -406,6 +438,13 @@ pub(crate) fn validate(bytes: &[u8]) -> Result<Layout> {
                         k.name()
                     )));
                 }
+                if k.since_version() > header.version {
+                    return Err(Error::section_table(format!(
+                        "section `{}` does not exist in format version {}",
+                        k.name(),
+                        header.version
+                    )));
+                }
                 if k.is_global() && header.shard_index != 0 {
                     return Err(Error::section_table(format!(
                         "global section `{}` outside shard 0",
@@ -433,7 +472,10 @@ pub(crate) fn validate(bytes: &[u8]) -> Result<Layout> {
     }
     let span = |k: SectionKind| spans[k.slot()];
     let meta_span = span(SectionKind::Meta).ok_or(ErrorKind::MissingSection { kind: "meta" })?;
-    let meta = Meta::decode(&bytes[meta_span.start..meta_span.start + meta_span.len])?;
+    let meta = Meta::decode(
+        &bytes[meta_span.start..meta_span.start + meta_span.len],
+        header.version,
+    )?;
     if u64::from(header.item_start) + u64::from(header.item_count) > u64::from(meta.total_items) {
         return Err(Error::invalid(format!(
             "items {}..{} exceed the model's {} items",
@@ -549,6 +591,34 @@ fn check_lengths(spans: &[Option<Span>], header: &Header, meta: &Meta) -> Result
     if get(K::CategoryOffsets).is_some() != get(K::CategoryBytes).is_some() {
         return Err(Error::section_table("category names are incomplete"));
     }
+    exact(
+        K::Profiles,
+        4 * (PROFILE_BUCKETS * PROFILE_FIELDS) as u64,
+        false,
+    )?;
+    let trend = [K::TrendOffsets, K::TrendItems, K::TrendCounts].map(|k| get(k).is_some());
+    if trend.iter().any(|&p| p) {
+        if !trend.iter().all(|&p| p) {
+            return Err(Error::section_table("trend table is incomplete"));
+        }
+        if !meta.has_trend() {
+            return Err(Error::section_table(
+                "trend table in a model without trend buckets",
+            ));
+        }
+    }
+    let trend_required = header.shard_index == 0 && meta.has_trend();
+    exact(
+        K::TrendOffsets,
+        4 * (u64::from(meta.trend_buckets) + 1),
+        trend_required,
+    )?;
+    multiple(K::TrendItems, 4)?;
+    exact(
+        K::TrendCounts,
+        get(K::TrendItems).map_or(0, |s| s.len as u64),
+        false,
+    )?;
     Ok(())
 }
 
@@ -609,6 +679,12 @@ impl Layout {
                 ctx_geo: opt_f32(K::CtxGeo),
                 category_names: present(K::CategoryOffsets)
                     .then(|| strings(K::CategoryOffsets, K::CategoryBytes)),
+                profiles: opt_f32(K::Profiles),
+                trend: present(K::TrendOffsets).then(|| TrendTable {
+                    offsets: cast(raw(K::TrendOffsets)),
+                    items: cast(raw(K::TrendItems)),
+                    counts: cast(raw(K::TrendCounts)),
+                }),
             },
         }
     }
@@ -738,6 +814,27 @@ fn check_values(v: &ShardView<'_>) -> Result<()> {
     }
     if let Some(names) = g.category_names {
         check_strings("category names", names.offsets, names.text)?;
+    }
+    if let Some(p) = g.profiles {
+        if !p.iter().all(|w| w.is_finite() && *w >= 0.0) {
+            return Err(Error::invalid(
+                "profiles: weights must be finite and non-negative",
+            ));
+        }
+    }
+    if let Some(t) = g.trend {
+        if t.offsets.first() != Some(&0)
+            || t.offsets.last().map(|&l| l as usize) != Some(t.items.len())
+            || t.offsets.windows(2).any(|w| w[1] < w[0])
+        {
+            return Err(Error::invalid("trend table: bad offsets"));
+        }
+        if t.items.iter().any(|&x| x >= total) {
+            return Err(Error::invalid("trend table: item out of range"));
+        }
+        if !t.counts.iter().all(|c| c.is_finite() && *c >= 0.0) {
+            return Err(Error::invalid("trend table: negative or non-finite count"));
+        }
     }
     Ok(())
 }

@@ -3,9 +3,9 @@
 //! cluster, neighbours within the cluster and a transition to the next item of the cluster, so
 //! tests can check that a session pulls the ranking toward the clicked cluster.
 
-use crate::format::{Dtype, Meta, DEVICE_CLASSES, TIME_BINS};
+use crate::format::{Dtype, Meta, Profile, DEVICE_CLASSES, PROFILE_BUCKETS, TIME_BINS};
 use crate::math::SplitMix64;
-use crate::writer::{write_model, ModelSpec};
+use crate::writer::{write_model, ModelSpec, TrendSpec};
 
 /// Parameters of a synthetic model.
 #[derive(Debug, Clone)]
@@ -19,7 +19,14 @@ pub struct Synthetic {
     /// Whether each item gets a transition to the next item of its cluster.
     pub transitions: bool,
     pub with_context: bool,
+    /// Whether the model carries session-length profiles and a trend table (format v2).
+    pub with_trend: bool,
 }
+
+/// Start of the synthetic trend table (unix seconds).
+pub const TREND_START: i64 = 1_700_000_000;
+/// Daily trend buckets in the synthetic model.
+pub const TREND_DAYS: usize = 20;
 
 impl Default for Synthetic {
     fn default() -> Self {
@@ -32,6 +39,7 @@ impl Default for Synthetic {
             neighbours: 3,
             transitions: true,
             with_context: true,
+            with_trend: false,
         }
     }
 }
@@ -109,6 +117,37 @@ impl Synthetic {
             ctx_time: self.with_context.then(|| table(TIME_BINS, &mut rng)),
             ctx_device: self.with_context.then(|| table(DEVICE_CLASSES, &mut rng)),
             ctx_geo: self.with_context.then(|| table(8, &mut rng)),
+            profiles: self.with_trend.then(|| {
+                core::array::from_fn(|b| Profile {
+                    embed: [0.0, 0.5, 0.8, 1.0, 1.0, 1.2][b % PROFILE_BUCKETS],
+                    context: 0.5,
+                    neighbours: 1.0 + 0.25 * b as f32,
+                    transitions: 2.0 - 0.25 * b as f32,
+                    trend: [2.0, 1.0, 0.5, 0.25, 0.1, 0.0][b % PROFILE_BUCKETS],
+                })
+            }),
+            trend: self.with_trend.then(|| self.trend(&mut rng)),
+        }
+    }
+
+    /// Daily counts where cluster `day % clusters` is in fashion on each day.
+    fn trend(&self, rng: &mut SplitMix64) -> TrendSpec {
+        let c = self.clusters.max(1);
+        let mut buckets = Vec::with_capacity(TREND_DAYS);
+        for day in 0..TREND_DAYS {
+            let mut bucket = Vec::new();
+            for i in 0..self.items {
+                if i % c == day % c || rng.next_f32() < 0.1 {
+                    bucket.push((i as u32, 1.0 + (10.0 * rng.next_f32()).floor()));
+                }
+            }
+            buckets.push(bucket);
+        }
+        TrendSpec {
+            start: TREND_START,
+            bucket_s: 86_400,
+            window_s: 3 * 86_400,
+            buckets,
         }
     }
 
@@ -122,4 +161,65 @@ impl Synthetic {
 /// A small model (40 items, 16 dims, 4 clusters) in one shard.
 pub fn tiny_model_shards() -> Vec<Vec<u8>> {
     Synthetic::default().shards(crate::format::MAX_SHARD_BYTES)
+}
+
+/// The requests whose rankings the golden files freeze: the two-click session of format 1, then
+/// (for format 2) an anonymous visitor, one click and two clicks at a time inside the trend
+/// window, and a request long after the model's data.
+pub fn golden_cases(format_version: u16) -> Vec<(crate::Session, crate::Request)> {
+    use crate::{Context, EventType, Request, Session};
+    let session = |clicks: &[(&str, EventType, u64)]| {
+        let mut s = Session::new();
+        for &(id, kind, ts) in clicks {
+            s.observe(id, kind, ts);
+        }
+        s
+    };
+    let at = |ts: Option<i64>| Request {
+        k: 8,
+        context: Context {
+            ts,
+            ..Context::default()
+        },
+        ..Request::default()
+    };
+    let two = [
+        ("item-1", EventType::Click, 1_700_000_000),
+        ("item-5", EventType::Like, 1_700_000_060),
+    ];
+    if format_version < 2 {
+        return vec![(session(&two), at(None))];
+    }
+    let inside = Some(TREND_START + 10 * 86_400 + 3_600);
+    let late = Some(TREND_START + 400 * 86_400);
+    vec![
+        (session(&[]), at(inside)),
+        (session(&two[..1]), at(inside)),
+        (session(&two), at(inside)),
+        (session(&[]), at(late)),
+        (session(&two), at(None)),
+    ]
+}
+
+/// The ids of a ranking, comma-separated (one line of a golden ranking file).
+pub fn ranking_line(
+    engine: &crate::Engine,
+    session: &crate::Session,
+    request: &crate::Request,
+) -> String {
+    engine
+        .recommend(session, request)
+        .iter()
+        .map(|r| engine.item_id(r.index).unwrap_or("?"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The golden model of format 2: the tiny model with profiles and a trend table.
+pub fn tiny_v2_model_shards() -> Vec<Vec<u8>> {
+    Synthetic {
+        with_trend: true,
+        ..Synthetic::default()
+    }
+    .shards(crate::format::MAX_SHARD_BYTES)
 }

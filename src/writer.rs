@@ -34,6 +34,23 @@ pub struct ModelSpec {
     pub ctx_time: Option<Vec<f32>>,
     pub ctx_device: Option<Vec<f32>>,
     pub ctx_geo: Option<Vec<f32>>,
+    /// Optional per-session-length profiles (neutral when absent).
+    pub profiles: Option<[Profile; PROFILE_BUCKETS]>,
+    /// Optional time-bucketed item counts; sets the trend fields of the meta.
+    pub trend: Option<TrendSpec>,
+}
+
+/// Item counts per time bucket, for the edge's "popular right now" signal.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrendSpec {
+    /// Unix seconds at which bucket 0 starts.
+    pub start: i64,
+    /// Bucket width in seconds.
+    pub bucket_s: u32,
+    /// The window the edge sums over, in seconds.
+    pub window_s: u32,
+    /// Per bucket, (item index, count ≥ 0).
+    pub buckets: Vec<Vec<(u32, f32)>>,
 }
 
 /// Quantizes one row to int8 with a symmetric per-row scale (max |x| ↦ 127).
@@ -73,6 +90,21 @@ pub fn write_model(spec: &ModelSpec, model_id: u64, max_shard_bytes: u64) -> Res
         .ok_or_else(|| Error::argument("meta is required"))?;
     meta.total_items = u32::try_from(n).map_err(|_| Error::argument("too many items"))?;
     meta.category_count = spec.category_names.len() as u32;
+    (
+        meta.trend_bucket_s,
+        meta.trend_start,
+        meta.trend_buckets,
+        meta.trend_window_s,
+    ) = match &spec.trend {
+        Some(t) if !t.buckets.is_empty() => (
+            t.bucket_s,
+            t.start,
+            u32::try_from(t.buckets.len())
+                .map_err(|_| Error::argument("too many trend buckets"))?,
+            t.window_s,
+        ),
+        _ => (0, 0, 0, 0),
+    };
     meta.check().map_err(|e| Error::argument(e.to_string()))?;
     let dim = meta.dim as usize;
     let stride = meta.row_stride() as usize;
@@ -129,6 +161,23 @@ pub fn write_model(spec: &ModelSpec, model_id: u64, max_shard_bytes: u64) -> Res
     if spec.ctx_geo.is_none() {
         meta.geo_buckets = 0;
     }
+    if let Some(profiles) = &spec.profiles {
+        let values = profiles.iter().flat_map(|p| p.to_array());
+        if !values.into_iter().all(|w| w.is_finite() && w >= 0.0) {
+            return Err(Error::argument(
+                "profile weights must be finite and non-negative",
+            ));
+        }
+    }
+    if let Some(t) = &spec.trend {
+        let bad = t.buckets.iter().flatten();
+        if bad
+            .into_iter()
+            .any(|&(g, c)| g as usize >= n || !(c.is_finite() && c >= 0.0))
+        {
+            return Err(Error::argument("trend entry out of range or negative"));
+        }
+    }
     let mut keys: Vec<u64> = spec.ids.iter().map(|id| item_key(id)).collect();
     if spec.ids.iter().any(|id| id.is_empty()) {
         return Err(Error::argument("empty item id"));
@@ -161,6 +210,11 @@ pub fn write_model(spec: &ModelSpec, model_id: u64, max_shard_bytes: u64) -> Res
     .iter()
     .map(|t| t.as_ref().map_or(0, |v| 4 * v.len() as u64))
     .sum::<u64>()
+        + spec.trend.as_ref().map_or(0, |t| {
+            4 * (t.buckets.len() as u64 + 1)
+                + 8 * t.buckets.iter().map(|b| b.len() as u64).sum::<u64>()
+        })
+        + 4 * (PROFILE_BUCKETS * PROFILE_FIELDS) as u64
         + spec
             .category_names
             .iter()
@@ -349,6 +403,31 @@ fn shard_sections(
         ] {
             if let Some(t) = table {
                 sections.push(SectionBuf { kind, bytes: le(t) });
+            }
+        }
+        if let Some(profiles) = &spec.profiles {
+            let values: Vec<f32> = profiles.iter().flat_map(|p| p.to_array()).collect();
+            sections.push(SectionBuf {
+                kind: K::Profiles,
+                bytes: le(&values),
+            });
+        }
+        if let Some(t) = spec.trend.as_ref().filter(|t| !t.buckets.is_empty()) {
+            let mut offsets = vec![0u32];
+            let (mut items, mut counts) = (Vec::new(), Vec::new());
+            for bucket in &t.buckets {
+                for &(g, c) in bucket {
+                    items.push(g);
+                    counts.push(c);
+                }
+                offsets.push(items.len() as u32);
+            }
+            for (kind, bytes) in [
+                (K::TrendOffsets, le(&offsets)),
+                (K::TrendItems, le(&items)),
+                (K::TrendCounts, le(&counts)),
+            ] {
+                sections.push(SectionBuf { kind, bytes });
             }
         }
         if !spec.category_names.is_empty() {

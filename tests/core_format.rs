@@ -163,12 +163,20 @@ fn error_paths_are_named() {
     swapped[8..12].copy_from_slice(&0x0102_0304u32.to_be_bytes());
     assert_eq!(kind(&swapped), Some(ErrorKind::WrongEndianness));
     let mut version = good.clone();
-    version[12] = 2;
+    version[12] = 3;
     assert_eq!(
         kind(&version),
         Some(ErrorKind::UnsupportedVersion {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
+        })
+    );
+    version[12] = 0;
+    assert_eq!(
+        kind(&version),
+        Some(ErrorKind::UnsupportedVersion {
+            found: 0,
+            supported: 2
         })
     );
     assert!(matches!(
@@ -247,39 +255,49 @@ fn writer_rejects_bad_input() {
     assert!(write_model(&spec, 1, MAX_SHARD_BYTES).is_err());
 }
 
-#[test]
-fn golden_shard_still_loads() {
-    // tests/golden/v1-tiny.shard was written by version 1 of the writer and is frozen: every
-    // later reader must load it and rank it the same way. Regenerate only with a format version
-    // bump (and keep the old file).
-    let bytes = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/golden/v1-tiny.shard"
-    ))
-    .expect("golden shard present");
-    let engine = Engine::from_bytes([bytes.as_slice()]).expect("golden shard loads");
+/// Loads a frozen golden shard and checks its rankings, one line per `golden_cases` request.
+fn check_golden(version: u16, shard: &[u8], ranking: &str) {
+    let engine = Engine::from_bytes([shard]).expect("golden shard loads");
     assert_eq!(engine.item_count(), 40);
-    let expected = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/golden/v1-tiny.ranking"
-    ))
-    .expect("golden ranking present");
-    let mut session = edgerec::Session::new();
-    session.observe("item-1", edgerec::EventType::Click, 1_700_000_000);
-    session.observe("item-5", edgerec::EventType::Like, 1_700_000_060);
-    let got = engine.recommend(
-        &session,
-        &edgerec::Request {
-            k: 8,
-            ..Default::default()
-        },
+    let cases = edgerec::testing::golden_cases(version);
+    let lines: Vec<&str> = ranking.lines().collect();
+    assert_eq!(lines.len(), cases.len());
+    for ((session, request), want) in cases.iter().zip(lines) {
+        assert_eq!(
+            edgerec::testing::ranking_line(&engine, session, request),
+            want
+        );
+    }
+}
+
+#[test]
+fn golden_shards_still_load() {
+    // tests/golden/vN-tiny.shard was written by version N of the writer and is frozen: every
+    // later reader must load it and rank it the same way. A format version bump adds a new file
+    // (examples/write_golden.rs) and keeps the old ones.
+    check_golden(
+        1,
+        include_bytes!("golden/v1-tiny.shard"),
+        include_str!("golden/v1-tiny.ranking"),
     );
-    let line = got
-        .iter()
-        .map(|r| engine.item_id(r.index).unwrap())
-        .collect::<Vec<_>>()
-        .join(",");
-    assert_eq!(line, expected.trim());
+    check_golden(
+        2,
+        include_bytes!("golden/v2-tiny.shard"),
+        include_str!("golden/v2-tiny.ranking"),
+    );
+}
+
+#[test]
+fn v2_sections_are_rejected_in_v1_shards() {
+    // A v2 shard relabelled as v1 (checksum repaired) must not load: v1 has no such sections.
+    let mut bytes = edgerec::testing::tiny_v2_model_shards().remove(0);
+    bytes[12] = 1;
+    reseal(&mut bytes);
+    let err = Shard::from_bytes(&bytes).unwrap_err().to_string();
+    assert!(
+        err.contains("format version 1") || err.contains("reserved"),
+        "{err}"
+    );
 }
 
 proptest! {

@@ -319,3 +319,108 @@ fn time_decay_prefers_recent_events() {
     let cos = |a: &[f32], b: &[f32]| dot(a, b) / (dot(a, a).sqrt() * dot(b, b).sqrt());
     assert!(cos(&q, &v2) > 0.95 && cos(&q, &v1) < cos(&q, &v2));
 }
+
+/// A model whose only signal for an anonymous visitor is the trend: zero bias, no context.
+fn trend_only_engine(
+    buckets: Vec<Vec<(u32, f32)>>,
+    profiles: [edgerec::format::Profile; edgerec::format::PROFILE_BUCKETS],
+) -> Engine {
+    let mut spec = Synthetic {
+        with_context: false,
+        ..Synthetic::default()
+    }
+    .spec();
+    spec.bias = vec![0.0; spec.ids.len()];
+    spec.profiles = Some(profiles);
+    spec.trend = Some(edgerec::writer::TrendSpec {
+        start: 0,
+        bucket_s: 100,
+        window_s: 200,
+        buckets,
+    });
+    let shards = edgerec::writer::write_model(&spec, 9, MAX_SHARD_BYTES).unwrap();
+    Engine::from_bytes(shards.iter().map(|s| s.as_slice())).unwrap()
+}
+
+#[test]
+fn anonymous_lists_follow_the_trend_window_before_the_request() {
+    let profile = edgerec::format::Profile {
+        trend: 1.0,
+        ..edgerec::format::Profile::NEUTRAL
+    };
+    let engine = trend_only_engine(
+        vec![
+            vec![(2, 5.0)],
+            vec![(3, 9.0), (2, 1.0)],
+            vec![(4, 1.0), (2, 1.0)],
+        ],
+        [profile; edgerec::format::PROFILE_BUCKETS],
+    );
+    let top = |ts: Option<i64>| {
+        let request = Request {
+            k: 3,
+            context: Context {
+                ts,
+                ..Context::default()
+            },
+            ..Request::default()
+        };
+        engine
+            .recommend(&Session::new(), &request)
+            .iter()
+            .filter(|r| r.score > 0.0)
+            .map(|r| (engine.item_id(r.index).unwrap().to_string(), r.score))
+            .collect::<Vec<_>>()
+    };
+    let names = |v: Vec<(String, f32)>| v.into_iter().map(|x| x.0).collect::<Vec<_>>();
+    // Window [50, 250): only bucket 1 lies wholly inside; the largest count scores 1.
+    assert_eq!(
+        top(Some(250)),
+        vec![
+            ("item-3".to_string(), 1.0),
+            ("item-2".to_string(), 1.0 / 9.0)
+        ]
+    );
+    // At 150 only bucket 0 has passed: item-3's later counts are not seen (no look-ahead).
+    assert_eq!(names(top(Some(150))), vec!["item-2"]);
+    // Before the data there is no trend; after it (or without a time) the last window counts.
+    assert!(top(Some(-5)).is_empty());
+    let latest = vec!["item-3", "item-2", "item-4"];
+    assert_eq!(names(top(None)), latest);
+    assert_eq!(names(top(Some(i64::MAX))), latest);
+    assert_eq!(names(top(Some(i64::MIN))), Vec::<String>::new());
+}
+
+#[test]
+fn profiles_weigh_signals_by_session_length() {
+    use edgerec::format::Profile;
+    // Trend counts say item-3; a click on item-1 (transition to item-5) says item-5.
+    let buckets = vec![vec![(3, 10.0)], vec![(3, 10.0)]];
+    let request = Request {
+        k: 1,
+        context: Context {
+            ts: Some(1_000),
+            ..Context::default()
+        },
+        ..Request::default()
+    };
+    let mut clicked = Session::new();
+    clicked.observe("item-1", EventType::Click, 900);
+    let first = |engine: &Engine, session: &Session| {
+        let r = engine.recommend(session, &request);
+        engine.item_id(r[0].index).unwrap().to_string()
+    };
+    let mut profiles = [Profile {
+        trend: 100.0,
+        ..Profile::NEUTRAL
+    }; edgerec::format::PROFILE_BUCKETS];
+    let trend_heavy = trend_only_engine(buckets.clone(), profiles);
+    assert_eq!(first(&trend_heavy, &Session::new()), "item-3");
+    assert_eq!(first(&trend_heavy, &clicked), "item-3");
+    // Same model, but one-click sessions ignore the trend: the transition wins for them.
+    profiles[1].trend = 0.0;
+    let per_length = trend_only_engine(buckets, profiles);
+    assert_eq!(per_length.profile(1).trend, 0.0);
+    assert_eq!(first(&per_length, &Session::new()), "item-3");
+    assert_eq!(first(&per_length, &clicked), "item-5");
+}

@@ -5,11 +5,13 @@
 
 use edgerec::kernels::{dot_i8_block, scalar};
 use edgerec::math::SplitMix64;
-use edgerec::{Engine, EventType, Request, Session, Shard};
+use edgerec::{Engine, Shard};
 use wasm_bindgen_test::wasm_bindgen_test;
 
 const GOLDEN: &[u8] = include_bytes!("golden/v1-tiny.shard");
 const GOLDEN_RANKING: &str = include_str!("golden/v1-tiny.ranking");
+const GOLDEN_V2: &[u8] = include_bytes!("golden/v2-tiny.shard");
+const GOLDEN_V2_RANKING: &str = include_str!("golden/v2-tiny.ranking");
 
 #[wasm_bindgen_test]
 fn simd128_kernel_matches_scalar() {
@@ -31,23 +33,23 @@ fn simd128_kernel_matches_scalar() {
 }
 
 #[wasm_bindgen_test]
-fn golden_ranking_matches_native() {
-    let engine = Engine::from_bytes([GOLDEN]).unwrap();
-    let mut session = Session::new();
-    session.observe("item-1", EventType::Click, 1_700_000_000);
-    session.observe("item-5", EventType::Like, 1_700_000_060);
-    let got = engine.recommend(
-        &session,
-        &Request {
-            k: 8,
-            ..Default::default()
-        },
-    );
-    let ids: Vec<&str> = got
-        .iter()
-        .map(|r| engine.item_id(r.index).unwrap())
-        .collect();
-    assert_eq!(ids.join(","), GOLDEN_RANKING.trim());
+fn golden_rankings_match_native() {
+    for (version, shard, ranking) in [
+        (1, GOLDEN, GOLDEN_RANKING),
+        (2, GOLDEN_V2, GOLDEN_V2_RANKING),
+    ] {
+        let engine = Engine::from_bytes([shard]).unwrap();
+        let cases = edgerec::testing::golden_cases(version);
+        let lines: Vec<&str> = ranking.lines().collect();
+        assert_eq!(lines.len(), cases.len());
+        for ((session, request), want) in cases.iter().zip(lines) {
+            assert_eq!(
+                edgerec::testing::ranking_line(&engine, session, request),
+                want,
+                "format {version}"
+            );
+        }
+    }
 }
 
 #[wasm_bindgen_test]
