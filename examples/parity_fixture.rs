@@ -27,6 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         dim: 64,
         clusters: 12,
         neighbours: 10,
+        with_trend: true,
         ..Synthetic::default()
     };
     let shards = syn.shards(120_000);
@@ -74,6 +75,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ts: Some(3_000),
             tz: 120,
             diversity: 0.5,
+            explore: None,
+        },
+        // Inside the trend window: the anonymous list follows the trend, a short session mixes
+        // it with its own signals (per-length profiles).
+        Case {
+            events: vec![],
+            device: Some("mobile"),
+            geo: None,
+            ts: Some(1_700_000_000 + 5 * 86_400 + 7),
+            tz: 60,
+            diversity: 0.0,
+            explore: None,
+        },
+        Case {
+            events: vec![
+                ("item-3", "click", 1_700_000_000 + 5 * 86_400),
+                ("item-8", "click", 1_700_000_000 + 5 * 86_400 + 5),
+            ],
+            device: None,
+            geo: None,
+            ts: Some(1_700_000_000 + 5 * 86_400 + 7),
+            tz: 0,
+            diversity: 0.0,
             explore: None,
         },
         Case {

@@ -2,12 +2,15 @@
 //! session and a context.
 //!
 //! Ranking, per request:
-//! 1. the session's items that the model knows, newest first;
-//! 2. the query `q = embed_weight · T·s + query_bias + ctx_time + ctx_device + ctx_geo`, where
-//!    `s` is the weighted mean of the session items' vectors (weights: event type × position
-//!    decay^k × time decay);
-//! 3. sequence boosts: for the latest `seq_len` items, their neighbour and transition lists,
-//!    weighted per position;
+//! 1. the session's items that the model knows, newest first; their number picks the
+//!    [`Profile`] (the weight of each signal for sessions of that length, chosen on validation
+//!    data centrally; neutral for models without a profile table);
+//! 2. the query `q = p.embed · embed_weight · T·s + p.context · (query_bias + ctx_time +
+//!    ctx_device + ctx_geo)`, where `s` is the weighted mean of the session items' vectors
+//!    (weights: event type × position decay^k × time decay);
+//! 3. sparse boosts: for the latest `seq_len` items, their neighbour and transition lists,
+//!    weighted per position (× `p.neighbours`, `p.transitions`), and the trend: each item's
+//!    share of the interactions in the window before the request's time (× `p.trend`);
 //! 4. one fused pass over all rows computing `q·row + bias` and keeping the best candidates
 //!    (items with a boost are skipped there and scored exactly afterwards: because boosts are
 //!    non-negative, this yields the exact top-K of `q·row + bias + boost`);
@@ -20,7 +23,7 @@
 use crate::context::{normalize_geohash, time_bin, Context};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{
-    profile_bucket, Dtype, Meta, Profile, DEVICE_CLASSES, PROFILE_FIELDS, SEQ_TABLES, TIME_BINS,
+    profile_bucket, Dtype, Meta, Profile, DEVICE_CLASSES, PROFILE_FIELDS, TIME_BINS,
 };
 use crate::hash::{geo_bucket, item_key};
 use crate::kernels;
@@ -98,6 +101,10 @@ pub struct Engine {
     starts: Vec<u32>,
     meta: Meta,
     model_id: u64,
+    /// The trend shares of the window that ends with the model's data, which is the window of
+    /// every request made after the model was built: computed once at load, so the request path
+    /// only copies them.
+    latest_trend: (core::ops::Range<usize>, Vec<(u32, f32)>),
 }
 
 /// The query in the form the kernels take.
@@ -178,12 +185,17 @@ impl Engine {
                 meta.total_items
             )));
         }
-        Ok(Engine {
+        let mut engine = Engine {
             model_id: first.model_id,
             shards,
             starts,
             meta,
-        })
+            latest_trend: (0..0, Vec::new()),
+        };
+        let window = trend_window(&engine.meta, None);
+        let shares = engine.views().trend_shares(window.clone());
+        engine.latest_trend = (window, shares);
+        Ok(engine)
     }
 
     /// Validates shard bytes (any order) and assembles the model.
@@ -599,9 +611,10 @@ impl<'a> Views<'a> {
             let Some((s, local)) = self.engine.locate(item.index) else {
                 continue;
             };
-            for t in 0..SEQ_TABLES {
-                let w = meta.seq_weights[t][position] * table_weight[t];
-                let Some(table) = self.views[s].seq[t] else {
+            let tables = self.views[s].seq.iter().zip(&meta.seq_weights);
+            for ((table, position_weights), scale) in tables.zip(table_weight) {
+                let w = position_weights[position] * scale;
+                let Some(table) = table else {
                     continue;
                 };
                 if w <= 0.0 {
@@ -629,13 +642,26 @@ impl<'a> Views<'a> {
     /// Appends `weight × count / max count` for every item counted in the trend window before
     /// `ts` (the end of the model's data when `ts` is absent or later).
     fn trend_boosts(&self, ts: Option<i64>, weight: f32, out: &mut Vec<(u32, f32)>) {
-        let Some(table) = self.global().trend else {
-            return;
-        };
         let window = trend_window(self.meta(), ts);
         if weight <= 0.0 || window.is_empty() {
             return;
         }
+        let (latest_window, latest) = &self.engine.latest_trend;
+        let computed;
+        let shares = if *latest_window == window {
+            latest
+        } else {
+            computed = self.trend_shares(window);
+            &computed
+        };
+        out.extend(shares.iter().map(|&(g, share)| (g, weight * share)));
+    }
+
+    /// Each item's count over the trend buckets `window`, divided by the largest such count.
+    fn trend_shares(&self, window: core::ops::Range<usize>) -> Vec<(u32, f32)> {
+        let Some(table) = self.global().trend else {
+            return Vec::new();
+        };
         let (items, counts) = table.buckets(window.start, window.end);
         let mut sums: Vec<(u32, f32)> = items.iter().copied().zip(counts.iter().copied()).collect();
         // Stable: each item's counts are added in bucket order on every platform.
@@ -648,9 +674,12 @@ impl<'a> Views<'a> {
             }
         }
         let max = merged.iter().fold(0.0f32, |m, e| m.max(e.1));
-        if max > 0.0 {
-            out.extend(merged.into_iter().map(|(g, c)| (g, weight * (c / max))));
+        if max <= 0.0 {
+            return Vec::new();
         }
+        merged.iter_mut().for_each(|e| e.1 /= max);
+        merged.retain(|e| e.1 > 0.0);
+        merged
     }
 
     fn dense_score(&self, query: &Query, index: u32) -> f32 {
@@ -899,9 +928,10 @@ fn block_max(scores: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
 }
 
-/// The trend buckets that lie wholly inside the window before `ts`: buckets never reach past
-/// the request's time (no look-ahead), and a request after the model's last bucket (or without
-/// a time) sees the window that ends with the model's data. Empty without a trend table.
+/// The trend buckets of the window before `ts`: the last `⌈window / bucket⌉` buckets that ended
+/// by `ts`, so no bucket reaches past the request's time (no look-ahead). A request after the
+/// model's last bucket (or without a time) sees the window that ends with the model's data.
+/// Empty without a trend table.
 pub fn trend_window(meta: &Meta, ts: Option<i64>) -> core::ops::Range<usize> {
     if !meta.has_trend() {
         return 0..0;
@@ -913,11 +943,8 @@ pub fn trend_window(meta: &Meta, ts: Option<i64>) -> core::ops::Range<usize> {
     let end = start + n * width;
     let now = ts.map_or(end, |t| i128::from(t).min(end));
     let hi = (now - start).div_euclid(width).clamp(0, n);
-    let from = now - i128::from(meta.trend_window_s);
-    let lo = (from - start + width - 1).div_euclid(width).clamp(0, n);
-    if lo >= hi {
-        return 0..0;
-    }
+    let span = (i128::from(meta.trend_window_s) + width - 1) / width;
+    let lo = (hi - span).clamp(0, n);
     lo as usize..hi as usize
 }
 

@@ -7,8 +7,8 @@
 //! the real engine on real shards (int8 as the edge serves it, f32 for comparison).
 
 use crate::dataset::{Dataset, Step};
-use crate::train::{self, Params, Tables, TrainConfig};
-use edgerec::format::{Dtype, MAX_SHARD_BYTES};
+use crate::train::{self, Combination, Params, Tables, TrainConfig};
+use edgerec::format::{Dtype, Profile, MAX_SHARD_BYTES, PROFILE_BUCKETS, PROFILE_FIELDS};
 use edgerec::{Context, Device, Engine, Request, Session};
 use serde::Serialize;
 
@@ -101,14 +101,60 @@ pub fn evaluate(queries: &[Query<'_>], mut top10: impl FnMut(&Query<'_>) -> Vec<
     }
 }
 
-/// Top 10 of a dense score vector, history excluded, ties broken by popularity then index.
-fn top10_dense(scores: &[f32], popularity: &[f32], history: &[Step]) -> Vec<u32> {
-    let mut excluded = vec![false; scores.len()];
-    for s in history {
-        excluded[s.item as usize] = true;
+/// How much of a user's history the edge knows when it ranks: the latest `n` clicks (a short
+/// visit) or the whole history (capped by the session's size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clicks {
+    Last(usize),
+    Full,
+}
+
+impl Clicks {
+    /// The rows of the by-length table, one per profile bucket (4–7 clicks measured at 5, 8+ at
+    /// the full history).
+    pub const TABLE: [Clicks; PROFILE_BUCKETS] = [
+        Clicks::Last(0),
+        Clicks::Last(1),
+        Clicks::Last(2),
+        Clicks::Last(3),
+        Clicks::Last(5),
+        Clicks::Full,
+    ];
+
+    /// The clicks the edge's session holds.
+    pub fn session(self, history: &[Step]) -> &[Step] {
+        let n = match self {
+            Clicks::Last(n) => n,
+            Clicks::Full => edgerec::session::MAX_SESSION_EVENTS,
+        };
+        &history[history.len().saturating_sub(n)..]
+    }
+
+    /// What may not be recommended: the clicks the edge knows (for the full history, all of it,
+    /// as the protocol says).
+    pub fn excluded(self, history: &[Step]) -> &[Step] {
+        match self {
+            Clicks::Last(_) => self.session(history),
+            Clicks::Full => history,
+        }
+    }
+
+    pub fn label(self) -> String {
+        match self {
+            Clicks::Last(n) => n.to_string(),
+            Clicks::Full => "full".into(),
+        }
+    }
+}
+
+/// Top 10 of a dense score vector, `excluded` left out, ties broken by popularity then index.
+fn top10_dense(scores: &[f32], popularity: &[f32], excluded: &[Step]) -> Vec<u32> {
+    let mut is_excluded = vec![false; scores.len()];
+    for s in excluded {
+        is_excluded[s.item as usize] = true;
     }
     let mut idx: Vec<u32> = (0..scores.len() as u32)
-        .filter(|&i| !excluded[i as usize])
+        .filter(|&i| !is_excluded[i as usize])
         .collect();
     let key = |i: &u32| (scores[*i as usize], popularity[*i as usize]);
     let cmp = |a: &u32, b: &u32| {
@@ -125,12 +171,18 @@ fn top10_dense(scores: &[f32], popularity: &[f32], history: &[Step]) -> Vec<u32>
     idx
 }
 
-/// The three baselines of the protocol, fitted on `train` sequences.
+/// The baselines of the protocol (and the trending one), fitted on `train` sequences; each is
+/// given the same clicks as the model.
 pub struct Baselines {
     popularity: Vec<f32>,
+    /// Every training interaction as (time, item), by time.
+    by_time: Vec<(i64, u32)>,
     transitions: train::Sparse,
     cosine: train::Sparse,
 }
+
+/// The trending baseline's window: 30 days before the request.
+pub const TRENDING_WINDOW_S: i64 = 30 * 86_400;
 
 impl Baselines {
     pub fn fit(n_items: usize, train: &[Vec<Step>]) -> Baselines {
@@ -138,49 +190,70 @@ impl Baselines {
         for x in train.iter().flatten() {
             popularity[x.item as usize] += 1.0;
         }
+        let mut by_time: Vec<(i64, u32)> = train.iter().flatten().map(|x| (x.ts, x.item)).collect();
+        by_time.sort_unstable();
         Baselines {
             popularity,
+            by_time,
             // P(j | i) orders each source's targets exactly as the raw counts do.
             transitions: train::transitions(n_items, train, usize::MAX),
             cosine: train::item_neighbours(n_items, train, usize::MAX),
         }
     }
 
-    pub fn popularity(&self, q: &Query<'_>) -> Vec<u32> {
-        top10_dense(&self.popularity, &self.popularity, q.history)
+    /// All-time popularity.
+    pub fn popularity(&self, q: &Query<'_>, clicks: Clicks) -> Vec<u32> {
+        top10_dense(
+            &self.popularity,
+            &self.popularity,
+            clicks.excluded(q.history),
+        )
+    }
+
+    /// Interactions in the 30 days before the request (no look-ahead), ties by popularity.
+    pub fn trending(&self, q: &Query<'_>, clicks: Clicks) -> Vec<u32> {
+        let t = q.target.ts;
+        let from = self
+            .by_time
+            .partition_point(|e| e.0 < t.saturating_sub(TRENDING_WINDOW_S));
+        let to = self.by_time.partition_point(|e| e.0 < t);
+        let mut scores = vec![0f32; self.popularity.len()];
+        for &(_, item) in &self.by_time[from..to.max(from)] {
+            scores[item as usize] += 1.0;
+        }
+        top10_dense(&scores, &self.popularity, clicks.excluded(q.history))
     }
 
     /// Last-item transition counts (first-order Markov).
-    pub fn markov(&self, q: &Query<'_>) -> Vec<u32> {
+    pub fn markov(&self, q: &Query<'_>, clicks: Clicks) -> Vec<u32> {
         let mut scores = vec![0f32; self.popularity.len()];
-        if let Some(last) = q.history.last() {
+        if let Some(last) = clicks.session(q.history).last() {
             for &(j, c) in &self.transitions[last.item as usize] {
                 scores[j as usize] = c;
             }
         }
-        top10_dense(&scores, &self.popularity, q.history)
+        top10_dense(&scores, &self.popularity, clicks.excluded(q.history))
     }
 
     /// Item-kNN cosine over the last 5 items, weight 0.7^k.
-    pub fn knn(&self, q: &Query<'_>) -> Vec<u32> {
+    pub fn knn(&self, q: &Query<'_>, clicks: Clicks) -> Vec<u32> {
         let mut scores = vec![0f32; self.popularity.len()];
         let mut w = 1.0f32;
-        for s in q.history.iter().rev().take(5) {
+        for s in clicks.session(q.history).iter().rev().take(5) {
             for &(j, c) in &self.cosine[s.item as usize] {
                 scores[j as usize] += w * c;
             }
             w *= 0.7;
         }
-        top10_dense(&scores, &self.popularity, q.history)
+        top10_dense(&scores, &self.popularity, clicks.excluded(q.history))
     }
 }
 
-/// Ranks through the engine exactly as the edge does: the last `session_len` events of the
-/// history as the session, the whole history excluded, the target's time and context as the
-/// request's.
-pub fn engine_top10(engine: &Engine, d: &Dataset, q: &Query<'_>, session_len: usize) -> Vec<u32> {
+/// Ranks through the engine exactly as the edge does: the clicks the edge knows as the
+/// session, the target's time and context as the request's.
+pub fn engine_top10(engine: &Engine, d: &Dataset, q: &Query<'_>, clicks: Clicks) -> Vec<u32> {
     let mut session = Session::new();
-    for s in q.history.iter().rev().take(session_len).rev() {
+    for s in clicks.session(q.history) {
         session.observe(&d.items[s.item as usize], s.kind, s.ts.max(0) as u64);
     }
     let request = Request {
@@ -195,8 +268,8 @@ pub fn engine_top10(engine: &Engine, d: &Dataset, q: &Query<'_>, session_len: us
             geohash: None,
             tz_offset_min: 0,
         },
-        exclude: q
-            .history
+        exclude: clicks
+            .excluded(q.history)
             .iter()
             .map(|s| d.items[s.item as usize].clone())
             .collect(),
@@ -220,24 +293,37 @@ pub fn build_engine(
     tables: &Tables,
     cfg: &TrainConfig,
     dtype: Dtype,
-    embed_weight: f32,
+    combination: &Combination,
 ) -> anyhow::Result<Engine> {
-    let spec = train::model_spec(p, tables, cfg, dtype, embed_weight, None);
+    let spec = train::model_spec(p, tables, cfg, dtype, combination, None);
     let shards = edgerec::writer::write_model(&spec, 1, MAX_SHARD_BYTES)?;
     Ok(Engine::from_bytes(shards.iter().map(Vec::as_slice))?)
 }
 
-/// The tuned combination weights.
-#[derive(Debug, Clone, Copy, Serialize)]
+/// The tuned combination and its validation figures.
+#[derive(Debug, Clone, Serialize)]
 pub struct Tuned {
-    pub alpha: f32,
-    pub beta: f32,
-    pub embed_weight: f32,
-    pub validation: Metrics,
+    pub combination: Combination,
+    /// Validation NDCG@10 etc. per row of [`Clicks::TABLE`].
+    pub validation: Vec<Metrics>,
 }
 
-/// Grid search of α (neighbours), β (transitions) and the embedding weight on validation
-/// NDCG@10, through the int8 engine.
+/// The values each profile field is tried at (a field of bucket 0 that needs clicks is skipped).
+const GRID: [(&str, &[f32]); PROFILE_FIELDS] = [
+    ("embed", &[0.0, 0.25, 0.5, 1.0, 2.0]),
+    ("context", &[0.0, 0.5, 1.0]),
+    ("neighbours", &[0.0, 0.5, 1.0, 2.0, 4.0, 8.0]),
+    ("transitions", &[0.0, 0.5, 1.0, 2.0, 4.0, 8.0]),
+    ("trend", &[0.0, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0]),
+];
+
+/// Coordinate ascent passes over the grid.
+const TUNING_PASSES: usize = 2;
+
+/// Chooses each session-length bucket's profile on validation NDCG@10, through the int8
+/// engine: per bucket, coordinate ascent over the profile's fields, with the validation
+/// queries cut to that bucket's clicks. Buckets are independent (each engine only uses the
+/// profile of the session's bucket), so one bucket's tuning never moves another's figures.
 pub fn tune(
     p: &Params,
     tables: &Tables,
@@ -245,33 +331,52 @@ pub fn tune(
     d: &Dataset,
     queries: &[Query<'_>],
 ) -> anyhow::Result<Tuned> {
-    let mut best: Option<Tuned> = None;
-    for &embed_weight in &[0.0f32, 0.5, 1.0] {
-        for &alpha in &[0.0f32, 0.5, 1.0, 2.0, 4.0, 8.0] {
-            for &beta in &[0.0f32, 0.5, 1.0, 2.0, 4.0, 8.0] {
-                if embed_weight == 0.0 && alpha == 0.0 && beta == 0.0 {
+    let mut combination = Combination {
+        profiles: [Profile {
+            trend: 0.0,
+            ..Profile::NEUTRAL
+        }; PROFILE_BUCKETS],
+    };
+    let mut validation = Vec::with_capacity(PROFILE_BUCKETS);
+    for (bucket, clicks) in Clicks::TABLE.into_iter().enumerate() {
+        let score = |c: &Combination| -> anyhow::Result<Metrics> {
+            let engine = build_engine(p, tables, cfg, Dtype::I8, c)?;
+            Ok(evaluate(queries, |q| engine_top10(&engine, d, q, clicks)))
+        };
+        let mut best = score(&combination)?;
+        for _ in 0..TUNING_PASSES {
+            for (field, (name, values)) in GRID.iter().enumerate() {
+                let needs_clicks = field != 1 && field != 4;
+                if bucket == 0 && needs_clicks {
                     continue;
                 }
-                let c = TrainConfig {
-                    alpha,
-                    beta,
-                    ..cfg.clone()
-                };
-                let engine = build_engine(p, tables, &c, Dtype::I8, embed_weight)?;
-                let m = evaluate(queries, |q| {
-                    engine_top10(&engine, d, q, edgerec::session::MAX_SESSION_EVENTS)
-                });
-                tracing::debug!(alpha, beta, embed_weight, ndcg = m.ndcg10, "tuning");
-                if best.is_none_or(|b| m.ndcg10 > b.validation.ndcg10) {
-                    best = Some(Tuned {
-                        alpha,
-                        beta,
-                        embed_weight,
-                        validation: m,
-                    });
+                for &v in values.iter() {
+                    let mut candidate = combination;
+                    let mut row = candidate.profiles[bucket].to_array();
+                    if row[field] == v {
+                        continue;
+                    }
+                    row[field] = v;
+                    candidate.profiles[bucket] = Profile::from_slice(&row);
+                    let m = score(&candidate)?;
+                    tracing::debug!(bucket, field = name, v, ndcg = m.ndcg10, "tuning");
+                    if m.ndcg10 > best.ndcg10 {
+                        best = m;
+                        combination = candidate;
+                    }
                 }
             }
         }
+        tracing::info!(
+            clicks = clicks.label(),
+            profile = ?combination.profiles[bucket],
+            validation_ndcg10 = best.ndcg10,
+            "tuned"
+        );
+        validation.push(best);
     }
-    best.ok_or_else(|| anyhow::anyhow!("empty tuning grid"))
+    Ok(Tuned {
+        combination,
+        validation,
+    })
 }

@@ -75,6 +75,14 @@ struct TrainArgs {
     /// Random seed (training is deterministic for a seed).
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// The trend window: anonymous and short sessions see what was popular this many days
+    /// before the request.
+    #[arg(long, default_value_t = 30)]
+    trend_window_days: u32,
+    /// Width of one trend bucket in seconds (finer follows the last hours more closely; the
+    /// shard grows with the number of buckets).
+    #[arg(long, default_value_t = 21_600)]
+    trend_bucket_s: u32,
 }
 
 impl TrainArgs {
@@ -83,6 +91,8 @@ impl TrainArgs {
             dim: self.dim,
             epochs: self.epochs,
             seed: self.seed,
+            trend_window_days: self.trend_window_days,
+            trend_bucket_s: self.trend_bucket_s,
             ..train::TrainConfig::default()
         }
     }
@@ -357,20 +367,11 @@ fn run(cli: Cli) -> Result<i32> {
             let mut cfg = train.config();
             cfg.alpha = alpha;
             cfg.beta = beta;
-            let mut embed_weight = 1.0;
+            let mut combination = train::Combination::untuned(&cfg);
             let mut tuned = None;
             if !no_tune {
                 let t = pipeline::tune(&d, &cfg, quiet)?;
-                tracing::info!(
-                    alpha = t.alpha,
-                    beta = t.beta,
-                    embed_weight = t.embed_weight,
-                    validation_ndcg10 = t.validation.ndcg10,
-                    "tuned on validation"
-                );
-                cfg.alpha = t.alpha;
-                cfg.beta = t.beta;
-                embed_weight = t.embed_weight;
+                combination = t.combination;
                 tuned = Some(t);
             }
             let (params, tables) =
@@ -381,12 +382,12 @@ fn run(cli: Cli) -> Result<i32> {
                 &tables,
                 &cfg,
                 dtype.core(),
-                embed_weight,
+                &combination,
                 categories.as_ref(),
             );
             let popular = d.most_popular(50);
             let info = serde_json::json!({
-                "events": events.len(), "users": d.users.len(), "config": cfg, "embed_weight": embed_weight,
+                "events": events.len(), "users": d.users.len(), "config": cfg, "combination": combination,
                 "tuned": tuned, "train_seconds": started.elapsed().as_secs_f64(),
             });
             let manifest =

@@ -1,8 +1,8 @@
 //! The training pipeline shared by `train`, `eval` and `sync`: fit tables and embeddings,
-//! tune the combination on a validation split, refit, and report.
+//! tune the per-session-length combination on a validation split, refit, and report.
 
 use crate::dataset::Dataset;
-use crate::eval::{self, Baselines, Metrics, Split, Tuned};
+use crate::eval::{self, Baselines, Clicks, Metrics, Split, Tuned};
 use crate::train::{self, Params, Tables, TrainConfig};
 use anyhow::Result;
 use edgerec::format::Dtype;
@@ -50,11 +50,41 @@ pub fn fit(
     (params, tables)
 }
 
-/// Tunes α/β/embedding weight: fit on the validation split's training part, grid on validation.
+/// Tunes the per-length profiles: fit on the validation split's training part, choose on
+/// validation.
 pub fn tune(d: &Dataset, cfg: &TrainConfig, quiet: bool) -> Result<Tuned> {
     let split = Split::new(d);
     let (p, t) = fit(d, &split.train, cfg, None, quiet, "fit (validation)");
     eval::tune(&p, &t, cfg, d, &split.validation(d))
+}
+
+/// One row of the by-session-length table: every method given the same clicks.
+#[derive(Debug, Clone, Serialize)]
+pub struct LengthRow {
+    /// "0", "1", "2", "3", "5" or "full".
+    pub clicks: String,
+    pub edgerec_int8: Metrics,
+    pub popularity: Metrics,
+    pub trending_30d: Metrics,
+    pub markov_last_item: Metrics,
+    pub knn_last5: Metrics,
+}
+
+impl LengthRow {
+    /// The best baseline's NDCG@10 and its name.
+    pub fn best_baseline(&self) -> (f64, &'static str) {
+        [
+            (self.popularity.ndcg10, "popularity"),
+            (self.trending_30d.ndcg10, "trending"),
+            (self.markov_last_item.ndcg10, "Markov"),
+            (self.knn_last5.ndcg10, "item-kNN"),
+        ]
+        .into_iter()
+        .fold(
+            (f64::NEG_INFINITY, ""),
+            |a, b| if b.0 > a.0 { b } else { a },
+        )
+    }
 }
 
 /// The full evaluation report.
@@ -64,8 +94,11 @@ pub struct Report {
     pub edgerec_f32: Metrics,
     pub edgerec_int8_last10: Metrics,
     pub popularity: Metrics,
+    pub trending_30d: Metrics,
     pub markov_last_item: Metrics,
     pub knn_last5: Metrics,
+    /// Every method given the same clicks: 0, 1, 2, 3, 5 and the full history.
+    pub by_session_length: Vec<LengthRow>,
     pub tuned: Tuned,
     pub quantization_cost_rel_ndcg: f64,
     pub train_seconds: f64,
@@ -76,34 +109,46 @@ pub struct Report {
 pub fn evaluate(d: &Dataset, cfg: &TrainConfig, quiet: bool) -> Result<Report> {
     let split = Split::new(d);
     let tuned = tune(d, cfg, quiet)?;
-    let cfg = TrainConfig {
-        alpha: tuned.alpha,
-        beta: tuned.beta,
-        ..cfg.clone()
-    };
     let started = Instant::now();
-    let (p, t) = fit(d, &split.train_val, &cfg, None, quiet, "fit (test)");
+    let (p, t) = fit(d, &split.train_val, cfg, None, quiet, "fit (test)");
     let train_seconds = started.elapsed().as_secs_f64();
     let test = split.test(d);
-    let int8 = eval::build_engine(&p, &t, &cfg, Dtype::I8, tuned.embed_weight)?;
-    let f32e = eval::build_engine(&p, &t, &cfg, Dtype::F32, tuned.embed_weight)?;
-    let cap = edgerec::session::MAX_SESSION_EVENTS;
-    let edgerec_int8 = eval::evaluate(&test, |q| eval::engine_top10(&int8, d, q, cap));
-    let edgerec_f32 = eval::evaluate(&test, |q| eval::engine_top10(&f32e, d, q, cap));
-    let edgerec_int8_last10 = eval::evaluate(&test, |q| eval::engine_top10(&int8, d, q, 10));
+    let combination = &tuned.combination;
+    let int8 = eval::build_engine(&p, &t, cfg, Dtype::I8, combination)?;
+    let f32e = eval::build_engine(&p, &t, cfg, Dtype::F32, combination)?;
     let base = Baselines::fit(d.item_count(), &split.train_val);
+    let by_session_length: Vec<LengthRow> = Clicks::TABLE
+        .into_iter()
+        .map(|clicks| LengthRow {
+            clicks: clicks.label(),
+            edgerec_int8: eval::evaluate(&test, |q| eval::engine_top10(&int8, d, q, clicks)),
+            popularity: eval::evaluate(&test, |q| base.popularity(q, clicks)),
+            trending_30d: eval::evaluate(&test, |q| base.trending(q, clicks)),
+            markov_last_item: eval::evaluate(&test, |q| base.markov(q, clicks)),
+            knn_last5: eval::evaluate(&test, |q| base.knn(q, clicks)),
+        })
+        .collect();
+    let full = by_session_length
+        .last()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("empty session-length table"))?;
+    let edgerec_f32 = eval::evaluate(&test, |q| eval::engine_top10(&f32e, d, q, Clicks::Full));
     Ok(Report {
-        quantization_cost_rel_ndcg: (edgerec_f32.ndcg10 - edgerec_int8.ndcg10)
+        quantization_cost_rel_ndcg: (edgerec_f32.ndcg10 - full.edgerec_int8.ndcg10)
             / edgerec_f32.ndcg10.max(1e-12),
-        edgerec_int8,
+        edgerec_int8: full.edgerec_int8,
         edgerec_f32,
-        edgerec_int8_last10,
-        popularity: eval::evaluate(&test, |q| base.popularity(q)),
-        markov_last_item: eval::evaluate(&test, |q| base.markov(q)),
-        knn_last5: eval::evaluate(&test, |q| base.knn(q)),
+        edgerec_int8_last10: eval::evaluate(&test, |q| {
+            eval::engine_top10(&int8, d, q, Clicks::Last(10))
+        }),
+        popularity: full.popularity,
+        trending_30d: full.trending_30d,
+        markov_last_item: full.markov_last_item,
+        knn_last5: full.knn_last5,
+        by_session_length,
         tuned,
         train_seconds,
-        config: cfg,
+        config: cfg.clone(),
     })
 }
 
@@ -123,26 +168,55 @@ impl Report {
         s += &row("edgerec (int8 shards, as served)", &self.edgerec_int8);
         s += &row("edgerec (f32 shards, same model)", &self.edgerec_f32);
         s += &row(
-            "edgerec (int8, session = last 10)",
+            "edgerec (int8, knows the last 10)",
             &self.edgerec_int8_last10,
         );
         s += &row("popularity", &self.popularity);
+        s += &row("trending (30 days before the request)", &self.trending_30d);
         s += &row("last-item Markov", &self.markov_last_item);
         s += &row("item-kNN cosine, last 5, 0.7^k", &self.knn_last5);
-        let best = self
-            .knn_last5
-            .ndcg10
-            .max(self.markov_last_item.ndcg10)
-            .max(self.popularity.ndcg10);
+        let full = self.by_session_length.last();
+        let (best, _) = full.map_or((f64::NAN, ""), LengthRow::best_baseline);
         s += &format!(
             "edgerec int8 vs best baseline NDCG@10: {:+.1}%; quantization cost: {:.2}% relative NDCG\n",
             100.0 * (self.edgerec_int8.ndcg10 / best - 1.0),
             100.0 * self.quantization_cost_rel_ndcg
         );
+        s += "\nNDCG@10 by the clicks the edge knows (each method given the same clicks; they are excluded)\n";
         s += &format!(
-            "tuned on validation: alpha {} beta {} embed_weight {} (validation NDCG@10 {:.4}); test fit {:.1} s\n",
-            self.tuned.alpha, self.tuned.beta, self.tuned.embed_weight, self.tuned.validation.ndcg10, self.train_seconds
+            "{:<7} {:>9} {:>10} {:>9} {:>9} {:>9}  {:>17}\n",
+            "clicks", "edgerec", "popularity", "trending", "Markov", "item-kNN", "vs best baseline"
         );
+        for r in &self.by_session_length {
+            let (best, name) = r.best_baseline();
+            s += &format!(
+                "{:<7} {:>9.4} {:>10.4} {:>9.4} {:>9.4} {:>9.4}  {:>7.3}x {:<9}\n",
+                r.clicks,
+                r.edgerec_int8.ndcg10,
+                r.popularity.ndcg10,
+                r.trending_30d.ndcg10,
+                r.markov_last_item.ndcg10,
+                r.knn_last5.ndcg10,
+                r.edgerec_int8.ndcg10 / best,
+                name
+            );
+        }
+        s += "\nprofiles chosen on validation (embed, context, neighbours, transitions, trend):\n";
+        for (clicks, (p, m)) in Clicks::TABLE.iter().zip(
+            self.tuned
+                .combination
+                .profiles
+                .iter()
+                .zip(&self.tuned.validation),
+        ) {
+            s += &format!(
+                "  {:<5} {:?}  validation NDCG@10 {:.4}\n",
+                clicks.label(),
+                p.to_array(),
+                m.ndcg10
+            );
+        }
+        s += &format!("test fit {:.1} s\n", self.train_seconds);
         s
     }
 }

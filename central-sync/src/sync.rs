@@ -124,23 +124,17 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
     } else {
         serde_json::from_slice(&std::fs::read(&prev_params_path)?).ok()
     };
-    let mut cfg = opts.config.clone();
+    let cfg = opts.config.clone();
+    // A combination saved by an older release (another shape) does not parse: re-tune then.
     let tuned_state = store
-        .get_state("tuned")?
-        .and_then(|s| serde_json::from_str::<(f32, f32, f32)>(&s).ok());
-    let embed_weight = match (&warm, tuned_state) {
-        (Some(_), Some((a, b, w))) => {
-            (cfg.alpha, cfg.beta) = (a, b);
-            w
-        }
+        .get_state("combination")?
+        .and_then(|s| serde_json::from_str::<train::Combination>(&s).ok());
+    let combination = match (&warm, tuned_state) {
+        (Some(_), Some(c)) => c,
         _ => {
             let t = pipeline::tune(&d, &cfg, opts.quiet)?;
-            (cfg.alpha, cfg.beta) = (t.alpha, t.beta);
-            store.set_state(
-                "tuned",
-                &serde_json::to_string(&(t.alpha, t.beta, t.embed_weight))?,
-            )?;
-            t.embed_weight
+            store.set_state("combination", &serde_json::to_string(&t.combination)?)?;
+            t.combination
         }
     };
 
@@ -155,9 +149,9 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
         opts.quiet,
         "fit (hold-out)",
     );
-    let engine = eval::build_engine(&hp, &ht, &cfg, Dtype::I8, embed_weight)?;
+    let engine = eval::build_engine(&hp, &ht, &cfg, Dtype::I8, &combination)?;
     let holdout = eval::evaluate(&split.test(&d), |q| {
-        eval::engine_top10(&engine, &d, q, edgerec::session::MAX_SESSION_EVENTS)
+        eval::engine_top10(&engine, &d, q, eval::Clicks::Full)
     });
     report.holdout = Some(holdout);
     store.set_state("eval_ndcg10", &format!("{:.6}", holdout.ndcg10))?;
@@ -220,7 +214,7 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
             return Ok((3, report));
         }
     }
-    let spec = train::model_spec(&params, &tables, &cfg, Dtype::I8, embed_weight, None);
+    let spec = train::model_spec(&params, &tables, &cfg, Dtype::I8, &combination, None);
     let popular = d.most_popular(50);
     let info =
         serde_json::json!({"mode": report.mode, "holdout": holdout, "psi": report.popularity_psi});

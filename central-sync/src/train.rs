@@ -1,27 +1,36 @@
 //! Training: a sequence-aware model that the edge can score from a short session in
 //! microseconds.
 //!
-//! Three signals, all fitted on the same sequences:
+//! Four signals, all fitted on the same sequences:
 //! - item neighbours: cosine similarity of items over users (item-kNN), top-M per item;
 //! - transitions: first-order next-item probabilities P(j | i), top-M per item;
 //! - embeddings: item vectors and biases trained for next-item prediction with sampled softmax,
 //!   where the "user" is exactly the edge's session vector (the normalised, type- and
 //!   position-weighted mean of the latest items' vectors), plus learned time-bin, device and geo
-//!   context vectors added to it.
+//!   context vectors added to it;
+//! - the trend: interaction counts per item and time bucket, so the edge can rank by what was
+//!   popular in the window before the request.
 //!
-//! The edge's score is `(s + ctx)·e_j + b_j + α Σ_k 0.7^k nb(last_k, j) + β P(j | last)`; α and β
-//! are tuned on the validation split (see eval.rs). Training is deterministic for a seed and can
-//! warm-start embeddings from a previous model's trainer state.
+//! The edge's score is
+//! `(w_e s + w_c ctx)·e_j + b_j + α Σ_k 0.7^k nb(last_k, j) + β P(j | last) + τ trend_j(t)`,
+//! where `trend_j(t)` is item j's count in the window before the request time t over the
+//! window's largest count. The weights (w_e, w_c, α, β, τ) are chosen on the validation split
+//! per session length (see eval.rs), so anonymous and one-click visitors get their own mix.
+//! Training is deterministic for a seed and can warm-start embeddings from a previous model's
+//! trainer state.
 
 use crate::dataset::{Dataset, Step, GEO_BUCKETS};
-use edgerec::format::{Dtype, Meta, DEVICE_CLASSES, EVENT_TYPES, TIME_BINS};
+use edgerec::format::{
+    Dtype, Meta, Profile, DEVICE_CLASSES, EVENT_TYPES, PROFILE_BUCKETS, TIME_BINS,
+};
 use edgerec::math::SplitMix64;
-use edgerec::writer::ModelSpec;
+use edgerec::writer::{ModelSpec, TrendSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// Hyper-parameters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TrainConfig {
     pub dim: usize,
     pub epochs: usize,
@@ -35,11 +44,19 @@ pub struct TrainConfig {
     pub transitions: usize,
     /// Session positions feeding the neighbour boost.
     pub seq_len: usize,
-    /// Neighbour boost weight α.
+    /// Neighbour boost weight α of an untuned model (`train --no-tune`).
     pub alpha: f32,
-    /// Transition boost weight β.
+    /// Transition boost weight β of an untuned model.
     pub beta: f32,
     pub seed: u64,
+    /// The edge's trend window: popularity over this many days before the request.
+    pub trend_window_days: u32,
+    /// Width of one trend bucket in seconds.
+    pub trend_bucket_s: u32,
+    /// Items kept per trend bucket (the most interacted with), bounding the edge's work.
+    pub trend_items_per_bucket: usize,
+    /// Days of trend buckets kept (the most recent), bounding the shard's size.
+    pub trend_max_days: u32,
 }
 
 impl Default for TrainConfig {
@@ -58,6 +75,10 @@ impl Default for TrainConfig {
             alpha: 1.0,
             beta: 1.0,
             seed: 7,
+            trend_window_days: 30,
+            trend_bucket_s: 21_600,
+            trend_items_per_bucket: 512,
+            trend_max_days: 400,
         }
     }
 }
@@ -338,39 +359,134 @@ pub fn fit_embeddings(
 pub struct Tables {
     pub neighbours: Sparse,
     pub transitions: Sparse,
+    pub trend: Option<TrendSpec>,
 }
 
 pub fn fit_tables(n_items: usize, sequences: &[Vec<Step>], cfg: &TrainConfig) -> Tables {
     Tables {
         neighbours: item_neighbours(n_items, sequences, cfg.neighbours),
         transitions: transitions(n_items, sequences, cfg.transitions),
+        trend: fit_trend(sequences, cfg),
+    }
+}
+
+/// Interaction counts per item and time bucket (`cfg.trend_bucket_s` wide, aligned to the
+/// epoch), the buckets of the last `cfg.trend_max_days` days up to the latest event, each cut to its
+/// `cfg.trend_items_per_bucket` most frequent items. `None` without events.
+pub fn fit_trend(sequences: &[Vec<Step>], cfg: &TrainConfig) -> Option<TrendSpec> {
+    let width = i64::from(cfg.trend_bucket_s.max(1));
+    let last = sequences.iter().flatten().map(|s| s.ts).max()?;
+    let end_bucket = last.div_euclid(width) + 1;
+    let kept = (i64::from(cfg.trend_max_days.max(1)) * 86_400 + width - 1) / width;
+    let first_bucket = end_bucket - kept;
+    let first_bucket = first_bucket.max(
+        sequences
+            .iter()
+            .flatten()
+            .map(|s| s.ts.div_euclid(width))
+            .min()?,
+    );
+    let n = (end_bucket - first_bucket) as usize;
+    let mut counts: Vec<HashMap<u32, f32>> = vec![HashMap::new(); n];
+    for s in sequences.iter().flatten() {
+        let b = s.ts.div_euclid(width) - first_bucket;
+        if b >= 0 {
+            *counts[b as usize].entry(s.item).or_insert(0.0) += 1.0;
+        }
+    }
+    let buckets = counts
+        .into_iter()
+        .map(|c| {
+            let mut v: Vec<(u32, f32)> = c.into_iter().collect();
+            v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            v.truncate(cfg.trend_items_per_bucket);
+            v.sort_by_key(|e| e.0);
+            v
+        })
+        .collect();
+    Some(TrendSpec {
+        start: first_bucket * width,
+        bucket_s: width as u32,
+        window_s: cfg.trend_window_days.max(1) * 86_400,
+        buckets,
+    })
+}
+
+/// How the signals are combined: one [`Profile`] per session-length bucket gives the weight of
+/// the session embedding, the context, the neighbour (α) and transition (β) tables and the
+/// trend for sessions of that length. Chosen on validation data (see `eval::tune`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Combination {
+    #[serde(with = "profiles_serde")]
+    pub profiles: [Profile; PROFILE_BUCKETS],
+}
+
+impl Combination {
+    /// The combination of an untuned model: α and β from the config, every other signal as
+    /// trained, and anonymous visitors ranked by the trend.
+    pub fn untuned(cfg: &TrainConfig) -> Combination {
+        let mut profiles = [Profile {
+            neighbours: cfg.alpha,
+            transitions: cfg.beta,
+            ..Profile::NEUTRAL
+        }; PROFILE_BUCKETS];
+        profiles[0].trend = 8.0;
+        Combination { profiles }
+    }
+}
+
+/// Profiles as `{embed, context, neighbours, transitions, trend}` objects, one per bucket.
+mod profiles_serde {
+    use edgerec::format::{Profile, PROFILE_BUCKETS, PROFILE_FIELDS};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        p: &[Profile; PROFILE_BUCKETS],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let rows: Vec<[f32; PROFILE_FIELDS]> = p.iter().map(|x| x.to_array()).collect();
+        rows.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<[Profile; PROFILE_BUCKETS], D::Error> {
+        let rows = Vec::<[f32; PROFILE_FIELDS]>::deserialize(d)?;
+        if rows.len() != PROFILE_BUCKETS {
+            return Err(serde::de::Error::custom(format!(
+                "{} profiles, expected {PROFILE_BUCKETS}",
+                rows.len()
+            )));
+        }
+        Ok(core::array::from_fn(|i| Profile::from_slice(&rows[i])))
     }
 }
 
 /// Item metadata for categories (id → genre names).
 pub type Categories = HashMap<String, Vec<String>>;
 
-/// The model spec the writer packs, with α, β, the embedding weight and the session fold in
-/// its `Meta`.
+/// The model spec the writer packs: the combination's α, β and embedding weight and the
+/// session fold in its `Meta`, its profiles and the trend table beside them.
 pub fn model_spec(
     p: &Params,
     tables: &Tables,
     cfg: &TrainConfig,
     dtype: Dtype,
-    embed_weight: f32,
+    combination: &Combination,
     categories: Option<&Categories>,
 ) -> ModelSpec {
     let n = p.items.len();
     let mut meta = Meta::new(p.dim as u32, dtype, n as u32);
     meta.position_decay = cfg.position_decay;
-    meta.embed_weight = embed_weight;
+    // Unit weights here: the per-length profiles carry the tuned α, β and embedding weight.
+    meta.embed_weight = 1.0;
     meta.seq_len = cfg.seq_len.min(edgerec::format::MAX_SEQ_LEN) as u32;
-    let mut w = cfg.alpha;
+    let mut w = 1.0;
     for k in 0..meta.seq_len as usize {
         meta.seq_weights[0][k] = w;
         w *= cfg.position_decay;
     }
-    meta.seq_weights[1][0] = cfg.beta;
+    meta.seq_weights[1][0] = 1.0;
     meta.geo_precision = crate::dataset::GEO_PRECISION as u32;
     meta.geo_buckets = if p.has_geo { GEO_BUCKETS } else { 0 };
     let (mut names, mut cats) = (Vec::<String>::new(), Vec::new());
@@ -404,5 +520,7 @@ pub fn model_spec(
         ctx_time: Some(p.ctx_time.clone()),
         ctx_device: p.has_device.then(|| p.ctx_device.clone()),
         ctx_geo: p.has_geo.then(|| p.ctx_geo.clone()),
+        profiles: Some(combination.profiles),
+        trend: tables.trend.clone(),
     }
 }

@@ -108,6 +108,7 @@ fn train_eval_recommend_publish_rollback() {
         "edgerec_f32",
         "edgerec_int8_last10",
         "popularity",
+        "trending_30d",
         "markov_last_item",
         "knn_last5",
     ] {
@@ -115,6 +116,30 @@ fn train_eval_recommend_publish_rollback() {
         let ndcg = report[key]["ndcg10"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&ndcg));
     }
+    // The by-session-length table: every method on the same 60 users for 0, 1, 2, 3, 5 clicks
+    // and the full history, whose row is the table above.
+    let rows = report["by_session_length"].as_array().unwrap();
+    let labels: Vec<&str> = rows.iter().map(|r| r["clicks"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["0", "1", "2", "3", "5", "full"]);
+    for row in rows {
+        for key in [
+            "edgerec_int8",
+            "popularity",
+            "trending_30d",
+            "markov_last_item",
+            "knn_last5",
+        ] {
+            assert_eq!(row[key]["users"], 60, "{key}");
+        }
+    }
+    assert_eq!(rows[5]["edgerec_int8"], report["edgerec_int8"]);
+    assert_eq!(
+        report["tuned"]["combination"]["profiles"]
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
     // On data made of item-to-item walks the sequence-aware model beats popularity clearly.
     assert!(
         report["edgerec_int8"]["ndcg10"].as_f64().unwrap()
