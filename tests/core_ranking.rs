@@ -373,12 +373,13 @@ fn anonymous_lists_follow_the_trend_window_before_the_request() {
             .collect::<Vec<_>>()
     };
     let names = |v: Vec<(String, f32)>| v.into_iter().map(|x| x.0).collect::<Vec<_>>();
-    // Window [50, 250): only bucket 1 lies wholly inside; the largest count scores 1.
+    // At 250 the window is the last two buckets that ended by then (0 and 1); the largest
+    // count scores 1.
     assert_eq!(
         top(Some(250)),
         vec![
             ("item-3".to_string(), 1.0),
-            ("item-2".to_string(), 1.0 / 9.0)
+            ("item-2".to_string(), 6.0 / 9.0)
         ]
     );
     // At 150 only bucket 0 has passed: item-3's later counts are not seen (no look-ahead).
