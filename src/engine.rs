@@ -625,16 +625,7 @@ impl<'a> Views<'a> {
             }
         }
         self.trend_boosts(ts, profile.trend, &mut out);
-        // A stable sort keeps each item's contributions in a fixed order, so their sum is the
-        // same on every platform.
-        out.sort_by_key(|e| e.0);
-        let mut merged: Vec<(u32, f32)> = Vec::with_capacity(out.len());
-        for (g, b) in out {
-            match merged.last_mut() {
-                Some(last) if last.0 == g => last.1 += b,
-                _ => merged.push((g, b)),
-            }
-        }
+        let mut merged = sum_by_item(out);
         merged.retain(|e| e.1 > 0.0);
         merged
     }
@@ -663,16 +654,7 @@ impl<'a> Views<'a> {
             return Vec::new();
         };
         let (items, counts) = table.buckets(window.start, window.end);
-        let mut sums: Vec<(u32, f32)> = items.iter().copied().zip(counts.iter().copied()).collect();
-        // Stable: each item's counts are added in bucket order on every platform.
-        sums.sort_by_key(|e| e.0);
-        let mut merged: Vec<(u32, f32)> = Vec::with_capacity(sums.len());
-        for (g, c) in sums {
-            match merged.last_mut() {
-                Some(last) if last.0 == g => last.1 += c,
-                _ => merged.push((g, c)),
-            }
-        }
+        let mut merged = sum_by_item(items.iter().copied().zip(counts.iter().copied()).collect());
         let max = merged.iter().fold(0.0f32, |m, e| m.max(e.1));
         if max <= 0.0 {
             return Vec::new();
@@ -926,6 +908,20 @@ fn block_max(scores: &[f32]) -> f32 {
     lanes
         .iter()
         .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
+}
+
+/// One entry per item with the sum of its values. The sort is stable, so each item's values are
+/// added in their original order and the sums are the same on every platform.
+fn sum_by_item(mut entries: Vec<(u32, f32)>) -> Vec<(u32, f32)> {
+    entries.sort_by_key(|e| e.0);
+    let mut merged: Vec<(u32, f32)> = Vec::with_capacity(entries.len());
+    for (g, v) in entries {
+        match merged.last_mut() {
+            Some(last) if last.0 == g => last.1 += v,
+            _ => merged.push((g, v)),
+        }
+    }
+    merged
 }
 
 /// The trend buckets of the window before `ts`: the last `⌈window / bucket⌉` buckets that ended

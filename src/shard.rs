@@ -203,16 +203,28 @@ pub struct SeqTable<'a> {
 impl<'a> SeqTable<'a> {
     /// The (targets, weights) of local item `i`; empty when out of range.
     pub fn row(&self, i: usize) -> (&'a [u32], &'a [f32]) {
-        match (self.offsets.get(i), self.offsets.get(i + 1)) {
-            (Some(&a), Some(&b)) => {
-                let r = a as usize..b as usize;
-                (
-                    self.targets.get(r.clone()).unwrap_or(&[]),
-                    self.weights.get(r).unwrap_or(&[]),
-                )
+        csr_slices(self.offsets, i, i + 1, self.targets, self.weights)
+    }
+}
+
+/// Entries `offsets[from]..offsets[to]` of two parallel CSR value arrays; empty when any index
+/// is out of range or the offsets decrease.
+fn csr_slices<'a, A, B>(
+    offsets: &[u32],
+    from: usize,
+    to: usize,
+    a: &'a [A],
+    b: &'a [B],
+) -> (&'a [A], &'a [B]) {
+    match (offsets.get(from), offsets.get(to)) {
+        (Some(&start), Some(&end)) if start <= end => {
+            let r = start as usize..end as usize;
+            match (a.get(r.clone()), b.get(r)) {
+                (Some(a), Some(b)) => (a, b),
+                _ => (&[], &[]),
             }
-            _ => (&[], &[]),
         }
+        _ => (&[], &[]),
     }
 }
 
@@ -249,16 +261,7 @@ pub struct TrendTable<'a> {
 impl<'a> TrendTable<'a> {
     /// The (items, counts) of buckets `from..to`; empty when out of range.
     pub fn buckets(&self, from: usize, to: usize) -> (&'a [u32], &'a [f32]) {
-        match (self.offsets.get(from), self.offsets.get(to)) {
-            (Some(&a), Some(&b)) if a <= b => {
-                let r = a as usize..b as usize;
-                (
-                    self.items.get(r.clone()).unwrap_or(&[]),
-                    self.counts.get(r).unwrap_or(&[]),
-                )
-            }
-            _ => (&[], &[]),
-        }
+        csr_slices(self.offsets, from, to, self.items, self.counts)
     }
 }
 

@@ -215,6 +215,32 @@ pub fn ranking_line(
         .join(",")
 }
 
+/// Ranks a golden shard's cases and compares them with its ranking file (one line per case of
+/// [`golden_cases`]); the first difference, if any.
+pub fn golden_mismatch(format_version: u16, shard: &[u8], ranking: &str) -> Option<String> {
+    let engine = match crate::Engine::from_bytes([shard]) {
+        Ok(e) => e,
+        Err(e) => return Some(format!("format {format_version}: golden shard: {e}")),
+    };
+    let cases = golden_cases(format_version);
+    let lines: Vec<&str> = ranking.lines().collect();
+    if lines.len() != cases.len() {
+        return Some(format!(
+            "format {format_version}: {} ranking lines for {} cases",
+            lines.len(),
+            cases.len()
+        ));
+    }
+    cases
+        .iter()
+        .zip(lines)
+        .enumerate()
+        .find_map(|(i, ((session, request), want))| {
+            let got = ranking_line(&engine, session, request);
+            (got != want).then(|| format!("format {format_version}, case {i}: {got} != {want}"))
+        })
+}
+
 /// The golden model of format 2: the tiny model with profiles and a trend table.
 pub fn tiny_v2_model_shards() -> Vec<Vec<u8>> {
     Synthetic {
