@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: native criterion benchmarks, then the Node benchmark with its peers (hnswlib-wasm,
-# usearch) in the same run, then the summary lines with ratios. Figures are written to
+# usearch) in the same run, training time, the worker under load, then the summary lines with
+# ratios. Figures are written to
 # target/bench/summary.txt as well; docs/FIGURES.md records measured runs.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -32,8 +33,10 @@ PY
 
 echo "[bench] Node (V8) with peers"
 node scripts/bench-node.mjs target/bench 2> target/bench/node-stderr.log | tee -a "$summary"
-echo "[bench] edge worker under wrangler dev (wrk)"
+echo "[bench] training time (central-sync train, one core, ML-100k at 25/50/100% and a 1M-event log)"
 cargo build -q --release -p central-sync
+python3 scripts/bench-train.py target/release/central-sync target/bench/train | tee -a "$summary"
+echo "[bench] edge worker under wrangler dev (wrk)"
 bash scripts/build-worker.sh
 bash scripts/bench-worker.sh | grep '^\[bench-worker\]' | tee -a "$summary"
 echo "[bench] summary written to $summary"
