@@ -1,181 +1,13 @@
-//! Interaction events: the event CSV of DESIGN.md, the JSON events of the ingest endpoint, and
-//! their validation. Every rejection names the line (CSV) or the index (JSON batch) and the
+//! The event CSV of DESIGN.md. Rows are validated by the contract's one event validation (the
+//! same rules as the edge and the ingest endpoint); every rejection names the line and the
 //! field, and a bad row never stops the good rows around it from being counted or reported.
 
 use anyhow::{bail, Context as _, Result};
-use edgerec::context::{geohash_encode, normalize_geohash};
-use edgerec::format::MAX_GEOHASH_PRECISION;
-use edgerec::{Device, EventType};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::path::Path;
 
-/// One validated interaction.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    /// Idempotency key; events with the same id are stored once.
-    pub id: Option<String>,
-    pub user: String,
-    pub item: String,
-    /// Unix seconds.
-    pub ts: i64,
-    pub kind: EventKind,
-    pub value: Option<f64>,
-    /// Capped at `MAX_GEOHASH_PRECISION` characters.
-    pub geohash: Option<String>,
-    pub device: Option<String>,
-    pub tz_offset_min: Option<i32>,
-}
-
-/// Serde-friendly event type name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EventKind {
-    View,
-    Click,
-    Like,
-    Cart,
-    Purchase,
-    Dwell,
-}
-
-impl EventKind {
-    pub fn core(self) -> EventType {
-        match self {
-            EventKind::View => EventType::View,
-            EventKind::Click => EventType::Click,
-            EventKind::Like => EventType::Like,
-            EventKind::Cart => EventType::Cart,
-            EventKind::Purchase => EventType::Purchase,
-            EventKind::Dwell => EventType::Dwell,
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<EventKind> {
-        Ok(match EventType::from_name(s)? {
-            EventType::View => EventKind::View,
-            EventType::Click => EventKind::Click,
-            EventType::Like => EventKind::Like,
-            EventType::Cart => EventKind::Cart,
-            EventType::Purchase => EventKind::Purchase,
-            EventType::Dwell => EventKind::Dwell,
-        })
-    }
-}
-
-const MAX_ID_LEN: usize = 256;
-/// Timestamps outside [1990, 2100) are almost certainly milliseconds or garbage.
-const TS_RANGE: std::ops::Range<i64> = 631_152_000..4_102_444_800;
-
-/// Raw fields of an event before validation (shared by the CSV and JSON paths).
-#[derive(Debug, Default, Clone, Deserialize)]
-pub struct RawEvent {
-    pub id: Option<String>,
-    pub user: Option<String>,
-    pub item: Option<String>,
-    pub ts: Option<serde_json::Value>,
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-    pub value: Option<serde_json::Value>,
-    pub lat: Option<serde_json::Value>,
-    pub lon: Option<serde_json::Value>,
-    pub geohash: Option<String>,
-    pub device: Option<String>,
-    pub tz_offset_min: Option<serde_json::Value>,
-}
-
-fn number(field: &str, v: &serde_json::Value) -> Result<f64> {
-    match v {
-        serde_json::Value::Number(n) => n.as_f64().context(format!("`{field}` is not a number")),
-        serde_json::Value::String(s) if !s.trim().is_empty() => s
-            .trim()
-            .parse::<f64>()
-            .with_context(|| format!("`{field}` is not a number: {s:?}")),
-        _ => bail!("`{field}` is not a number"),
-    }
-}
-
-fn id_field(field: &str, v: Option<&str>) -> Result<String> {
-    let v = v.map(str::trim).unwrap_or("");
-    if v.is_empty() {
-        bail!("`{field}` is missing or empty");
-    }
-    if v.len() > MAX_ID_LEN {
-        bail!("`{field}` is longer than {MAX_ID_LEN} bytes");
-    }
-    if v.chars().any(char::is_control) {
-        bail!("`{field}` contains control characters");
-    }
-    Ok(v.to_string())
-}
-
-impl RawEvent {
-    /// Validates every field; the error names the first bad one.
-    pub fn validate(&self) -> Result<Event> {
-        let user = id_field("user", self.user.as_deref())?;
-        let item = id_field("item", self.item.as_deref())?;
-        let ts = number("ts", self.ts.as_ref().context("`ts` is missing")?)?;
-        if ts.fract() != 0.0 || !TS_RANGE.contains(&(ts as i64)) {
-            bail!("`ts` must be whole unix seconds between 1990 and 2100, got {ts}");
-        }
-        let kind = match self.kind.as_deref().map(str::trim) {
-            None | Some("") => EventKind::View,
-            Some(k) => EventKind::parse(k)?,
-        };
-        let value = self
-            .value
-            .as_ref()
-            .map(|v| number("value", v))
-            .transpose()?;
-        if value.is_some_and(|v| !v.is_finite()) {
-            bail!("`value` must be finite");
-        }
-        let geohash = match (&self.geohash, &self.lat, &self.lon) {
-            (Some(g), _, _) if !g.trim().is_empty() => Some(
-                normalize_geohash(g, MAX_GEOHASH_PRECISION)
-                    .with_context(|| format!("`geohash` {g:?} is not a geohash"))?,
-            ),
-            (_, Some(lat), Some(lon)) => Some(
-                geohash_encode(
-                    number("lat", lat)?,
-                    number("lon", lon)?,
-                    MAX_GEOHASH_PRECISION,
-                )
-                .context("`lat`/`lon` out of range")?,
-            ),
-            (_, Some(_), None) | (_, None, Some(_)) => bail!("`lat` and `lon` must come together"),
-            _ => None,
-        };
-        let device = match self.device.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(d) => Some(Device::from_name(d)?.name().to_string()),
-        };
-        let tz_offset_min = match &self.tz_offset_min {
-            None => None,
-            Some(v) => {
-                let t = number("tz_offset_min", v)?;
-                if !(-840.0..=840.0).contains(&t) || t.fract() != 0.0 {
-                    bail!("`tz_offset_min` must be whole minutes in [-840, 840]");
-                }
-                Some(t as i32)
-            }
-        };
-        let id = match &self.id {
-            Some(i) => Some(id_field("id", Some(i))?),
-            None => None,
-        };
-        Ok(Event {
-            id,
-            user,
-            item,
-            ts: ts as i64,
-            kind,
-            value,
-            geohash,
-            device,
-            tz_offset_min,
-        })
-    }
-}
+/// Events and their one validation live in the contract both the edge and central-sync speak.
+pub use edgerec_contract::events::{Defaults, Event, EventKind, RawEvent};
 
 /// Columns the event CSV may have.
 pub const CSV_COLUMNS: [&str; 11] = [
@@ -272,7 +104,7 @@ pub fn read_csv(path: &Path, mut on_row: impl FnMut(u64)) -> Result<(Vec<Event>,
             device: get(9),
             tz_offset_min: json(10),
         };
-        match raw.validate() {
+        match raw.validate(Defaults::default()) {
             Ok(e) => events.push(e),
             Err(e) => errors.push(RowError {
                 line,

@@ -12,8 +12,8 @@ use base64::Engine as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub const CURRENT: &str = "models/current";
-pub const FALLBACK: &str = "models/fallback";
+use edgerec_contract::keys;
+pub use edgerec_contract::keys::{CURRENT, FALLBACK};
 
 /// The operations publishing needs from a key-value store.
 pub trait Kv {
@@ -440,11 +440,11 @@ fn urlencode(s: &str) -> String {
 /// Versions present in the store, oldest first (version names start with the unix time).
 pub fn versions(kv: &mut dyn Kv) -> Result<Vec<String>> {
     let mut v: Vec<String> = kv
-        .list("models/")?
+        .list(keys::MODELS_PREFIX)?
         .iter()
         .filter_map(|k| {
-            k.strip_prefix("models/")?
-                .strip_suffix("/manifest.json")
+            keys::version_of(k)
+                .filter(|v| *k == keys::manifest(v))
                 .map(str::to_string)
         })
         .collect();
@@ -486,16 +486,16 @@ pub fn publish(kv: &mut dyn Kv, model_dir: &Path, keep: usize) -> Result<Publish
         .shards
         .iter()
         .zip(shards)
-        .map(|(s, bytes)| (format!("models/{v}/{}", s.file), bytes))
+        .map(|(s, bytes)| (keys::shard(v, &s.file), bytes))
         .collect();
-    entries.push((
-        format!("models/{v}/{}", model::MANIFEST),
-        serde_json::to_vec(&manifest)?,
-    ));
+    entries.push((keys::manifest(v), serde_json::to_vec(&manifest)?));
     let previous = current(kv)?;
     kv.put_many(&entries)
         .context("writing shards and manifest")?;
-    let fallback = serde_json::json!({"version": v, "items": manifest.popular});
+    let fallback = edgerec_contract::manifest::Fallback {
+        version: v.clone(),
+        items: manifest.popular.clone(),
+    };
     kv.put_many(&[(FALLBACK.to_string(), serde_json::to_vec(&fallback)?)])?;
     // The pointer goes last: until this write the edge keeps serving the previous version.
     kv.put_many(&[(CURRENT.to_string(), v.as_bytes().to_vec())])
@@ -524,7 +524,7 @@ fn collect(kv: &mut dyn Kv, keep: usize, current: &str) -> Result<Vec<String>> {
         }
     }
     for name in &doomed {
-        let keys = kv.list(&format!("models/{name}/"))?;
+        let keys = kv.list(&keys::version_prefix(name))?;
         kv.delete_many(&keys)?;
     }
     Ok(doomed)
@@ -550,19 +550,17 @@ pub fn rollback(kv: &mut dyn Kv, to: Option<&str>) -> Result<(Option<String>, St
             all[pos - 1].clone()
         }
     };
-    let manifest = kv
-        .get(&format!("models/{target}/manifest.json"))?
-        .with_context(|| {
-            format!(
-                "version {target} is not in the store (have: {})",
-                all.join(", ")
-            )
-        })?;
+    let manifest = kv.get(&keys::manifest(&target))?.with_context(|| {
+        format!(
+            "version {target} is not in the store (have: {})",
+            all.join(", ")
+        )
+    })?;
     let m: Manifest = serde_json::from_slice(&manifest)
         .with_context(|| format!("version {target}: manifest is not valid"))?;
     for s in &m.shards {
         ensure!(
-            kv.list(&format!("models/{target}/{}", s.file))?.len() == 1,
+            kv.list(&keys::shard(&target, &s.file))?.len() == 1,
             "version {target} is missing {}",
             s.file
         );

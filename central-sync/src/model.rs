@@ -5,40 +5,11 @@
 use anyhow::{bail, ensure, Context as _, Result};
 use edgerec::writer::{write_model, ModelSpec};
 use edgerec::Engine;
-use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// One shard file in the manifest.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ShardEntry {
-    pub file: String,
-    pub bytes: u64,
-    /// XXH3-64 of the file, hex (the same checksum the shard header carries).
-    pub checksum: String,
-    /// Global item range [start, end).
-    pub items: [u32; 2],
-}
+pub use edgerec_contract::manifest::{Manifest, ShardEntry};
 
-/// `manifest.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Manifest {
-    pub format: String,
-    pub format_version: u32,
-    pub version: String,
-    pub model_id: String,
-    pub created_at: i64,
-    pub items: u32,
-    pub dim: u32,
-    pub dtype: String,
-    pub shards: Vec<ShardEntry>,
-    /// The most popular items, best first: the edge's fallback when it has no model.
-    pub popular: Vec<String>,
-    /// Free-form training and evaluation facts.
-    #[serde(default)]
-    pub info: serde_json::Value,
-}
-
-pub const MANIFEST: &str = "manifest.json";
+pub use edgerec_contract::keys::MANIFEST_FILE as MANIFEST;
 
 /// The shard's own verified checksum (XXH3-64 from its header), as hex.
 fn hex_checksum(shard: &edgerec::Shard) -> String {
@@ -89,7 +60,7 @@ pub fn write_dir(
         start += count;
     }
     let manifest = Manifest {
-        format: "edgerec-model".into(),
+        format: edgerec_contract::manifest::FORMAT.into(),
         format_version: u32::from(edgerec::format::VERSION),
         version,
         model_id: format!("{model_id:016x}"),

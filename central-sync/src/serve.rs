@@ -6,7 +6,6 @@
 //! event never rejects the rest. `GET /healthz` and Prometheus `GET /metrics` report the log and
 //! the last sync.
 
-use crate::events::RawEvent;
 use crate::store::Store;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -14,6 +13,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use edgerec_contract::events::{parse_batch, validate_json, Defaults};
+use edgerec_contract::ApiError;
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,12 +30,14 @@ struct AppState {
     duplicates: AtomicU64,
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": message.into()}})),
-    )
-        .into_response()
+/// The contract's error body with its status.
+fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    api_error(ApiError::new(status.as_u16(), code, message))
+}
+
+fn api_error(e: ApiError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(e.body())).into_response()
 }
 
 async fn ingest(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -59,43 +62,16 @@ async fn ingest(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Byte
             format!("body above {MAX_BODY_BYTES} bytes"),
         );
     }
-    let value: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!("body is not JSON: {e}"),
-            )
-        }
+    let items = match parse_batch(&body, MAX_BATCH) {
+        Ok(items) => items,
+        Err(e) => return api_error(e),
     };
-    let items = match value {
-        serde_json::Value::Array(a) => a,
-        o @ serde_json::Value::Object(_) => vec![o],
-        _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                "expected an event object or an array of events",
-            )
-        }
-    };
-    if items.len() > MAX_BATCH {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_events",
-            format!("{} events, at most {MAX_BATCH} per request", items.len()),
-        );
-    }
     let mut valid = Vec::new();
     let mut rejected = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
-        match serde_json::from_value::<RawEvent>(item)
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r.validate())
-        {
+        match validate_json(item, Defaults::default()) {
             Ok(e) => valid.push(e),
-            Err(e) => rejected.push(json!({"index": index, "error": format!("{e:#}")})),
+            Err(e) => rejected.push(json!({"index": index, "error": e.to_string()})),
         }
     }
     let inserted = {

@@ -1,0 +1,54 @@
+//! The KV key layout of published models. Versions are immutable: a version's manifest and
+//! shards never change once written, so they can be cached forever; `models/current` is the
+//! only mutable key and is written last, which makes a publish atomic for readers.
+
+/// Names the version the edge serves (plain text).
+pub const CURRENT: &str = "models/current";
+/// The most popular items ([`crate::manifest::Fallback`] as JSON): what the edge serves before
+/// any model loaded.
+pub const FALLBACK: &str = "models/fallback";
+/// Prefix of every model key.
+pub const MODELS_PREFIX: &str = "models/";
+/// File name of a version's manifest.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// Every key of `version` starts with this.
+pub fn version_prefix(version: &str) -> String {
+    format!("{MODELS_PREFIX}{version}/")
+}
+
+/// The manifest of `version`.
+pub fn manifest(version: &str) -> String {
+    format!("{}{MANIFEST_FILE}", version_prefix(version))
+}
+
+/// Shard `file` (as the manifest names it) of `version`.
+pub fn shard(version: &str, file: &str) -> String {
+    format!("{}{file}", version_prefix(version))
+}
+
+/// The version a key belongs to, for keys under [`MODELS_PREFIX`] other than the pointer and
+/// the fallback.
+pub fn version_of(key: &str) -> Option<&str> {
+    if key == CURRENT || key == FALLBACK {
+        return None;
+    }
+    let rest = key.strip_prefix(MODELS_PREFIX)?;
+    let (version, file) = rest.split_once('/')?;
+    (!version.is_empty() && !file.is_empty()).then_some(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout() {
+        assert_eq!(manifest("v1"), "models/v1/manifest.json");
+        assert_eq!(shard("v1", "shard-0.bin"), "models/v1/shard-0.bin");
+        assert_eq!(version_of("models/v1/shard-0.bin"), Some("v1"));
+        assert_eq!(version_of(CURRENT), None);
+        assert_eq!(version_of(FALLBACK), None);
+        assert_eq!(version_of("other/v1/x"), None);
+    }
+}

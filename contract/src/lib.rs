@@ -1,0 +1,20 @@
+//! The contract between edgerec's edge worker and central-sync: everything both sides read or
+//! write, defined once so the two cannot drift apart.
+//!
+//! - [`manifest`]: the model manifest (`manifest.json`) and its shard entries;
+//! - [`keys`]: where a model lives in KV, and the pointer that is written last;
+//! - [`events`]: interaction events, their one validation (used by the edge's
+//!   `POST /v1/events`, the ingest endpoint and the CSV import) and the batch envelope;
+//! - [`error`]: the JSON error body `{"error": {"code": ..., "message": ...}}`.
+//!
+//! Serde-based and free of platform types: it builds natively and for wasm32. The scoring core
+//! (`edgerec`) stays serde-free; this crate stands on it, never the other way round.
+
+pub mod error;
+pub mod events;
+pub mod keys;
+pub mod manifest;
+
+pub use error::ApiError;
+pub use events::{Event, EventError, EventKind, RawEvent};
+pub use manifest::{Manifest, ShardEntry};

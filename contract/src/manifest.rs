@@ -1,0 +1,58 @@
+//! `manifest.json`: what a published model version holds. central-sync writes it beside the
+//! shards; the edge reads it to fetch and check the shards, and serves it at `/v1/model`.
+
+use serde::{Deserialize, Serialize};
+
+/// One shard file in the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShardEntry {
+    /// File name within the version (also the last part of its KV key).
+    pub file: String,
+    pub bytes: u64,
+    /// XXH3-64 of the file, hex (the same checksum the shard header carries).
+    pub checksum: String,
+    /// Global item range [start, end).
+    pub items: [u32; 2],
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// The shard format version of the shards.
+    pub format_version: u32,
+    pub version: String,
+    /// The model id in every shard header, hex.
+    pub model_id: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub items: u32,
+    pub dim: u32,
+    /// `i8`, `f16` or `f32`.
+    pub dtype: String,
+    pub shards: Vec<ShardEntry>,
+    /// The most popular items, best first: the edge's fallback when it has no model.
+    pub popular: Vec<String>,
+    /// Free-form training and evaluation facts.
+    #[serde(default)]
+    pub info: serde_json::Value,
+}
+
+/// The `format` field of every manifest.
+pub const FORMAT: &str = "edgerec-model";
+
+impl Manifest {
+    /// Total bytes of the shards.
+    pub fn shard_bytes(&self) -> u64 {
+        self.shards.iter().map(|s| s.bytes).sum()
+    }
+}
+
+/// `models/fallback`: the popular items of the last published version, for an edge that has
+/// not loaded any model yet.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Fallback {
+    pub version: String,
+    pub items: Vec<String>,
+}
