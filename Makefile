@@ -20,7 +20,7 @@ build: setup pkg
 lint: setup
 	@$(STAGE) fmt cargo fmt --all --check
 	@$(STAGE) clippy cargo clippy --workspace --all-targets -- -D warnings
-	@$(STAGE) clippy-wasm cargo clippy -p edgerec -p edge-worker --target wasm32-unknown-unknown -- -D warnings
+	@$(STAGE) clippy-wasm cargo clippy -p edgerec -p edgerec-contract -p edge-worker --target wasm32-unknown-unknown -- -D warnings
 
 test-native: setup
 	@$(STAGE) native-tests cargo test --workspace

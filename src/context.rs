@@ -154,6 +154,10 @@ pub fn normalize_geohash(geohash: &str, precision: usize) -> Option<String> {
     Some(g)
 }
 
+/// Largest timezone offset from UTC in minutes: the IANA zones span UTC−12:00 to UTC+14:00,
+/// so anything beyond ±14 h is an error wherever an offset is read (JS API, edge, events).
+pub const MAX_TZ_OFFSET_MIN: i32 = 840;
+
 /// The time-of-week bin of a unix timestamp in a time zone `tz_offset_min` minutes east of UTC:
 /// 8 three-hour bins, offset by 8 on Saturdays and Sundays. In `0..TIME_BINS`.
 pub fn time_bin(ts: i64, tz_offset_min: i32) -> usize {

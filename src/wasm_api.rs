@@ -4,7 +4,7 @@
 //! nothing else: every core error becomes a thrown JS `Error` with the core's message, and no
 //! input from JS can panic (numbers are checked for range, strings parsed with typed errors).
 
-use crate::context::{Context, Device};
+use crate::context::{Context, Device, MAX_TZ_OFFSET_MIN};
 use crate::engine::{Engine, Exploration, Request};
 use crate::session::{EventType, Session};
 use crate::shard::{AlignedBytes, Shard};
@@ -254,7 +254,13 @@ impl WasmEngine {
                 geohash: string(&o, "geohash")?,
                 device,
                 ts: number(&o, "ts", 0.0, 1e13)?.map(|t| t as i64),
-                tz_offset_min: number(&o, "tzOffsetMin", -1440.0, 1440.0)?.map_or(0, |t| t as i32),
+                tz_offset_min: number(
+                    &o,
+                    "tzOffsetMin",
+                    -f64::from(MAX_TZ_OFFSET_MIN),
+                    f64::from(MAX_TZ_OFFSET_MIN),
+                )?
+                .map_or(0, |t| t as i32),
             },
             exclude: string_list(&o, "exclude")?,
             allow_categories: self

@@ -10,7 +10,7 @@
 //! supplies `user` itself (the visitor) and the time of arrival for a missing `ts`.
 
 use crate::error::ApiError;
-use edgerec::context::{geohash_encode, normalize_geohash};
+use edgerec::context::{geohash_encode, normalize_geohash, MAX_TZ_OFFSET_MIN};
 use edgerec::format::MAX_GEOHASH_PRECISION;
 use edgerec::{Device, EventType};
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ pub const MAX_ID_LEN: usize = 256;
 /// Timestamps outside [1990, 2100) are almost certainly milliseconds or garbage.
 pub const TS_RANGE: core::ops::Range<i64> = 631_152_000..4_102_444_800;
 /// Timezone offsets in minutes east of UTC, as the IANA zones span them.
-pub const TZ_RANGE_MIN: core::ops::RangeInclusive<i32> = -840..=840;
+pub const TZ_RANGE_MIN: core::ops::RangeInclusive<i32> = -MAX_TZ_OFFSET_MIN..=MAX_TZ_OFFSET_MIN;
 
 /// One validated interaction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

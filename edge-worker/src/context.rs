@@ -90,5 +90,6 @@ fn offset_minutes(zone: &str, now_ms: f64) -> Option<i32> {
         + f[4] * 60_000.0;
     let utc_minute = (now_ms / 60_000.0).floor() * 60_000.0;
     let offset = ((local - utc_minute) / 60_000.0).round();
-    (-840.0..=840.0).contains(&offset).then_some(offset as i32)
+    let max = f64::from(edgerec::context::MAX_TZ_OFFSET_MIN);
+    (-max..=max).contains(&offset).then_some(offset as i32)
 }

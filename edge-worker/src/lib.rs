@@ -19,7 +19,6 @@ pub mod token;
 
 use api::ApiError;
 use edgerec::{Engine, Request as RankRequest, Session};
-use serde::Deserialize;
 use std::cell::RefCell;
 use std::rc::Rc;
 use worker::{
@@ -27,21 +26,8 @@ use worker::{
     ScheduleContext, ScheduledEvent,
 };
 
-/// The model manifest fields the worker reads.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-struct Manifest {
-    version: String,
-    items: u32,
-    dim: u32,
-    dtype: String,
-    shards: Vec<ShardEntry>,
-}
-
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-struct ShardEntry {
-    file: String,
-    bytes: u64,
-}
+use edgerec_contract::keys;
+use edgerec_contract::manifest::{Fallback, Manifest};
 
 struct Loaded {
     manifest: Manifest,
@@ -79,7 +65,7 @@ fn json(value: &serde_json::Value, status: u16) -> worker::Result<Response> {
 }
 
 fn error_response(e: &ApiError) -> worker::Result<Response> {
-    json(&e.body(), e.status)
+    json(&serde_json::to_value(e.body())?, e.status)
 }
 
 /// Reads `models/current` and, if it names a new version, loads, validates and swaps it in.
@@ -112,16 +98,9 @@ async fn refresh(env: &Env, force: bool) {
     });
     if MODEL.with(|m| m.borrow().current.is_none() && m.borrow().fallback.is_none()) {
         if let Ok(kv) = env.kv("MODELS") {
-            if let Ok(Some(text)) = kv.get("models/fallback").text().await {
-                let items: Vec<String> = serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|v| {
-                        v["items"].as_array().map(|a| {
-                            a.iter()
-                                .filter_map(|x| x.as_str().map(str::to_string))
-                                .collect()
-                        })
-                    })
+            if let Ok(Some(text)) = kv.get(keys::FALLBACK).text().await {
+                let items = serde_json::from_str::<Fallback>(&text)
+                    .map(|f| f.items)
                     .unwrap_or_default();
                 MODEL.with(|m| m.borrow_mut().fallback = Some(Rc::new(items)));
             }
@@ -137,7 +116,7 @@ async fn load(env: &Env) -> Result<Option<Loaded>, String> {
         .map_err(|e| format!("KV binding MODELS: {e}"))?;
     let pointer_ttl = var(env, "POINTER_CACHE_TTL_SECONDS", 60).max(60);
     let version = kv
-        .get("models/current")
+        .get(keys::CURRENT)
         .cache_ttl(pointer_ttl)
         .text()
         .await
@@ -155,7 +134,7 @@ async fn load(env: &Env) -> Result<Option<Loaded>, String> {
     }) {
         return Ok(None);
     }
-    let manifest_key = format!("models/{version}/manifest.json");
+    let manifest_key = keys::manifest(&version);
     let text = kv
         .get(&manifest_key)
         .cache_ttl(86_400)
@@ -167,7 +146,7 @@ async fn load(env: &Env) -> Result<Option<Loaded>, String> {
         serde_json::from_str(&text).map_err(|e| format!("{manifest_key}: {e}"))?;
     let mut shards = Vec::with_capacity(manifest.shards.len());
     for s in &manifest.shards {
-        let key = format!("models/{version}/{}", s.file);
+        let key = keys::shard(&version, &s.file);
         let bytes = kv
             .get(&key)
             .cache_ttl(86_400)
@@ -461,7 +440,9 @@ fn events(
         )
     })?;
     let now = now_ms() / 1000;
-    let posted = api::parse_events(body, now)?;
+    let mut visitor = read_session(req, Some(&key));
+    let user = visitor_user(visitor.visitor);
+    let posted = api::parse_events(body, &user, now as i64)?;
     let (model, _) = current();
     if let Some(model) = &model {
         if let Some(unknown) = posted.iter().find(|e| model.engine.find(&e.item).is_none()) {
@@ -475,13 +456,14 @@ fn events(
             ));
         }
     }
-    let mut visitor = read_session(req, Some(&key));
     for e in &posted {
-        visitor.session.observe(&e.item, e.event_type(), e.ts);
+        visitor
+            .session
+            .observe(&e.item, e.kind.core(), e.ts.max(0) as u64);
     }
     let ttl = var(env, "SESSION_TTL_SECONDS", 30 * 86_400);
     let token = token::encode(&key, visitor.visitor, now + ttl, &visitor.session);
-    forward(env, ctx, visitor.visitor, &posted);
+    forward(env, ctx, &posted);
     let body = serde_json::json!({"session": token, "accepted": posted.len(), "session_events": visitor.session.len()});
     let mut r = json(&body, 200).map_err(internal)?;
     r.headers_mut()
@@ -490,9 +472,16 @@ fn events(
     Ok(r)
 }
 
-/// Sends the events to central-sync's ingest after the response (`waitUntil`). A slow or failing
-/// central never affects the visitor; failures are logged.
-fn forward(env: &Env, ctx: &worker::Context, visitor: u64, posted: &[api::EdgeEvent]) {
+/// The event log's user id of a visitor.
+fn visitor_user(visitor: u64) -> String {
+    format!("v{visitor:016x}")
+}
+
+/// Sends the events, as the contract validated them, to central-sync's ingest after the
+/// response (`waitUntil`). Events without an id get one derived from the visitor, time, item
+/// and type, so a retried batch is stored once. A slow or failing central never affects the
+/// visitor; failures are logged.
+fn forward(env: &Env, ctx: &worker::Context, posted: &[api::Event]) {
     let url = env
         .var("INGEST_URL")
         .map(|v| v.to_string())
@@ -504,15 +493,21 @@ fn forward(env: &Env, ctx: &worker::Context, visitor: u64, posted: &[api::EdgeEv
         .secret("INGEST_TOKEN")
         .map(|s| s.to_string())
         .unwrap_or_default();
-    let user = format!("v{visitor:016x}");
-    let batch: Vec<serde_json::Value> = posted
+    let batch: Vec<api::Event> = posted
         .iter()
         .map(|e| {
-            let id = e.id.clone().unwrap_or_else(|| format!("{user}-{}-{:016x}", e.ts, edgerec::hash::item_key(&format!("{}/{}", e.item, e.kind))));
-            serde_json::json!({"id": id, "user": user, "item": e.item, "ts": e.ts, "type": e.kind, "value": e.value})
+            let mut e = e.clone();
+            let kind = e.kind.core().name();
+            e.id.get_or_insert_with(|| {
+                let key = edgerec::hash::item_key(&format!("{}/{kind}", e.item));
+                format!("{}-{}-{key:016x}", e.user, e.ts)
+            });
+            e
         })
         .collect();
-    let body = serde_json::Value::Array(batch).to_string();
+    let Ok(body) = serde_json::to_string(&batch) else {
+        return;
+    };
     ctx.wait_until(async move {
         let headers = Headers::new();
         let _ = headers.set("Content-Type", "application/json");

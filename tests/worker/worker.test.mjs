@@ -112,6 +112,8 @@ test('bad input gets JSON errors; forged tokens get a fresh session', async () =
   assert.equal(u.error.code, 'unknown_item');
   assert.match(u.error.message, /no-such-film/);
   assert.equal((await post('/v1/events', JSON.stringify({ item: '1', type: 'teleport' }))).status, 400);
+  // The contract's one validation: a time the ingest would reject is rejected here too.
+  assert.equal((await post('/v1/events', JSON.stringify({ item: '1', ts: 5 }))).status, 400);
   assert.equal((await get('/v1/recommendations?k=0')).status, 400);
   assert.equal((await get('/v1/recommendations?device=fridge')).status, 400);
   const nf = await get('/v2/nothing');
