@@ -169,11 +169,10 @@ impl WranglerLocal {
     }
 }
 
-fn bulk_json(entries: &[(String, Vec<u8>)]) -> serde_json::Value {
+fn bulk_json<'a>(entries: impl Iterator<Item = &'a (String, Vec<u8>)>) -> serde_json::Value {
     let b64 = base64::engine::general_purpose::STANDARD;
     serde_json::Value::Array(
         entries
-            .iter()
             .map(|(k, v)| serde_json::json!({"key": k, "value": b64.encode(v), "base64": true}))
             .collect(),
     )
@@ -238,7 +237,8 @@ impl Kv for WranglerLocal {
 
 /// Cloudflare's Workers KV REST API (v4). Credentials and ids come from the environment:
 /// `CLOUDFLARE_API_TOKEN`, `CLOUDFLARE_ACCOUNT_ID`, `EDGEREC_KV_NAMESPACE_ID`;
-/// `CLOUDFLARE_API_BASE_URL` overrides the endpoint (tests point it at a local server).
+/// `CLOUDFLARE_API_BASE_URL` overrides the endpoint (tests point it at a local server) and
+/// `EDGEREC_KV_TIMEOUT_SECONDS` the per-request timeout (120 s).
 pub struct Cloudflare {
     base: String,
     token: String,
@@ -268,7 +268,12 @@ impl Cloudflare {
             ),
             token: var("CLOUDFLARE_API_TOKEN")?,
             agent: ureq::AgentBuilder::new()
-                .timeout(Duration::from_secs(120))
+                .timeout(Duration::from_secs(
+                    std::env::var("EDGEREC_KV_TIMEOUT_SECONDS")
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(120),
+                ))
                 .build(),
             max_attempts: 5,
         })
@@ -348,9 +353,12 @@ impl Cloudflare {
     }
 }
 
-impl Kv for Cloudflare {
-    fn put_many(&mut self, entries: &[(String, Vec<u8>)]) -> Result<()> {
-        // Group entries into bulk requests under the size and count limits.
+impl Cloudflare {
+    /// One pass of bulk writes under the size and count limits. Returns the keys Cloudflare
+    /// answered as `unsuccessful_keys` (a bulk write can say `success: true` and still leave
+    /// some keys unwritten).
+    fn bulk_put(&self, entries: &[&(String, Vec<u8>)]) -> Result<Vec<String>> {
+        let mut unsuccessful = Vec::new();
         let mut start = 0;
         while start < entries.len() {
             let (mut end, mut bytes) = (start, 0usize);
@@ -362,14 +370,59 @@ impl Kv for Cloudflare {
                 bytes += b64;
                 end += 1;
             }
-            let body = bulk_json(&entries[start..end]);
+            let body = bulk_json(entries[start..end].iter().copied());
             let resp = self
                 .send("PUT", &format!("{}/bulk", self.base), Some(&body))?
                 .context("bulk write returned 404")?;
-            Self::check_success(resp, "bulk write")?;
+            let v = Self::check_success(resp, "bulk write")?;
+            let sent: std::collections::HashSet<&str> =
+                entries[start..end].iter().map(|e| e.0.as_str()).collect();
+            for key in v["result"]["unsuccessful_keys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                match key.as_str() {
+                    Some(k) if sent.contains(k) => unsuccessful.push(k.to_string()),
+                    _ => bail!("bulk write: Cloudflare named an unknown unsuccessful key {key}"),
+                }
+            }
             start = end;
         }
-        Ok(())
+        Ok(unsuccessful)
+    }
+}
+
+impl Kv for Cloudflare {
+    /// Writes every entry, or fails: keys Cloudflare leaves unwritten are retried with
+    /// exponential backoff, and an error names those still missing after the last attempt (so a
+    /// publish stops before it moves the pointer).
+    fn put_many(&mut self, entries: &[(String, Vec<u8>)]) -> Result<()> {
+        let mut pending: Vec<&(String, Vec<u8>)> = entries.iter().collect();
+        let mut delay = Duration::from_millis(200);
+        for attempt in 1..=self.max_attempts {
+            let failed = self.bulk_put(&pending)?;
+            if failed.is_empty() {
+                return Ok(());
+            }
+            tracing::warn!(
+                attempt,
+                keys = failed.len(),
+                "Cloudflare left keys unwritten; retrying them"
+            );
+            pending.retain(|e| failed.contains(&e.0));
+            if attempt < self.max_attempts {
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+        }
+        let names: Vec<&str> = pending.iter().map(|e| e.0.as_str()).collect();
+        bail!(
+            "bulk write: Cloudflare did not store {} key(s) after {} attempts: {}",
+            names.len(),
+            self.max_attempts,
+            names.join(", ")
+        )
     }
 
     fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>> {

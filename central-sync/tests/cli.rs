@@ -424,12 +424,28 @@ fn pack_external_embeddings() {
 
 /// A stand-in for the Cloudflare API (the real one cannot be reached here) that checks every
 /// request against the documented shape of the Workers KV v4 endpoints, answers like the API,
-/// fails the first bulk write with 429 to exercise the retry, and records the order of writes.
+/// answers bulk writes with the scripted `faults` first, and records the order of writes.
 struct FakeCloudflare {
     kv: std::collections::BTreeMap<String, Vec<u8>>,
     writes: Vec<String>,
     violations: Vec<String>,
-    failed_once: bool,
+    /// Answers for the next bulk writes, in order; then bulk writes succeed.
+    faults: std::collections::VecDeque<Fault>,
+    /// Keys ending so are never stored: every bulk write lists them as unsuccessful.
+    always_unsuccessful: Option<String>,
+}
+
+/// A documented way for a bulk write to go wrong.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    /// 429 with the API's error body.
+    RateLimited,
+    /// 503.
+    ServerError,
+    /// `success: true`, but the first key listed in `unsuccessful_keys` and not stored.
+    Partial,
+    /// No answer within the client's timeout.
+    Hang,
 }
 
 fn serve_fake_cloudflare(state: Arc<Mutex<FakeCloudflare>>) -> String {
@@ -480,16 +496,27 @@ fn serve_fake_cloudflare(state: Arc<Mutex<FakeCloudflare>>) -> String {
                     st.violations
                         .push("bulk write without application/json".into());
                 }
-                if !st.failed_once {
-                    st.failed_once = true;
+                let fault = st.faults.pop_front();
+                if fault == Some(Fault::RateLimited) {
                     (
                         429,
                         br#"{"success":false,"errors":[{"code":10013,"message":"rate limited"}]}"#
                             .to_vec(),
                     )
+                } else if fault == Some(Fault::ServerError) {
+                    (
+                        503,
+                        br#"{"success":false,"errors":[{"code":10000,"message":"internal"}]}"#
+                            .to_vec(),
+                    )
+                } else if fault == Some(Fault::Hang) {
+                    drop(st);
+                    std::thread::sleep(std::time::Duration::from_secs(3));
+                    continue;
                 } else {
                     let pairs: Vec<serde_json::Value> =
                         serde_json::from_slice(&body).unwrap_or_default();
+                    let mut unsuccessful = Vec::new();
                     if pairs.is_empty() || pairs.len() > 10_000 || body.len() > 100_000_000 {
                         st.violations
                             .push("bulk write outside the documented limits".into());
@@ -511,10 +538,20 @@ fn serve_fake_cloudflare(state: Arc<Mutex<FakeCloudflare>>) -> String {
                         if bytes.len() > 25 * 1024 * 1024 {
                             st.violations.push(format!("{key}: value above 25 MiB"));
                         }
+                        let refused = st
+                            .always_unsuccessful
+                            .as_deref()
+                            .is_some_and(|suffix| key.ends_with(suffix));
+                        if refused || (fault == Some(Fault::Partial) && unsuccessful.is_empty()) {
+                            unsuccessful.push(key.to_string());
+                            continue;
+                        }
                         st.writes.push(key.to_string());
                         st.kv.insert(key.to_string(), bytes);
                     }
-                    (200, br#"{"success":true,"errors":[],"messages":[],"result":{"successful_key_count":1}}"#.to_vec())
+                    let stored = st.writes.len();
+                    (200, serde_json::to_vec(&serde_json::json!({"success": true, "errors": [], "messages": [],
+                        "result": {"successful_key_count": stored, "unsuccessful_keys": unsuccessful}})).unwrap())
                 }
             } else if method == "GET" && target.starts_with(&format!("{base}/values/")) {
                 let key = target[base.len() + 8..].replace("%2F", "/");
@@ -558,6 +595,7 @@ fn serve_fake_cloudflare(state: Arc<Mutex<FakeCloudflare>>) -> String {
                 200 => "OK",
                 404 => "Not Found",
                 429 => "Too Many Requests",
+                503 => "Service Unavailable",
                 _ => "Error",
             };
             let head = format!("HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\nContent-Type: application/json\r\nRetry-After: 0\r\nConnection: close\r\n\r\n", response.len());
@@ -590,11 +628,20 @@ fn publish_to_cloudflare_follows_the_rest_contract() {
         ],
         &db,
     ));
+    // The first publish meets every documented failure once: a 429, a partial write, a 5xx and
+    // a timeout. It must retry through all of them and still move the pointer last.
     let state = Arc::new(Mutex::new(FakeCloudflare {
         kv: Default::default(),
         writes: vec![],
         violations: vec![],
-        failed_once: false,
+        faults: [
+            Fault::RateLimited,
+            Fault::Partial,
+            Fault::ServerError,
+            Fault::Hang,
+        ]
+        .into(),
+        always_unsuccessful: None,
     }));
     let base = serve_fake_cloudflare(state.clone());
     let cf = |args: &[&str]| {
@@ -605,6 +652,7 @@ fn publish_to_cloudflare_follows_the_rest_contract() {
             .env("CLOUDFLARE_API_TOKEN", "tok-123")
             .env("CLOUDFLARE_ACCOUNT_ID", "acct-1")
             .env("EDGEREC_KV_NAMESPACE_ID", "ns-1")
+            .env("EDGEREC_KV_TIMEOUT_SECONDS", "1")
             .output()
             .unwrap()
     };
@@ -617,7 +665,7 @@ fn publish_to_cloudflare_follows_the_rest_contract() {
     ]));
     let st = state.lock().unwrap();
     assert!(st.violations.is_empty(), "{:?}", st.violations);
-    assert!(st.failed_once, "the 429 was retried");
+    assert!(st.faults.is_empty(), "every fault was met and retried");
     assert_eq!(
         st.writes.last().map(String::as_str),
         Some("models/current"),
@@ -625,10 +673,16 @@ fn publish_to_cloudflare_follows_the_rest_contract() {
         st.writes
     );
     let version = String::from_utf8(st.kv["models/current"].clone()).unwrap();
-    assert_eq!(
-        st.kv[&format!("models/{version}/shard-0.bin")],
-        std::fs::read(model.join("shard-0.bin")).unwrap()
-    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&st.kv[&format!("models/{version}/manifest.json")]).unwrap();
+    for shard in manifest["shards"].as_array().unwrap() {
+        let file = shard["file"].as_str().unwrap();
+        assert_eq!(
+            st.kv[&format!("models/{version}/{file}")],
+            std::fs::read(model.join(file)).unwrap(),
+            "{file} written despite the partial answer"
+        );
+    }
     drop(st);
     let model2 = dir.path().join("model2");
     ok(&run(
@@ -656,12 +710,36 @@ fn publish_to_cloudflare_follows_the_rest_contract() {
         "cloudflare",
     ]));
     ok(&cf(&["rollback", "--to", "cloudflare"]));
-    let st = state.lock().unwrap();
+    let mut st = state.lock().unwrap();
     assert_eq!(
         String::from_utf8(st.kv["models/current"].clone()).unwrap(),
         version
     );
     assert!(st.violations.is_empty(), "{:?}", st.violations);
+    // A shard Cloudflare never stores: the publish fails naming it, after its retries, and the
+    // pointer stays where it was (no partial model is ever served).
+    st.always_unsuccessful = Some("shard-0.bin".into());
+    drop(st);
+    let out = cf(&[
+        "publish",
+        "--model",
+        model2.to_str().unwrap(),
+        "--to",
+        "cloudflare",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("did not store 1 key(s)") && err.contains("shard-0.bin"),
+        "{err}"
+    );
+    let mut st = state.lock().unwrap();
+    assert_eq!(
+        String::from_utf8(st.kv["models/current"].clone()).unwrap(),
+        version,
+        "the pointer did not move"
+    );
+    st.always_unsuccessful = None;
     // Missing credentials are a clear error.
     drop(st);
     let out = run(
