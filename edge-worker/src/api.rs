@@ -11,17 +11,22 @@ pub const MAX_EVENTS_PER_REQUEST: usize = 50;
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The answer to a body above [`MAX_BODY_BYTES`].
+pub fn body_too_large() -> ApiError {
+    ApiError::new(
+        413,
+        "too_large",
+        format!("body above {MAX_BODY_BYTES} bytes"),
+    )
+}
+
 /// Parses a JSON event or array of events posted by `visitor` (every event is attributed to
 /// it, whatever the body says) with the contract's one validation, so the ingest accepts
 /// exactly what the edge accepted. `now` fills a missing `ts`. Each problem names the event's
 /// index and field.
 pub fn parse_events(body: &[u8], visitor: &str, now: i64) -> Result<Vec<Event>, ApiError> {
     if body.len() > MAX_BODY_BYTES {
-        return Err(ApiError::new(
-            413,
-            "too_large",
-            format!("body above {MAX_BODY_BYTES} bytes"),
-        ));
+        return Err(body_too_large());
     }
     let defaults = Defaults {
         user: Some(visitor),

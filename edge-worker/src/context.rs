@@ -9,12 +9,30 @@ use js_sys::{Array, Function, Object, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 use worker::{Date, Request};
 
+/// A field of the request's `cf` object, read through `Reflect`: workers-rs's `Cf` getters
+/// unwrap, and panic on a missing timezone or unparsable coordinates.
+fn cf_field(req: &Request, name: &str) -> Option<JsValue> {
+    let cf = Reflect::get(req.inner(), &"cf".into()).ok()?;
+    if !cf.is_object() {
+        return None;
+    }
+    let v = Reflect::get(&cf, &name.into()).ok()?;
+    (!v.is_undefined() && !v.is_null()).then_some(v)
+}
+
+/// A `cf` number that Cloudflare sends as a string ("37.7749"), or as a number.
+fn cf_number(req: &Request, name: &str) -> Option<f64> {
+    let v = cf_field(req, name)?;
+    v.as_f64()
+        .or_else(|| v.as_string()?.trim().parse().ok())
+        .filter(|x: &f64| x.is_finite())
+}
+
 pub fn from_request(req: &Request, o: &Overrides) -> Context {
     let now_ms = Date::now().as_millis();
-    let cf = req.cf();
     let geohash = o.geohash.clone().or_else(|| {
-        let (lat, lon) = cf?.coordinates()?;
-        edgerec::context::geohash_encode(f64::from(lat), f64::from(lon), MAX_GEOHASH_PRECISION)
+        let (lat, lon) = (cf_number(req, "latitude")?, cf_number(req, "longitude")?);
+        edgerec::context::geohash_encode(lat, lon, MAX_GEOHASH_PRECISION)
     });
     let device = o.device.or_else(|| {
         let headers = req.headers();
@@ -27,7 +45,7 @@ pub fn from_request(req: &Request, o: &Overrides) -> Context {
         Some(Device::from_user_agent(&ua, mobile))
     });
     let tz_offset_min = o.tz_offset_min.or_else(|| {
-        let name = cf?.timezone_name();
+        let name = cf_field(req, "timezone")?.as_string()?;
         offset_minutes(&name, now_ms as f64)
     });
     Context {

@@ -28,6 +28,7 @@ use worker::{
 
 use edgerec_contract::keys;
 use edgerec_contract::manifest::{Fallback, Manifest};
+use futures_util::StreamExt;
 
 struct Loaded {
     manifest: Manifest,
@@ -230,6 +231,34 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     refresh(&env, true).await;
 }
 
+/// Reads the request body, refusing (413) a declared `Content-Length` above `max` before
+/// reading anything and a streamed body as soon as it passes `max`: one large request must not
+/// fill the isolate's memory (and with it drop the loaded model).
+async fn read_body_capped(req: &mut Request, max: usize) -> Result<Vec<u8>, ApiError> {
+    let declared = req
+        .headers()
+        .get("Content-Length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(api::body_too_large());
+    }
+    let mut body = Vec::new();
+    // No body at all reads as empty, which the event parser answers with a JSON error.
+    let Ok(mut stream) = req.stream() else {
+        return Ok(body);
+    };
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::new(400, "bad_body", e.to_string()))?;
+        if body.len() + chunk.len() > max {
+            return Err(api::body_too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 async fn route(mut req: Request, env: &Env, ctx: &worker::Context) -> Result<Response, ApiError> {
     let internal = |e: worker::Error| ApiError::new(500, "internal", e.to_string());
     let path = req.path();
@@ -245,10 +274,7 @@ async fn route(mut req: Request, env: &Env, ctx: &worker::Context) -> Result<Res
         }
         (Method::Post, "/v1/events") => {
             refresh(env, false).await;
-            let body = req
-                .bytes()
-                .await
-                .map_err(|e| ApiError::new(400, "bad_body", e.to_string()))?;
+            let body = read_body_capped(&mut req, api::MAX_BODY_BYTES).await?;
             events(&req, env, ctx, &body)
         }
         (Method::Get, "/v1/model") => {

@@ -3,6 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import http from 'node:http';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -214,4 +215,48 @@ test('events are forwarded to the ingest endpoint; a dead ingest never fails the
     await dead.dispose();
     ingest.close();
   }
+});
+
+test('requests whose cf lacks a timezone or carries bad coordinates never crash the worker (H2)', async () => {
+  for (const cf of [{ country: 'US' }, { timezone: 'Not/AZone', latitude: 'north', longitude: '1' }, { latitude: '37.7749', longitude: '-122.4194' }]) {
+    const r = await mf.dispatchFetch('http://localhost/v1/recommendations?k=3', { cf });
+    assert.equal(r.status, 200, JSON.stringify(cf));
+    assert.ok(Array.isArray((await r.json()).items), JSON.stringify(cf));
+  }
+  assert.equal((await get('/v1/health')).status, 200, 'the isolate still serves');
+});
+
+test('an oversized event body is refused before it is read (H1)', async () => {
+  // A chunked body of up to 256 MiB, written only as fast as the worker reads it: the worker must
+  // stop reading once it passes the 64 KiB limit instead of buffering it all into the isolate.
+  // It answers 413 at once; whether the client sees that answer or a reset of its unfinished
+  // upload depends on the HTTP stack in between, so the test counts what was sent before either.
+  const url = new URL('/v1/events', await mf.ready);
+  const chunk = Buffer.alloc(16 * 1024, 32);
+  let sent = 0;
+  const outcome = await new Promise((resolve) => {
+    let done = false;
+    const finish = (v) => { if (!done) { done = true; resolve(v); } };
+    const req = http.request(url, { method: 'POST', headers: { 'Content-Type': 'application/json' } }, (res) => {
+      res.resume();
+      finish(res.statusCode);
+      req.destroy();
+    });
+    req.on('error', (e) => finish(e.code));
+    const write = () => {
+      while (!done && sent < 16 * 1024) {
+        sent++;
+        if (!req.write(chunk)) return void req.once('drain', write);
+      }
+      if (!done) req.end();
+    };
+    write();
+  });
+  assert.ok([413, 'ECONNRESET', 'EPIPE'].includes(outcome), `outcome ${outcome}`);
+  assert.ok(sent < 2048, `${sent} chunks of 16 KiB went out before the worker refused the body`);
+  // A declared length above the limit is refused from the header alone, with the JSON error.
+  const big = await post('/v1/events', new Uint8Array(70 * 1024).fill(32));
+  assert.equal(big.status, 413);
+  assert.equal((await big.json()).error.code, 'too_large');
+  assert.equal((await (await get('/v1/health')).json()).status, 'ok', 'the model is still loaded');
 });
