@@ -35,6 +35,10 @@ use crate::topk::TopK;
 /// Rows per kernel call: the dot products of a block stay in L1 while selection reads them.
 const BLOCK_ROWS: usize = 256;
 
+/// Most candidates diversity and exploration consider: their work grows with pool × k, so a
+/// caller's pool (from JS, from a query string) is clamped here rather than trusted.
+pub const MAX_POOL: usize = 1_000;
+
 /// How to explore.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum Exploration {
@@ -64,7 +68,8 @@ pub struct Request {
     pub diversity: f32,
     /// Exploration policy.
     pub exploration: Exploration,
-    /// Candidates considered by diversity and exploration (0 = automatic: max(4k, k + 20)).
+    /// Candidates considered by diversity and exploration (0 = automatic: max(4k, k + 20));
+    /// at most [`MAX_POOL`] (or `k`, if larger).
     pub pool: usize,
 }
 
@@ -355,11 +360,12 @@ impl Engine {
         let k = request.k.min(self.meta.total_items as usize);
         let selecting = request.diversity > 0.0 || request.exploration != Exploration::Off;
         let pool = if selecting {
-            if request.pool > 0 {
-                request.pool.max(k)
+            let wanted = if request.pool > 0 {
+                request.pool
             } else {
                 (4 * k).max(k + 20)
-            }
+            };
+            wanted.min(MAX_POOL).max(k)
         } else {
             k
         };

@@ -277,6 +277,28 @@ fn golden_shards_still_load() {
     );
 }
 
+/// Byte range of the first section of `kind` (see the section table in `format.rs`).
+fn section(bytes: &[u8], kind: u32) -> std::ops::Range<usize> {
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+    (0..u32_at(16) as usize)
+        .map(|i| 64 + 24 * i)
+        .find(|&e| u32_at(e) == kind)
+        .map(|e| u64_at(e + 8)..u64_at(e + 8) + u64_at(e + 16))
+        .expect("section present")
+}
+
+#[test]
+fn int8_minus_128_is_rejected() {
+    // The writer quantizes to [-127, 127]; the kernels' overflow bound relies on it (L3).
+    let mut bytes = one_shard();
+    let rows = section(&bytes, 6);
+    bytes[rows.start + 5] = 0x80;
+    reseal(&mut bytes);
+    let err = Shard::from_bytes(&bytes).unwrap_err().to_string();
+    assert!(err.contains("-128"), "{err}");
+}
+
 #[test]
 fn v2_sections_are_rejected_in_v1_shards() {
     // A v2 shard relabelled as v1 (checksum repaired) must not load: v1 has no such sections.

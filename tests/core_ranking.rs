@@ -425,3 +425,23 @@ fn profiles_weigh_signals_by_session_length() {
     assert_eq!(first(&per_length, &Session::new()), "item-3");
     assert_eq!(first(&per_length, &clicked), "item-5");
 }
+
+#[test]
+fn a_huge_pool_is_clamped_not_allocated() {
+    // A caller-supplied pool (JS API, native callers) must neither overflow an allocation nor
+    // make diversity's pool × k work unbounded (L2).
+    let syn = Synthetic::default();
+    let engine = engine(&syn);
+    for pool in [usize::MAX, 1 << 40, 5_000] {
+        let recs = engine.recommend(
+            &Session::new(),
+            &Request {
+                k: 5,
+                pool,
+                diversity: 0.5,
+                ..Request::default()
+            },
+        );
+        assert_eq!(recs.len(), 5, "pool {pool}");
+    }
+}
