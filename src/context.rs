@@ -5,7 +5,8 @@
 //! same bins from the same inputs.
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::{MAX_GEOHASH_PRECISION, TIME_BINS};
+use crate::format::{DEVICE_CLASSES, MAX_GEOHASH_PRECISION, TIME_BINS};
+use crate::hash::geo_bucket;
 
 /// Device classes, in context-table row order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -184,72 +185,35 @@ pub struct Context {
     pub tz_offset_min: i32,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The rows of the model's context tables a request selects. The one mapping from a request's
+/// [`Context`] to numbers the model scores: the engine ranks with it, training learns the
+/// context vectors with it, evaluation and the worker's list cache key use it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ContextRows {
+    /// Time-of-week bin (`0..TIME_BINS`), when the request has a time.
+    pub time: Option<u8>,
+    /// Device class (`0..DEVICE_CLASSES`).
+    pub device: Option<u8>,
+    /// Geo bucket, when the request has a geohash and the model a geo table.
+    pub geo: Option<u32>,
+}
 
-    #[test]
-    fn geohash_known_points() {
-        // Reference values from the geohash definition (e.g. 57.64911,10.40744 -> u4pruydqqvj).
-        assert_eq!(
-            geohash_encode(57.64911, 10.40744, 5).as_deref(),
-            Some("u4pru")
-        );
-        assert_eq!(
-            geohash_encode(37.7749, -122.4194, 5).as_deref(),
-            Some("9q8yy")
-        );
-        // Precision is capped.
-        assert_eq!(
-            geohash_encode(57.64911, 10.40744, 11).as_deref(),
-            Some("u4pru")
-        );
-        assert_eq!(geohash_encode(91.0, 0.0, 5), None);
-        assert_eq!(geohash_encode(f64::NAN, 0.0, 5), None);
-    }
-
-    #[test]
-    fn geohash_normalisation() {
-        assert_eq!(normalize_geohash("9Q8YYK", 4).as_deref(), Some("9q8y"));
-        assert_eq!(normalize_geohash("9qa", 4), None); // 'a' is not in the alphabet
-        assert_eq!(normalize_geohash("", 4), None);
-    }
-
-    #[test]
-    fn time_bins() {
-        // 2001-01-01 00:00 UTC was a Monday.
-        let monday = 978_307_200;
-        assert_eq!(time_bin(monday, 0), 0);
-        assert_eq!(time_bin(monday + 10 * 3600, 0), 3);
-        // Five days later is Saturday: weekend bins.
-        assert_eq!(time_bin(monday + 5 * 86_400 + 23 * 3600, 0), 15);
-        // UTC-8: Monday 00:00 UTC is Sunday 16:00 local.
-        assert_eq!(time_bin(monday, -480), 8 + 5);
-        assert!(time_bin(i64::MIN, i32::MIN) < TIME_BINS);
-        assert!(time_bin(i64::MAX, i32::MAX) < TIME_BINS);
-    }
-
-    #[test]
-    fn devices() {
-        let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148";
-        let ipad = "Mozilla/5.0 (iPad; CPU OS 16_0 like Mac OS X) AppleWebKit/605.1.15";
-        let android_tab =
-            "Mozilla/5.0 (Linux; Android 13; SM-X700) AppleWebKit/537.36 Chrome/120 Safari/537.36";
-        let android_phone = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/120 Mobile Safari/537.36";
-        let desktop =
-            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120 Safari/537.36";
-        let bot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
-        let tv = "Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/537.36";
-        assert_eq!(Device::from_user_agent(iphone, None), Device::Mobile);
-        assert_eq!(Device::from_user_agent(ipad, None), Device::Tablet);
-        assert_eq!(Device::from_user_agent(android_tab, None), Device::Tablet);
-        assert_eq!(Device::from_user_agent(android_phone, None), Device::Mobile);
-        assert_eq!(Device::from_user_agent(desktop, None), Device::Desktop);
-        assert_eq!(Device::from_user_agent(bot, None), Device::Bot);
-        assert_eq!(Device::from_user_agent(tv, None), Device::Tv);
-        assert_eq!(Device::from_user_agent("", Some(true)), Device::Mobile);
-        assert_eq!(Device::from_user_agent("", None), Device::Other);
-        assert_eq!(Device::from_name("Tablet").unwrap(), Device::Tablet);
-        assert!(Device::from_name("toaster").is_err());
+impl Context {
+    /// The context-table rows of this request for a model whose geo table has `geo_buckets`
+    /// rows keyed by geohash prefixes of `geo_precision` characters (see `Meta::context_rows`).
+    pub fn rows(&self, geo_precision: usize, geo_buckets: u32) -> ContextRows {
+        ContextRows {
+            time: self
+                .ts
+                .map(|ts| time_bin(ts, self.tz_offset_min).min(TIME_BINS - 1) as u8),
+            device: self
+                .device
+                .map(|d| (d as usize).min(DEVICE_CLASSES - 1) as u8),
+            geo: self
+                .geohash
+                .as_deref()
+                .and_then(|g| normalize_geohash(g, geo_precision))
+                .and_then(|g| geo_bucket(&g, geo_buckets)),
+        }
     }
 }

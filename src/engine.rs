@@ -20,12 +20,10 @@
 //!
 //! Session items and the request's exclude list are never returned.
 
-use crate::context::{normalize_geohash, time_bin, Context};
+use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::{
-    profile_bucket, Dtype, Meta, Profile, DEVICE_CLASSES, PROFILE_FIELDS, TIME_BINS,
-};
-use crate::hash::{geo_bucket, item_key};
+use crate::format::{profile_bucket, Dtype, Meta, Profile, PROFILE_FIELDS};
+use crate::hash::item_key;
 use crate::kernels;
 use crate::math::{exp, exp2, SplitMix64};
 use crate::session::{EventType, Session};
@@ -551,24 +549,11 @@ impl<'a> Views<'a> {
                 }
             }
         };
+        let rows = meta.context_rows(context);
         add(g.query_bias, Some(0));
-        add(
-            g.ctx_time,
-            context
-                .ts
-                .map(|ts| time_bin(ts, context.tz_offset_min).min(TIME_BINS - 1)),
-        );
-        add(
-            g.ctx_device,
-            context.device.map(|d| (d as usize).min(DEVICE_CLASSES - 1)),
-        );
-        let geo_row = context
-            .geohash
-            .as_deref()
-            .and_then(|g| normalize_geohash(g, meta.geo_precision as usize))
-            .and_then(|g| geo_bucket(&g, meta.geo_buckets))
-            .map(|b| b as usize);
-        add(g.ctx_geo, geo_row);
+        add(g.ctx_time, rows.time.map(usize::from));
+        add(g.ctx_device, rows.device.map(usize::from));
+        add(g.ctx_geo, rows.geo.map(|b| b as usize));
         q
     }
 

@@ -243,6 +243,12 @@ impl Meta {
         }
     }
 
+    /// The context-table rows this model scores for a request (the one mapping from request to
+    /// rows; see [`crate::context::ContextRows`]).
+    pub fn context_rows(&self, context: &crate::Context) -> crate::context::ContextRows {
+        context.rows(self.geo_precision as usize, self.geo_buckets)
+    }
+
     /// Whether the model carries a trend table.
     pub fn has_trend(&self) -> bool {
         self.trend_buckets > 0

@@ -2,6 +2,8 @@
 //! (a stable sort, so ties keep file order, as the evaluation protocol requires).
 
 use crate::events::Event;
+use edgerec::context::ContextRows;
+use edgerec::{Context, Device};
 use std::collections::HashMap;
 
 /// One interaction of a user, with the item as an index.
@@ -10,15 +12,12 @@ pub struct Step {
     pub item: u32,
     pub ts: i64,
     pub kind: edgerec::EventType,
-    pub ctx: StepContext,
-}
-
-/// The context of an interaction as context-table rows.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct StepContext {
-    pub time_bin: Option<u8>,
-    pub device: Option<u8>,
-    pub geo_bucket: Option<u32>,
+    /// The context-table rows of the interaction, mapped by the core exactly as the edge maps
+    /// a request (`Context::rows`).
+    pub ctx: ContextRows,
+    /// The interaction's geohash (index into `Dataset::geohashes`), to rebuild its request.
+    pub geohash: Option<u32>,
+    pub tz_offset_min: i16,
 }
 
 /// Items and per-user sequences.
@@ -28,6 +27,8 @@ pub struct Dataset {
     pub item_index: HashMap<String, u32>,
     pub users: Vec<String>,
     pub sequences: Vec<Vec<Step>>,
+    /// Distinct geohashes of the events.
+    pub geohashes: Vec<String>,
 }
 
 /// Geo buckets of the context table learned from data.
@@ -35,19 +36,16 @@ pub const GEO_BUCKETS: u32 = 256;
 /// Geohash precision of the geo context.
 pub const GEO_PRECISION: usize = 4;
 
-pub fn step_context(e: &Event) -> StepContext {
-    StepContext {
-        time_bin: Some(edgerec::context::time_bin(e.ts, e.tz_offset_min.unwrap_or(0)) as u8),
+/// The request an event stands for: what the edge would have seen.
+pub fn event_context(e: &Event) -> Context {
+    Context {
+        geohash: e.geohash.clone(),
         device: e
             .device
             .as_deref()
-            .and_then(|d| edgerec::Device::from_name(d).ok())
-            .map(|d| d as u8),
-        geo_bucket: e
-            .geohash
-            .as_deref()
-            .and_then(|g| edgerec::context::normalize_geohash(g, GEO_PRECISION))
-            .and_then(|g| edgerec::hash::geo_bucket(&g, GEO_BUCKETS)),
+            .and_then(|d| edgerec::Device::from_name(d).ok()),
+        ts: Some(e.ts),
+        tz_offset_min: e.tz_offset_min.unwrap_or(0),
     }
 }
 
@@ -56,6 +54,7 @@ impl Dataset {
     pub fn from_events(events: &[Event]) -> Dataset {
         let mut d = Dataset::default();
         let mut user_index: HashMap<&str, usize> = HashMap::new();
+        let mut geohash_index: HashMap<&str, u32> = HashMap::new();
         for e in events {
             let item = match d.item_index.get(&e.item) {
                 Some(&i) => i,
@@ -71,17 +70,41 @@ impl Dataset {
                 d.sequences.push(Vec::new());
                 d.users.len() - 1
             });
+            let geohash = e.geohash.as_deref().map(|g| {
+                *geohash_index.entry(g).or_insert_with(|| {
+                    d.geohashes.push(g.to_string());
+                    d.geohashes.len() as u32 - 1
+                })
+            });
             d.sequences[u].push(Step {
                 item,
                 ts: e.ts,
                 kind: e.kind.core(),
-                ctx: step_context(e),
+                ctx: event_context(e).rows(GEO_PRECISION, GEO_BUCKETS),
+                geohash,
+                // Validated to ±840 minutes (the contract's event rules).
+                tz_offset_min: e.tz_offset_min.unwrap_or(0) as i16,
             });
         }
         for s in &mut d.sequences {
             s.sort_by_key(|x| x.ts); // stable: ties keep file order
         }
         d
+    }
+
+    /// The request a step stands for, as the edge would see it.
+    pub fn context(&self, step: &Step) -> Context {
+        Context {
+            geohash: step
+                .geohash
+                .and_then(|i| self.geohashes.get(i as usize).cloned()),
+            device: step
+                .ctx
+                .device
+                .and_then(|i| Device::ALL.get(usize::from(i)).copied()),
+            ts: Some(step.ts),
+            tz_offset_min: i32::from(step.tz_offset_min),
+        }
     }
 
     pub fn item_count(&self) -> usize {
@@ -110,5 +133,43 @@ impl Dataset {
             }
         }
         pop
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Defaults, RawEvent};
+
+    fn event(user: &str, item: &str, ts: i64, geohash: &str, device: &str, tz: i32) -> Event {
+        RawEvent {
+            user: Some(user.into()),
+            item: Some(item.into()),
+            ts: Some(ts.into()),
+            geohash: Some(geohash.into()),
+            device: Some(device.into()),
+            tz_offset_min: Some(tz.into()),
+            ..RawEvent::default()
+        }
+        .validate(Defaults::default())
+        .unwrap()
+    }
+
+    #[test]
+    fn a_step_rebuilds_the_request_the_edge_would_see() {
+        // Evaluation ranks each target with the request it stands for: its geohash, device and
+        // timezone, not a context with those left out.
+        let events = [
+            event("u1", "a", 1_700_000_000, "9q8yyk", "tablet", -480),
+            event("u1", "b", 1_700_000_100, "u4pru", "mobile", 60),
+        ];
+        let d = Dataset::from_events(&events);
+        for (step, e) in d.sequences[0].iter().zip(&events) {
+            let ctx = d.context(step);
+            assert_eq!(ctx, event_context(e));
+            assert_eq!(step.ctx, ctx.rows(GEO_PRECISION, GEO_BUCKETS));
+            assert!(step.ctx.geo.is_some() && step.ctx.device.is_some());
+        }
+        assert_eq!(d.context(&d.sequences[0][0]).tz_offset_min, -480);
     }
 }

@@ -9,7 +9,7 @@
 use crate::dataset::{Dataset, Step};
 use crate::train::{self, Combination, Params, Tables, TrainConfig};
 use edgerec::format::{Dtype, Profile, MAX_SHARD_BYTES, PROFILE_BUCKETS, PROFILE_FIELDS};
-use edgerec::{Context, Device, Engine, Request, Session};
+use edgerec::{Engine, Request, Session};
 use serde::Serialize;
 
 /// HR@10, NDCG@10 and the number of users.
@@ -250,7 +250,7 @@ impl Baselines {
 }
 
 /// Ranks through the engine exactly as the edge does: the clicks the edge knows as the
-/// session, the target's time and context as the request's.
+/// session, the target's request (time, geohash, device, timezone) as the request.
 pub fn engine_top10(engine: &Engine, d: &Dataset, q: &Query<'_>, clicks: Clicks) -> Vec<u32> {
     let mut session = Session::new();
     for s in clicks.session(q.history) {
@@ -258,16 +258,7 @@ pub fn engine_top10(engine: &Engine, d: &Dataset, q: &Query<'_>, clicks: Clicks)
     }
     let request = Request {
         k: 10,
-        context: Context {
-            ts: Some(q.target.ts),
-            device: q
-                .target
-                .ctx
-                .device
-                .and_then(|i| Device::ALL.get(i as usize).copied()),
-            geohash: None,
-            tz_offset_min: 0,
-        },
+        context: d.context(&q.target),
         exclude: clicks
             .excluded(q.history)
             .iter()

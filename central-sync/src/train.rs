@@ -188,11 +188,7 @@ impl Params {
             ctx_device: vec![0.0; DEVICE_CLASSES * dim],
             ctx_geo: vec![0.0; GEO_BUCKETS as usize * dim],
             has_device: d.sequences.iter().flatten().any(|s| s.ctx.device.is_some()),
-            has_geo: d
-                .sequences
-                .iter()
-                .flatten()
-                .any(|s| s.ctx.geo_bucket.is_some()),
+            has_geo: d.sequences.iter().flatten().any(|s| s.ctx.geo.is_some()),
         };
         if let Some(w) = warm.filter(|w| w.dim == dim) {
             let old: HashMap<&str, usize> = w
@@ -269,9 +265,9 @@ pub fn sgd_epoch(
                     .for_each(|(a, b)| *a += b);
             }
         };
-        let time_row = ctx.time_bin.map(usize::from);
+        let time_row = ctx.time.map(usize::from);
         let dev_row = ctx.device.map(usize::from).filter(|_| p.has_device);
-        let geo_row = ctx.geo_bucket.map(|g| g as usize).filter(|_| p.has_geo);
+        let geo_row = ctx.geo.map(|g| g as usize).filter(|_| p.has_geo);
         add_ctx(&mut s, &p.ctx_time, time_row);
         add_ctx(&mut s, &p.ctx_device, dev_row);
         add_ctx(&mut s, &p.ctx_geo, geo_row);

@@ -388,13 +388,16 @@ async fn recommendations(req: &Request, env: &Env) -> Result<Response, ApiError>
         return json(&serde_json::json!({"items": items, "model": null, "fallback": true, "session_events": visitor.session.len()}), 200).map_err(internal);
     };
     let cacheable = visitor.session.is_empty() && o.exclude.is_empty();
+    // Requests that map to the same context rows get the same list: the core's one mapping
+    // from request to rows decides what may share a cache entry.
+    let rows = model.engine.meta().context_rows(&ctx);
+    let row = |r: Option<u32>| r.map_or("-".to_string(), |r| r.to_string());
     let bucket = format!(
-        "https://edgerec.cache/v1/precomputed/{}/{k}/{}/{}/{}",
+        "https://edgerec.cache/v1/precomputed/{}/{k}/t{}/d{}/g{}",
         model.manifest.version,
-        ctx.geohash.as_deref().unwrap_or("-"),
-        ctx.device.map_or("-", |d| d.name()),
-        ctx.ts
-            .map_or(99, |t| edgerec::context::time_bin(t, ctx.tz_offset_min))
+        row(rows.time.map(u32::from)),
+        row(rows.device.map(u32::from)),
+        row(rows.geo),
     );
     if cacheable {
         if let Ok(Some(mut hit)) = Cache::default().get(bucket.as_str(), false).await {

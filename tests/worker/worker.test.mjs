@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import http from 'node:http';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { workerMiniflare, copyDirToKv } from '../support/edge.mjs';
@@ -259,4 +259,53 @@ test('an oversized event body is refused before it is read (H1)', async () => {
   assert.equal(big.status, 413);
   assert.equal((await big.json()).error.code, 'too_large');
   assert.equal((await (await get('/v1/health')).json()).status, 'ok', 'the model is still loaded');
+});
+
+test('central-sync recommend and the worker rank alike for requests with geohash, device and timezone', async () => {
+  // ML-100k with context: each user gets a device, a city's geohash and its timezone, so the
+  // model learns device and geo context tables and both sides must map a request to the same rows.
+  const cities = [['9q8yy', -480], ['u4pru', 60], ['dr5ru', -300]];
+  const devices = ['mobile', 'desktop', 'tablet'];
+  const lines = readFileSync(join(root, 'data/ml-100k/events.csv'), 'utf8').trim().split('\n');
+  const header = lines[0].split(',');
+  const col = (name) => header.indexOf(name);
+  const rows = lines.slice(1).map((line) => {
+    const f = line.split(',');
+    const u = Number(f[col('user')]);
+    const [geohash, tz] = cities[u % 3];
+    return [f[col('user')], f[col('item')], f[col('ts')], geohash, devices[(u >> 2) % 3], tz].join(',');
+  });
+  const csv = join(tmp, 'context-events.csv');
+  writeFileSync(csv, ['user,item,ts,geohash,device,tz_offset_min', ...rows].join('\n') + '\n');
+  const model = join(tmp, 'm-context');
+  execFileSync(cs, ['--log', 'warn', 'train', '--events', csv, '--out', model, '--epochs', '2', '--dim', '16', '--no-tune']);
+  const manifest = JSON.parse(readFileSync(join(model, 'manifest.json'), 'utf8'));
+  const dir = join(tmp, 'kv-context');
+  execFileSync(cs, ['--log', 'warn', 'publish', '--model', model, '--to', `dir:${dir}`]);
+  const edge = workerMiniflare({ SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', INGEST_URL: '' });
+  try {
+    await copyDirToKv(dir, await edge.getKVNamespace('MODELS'));
+    const t = 893286638;
+    const clicked = ['50', '181', '100'];
+    const posted = await edge.dispatchFetch('http://localhost/v1/events', {
+      method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(clicked.map((item, i) => ({ item, type: 'view', ts: t - (clicked.length - 1 - i) }))),
+    });
+    assert.equal(posted.status, 200);
+    const token = (await posted.json()).session;
+    for (const [geohash, tz] of cities) {
+      for (const device of devices) {
+        const r = await edge.dispatchFetch(`http://localhost/v1/recommendations?k=10&geohash=${geohash}&device=${device}&ts=${t}&tz_offset_min=${tz}`, { headers: { 'X-Edgerec-Session': token } });
+        const body = await r.json();
+        assert.equal(body.model, manifest.version);
+        const sessions = join(tmp, 'context-sessions.jsonl');
+        writeFileSync(sessions, JSON.stringify({ id: 'x', items: clicked, ts: t, context: { geohash, device, tz_offset_min: tz } }) + '\n');
+        const central = JSON.parse(execFileSync(cs, ['--log', 'warn', 'recommend', '--model', model, '--sessions', sessions, '--k', '10'], { encoding: 'utf8' }));
+        assert.deepEqual(body.items.map((x) => x.id), central.items, `${geohash} ${device}`);
+        assert.deepEqual(body.items.map((x) => x.score), central.scores, `${geohash} ${device}`);
+      }
+    }
+  } finally {
+    await edge.dispose();
+  }
 });
