@@ -532,8 +532,24 @@ pub struct Published {
 /// Publishes a model directory: validated first, shards and manifest, then the fallback list,
 /// then the pointer; then collects versions beyond the newest `keep` (never the current one or
 /// its predecessor).
+/// Refuses a model the edge could not hold: its shard bytes must fit the worker's budget
+/// (`EDGE_MODEL_BUDGET_BYTES`), which the worker checks too before it downloads anything.
+pub fn check_edge_budget(manifest: &model::Manifest) -> Result<()> {
+    let budget = edgerec_contract::manifest::EDGE_MODEL_BUDGET_BYTES;
+    let bytes = manifest.shard_bytes();
+    ensure!(
+        bytes <= budget,
+        "model {} has {bytes} bytes of shards; an edge worker holds at most {budget} \
+         (128 MB per isolate, room for a second model while one replaces the other): use fewer \
+         items, fewer dimensions or int8 rows",
+        manifest.version
+    );
+    Ok(())
+}
+
 pub fn publish(kv: &mut dyn Kv, model_dir: &Path, keep: usize) -> Result<Published> {
     let (manifest, shards) = model::read_dir(model_dir)?;
+    check_edge_budget(&manifest)?;
     let v = &manifest.version;
     let mut entries: Vec<(String, Vec<u8>)> = manifest
         .shards
@@ -620,4 +636,37 @@ pub fn rollback(kv: &mut dyn Kv, to: Option<&str>) -> Result<(Option<String>, St
     }
     kv.put_many(&[(CURRENT.to_string(), target.as_bytes().to_vec())])?;
     Ok((cur, target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_above_the_edge_budget_are_refused() {
+        let budget = edgerec_contract::manifest::EDGE_MODEL_BUDGET_BYTES;
+        let shard = |bytes: u64| model::ShardEntry {
+            file: "shard-0.bin".into(),
+            bytes,
+            checksum: "0".into(),
+            items: [0, 1],
+        };
+        let mut manifest = model::Manifest {
+            format: edgerec_contract::manifest::FORMAT.into(),
+            format_version: 2,
+            version: "v1".into(),
+            model_id: "0".into(),
+            created_at: 0,
+            items: 1,
+            dim: 16,
+            dtype: "i8".into(),
+            shards: vec![shard(budget / 2), shard(budget / 2)],
+            popular: vec![],
+            info: serde_json::Value::Null,
+        };
+        assert!(check_edge_budget(&manifest).is_ok());
+        manifest.shards.push(shard(1));
+        let err = check_edge_budget(&manifest).unwrap_err().to_string();
+        assert!(err.contains("at most"), "{err}");
+    }
 }

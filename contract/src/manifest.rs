@@ -39,6 +39,13 @@ pub struct Manifest {
     pub info: serde_json::Value,
 }
 
+/// The most shard bytes a model may have to be served by an edge worker: a Workers isolate has
+/// 128 MB; the loaded model takes its shard bytes once (plus small per-request buffers), and the
+/// rest is left to the runtime, the request path and a second model while one replaces another
+/// (the old one is dropped only after the new one validated). `central-sync publish` refuses a
+/// larger model; the worker refuses to load one.
+pub const EDGE_MODEL_BUDGET_BYTES: u64 = 48 * 1024 * 1024;
+
 /// The `format` field of every manifest.
 pub const FORMAT: &str = "edgerec-model";
 

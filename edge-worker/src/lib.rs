@@ -18,9 +18,11 @@ mod context;
 pub mod token;
 
 use api::ApiError;
+use edgerec::shard::AlignedBytes;
 use edgerec::{Engine, Request as RankRequest, Session};
 use std::cell::RefCell;
 use std::rc::Rc;
+use wasm_bindgen::JsCast;
 use worker::{
     event, Cache, Date, Env, Fetch, Headers, Method, Request, RequestInit, Response,
     ScheduleContext, ScheduledEvent,
@@ -42,6 +44,28 @@ struct ModelCache {
     fallback: Option<Rc<Vec<String>>>,
     last_check_ms: u64,
     last_error: Option<(u64, String)>,
+    /// A load is in flight in this isolate: concurrent requests do not start another one.
+    loading: bool,
+    /// Loads started in this isolate (for `/v1/health`).
+    loads_started: u64,
+    /// Consecutive failed loads; each doubles the wait before the next attempt.
+    failures: u32,
+    /// No load starts before this time (backoff after a failure).
+    retry_at_ms: u64,
+}
+
+/// The wait after the first failed load; doubled per further failure, up to [`MAX_BACKOFF_MS`].
+const FIRST_BACKOFF_MS: u64 = 1_000;
+const MAX_BACKOFF_MS: u64 = 60_000;
+
+/// Clears the in-flight flag however the load ends, including when the request that started it
+/// is dropped mid-way (a flag left set would stop every later load in the isolate).
+struct LoadingGuard;
+
+impl Drop for LoadingGuard {
+    fn drop(&mut self) {
+        MODEL.with(|m| m.borrow_mut().loading = false);
+    }
 }
 
 thread_local! {
@@ -74,26 +98,47 @@ fn error_response(e: &ApiError) -> worker::Result<Response> {
 async fn refresh(env: &Env, force: bool) {
     let now = now_ms();
     let interval = var(env, "CHECK_INTERVAL_SECONDS", 30) * 1000;
-    let due = MODEL.with(|m| {
-        let m = m.borrow();
-        force || m.current.is_none() || now.saturating_sub(m.last_check_ms) >= interval
+    // One load in flight per isolate, and none during the backoff after a failure: a cold or
+    // failing isolate under load must not start a model download per request. The cron
+    // (`force`) is not request-driven and skips the backoff.
+    let start = MODEL.with(|m| {
+        let mut m = m.borrow_mut();
+        let due = force || m.current.is_none() || now.saturating_sub(m.last_check_ms) >= interval;
+        if !due || m.loading || (!force && now < m.retry_at_ms) {
+            return false;
+        }
+        m.loading = true;
+        m.loads_started += 1;
+        m.last_check_ms = now;
+        true
     });
-    if !due {
+    if !start {
         return;
     }
-    MODEL.with(|m| m.borrow_mut().last_check_ms = now);
+    let guard = LoadingGuard;
     let result = load(env).await;
+    drop(guard);
     MODEL.with(|m| {
         let mut m = m.borrow_mut();
         match result {
-            Ok(Some(loaded)) => {
-                m.current = Some(Rc::new(loaded));
+            Ok(loaded) => {
+                if let Some(loaded) = loaded {
+                    m.current = Some(Rc::new(loaded));
+                }
                 m.last_error = None;
+                m.failures = 0;
+                m.retry_at_ms = 0;
             }
-            Ok(None) => {}
-            Err(message) => {
+            Err(LoadFailure { message, backoff }) => {
                 worker::console_error!("edgerec: model load failed: {message}");
                 m.last_error = Some((now, message));
+                if backoff {
+                    m.failures = m.failures.saturating_add(1);
+                    let wait = FIRST_BACKOFF_MS
+                        .saturating_mul(1 << (m.failures - 1).min(16))
+                        .min(MAX_BACKOFF_MS);
+                    m.retry_at_ms = now_ms().saturating_add(wait);
+                }
             }
         }
     });
@@ -109,9 +154,67 @@ async fn refresh(env: &Env, force: bool) {
     }
 }
 
+/// The most shard bytes a model may have here: an isolate has 128 MB, and the model lives in
+/// it once (shards are streamed from KV into their final aligned buffers), beside the runtime
+/// and the requests in flight. `central-sync publish` refuses larger models with the same figure.
+const MODEL_BUDGET_BYTES: u64 = edgerec_contract::manifest::EDGE_MODEL_BUDGET_BYTES;
+
+/// Streams one shard from KV into the aligned buffer it is parsed from: one copy in wasm
+/// memory, no intermediate `Vec`, the length checked against the manifest as the bytes arrive.
+async fn read_shard(
+    kv: &worker::KvStore,
+    key: &str,
+    expected: u64,
+) -> Result<AlignedBytes, String> {
+    let stream = kv
+        .get(key)
+        .cache_ttl(86_400)
+        .stream()
+        .await
+        .map_err(|e| format!("reading {key}: {e}"))?
+        .ok_or_else(|| format!("{key} is missing (partial publish?)"))?;
+    let len = usize::try_from(expected).map_err(|_| format!("{key}: {expected} bytes"))?;
+    let mut out = AlignedBytes::zeroed(len);
+    let mut at = 0usize;
+    let mut chunks = wasm_streams::ReadableStream::from_raw(stream.unchecked_into()).into_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk: js_sys::Uint8Array = chunk
+            .map_err(|e| format!("reading {key}: {e:?}"))?
+            .dyn_into()
+            .map_err(|_| format!("reading {key}: a chunk that is not bytes"))?;
+        let end = at
+            .checked_add(chunk.length() as usize)
+            .filter(|&end| end <= len)
+            .ok_or_else(|| format!("{key}: more bytes than the {expected} the manifest says"))?;
+        chunk.copy_to(&mut out.as_bytes_mut()[at..end]);
+        at = end;
+    }
+    if at != len {
+        return Err(format!("{key}: {at} bytes, the manifest says {expected}"));
+    }
+    Ok(out)
+}
+
+/// Why a load produced no model.
+struct LoadFailure {
+    message: String,
+    /// Whether the next attempt waits out a backoff: yes after a failed model download or
+    /// validation, not when no model is published yet (one cheap pointer read).
+    backoff: bool,
+}
+
+impl From<String> for LoadFailure {
+    fn from(message: String) -> LoadFailure {
+        LoadFailure {
+            message,
+            backoff: true,
+        }
+    }
+}
+
 /// Loads the version `models/current` names, unless it is already serving. `Ok(None)` means
 /// nothing to do.
-async fn load(env: &Env) -> Result<Option<Loaded>, String> {
+async fn load(env: &Env) -> Result<Option<Loaded>, LoadFailure> {
     let kv = env
         .kv("MODELS")
         .map_err(|e| format!("KV binding MODELS: {e}"))?;
@@ -125,7 +228,10 @@ async fn load(env: &Env) -> Result<Option<Loaded>, String> {
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty());
     let Some(version) = version else {
-        return Err("no model published (models/current is missing)".into());
+        return Err(LoadFailure {
+            message: "no model published (models/current is missing)".into(),
+            backoff: false,
+        });
     };
     if MODEL.with(|m| {
         m.borrow()
@@ -145,33 +251,33 @@ async fn load(env: &Env) -> Result<Option<Loaded>, String> {
         .ok_or_else(|| format!("{manifest_key} is missing (partial publish?)"))?;
     let manifest: Manifest =
         serde_json::from_str(&text).map_err(|e| format!("{manifest_key}: {e}"))?;
-    let mut shards = Vec::with_capacity(manifest.shards.len());
-    for s in &manifest.shards {
-        let key = keys::shard(&version, &s.file);
-        let bytes = kv
-            .get(&key)
-            .cache_ttl(86_400)
-            .bytes()
-            .await
-            .map_err(|e| format!("reading {key}: {e}"))?
-            .ok_or_else(|| format!("{key} is missing (partial publish?)"))?;
-        if bytes.len() as u64 != s.bytes {
-            return Err(format!(
-                "{key}: {} bytes, the manifest says {}",
-                bytes.len(),
-                s.bytes
-            ));
-        }
-        shards.push(bytes);
+    let declared = manifest.shard_bytes();
+    if manifest
+        .shards
+        .iter()
+        .any(|s| s.bytes > edgerec::format::MAX_SHARD_BYTES)
+        || declared > MODEL_BUDGET_BYTES
+    {
+        return Err(LoadFailure::from(format!(
+            "model {version}: {declared} bytes of shards, above this worker's budget of \
+             {MODEL_BUDGET_BYTES} bytes (or a shard above the KV value limit)"
+        )));
     }
-    let engine = Engine::from_bytes(shards.iter().map(Vec::as_slice))
-        .map_err(|e| format!("model {version}: {e}"))?;
+    let mut shards = Vec::with_capacity(manifest.shards.len());
+    for (position, s) in manifest.shards.iter().enumerate() {
+        let key = keys::shard(&version, &s.file);
+        let bytes = read_shard(&kv, &key, s.bytes).await?;
+        let shard = edgerec::Shard::from_aligned(bytes)
+            .map_err(|e| format!("model {version}: shard {position} ({key}): {e}"))?;
+        shards.push(shard);
+    }
+    let engine = Engine::from_shards(shards).map_err(|e| format!("model {version}: {e}"))?;
     if engine.item_count() != manifest.items {
-        return Err(format!(
+        return Err(LoadFailure::from(format!(
             "model {version}: {} items, the manifest says {}",
             engine.item_count(),
             manifest.items
-        ));
+        )));
     }
     Ok(Some(Loaded {
         manifest,
@@ -303,9 +409,12 @@ async fn route(mut req: Request, env: &Env, ctx: &worker::Context) -> Result<Res
 
 fn health() -> worker::Result<Response> {
     let (model, fallback) = current();
-    let (last_check, last_error) = MODEL.with(|m| {
+    let (last_check, last_error, loads) = MODEL.with(|m| {
         let m = m.borrow();
-        (m.last_check_ms, m.last_error.clone())
+        let retry_in = m.retry_at_ms.saturating_sub(now_ms());
+        let loads = serde_json::json!({"started": m.loads_started, "in_flight": m.loading,
+            "consecutive_failures": m.failures, "retry_in_ms": retry_in});
+        (m.last_check_ms, m.last_error.clone(), loads)
     });
     let status = match (&model, &last_error) {
         (Some(_), None) => "ok",
@@ -321,6 +430,7 @@ fn health() -> worker::Result<Response> {
         "fallback": model.is_none(),
         "fallback_items": fallback.map_or(0, |f| f.len()),
         "last_check_ms": last_check,
+        "loads": loads,
         "last_error": last_error.map(|(at, message)| serde_json::json!({"at_ms": at, "message": message})),
     });
     json(&body, 200)

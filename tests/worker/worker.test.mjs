@@ -31,6 +31,8 @@ const syncKv = () => copyDirToKv(kvDir, kv);
 const get = (path, headers = {}) => mf.dispatchFetch(`http://localhost${path}`, { headers });
 const post = (path, body, headers = {}) => mf.dispatchFetch(`http://localhost${path}`, { method: 'POST', body, headers: { 'Content-Type': 'application/json', ...headers } });
 const ctx = 'device=desktop&geohash=9q8yy&ts=893286638&tz_offset_min=0';
+/** Waits out the backoff a failed model load set (`/v1/health` says how long). */
+const waitForRetry = (health) => new Promise((ok) => setTimeout(ok, health.loads.retry_in_ms + 50));
 
 before(async () => {
   for (const [name, extra] of [['m1', []], ['m2', ['--seed', '11']]]) {
@@ -161,6 +163,7 @@ test('a corrupt or partial new model leaves the previous one serving', async () 
   assert.equal((await (await get(`/v1/recommendations?${ctx}`)).json()).model, good);
 
   await kv.delete(shardKey); // partial publish: the pointer names a version whose shard is missing
+  await waitForRetry(h);
   h = await (await get('/v1/health')).json();
   assert.equal(h.model.version, good);
   assert.match(h.last_error.message, /missing/);
@@ -305,6 +308,40 @@ test('central-sync recommend and the worker rank alike for requests with geohash
         assert.deepEqual(body.items.map((x) => x.score), central.scores, `${geohash} ${device}`);
       }
     }
+  } finally {
+    await edge.dispose();
+  }
+});
+
+test('one model load in flight per isolate, and a backoff after a failure (H3)', async () => {
+  // A fresh isolate whose model is corrupt, hit by many requests at once: one load starts, the
+  // others are answered (fallback list) without starting their own, and after the failure no
+  // request starts another load until the backoff has passed.
+  const dir = join(tmp, 'kv-h3');
+  execFileSync(cs, ['--log', 'warn', 'publish', '--model', join(tmp, 'm1'), '--to', `dir:${dir}`]);
+  const edge = workerMiniflare({ SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', INGEST_URL: '' });
+  try {
+    const store = await edge.getKVNamespace('MODELS');
+    await copyDirToKv(dir, store);
+    const version = readFileSync(join(dir, 'models/current'), 'utf8');
+    const shardKey = `models/${version}/shard-0.bin`;
+    const bytes = new Uint8Array(readFileSync(join(dir, shardKey)));
+    bytes[bytes.length >> 1] ^= 0xff;
+    await store.put(shardKey, bytes);
+    const answers = await Promise.all(Array.from({ length: 12 }, () => edge.dispatchFetch('http://localhost/v1/recommendations?k=3')));
+    assert.ok(answers.every((r) => r.status === 200));
+    let h = await (await edge.dispatchFetch('http://localhost/v1/health')).json();
+    assert.equal(h.loads.started, 1, JSON.stringify(h.loads));
+    assert.equal(h.loads.consecutive_failures, 1);
+    assert.ok(h.loads.retry_in_ms > 0 && h.loads.retry_in_ms <= 1000, JSON.stringify(h.loads));
+    assert.match(h.last_error.message, /checksum mismatch/);
+    // Repaired: after the backoff the next request loads it.
+    await store.put(shardKey, new Uint8Array(readFileSync(join(dir, shardKey))));
+    await waitForRetry(h);
+    h = await (await edge.dispatchFetch('http://localhost/v1/health')).json();
+    assert.equal(h.status, 'ok');
+    assert.equal(h.loads.started, 2);
+    assert.equal(h.loads.consecutive_failures, 0);
   } finally {
     await edge.dispose();
   }
