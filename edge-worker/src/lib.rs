@@ -389,9 +389,7 @@ async fn route(mut req: Request, env: &Env, ctx: &worker::Context) -> Result<Res
             let m = model.ok_or_else(|| ApiError::new(503, "no_model", "no model is loaded"))?;
             json(&serde_json::to_value(&m.manifest).unwrap_or_default(), 200).map_err(internal)
         }
-        (Method::Get, p) if p.starts_with("/v1/model/") => {
-            shard(p).map_err(|e| e.unwrap_or_else(internal))
-        }
+        (Method::Get, p) if p.starts_with("/v1/model/") => shard(p, env).await,
         (_, "/v1/health" | "/v1/recommendations" | "/v1/events" | "/v1/model") => {
             Err(ApiError::new(
                 405,
@@ -436,14 +434,12 @@ fn health() -> worker::Result<Response> {
     json(&body, 200)
 }
 
-fn shard(path: &str) -> Result<Response, Result<ApiError, worker::Error>> {
-    let not_found = || {
-        Ok(ApiError::new(
-            404,
-            "not_found",
-            format!("no such shard: {path}"),
-        ))
-    };
+/// `GET /v1/model/<version>/shard-<i>.bin`: shard `i` of `version`, from the loaded model when it
+/// is that version, otherwise from KV by the version's immutable keys. Any isolate serves any
+/// published version, so a page that read one manifest never gets another version's shard.
+async fn shard(path: &str, env: &Env) -> Result<Response, ApiError> {
+    let not_found = || ApiError::new(404, "not_found", format!("no such shard: {path}"));
+    let internal = |e: worker::Error| ApiError::new(500, "internal", e.to_string());
     let rest = path.trim_start_matches("/v1/model/");
     let (version, file) = rest.split_once('/').ok_or_else(not_found)?;
     let index: usize = file
@@ -451,22 +447,37 @@ fn shard(path: &str) -> Result<Response, Result<ApiError, worker::Error>> {
         .and_then(|f| f.strip_suffix(".bin"))
         .and_then(|i| i.parse().ok())
         .ok_or_else(not_found)?;
+    if version.is_empty() || version.contains(['/', '\\', '.']) {
+        return Err(not_found());
+    }
     let (model, _) = current();
-    let model = model
-        .filter(|m| m.manifest.version == version)
-        .ok_or_else(not_found)?;
-    let bytes = model
-        .engine
-        .shard_bytes(index)
-        .ok_or_else(not_found)?
-        .to_vec();
-    let mut r = Response::from_bytes(bytes).map_err(Err)?;
+    let bytes = match model.filter(|m| m.manifest.version == version) {
+        Some(m) => m.engine.shard_bytes(index).ok_or_else(not_found)?.to_vec(),
+        None => {
+            let kv = env.kv("MODELS").map_err(internal)?;
+            let manifest: Manifest = kv
+                .get(&keys::manifest(version))
+                .cache_ttl(86_400)
+                .json()
+                .await
+                .map_err(|e| ApiError::new(502, "kv_unavailable", e.to_string()))?
+                .ok_or_else(not_found)?;
+            let entry = manifest.shards.get(index).ok_or_else(not_found)?;
+            kv.get(&keys::shard(version, &entry.file))
+                .cache_ttl(86_400)
+                .bytes()
+                .await
+                .map_err(|e| ApiError::new(502, "kv_unavailable", e.to_string()))?
+                .ok_or_else(not_found)?
+        }
+    };
+    let mut r = Response::from_bytes(bytes).map_err(internal)?;
     let h = r.headers_mut();
     h.set("Content-Type", "application/octet-stream")
-        .map_err(Err)?;
+        .map_err(internal)?;
     // Versioned URLs never change content.
     h.set("Cache-Control", "public, max-age=31536000, immutable")
-        .map_err(Err)?;
+        .map_err(internal)?;
     Ok(r)
 }
 

@@ -346,3 +346,32 @@ test('one model load in flight per isolate, and a backoff after a failure (H3)',
     await edge.dispose();
   }
 });
+
+test('any isolate serves any published version\'s shards by their immutable keys (M6)', async () => {
+  // A fresh isolate (no request has loaded a model yet) serves shard URLs straight from KV, and
+  // a version that is no longer current still serves its own bytes, so a page that read one
+  // manifest never mixes it with another version's shards.
+  const dir = join(tmp, 'kv-m6');
+  execFileSync(cs, ['--log', 'warn', 'publish', '--model', join(tmp, 'm1'), '--to', `dir:${dir}`]);
+  const first = readFileSync(join(dir, 'models/current'), 'utf8');
+  execFileSync(cs, ['--log', 'warn', 'publish', '--model', join(tmp, 'm2'), '--to', `dir:${dir}`]);
+  const second = readFileSync(join(dir, 'models/current'), 'utf8');
+  assert.notEqual(first, second);
+  const edge = workerMiniflare({ SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', INGEST_URL: '' });
+  try {
+    await copyDirToKv(dir, await edge.getKVNamespace('MODELS'));
+    for (const version of [second, first, second]) {
+      const r = await edge.dispatchFetch(`http://localhost/v1/model/${version}/shard-0.bin`);
+      assert.equal(r.status, 200, version);
+      assert.match(r.headers.get('cache-control'), /immutable/);
+      assert.deepEqual(new Uint8Array(await r.arrayBuffer()), new Uint8Array(readFileSync(join(dir, `models/${version}/shard-0.bin`))), version);
+    }
+    for (const path of [`/v1/model/${second}/shard-9.bin`, '/v1/model/v0-nope/shard-0.bin', '/v1/model/../shard-0.bin']) {
+      const r = await edge.dispatchFetch(`http://localhost${path}`);
+      assert.equal(r.status, 404, path);
+      assert.equal((await r.json()).error.code, 'not_found', path);
+    }
+  } finally {
+    await edge.dispose();
+  }
+});
