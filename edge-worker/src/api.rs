@@ -11,6 +11,61 @@ pub const MAX_EVENTS_PER_REQUEST: usize = 50;
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The request headers that tell a visitor's own page from another site posting into the
+/// visitor's session (CSRF).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PostHeaders<'a> {
+    pub content_type: Option<&'a str>,
+    pub origin: Option<&'a str>,
+    pub fetch_site: Option<&'a str>,
+    pub host: Option<&'a str>,
+}
+
+/// Refuses event posts another site could make in the visitor's name. JSON only (415 otherwise):
+/// an HTML form can send only text/plain, urlencoded or multipart bodies, and a cross-site
+/// `fetch` with JSON needs a CORS preflight this worker never grants. A browser's
+/// `Sec-Fetch-Site: cross-site`, or an `Origin` whose host is not this worker's, is refused (403)
+/// unless the origin is listed in `allowed_origins` (comma-separated, e.g. the site that embeds
+/// the recommendations). Requests without those headers (servers, curl) are not browsers'.
+pub fn check_event_post(h: &PostHeaders<'_>, allowed_origins: &str) -> Result<(), ApiError> {
+    let json = h.content_type.is_some_and(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if !json {
+        return Err(ApiError::new(
+            415,
+            "unsupported_media_type",
+            "events must be sent as Content-Type: application/json",
+        ));
+    }
+    let allowed = h.origin.is_some_and(|o| {
+        allowed_origins
+            .split(',')
+            .any(|a| !a.trim().is_empty() && a.trim().eq_ignore_ascii_case(o.trim()))
+    });
+    let origin_host = h.origin.map(|o| {
+        let o = o.trim();
+        o.split_once("://").map_or(o, |(_, rest)| rest)
+    });
+    let cross_site = match (h.fetch_site, origin_host) {
+        (Some(site), _) => site.trim().eq_ignore_ascii_case("cross-site"),
+        (None, Some(origin)) => h
+            .host
+            .is_none_or(|host| !origin.eq_ignore_ascii_case(host.trim())),
+        (None, None) => false,
+    };
+    if cross_site && !allowed {
+        return Err(ApiError::new(
+            403,
+            "cross_site",
+            "events from another site are refused (list it in ALLOWED_ORIGINS to allow it)",
+        ));
+    }
+    Ok(())
+}
+
 /// The answer to a body above [`MAX_BODY_BYTES`].
 pub fn body_too_large() -> ApiError {
     ApiError::new(
@@ -168,6 +223,69 @@ mod tests {
                 .unwrap_err()
                 .status,
             413
+        );
+    }
+
+    #[test]
+    fn cross_site_event_posts_are_refused() {
+        let h = |ct: &'static str, origin: Option<&'static str>, site: Option<&'static str>| {
+            PostHeaders {
+                content_type: Some(ct),
+                origin,
+                fetch_site: site,
+                host: Some("shop.example"),
+            }
+        };
+        let code = |x: Result<(), ApiError>| x.err().map(|e| e.code);
+        let json = "application/json; charset=utf-8";
+        // Same-origin pages, servers and allowed partners pass.
+        assert_eq!(
+            check_event_post(
+                &h(json, Some("https://shop.example"), Some("same-origin")),
+                ""
+            ),
+            Ok(())
+        );
+        assert_eq!(check_event_post(&h(json, None, None), ""), Ok(()));
+        assert_eq!(
+            check_event_post(&h(json, Some("https://shop.example"), None), ""),
+            Ok(())
+        );
+        assert_eq!(
+            check_event_post(
+                &h(json, Some("https://blog.example"), Some("cross-site")),
+                "https://blog.example"
+            ),
+            Ok(())
+        );
+        // A cross-site form or fetch does not.
+        assert_eq!(
+            code(check_event_post(&h("text/plain", None, None), "")),
+            Some("unsupported_media_type")
+        );
+        assert_eq!(
+            code(check_event_post(
+                &h(json, Some("https://evil.example"), Some("cross-site")),
+                ""
+            )),
+            Some("cross_site")
+        );
+        assert_eq!(
+            code(check_event_post(
+                &h(json, Some("https://evil.example"), None),
+                ""
+            )),
+            Some("cross_site")
+        );
+        assert_eq!(
+            code(check_event_post(&h(json, Some("null"), None), "")),
+            Some("cross_site")
+        );
+        let mut none = h(json, None, None);
+        none.content_type = None;
+        assert_eq!(
+            code(check_event_post(&none, "")),
+            Some("unsupported_media_type")
         );
     }
 

@@ -589,6 +589,27 @@ fn events(
             "the SESSION_KEY secret is not set (at least 16 bytes)",
         )
     })?;
+    let headers = req.headers();
+    let header = |name: &str| headers.get(name).ok().flatten();
+    let (content_type, origin, fetch_site, host) = (
+        header("Content-Type"),
+        header("Origin"),
+        header("Sec-Fetch-Site"),
+        header("Host"),
+    );
+    let allowed = env
+        .var("ALLOWED_ORIGINS")
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    api::check_event_post(
+        &api::PostHeaders {
+            content_type: content_type.as_deref(),
+            origin: origin.as_deref(),
+            fetch_site: fetch_site.as_deref(),
+            host: host.as_deref(),
+        },
+        &allowed,
+    )?;
     let now = now_ms() / 1000;
     let mut visitor = read_session(req, Some(&key));
     let user = visitor_user(visitor.visitor);

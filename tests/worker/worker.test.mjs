@@ -375,3 +375,29 @@ test('any isolate serves any published version\'s shards by their immutable keys
     await edge.dispose();
   }
 });
+
+test('another site cannot post events into a visitor\'s session (M2)', async () => {
+  const body = JSON.stringify({ item: '50', type: 'click' });
+  // An HTML form from another site can only send text/plain (no CORS preflight).
+  const form = await mf.dispatchFetch('http://localhost/v1/events', { method: 'POST', body, headers: { 'Content-Type': 'text/plain' } });
+  assert.equal(form.status, 415);
+  assert.equal((await form.json()).error.code, 'unsupported_media_type');
+  // A browser's cross-site request says so (Sec-Fetch-Site) or shows a foreign Origin.
+  for (const headers of [{ 'Sec-Fetch-Site': 'cross-site', Origin: 'https://evil.example' }, { Origin: 'https://evil.example' }]) {
+    const r = await post('/v1/events', body, headers);
+    assert.equal(r.status, 403, JSON.stringify(headers));
+    assert.equal((await r.json()).error.code, 'cross_site');
+  }
+  // The visitor's own page (same origin) and servers without browser headers still post.
+  assert.equal((await post('/v1/events', body, { 'Sec-Fetch-Site': 'same-origin', Origin: 'http://localhost' })).status, 200);
+  assert.equal((await post('/v1/events', body)).status, 200);
+  // A partner listed in ALLOWED_ORIGINS may post cross-site.
+  const partner = workerMiniflare({ SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', INGEST_URL: '', ALLOWED_ORIGINS: 'https://blog.example' });
+  try {
+    await copyDirToKv(kvDir, await partner.getKVNamespace('MODELS'));
+    const r = await partner.dispatchFetch('http://localhost/v1/events', { method: 'POST', body, headers: { 'Content-Type': 'application/json', 'Sec-Fetch-Site': 'cross-site', Origin: 'https://blog.example' } });
+    assert.equal(r.status, 200);
+  } finally {
+    await partner.dispose();
+  }
+});
