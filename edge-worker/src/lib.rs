@@ -509,42 +509,63 @@ async fn recommendations(req: &Request, env: &Env) -> Result<Response, ApiError>
         return json(&serde_json::json!({"items": items, "model": null, "fallback": true, "session_events": visitor.session.len()}), 200).map_err(internal);
     };
     let cacheable = visitor.session.is_empty() && o.exclude.is_empty();
-    // Requests that map to the same context rows get the same list: the core's one mapping
-    // from request to rows decides what may share a cache entry.
-    let rows = model.engine.meta().context_rows(&ctx);
+    // Session-less requests that map to the same context rows and the same trend window get the
+    // same list: the core's mappings from request to rows and window decide what may share a
+    // cache entry. Only the items are cached; the rest of the answer is this request's own.
+    let meta = model.engine.meta();
+    let rows = meta.context_rows(&ctx);
+    let window = edgerec::engine::trend_window(meta, ctx.ts);
     let row = |r: Option<u32>| r.map_or("-".to_string(), |r| r.to_string());
     let bucket = format!(
-        "https://edgerec.cache/v1/precomputed/{}/{k}/t{}/d{}/g{}",
+        "https://edgerec.cache/v1/precomputed/{}/{k}/t{}/d{}/g{}/w{}-{}",
         model.manifest.version,
         row(rows.time.map(u32::from)),
         row(rows.device.map(u32::from)),
         row(rows.geo),
+        window.start,
+        window.end,
     );
+    let mut cached_items: Option<serde_json::Value> = None;
     if cacheable {
         if let Ok(Some(mut hit)) = Cache::default().get(bucket.as_str(), false).await {
             if let Ok(text) = hit.text().await {
-                let mut r = Response::ok(text).map_err(internal)?;
-                r.headers_mut()
-                    .set("Content-Type", "application/json")
-                    .map_err(internal)?;
-                r.headers_mut()
-                    .set("X-Edgerec-Cache", "hit")
-                    .map_err(internal)?;
-                return Ok(r);
+                cached_items = serde_json::from_str(&text).ok();
             }
         }
     }
-    let request = RankRequest {
-        k,
-        context: ctx.clone(),
-        exclude: o.exclude.clone(),
-        ..RankRequest::default()
+    let hit = cached_items.is_some();
+    let items = match cached_items {
+        Some(items) => items,
+        None => {
+            let request = RankRequest {
+                k,
+                context: ctx.clone(),
+                exclude: o.exclude.clone(),
+                ..RankRequest::default()
+            };
+            let ranked = model.engine.recommend(&visitor.session, &request);
+            let items = serde_json::Value::Array(
+                ranked
+                    .iter()
+                    .map(|r| serde_json::json!({"id": model.engine.item_id(r.index).unwrap_or(""), "score": r.score}))
+                    .collect(),
+            );
+            if cacheable {
+                let ttl = var(env, "PRECOMPUTED_TTL_SECONDS", 60);
+                if let Ok(mut cached) = Response::from_json(&items) {
+                    if cached
+                        .headers_mut()
+                        .set("Cache-Control", &format!("public, max-age={ttl}"))
+                        .is_ok()
+                    {
+                        // A failed cache write only costs the next request a recomputation.
+                        let _ = Cache::default().put(bucket.as_str(), cached).await;
+                    }
+                }
+            }
+            items
+        }
     };
-    let ranked = model.engine.recommend(&visitor.session, &request);
-    let items: Vec<serde_json::Value> = ranked
-        .iter()
-        .map(|r| serde_json::json!({"id": model.engine.item_id(r.index).unwrap_or(""), "score": r.score}))
-        .collect();
     let body = serde_json::json!({
         "items": items,
         "model": model.manifest.version,
@@ -555,22 +576,14 @@ async fn recommendations(req: &Request, env: &Env) -> Result<Response, ApiError>
             "tz_offset_min": ctx.tz_offset_min,
         },
     });
-    if cacheable {
-        let ttl = var(env, "PRECOMPUTED_TTL_SECONDS", 60);
-        if let Ok(mut cached) = Response::from_json(&body) {
-            if cached
-                .headers_mut()
-                .set("Cache-Control", &format!("public, max-age={ttl}"))
-                .is_ok()
-            {
-                // A failed cache write only costs the next request a recomputation.
-                let _ = Cache::default().put(bucket.as_str(), cached).await;
-            }
-        }
-    }
     let mut r = json(&body, 200).map_err(internal)?;
+    let cache_state = match (cacheable, hit) {
+        (false, _) => "bypass",
+        (true, true) => "hit",
+        (true, false) => "miss",
+    };
     r.headers_mut()
-        .set("X-Edgerec-Cache", if cacheable { "miss" } else { "bypass" })
+        .set("X-Edgerec-Cache", cache_state)
         .map_err(internal)?;
     Ok(r)
 }

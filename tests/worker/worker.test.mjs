@@ -401,3 +401,17 @@ test('another site cannot post events into a visitor\'s session (M2)', async () 
     await partner.dispose();
   }
 });
+
+test('cached session-less lists answer with each request\'s own context and trend window (L1)', async () => {
+  const base = 'k=6&device=tv&geohash=u4pru&tz_offset_min=0';
+  const t = 893286638;
+  const a = await (await get(`/v1/recommendations?${base}&ts=${t}`)).json();
+  const r = await get(`/v1/recommendations?${base}&ts=${t + 60}`);
+  assert.equal(r.headers.get('x-edgerec-cache'), 'hit');
+  const b = await r.json();
+  assert.deepEqual(b.items, a.items);
+  assert.equal(b.context.ts, t + 60, 'the second visitor gets its own time, not the first one\'s');
+  // A week earlier: the same time-of-week bin but another trend window, so another entry.
+  const c = await get(`/v1/recommendations?${base}&ts=${t - 7 * 86400}`);
+  assert.equal(c.headers.get('x-edgerec-cache'), 'miss');
+});
