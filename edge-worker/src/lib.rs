@@ -318,7 +318,26 @@ fn read_session(req: &Request, key: Option<&[u8]>) -> token::Verified {
         })
 }
 
+/// A new visitor id from the runtime's CSPRNG (`crypto.getRandomValues`): ids must not be
+/// guessable. `Math.random` is only the fallback for a runtime without Web Crypto, which
+/// workerd always has.
 fn random_u64() -> u64 {
+    let buf = js_sys::Uint8Array::new_with_length(8);
+    let filled = js_sys::Reflect::get(&js_sys::global(), &"crypto".into())
+        .ok()
+        .and_then(|crypto| {
+            let fill: js_sys::Function = js_sys::Reflect::get(&crypto, &"getRandomValues".into())
+                .ok()?
+                .dyn_into()
+                .ok()?;
+            fill.call1(&crypto, &buf).ok()
+        });
+    if filled.is_some() {
+        let mut bytes = [0u8; 8];
+        buf.copy_to(&mut bytes);
+        return u64::from_le_bytes(bytes);
+    }
+    worker::console_warn!("edgerec: no crypto.getRandomValues; visitor ids from Math.random");
     let hi = (js_sys::Math::random() * 4_294_967_296.0) as u64;
     let lo = (js_sys::Math::random() * 4_294_967_296.0) as u64;
     hi << 32 | lo
