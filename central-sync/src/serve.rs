@@ -7,7 +7,7 @@
 //! the last sync.
 
 use crate::store::Store;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,11 +23,33 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const MAX_BATCH: usize = 1000;
 
 struct AppState {
+    /// Used only from blocking threads (`spawn_blocking`): an insert holds it across SQLite's
+    /// fsync, which must never stall the async runtime that serves other requests.
     store: Mutex<Store>,
     token: String,
+    /// Events in the log: counted once at start, then kept by the inserts, so `/metrics` and
+    /// `/healthz` never wait for the store.
+    stored: AtomicU64,
     ingested: AtomicU64,
     rejected: AtomicU64,
     duplicates: AtomicU64,
+}
+
+/// Runs `f` on the store on a blocking thread.
+async fn with_store<T: Send + 'static>(
+    app: &Arc<AppState>,
+    f: impl FnOnce(&mut Store) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut store = app
+            .store
+            .lock()
+            .map_err(|_| anyhow::anyhow!("event log lock poisoned"))?;
+        f(&mut store)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("store task failed: {e}"))?
 }
 
 /// The contract's error body with its status.
@@ -40,7 +62,9 @@ fn api_error(e: ApiError) -> Response {
     (status, Json(e.body())).into_response()
 }
 
-async fn ingest(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+/// Checks the bearer token before reading any of the body, then reads at most
+/// `MAX_BODY_BYTES` (a declared larger length is refused without reading).
+async fn ingest(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -55,13 +79,23 @@ async fn ingest(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Byte
             "missing or wrong bearer token",
         );
     }
-    if body.len() > MAX_BODY_BYTES {
-        return error(
+    let too_large = || {
+        error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             format!("body above {MAX_BODY_BYTES} bytes"),
-        );
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return too_large();
     }
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return too_large();
+    };
     let items = match parse_batch(&body, MAX_BATCH) {
         Ok(items) => items,
         Err(e) => return api_error(e),
@@ -74,35 +108,27 @@ async fn ingest(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Byte
             Err(e) => rejected.push(json!({"index": index, "error": e.to_string()})),
         }
     }
-    let inserted = {
-        let mut store = match app.store.lock() {
-            Ok(s) => s,
-            Err(_) => {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "store_unavailable",
-                    "event log lock poisoned",
-                )
-            }
-        };
-        match store.insert(&valid) {
-            Ok(i) => i,
-            Err(e) => {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_failed",
-                    format!("{e:#}"),
-                )
-            }
+    let count = valid.len();
+    let inserted = match with_store(&app, move |store| store.insert(&valid)).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), events = count, "event log write failed");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_failed",
+                "the event log could not store the events; retry later",
+            );
         }
     };
+    app.stored
+        .fetch_add(inserted.stored as u64, Ordering::Relaxed);
     app.ingested
         .fetch_add(inserted.stored as u64, Ordering::Relaxed);
     app.duplicates
         .fetch_add(inserted.duplicates as u64, Ordering::Relaxed);
     app.rejected
         .fetch_add(rejected.len() as u64, Ordering::Relaxed);
-    let status = if valid.is_empty() && !rejected.is_empty() {
+    let status = if count == 0 && !rejected.is_empty() {
         StatusCode::BAD_REQUEST
     } else {
         StatusCode::OK
@@ -115,29 +141,29 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn healthz(State(app): State<Arc<AppState>>) -> Response {
-    match app
-        .store
-        .lock()
-        .map_err(|_| anyhow::anyhow!("lock poisoned"))
-        .and_then(|s| s.count())
-    {
-        Ok(n) => Json(json!({"ok": true, "events": n})).into_response(),
-        Err(e) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_failed",
-            format!("{e:#}"),
-        ),
-    }
+    Json(json!({"ok": true, "events": app.stored.load(Ordering::Relaxed)})).into_response()
 }
 
+/// The sync state `/metrics` exports, read on a blocking thread.
+const STATE_KEYS: [&str; 7] = [
+    "last_sync_ts",
+    "train_seconds",
+    "eval_ndcg10",
+    "eval_hr10",
+    "popularity_psi",
+    "published",
+    "model_version",
+];
+
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {
-    let Ok(store) = app.store.lock() else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "store_unavailable",
-            "event log lock poisoned",
-        );
-    };
+    let state = with_store(&app, |store| {
+        STATE_KEYS
+            .iter()
+            .map(|k| Ok((*k, store.get_state(k)?)))
+            .collect::<anyhow::Result<std::collections::HashMap<&str, Option<String>>>>()
+    })
+    .await
+    .unwrap_or_default();
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, value: String| {
         out += &format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
@@ -145,7 +171,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     gauge(
         "edgerec_events_stored",
         "Events in the event log.",
-        store.count().unwrap_or(0).to_string(),
+        app.stored.load(Ordering::Relaxed).to_string(),
     );
     gauge(
         "edgerec_events_ingested_total",
@@ -194,11 +220,11 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             "1 if the last sync published its model, 0 if it held it back.",
         ),
     ] {
-        if let Ok(Some(v)) = store.get_state(key) {
-            gauge(name, help, v);
+        if let Some(Some(v)) = state.get(key) {
+            gauge(name, help, v.clone());
         }
     }
-    if let Ok(Some(v)) = store.get_state("model_version") {
+    if let Some(Some(v)) = state.get("model_version") {
         out += &format!("# HELP edgerec_model_version_info The published model version.\n# TYPE edgerec_model_version_info gauge\nedgerec_model_version_info{{version=\"{}\"}} 1\n", v.replace('"', ""));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
@@ -206,8 +232,10 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
 
 /// Serves until Ctrl-C. Prints the bound address on stdout first (tests bind port 0).
 pub async fn run(store: Store, addr: &str, token: String) -> anyhow::Result<()> {
+    let stored = u64::try_from(store.count()?).unwrap_or(0);
     let app = Arc::new(AppState {
         store: Mutex::new(store),
+        stored: AtomicU64::new(stored),
         token,
         ingested: AtomicU64::new(0),
         rejected: AtomicU64::new(0),

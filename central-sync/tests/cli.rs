@@ -832,6 +832,29 @@ fn serve_ingests_validates_and_reports_metrics() {
         .into_json()
         .unwrap();
     assert_eq!(health["events"], 2);
+
+    // The token and the declared length are checked before any of the body is read (M3): a
+    // client that announces a large body and never sends it gets its answer at once.
+    let head_only = |token: &str, length: usize| -> String {
+        let addr = base.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        write!(
+            stream,
+            "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        )
+        .unwrap();
+        let mut status = String::new();
+        BufReader::new(stream)
+            .read_line(&mut status)
+            .expect("an answer before the body was sent");
+        status
+    };
+    assert!(head_only("wrong", 900_000).contains(" 401 "));
+    assert!(head_only("secret-token", 5 << 20).contains(" 413 "));
 }
 
 #[test]

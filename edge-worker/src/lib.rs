@@ -712,22 +712,48 @@ fn forward(env: &Env, ctx: &worker::Context, posted: &[api::Event]) {
         return;
     };
     ctx.wait_until(async move {
-        let headers = Headers::new();
-        let _ = headers.set("Content-Type", "application/json");
-        let _ = headers.set("Authorization", &format!("Bearer {token}"));
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_headers(headers)
-            .with_body(Some(body.into()));
-        match Request::new_with_init(&url, &init) {
-            Ok(r) => match Fetch::Request(r).send().await {
-                Ok(resp) if resp.status_code() < 300 => {}
-                Ok(resp) => {
-                    worker::console_warn!("edgerec: ingest answered {}", resp.status_code())
+        // Retried on 429, 5xx and network errors with growing pauses; the events carry ids, so
+        // a retry of a batch the ingest did store is deduplicated there.
+        let mut pause = std::time::Duration::from_millis(250);
+        for attempt in 1..=FORWARD_ATTEMPTS {
+            let headers = Headers::new();
+            let _ = headers.set("Content-Type", "application/json");
+            let _ = headers.set("Authorization", &format!("Bearer {token}"));
+            let mut init = RequestInit::new();
+            init.with_method(Method::Post)
+                .with_headers(headers)
+                .with_body(Some(body.clone().into()));
+            let retry = match Request::new_with_init(&url, &init) {
+                Ok(r) => match Fetch::Request(r).send().await {
+                    Ok(resp) if resp.status_code() < 300 => false,
+                    Ok(resp) => {
+                        let code = resp.status_code();
+                        worker::console_warn!(
+                            "edgerec: ingest answered {code} (attempt {attempt})"
+                        );
+                        code == 429 || code >= 500
+                    }
+                    Err(e) => {
+                        worker::console_warn!(
+                            "edgerec: ingest unreachable (attempt {attempt}): {e}"
+                        );
+                        true
+                    }
+                },
+                Err(e) => {
+                    worker::console_warn!("edgerec: bad INGEST_URL: {e}");
+                    false
                 }
-                Err(e) => worker::console_warn!("edgerec: ingest unreachable: {e}"),
-            },
-            Err(e) => worker::console_warn!("edgerec: bad INGEST_URL: {e}"),
+            };
+            if !retry || attempt == FORWARD_ATTEMPTS {
+                break;
+            }
+            worker::Delay::from(pause).await;
+            pause *= 4;
         }
     });
 }
+
+/// Attempts to deliver one batch to the ingest endpoint (pauses 0.25 s, 1 s, 4 s between them:
+/// well inside the time `waitUntil` grants after the response).
+const FORWARD_ATTEMPTS: u32 = 4;

@@ -415,3 +415,32 @@ test('cached session-less lists answer with each request\'s own context and tren
   const c = await get(`/v1/recommendations?${base}&ts=${t - 7 * 86400}`);
   assert.equal(c.headers.get('x-edgerec-cache'), 'miss');
 });
+
+test('a busy ingest (503) is retried with the same event ids (M3)', async () => {
+  const { createServer } = await import('node:http');
+  const received = [];
+  const ingest = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => {
+      received.push(JSON.parse(body));
+      const busy = received.length <= 2;
+      res.writeHead(busy ? 503 : 200, { 'Content-Type': 'application/json' });
+      res.end(busy ? '{"error":{"code":"store_failed","message":"retry later"}}' : '{"stored":2}');
+    });
+  });
+  await new Promise((ok) => ingest.listen(0, '127.0.0.1', ok));
+  const edge = workerMiniflare({ SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', INGEST_URL: `http://127.0.0.1:${ingest.address().port}/v1/events`, INGEST_TOKEN: 'ingest-secret' });
+  try {
+    await copyDirToKv(kvDir, await edge.getKVNamespace('MODELS'));
+    const r = await edge.dispatchFetch('http://localhost/v1/events', { method: 'POST', body: JSON.stringify([{ item: '50' }, { item: '181', type: 'like' }]), headers: { 'Content-Type': 'application/json' } });
+    assert.equal(r.status, 200, 'the visitor never waits for the ingest');
+    for (let i = 0; i < 100 && received.length < 3; i++) await new Promise((ok) => setTimeout(ok, 100));
+    assert.equal(received.length, 3, 'two 503s, then delivered');
+    const ids = received.map((batch) => batch.map((e) => e.id).join(','));
+    assert.ok(ids.every((x) => x === ids[0] && x.split(',').every(Boolean)), 'every attempt carries the same ids');
+  } finally {
+    await edge.dispose();
+    ingest.close();
+  }
+});
