@@ -46,8 +46,26 @@ pub const SECTION_ALIGN: usize = 16;
 pub const MAX_SECTIONS: u32 = 64;
 /// Cloudflare KV's value limit: the writer never produces a larger shard.
 pub const MAX_SHARD_BYTES: u64 = 25 * 1024 * 1024;
+/// Byte offsets of the header fields (see the table above). The reader and the writer use
+/// these names; no other module spells an offset.
+pub(crate) const ENDIAN_AT: usize = 8;
+pub(crate) const VERSION_AT: usize = 12;
+pub(crate) const HEADER_LEN_AT: usize = 14;
+pub(crate) const SECTION_COUNT_AT: usize = 16;
+pub(crate) const FLAGS_AT: usize = 20;
+pub(crate) const TOTAL_LEN_AT: usize = 24;
 /// Byte offset of the checksum in the header.
 pub(crate) const CHECKSUM_AT: usize = 32;
+pub(crate) const MODEL_ID_AT: usize = 40;
+pub(crate) const SHARD_INDEX_AT: usize = 48;
+pub(crate) const SHARD_COUNT_AT: usize = 52;
+pub(crate) const ITEM_START_AT: usize = 56;
+pub(crate) const ITEM_COUNT_AT: usize = 60;
+/// Byte offsets within one section table entry: kind u32, flags u32, offset u64, length u64.
+pub(crate) const ENTRY_KIND_AT: usize = 0;
+pub(crate) const ENTRY_FLAGS_AT: usize = 4;
+pub(crate) const ENTRY_OFFSET_AT: usize = 8;
+pub(crate) const ENTRY_LENGTH_AT: usize = 16;
 
 /// Section flag: a reader that does not know this section kind may skip it. Without the flag an
 /// unknown kind is an error, because ignoring it could change the ranking.

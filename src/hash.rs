@@ -12,6 +12,12 @@ pub fn item_key(id: &str) -> u64 {
     xxh3_64(id.as_bytes())
 }
 
+/// A 64-bit key of any other identifier (e.g. an event's idempotency key): the same hash as
+/// [`item_key`], named for what it keys.
+pub fn text_key(text: &str) -> u64 {
+    xxh3_64(text.as_bytes())
+}
+
 /// The bucket of a geohash prefix in a context table of `buckets` rows.
 pub fn geo_bucket(prefix: &str, buckets: u32) -> Option<u32> {
     if buckets == 0 || prefix.is_empty() {

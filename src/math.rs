@@ -62,6 +62,12 @@ impl SplitMix64 {
     pub fn below(&mut self, n: usize) -> usize {
         ((self.next_u64() >> 32).wrapping_mul(n as u64) >> 32) as usize
     }
+
+    /// Roughly normal with mean 0 and variance 1/3: the sum of four uniforms, minus 2. Close
+    /// enough for initial weights and test data, and the same on every platform.
+    pub fn approx_normal(&mut self) -> f32 {
+        (0..4).map(|_| self.next_f32()).sum::<f32>() - 2.0
+    }
 }
 
 #[cfg(test)]

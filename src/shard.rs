@@ -5,8 +5,8 @@
 //! every section's length against the metadata, and every value the scorer trusts later
 //! (finite floats, indices in range, sorted keys, UTF-8 ids). After that, [`Shard::view`] only
 //! reinterprets validated byte ranges, and no scoring code can fail on shard contents.
-//! None of this panics for any input bytes (see the `never_panics` property test and the fuzz
-//! target).
+//! None of this panics for any input bytes (see the `never_panics` property tests in
+//! tests/core_format.rs).
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::*;
@@ -332,17 +332,17 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header> {
         }
         .into());
     }
-    if bytes[..8] != MAGIC {
+    if bytes[..MAGIC.len()] != MAGIC {
         return Err(ErrorKind::BadMagic.into());
     }
-    let marker = read_u32(bytes, 8);
+    let marker = read_u32(bytes, ENDIAN_AT);
     if marker == ENDIAN_MARKER.swap_bytes() {
         return Err(ErrorKind::WrongEndianness.into());
     }
     if marker != ENDIAN_MARKER {
         return Err(ErrorKind::BadMagic.into());
     }
-    let version = read_u16(bytes, 12);
+    let version = read_u16(bytes, VERSION_AT);
     if !(MIN_VERSION..=VERSION).contains(&version) {
         return Err(ErrorKind::UnsupportedVersion {
             found: version,
@@ -350,10 +350,10 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header> {
         }
         .into());
     }
-    if read_u16(bytes, 14) as usize != HEADER_LEN {
+    if read_u16(bytes, HEADER_LEN_AT) as usize != HEADER_LEN {
         return Err(Error::invalid("header length is not 64"));
     }
-    let total_len = read_u64(bytes, 24);
+    let total_len = read_u64(bytes, TOTAL_LEN_AT);
     if total_len != bytes.len() as u64 {
         return Err(ErrorKind::LengthMismatch {
             header: total_len,
@@ -366,16 +366,16 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header> {
     if expected != actual {
         return Err(ErrorKind::ChecksumMismatch { expected, actual }.into());
     }
-    if read_u32(bytes, 20) != 0 {
+    if read_u32(bytes, FLAGS_AT) != 0 {
         return Err(Error::invalid("header flags are not zero"));
     }
     let header = Header {
         version,
-        model_id: read_u64(bytes, 40),
-        shard_index: read_u32(bytes, 48),
-        shard_count: read_u32(bytes, 52),
-        item_start: read_u32(bytes, 56),
-        item_count: read_u32(bytes, 60),
+        model_id: read_u64(bytes, MODEL_ID_AT),
+        shard_index: read_u32(bytes, SHARD_INDEX_AT),
+        shard_count: read_u32(bytes, SHARD_COUNT_AT),
+        item_start: read_u32(bytes, ITEM_START_AT),
+        item_count: read_u32(bytes, ITEM_COUNT_AT),
         total_len,
         checksum: expected,
     };
@@ -391,7 +391,7 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header> {
 /// Full validation of one shard. Returns the layout `view` trusts.
 pub(crate) fn validate(bytes: &[u8]) -> Result<Layout> {
     let header = parse_header(bytes)?;
-    let count = read_u32(bytes, 16);
+    let count = read_u32(bytes, SECTION_COUNT_AT);
     if count > MAX_SECTIONS {
         return Err(Error::section_table(format!(
             "{count} sections, at most {MAX_SECTIONS}"
@@ -411,8 +411,14 @@ pub(crate) fn validate(bytes: &[u8]) -> Result<Layout> {
     let mut end = table_end;
     for i in 0..count as usize {
         let at = HEADER_LEN + i * SECTION_ENTRY_LEN;
-        let (kind, flags) = (read_u32(bytes, at), read_u32(bytes, at + 4));
-        let (offset, len) = (read_u64(bytes, at + 8), read_u64(bytes, at + 16));
+        let (kind, flags) = (
+            read_u32(bytes, at + ENTRY_KIND_AT),
+            read_u32(bytes, at + ENTRY_FLAGS_AT),
+        );
+        let (offset, len) = (
+            read_u64(bytes, at + ENTRY_OFFSET_AT),
+            read_u64(bytes, at + ENTRY_LENGTH_AT),
+        );
         if flags & !SECTION_FLAG_OPTIONAL != 0 {
             return Err(Error::section_table(format!(
                 "section {i}: unknown flags {flags:#x}"

@@ -44,11 +44,6 @@ impl Default for Synthetic {
     }
 }
 
-fn gaussian(rng: &mut SplitMix64) -> f32 {
-    // Sum of 4 uniforms: close enough to normal for test data, and platform-independent.
-    (0..4).map(|_| rng.next_f32()).sum::<f32>() - 2.0
-}
-
 impl Synthetic {
     /// The cluster of item `i`.
     pub fn cluster_of(&self, i: usize) -> usize {
@@ -59,16 +54,16 @@ impl Synthetic {
     pub fn spec(&self) -> ModelSpec {
         let mut rng = SplitMix64::new(self.seed);
         let (n, d, c) = (self.items, self.dim, self.clusters.max(1));
-        let centres: Vec<f32> = (0..c * d).map(|_| gaussian(&mut rng)).collect();
+        let centres: Vec<f32> = (0..c * d).map(|_| rng.approx_normal()).collect();
         let mut vectors = Vec::with_capacity(n * d);
         for i in 0..n {
             let k = i % c;
             for j in 0..d {
-                vectors.push(centres[k * d + j] + 0.3 * gaussian(&mut rng));
+                vectors.push(centres[k * d + j] + 0.3 * rng.approx_normal());
             }
         }
         let ids: Vec<String> = (0..n).map(|i| format!("item-{i}")).collect();
-        let bias: Vec<f32> = (0..n).map(|_| 0.1 * gaussian(&mut rng)).collect();
+        let bias: Vec<f32> = (0..n).map(|_| 0.1 * rng.approx_normal()).collect();
         let categories: Vec<u64> = (0..n).map(|i| 1u64 << (i % c).min(63)).collect();
         let category_names: Vec<String> = (0..c.min(64)).map(|k| format!("cat{k}")).collect();
         let neighbours: Vec<Vec<(u32, f32)>> = (0..n)
@@ -95,7 +90,7 @@ impl Synthetic {
         meta.seq_weights[1][0] = 0.5;
         meta.geo_buckets = if self.with_context { 8 } else { 0 };
         let table = |rows: usize, rng: &mut SplitMix64| -> Vec<f32> {
-            (0..rows * d).map(|_| 0.2 * gaussian(rng)).collect()
+            (0..rows * d).map(|_| 0.2 * rng.approx_normal()).collect()
         };
         ModelSpec {
             meta: Some(meta),

@@ -464,23 +464,24 @@ fn assemble(
         at = align(end);
     }
     let mut out = vec![0u8; end];
-    out[..8].copy_from_slice(&MAGIC);
-    out[8..12].copy_from_slice(&ENDIAN_MARKER.to_le_bytes());
-    out[12..14].copy_from_slice(&VERSION.to_le_bytes());
-    out[14..16].copy_from_slice(&(HEADER_LEN as u16).to_le_bytes());
-    out[16..20].copy_from_slice(&(sections.len() as u32).to_le_bytes());
-    out[24..32].copy_from_slice(&(end as u64).to_le_bytes());
-    out[40..48].copy_from_slice(&model_id.to_le_bytes());
-    out[48..52].copy_from_slice(&index.to_le_bytes());
-    out[52..56].copy_from_slice(&count.to_le_bytes());
-    out[56..60].copy_from_slice(&item_start.to_le_bytes());
-    out[60..64].copy_from_slice(&item_count.to_le_bytes());
+    let mut put = |at: usize, bytes: &[u8]| out[at..at + bytes.len()].copy_from_slice(bytes);
+    put(0, &MAGIC);
+    put(ENDIAN_AT, &ENDIAN_MARKER.to_le_bytes());
+    put(VERSION_AT, &VERSION.to_le_bytes());
+    put(HEADER_LEN_AT, &(HEADER_LEN as u16).to_le_bytes());
+    put(SECTION_COUNT_AT, &(sections.len() as u32).to_le_bytes());
+    put(TOTAL_LEN_AT, &(end as u64).to_le_bytes());
+    put(MODEL_ID_AT, &model_id.to_le_bytes());
+    put(SHARD_INDEX_AT, &index.to_le_bytes());
+    put(SHARD_COUNT_AT, &count.to_le_bytes());
+    put(ITEM_START_AT, &item_start.to_le_bytes());
+    put(ITEM_COUNT_AT, &item_count.to_le_bytes());
     for (i, (s, &offset)) in sections.iter().zip(&offsets).enumerate() {
         let e = HEADER_LEN + i * SECTION_ENTRY_LEN;
-        out[e..e + 4].copy_from_slice(&(s.kind as u32).to_le_bytes());
-        out[e + 8..e + 16].copy_from_slice(&(offset as u64).to_le_bytes());
-        out[e + 16..e + 24].copy_from_slice(&(s.bytes.len() as u64).to_le_bytes());
-        out[offset..offset + s.bytes.len()].copy_from_slice(&s.bytes);
+        put(e + ENTRY_KIND_AT, &(s.kind as u32).to_le_bytes());
+        put(e + ENTRY_OFFSET_AT, &(offset as u64).to_le_bytes());
+        put(e + ENTRY_LENGTH_AT, &(s.bytes.len() as u64).to_le_bytes());
+        put(offset, &s.bytes);
     }
     let checksum = shard_checksum(&out, CHECKSUM_AT);
     out[CHECKSUM_AT..CHECKSUM_AT + 8].copy_from_slice(&checksum.to_le_bytes());

@@ -159,7 +159,7 @@ pub fn synthetic_id(e: &Event) -> String {
         "{}\u{1f}{}\u{1f}{}\u{1f}{:?}\u{1f}{:?}",
         e.user, e.item, e.ts, e.kind, e.value
     );
-    format!("csv:{:016x}", edgerec::hash::item_key(&key))
+    format!("csv:{:016x}", edgerec::hash::text_key(&key))
 }
 
 #[cfg(test)]

@@ -170,10 +170,6 @@ pub fn transitions(n_items: usize, sequences: &[Vec<Step>], m: usize) -> Sparse 
         .collect()
 }
 
-fn gaussian(rng: &mut SplitMix64) -> f32 {
-    (0..4).map(|_| rng.next_f32()).sum::<f32>() - 2.0
-}
-
 impl Params {
     /// Fresh parameters, or `warm` ones carried over by item id (new items start small).
     pub fn init(d: &Dataset, dim: usize, seed: u64, warm: Option<&Params>) -> Params {
@@ -182,7 +178,7 @@ impl Params {
         let mut p = Params {
             items: d.items.clone(),
             dim,
-            vectors: (0..n * dim).map(|_| 0.1 * gaussian(&mut rng)).collect(),
+            vectors: (0..n * dim).map(|_| 0.1 * rng.approx_normal()).collect(),
             bias: vec![0.0; n],
             ctx_time: vec![0.0; TIME_BINS * dim],
             ctx_device: vec![0.0; DEVICE_CLASSES * dim],

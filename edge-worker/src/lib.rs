@@ -702,7 +702,7 @@ fn forward(env: &Env, ctx: &worker::Context, posted: &[api::Event]) {
             let mut e = e.clone();
             let kind = e.kind.core().name();
             e.id.get_or_insert_with(|| {
-                let key = edgerec::hash::item_key(&format!("{}/{kind}", e.item));
+                let key = edgerec::hash::text_key(&format!("{}/{kind}", e.item));
                 format!("{}-{}-{key:016x}", e.user, e.ts)
             });
             e
