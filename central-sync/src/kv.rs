@@ -569,6 +569,7 @@ pub fn publish(kv: &mut dyn Kv, model_dir: &Path, keep: usize) -> Result<Publish
     // The pointer goes last: until this write the edge keeps serving the previous version.
     kv.put_many(&[(CURRENT.to_string(), v.as_bytes().to_vec())])
         .context("writing the pointer")?;
+    record_served(kv, v)?;
     let collected = collect(kv, keep.max(2), v)?;
     Ok(Published {
         version: v.clone(),
@@ -579,19 +580,46 @@ pub fn publish(kv: &mut dyn Kv, model_dir: &Path, keep: usize) -> Result<Publish
     })
 }
 
+/// Most versions the history remembers.
+const HISTORY_LEN: usize = 50;
+
+/// The versions that were served, oldest first. A store written before the history existed
+/// reads as its versions in time order.
+pub fn history(kv: &mut dyn Kv) -> Result<Vec<String>> {
+    match kv.get(keys::HISTORY)? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a JSON list of versions", keys::HISTORY)),
+        None => versions(kv),
+    }
+}
+
+/// Records that `version` is now served (after the pointer moved to it).
+fn record_served(kv: &mut dyn Kv, version: &str) -> Result<()> {
+    let mut served = history(kv)?;
+    served.retain(|v| v != version);
+    served.push(version.to_string());
+    let excess = served.len().saturating_sub(HISTORY_LEN);
+    served.drain(..excess);
+    kv.put_many(&[(keys::HISTORY.to_string(), serde_json::to_vec(&served)?)])
+}
+
+/// Deletes every version except the current one and the versions served last before it (the
+/// rollback targets), `keep` in all; versions written but never served (a failed publish) go too.
 fn collect(kv: &mut dyn Kv, keep: usize, current: &str) -> Result<Vec<String>> {
-    let all = versions(kv)?;
-    let pos = all.iter().position(|x| x == current);
-    let mut doomed = Vec::new();
-    if all.len() > keep {
-        for (i, name) in all.iter().enumerate().take(all.len() - keep) {
-            // Never the current version or the one before it (the rollback target).
-            if Some(i) == pos || pos.is_some_and(|p| i + 1 == p) {
-                continue;
-            }
-            doomed.push(name.clone());
+    let served = history(kv)?;
+    let mut protected: Vec<&str> = vec![current];
+    for v in served.iter().rev() {
+        if protected.len() >= keep {
+            break;
+        }
+        if !protected.contains(&v.as_str()) {
+            protected.push(v);
         }
     }
+    let doomed: Vec<String> = versions(kv)?
+        .into_iter()
+        .filter(|v| !protected.contains(&v.as_str()))
+        .collect();
     for name in &doomed {
         let keys = kv.list(&keys::version_prefix(name))?;
         kv.delete_many(&keys)?;
@@ -599,48 +627,148 @@ fn collect(kv: &mut dyn Kv, keep: usize, current: &str) -> Result<Vec<String>> {
     Ok(doomed)
 }
 
-/// Points `models/current` at `to` (default: the version before the current one), after
-/// checking that version's manifest is there.
+/// Reads every shard of `version` back from the store and validates it as the edge will: sizes
+/// and checksums against the manifest, then the core's full validation of the model.
+fn verify_version(kv: &mut dyn Kv, version: &str) -> Result<()> {
+    let manifest = kv
+        .get(&keys::manifest(version))?
+        .with_context(|| format!("version {version} is not in the store"))?;
+    let m: Manifest = serde_json::from_slice(&manifest)
+        .with_context(|| format!("version {version}: manifest is not valid"))?;
+    let mut shards = Vec::with_capacity(m.shards.len());
+    for s in &m.shards {
+        let bytes = kv
+            .get(&keys::shard(version, &s.file))?
+            .with_context(|| format!("version {version} is missing {}", s.file))?;
+        ensure!(
+            bytes.len() as u64 == s.bytes,
+            "version {version}: {} has {} bytes, the manifest says {}",
+            s.file,
+            bytes.len(),
+            s.bytes
+        );
+        let shard = edgerec::Shard::from_bytes(&bytes)
+            .with_context(|| format!("version {version}: {} is corrupt", s.file))?;
+        ensure!(
+            format!("{:016x}", shard.header().checksum) == s.checksum,
+            "version {version}: {} does not have the manifest's checksum",
+            s.file
+        );
+        shards.push(shard);
+    }
+    edgerec::Engine::from_shards(shards)
+        .with_context(|| format!("version {version}: the shards do not form one model"))?;
+    Ok(())
+}
+
+/// Points `models/current` at `to` (default: the version served before the current one), after
+/// reading that version back and validating every shard.
 pub fn rollback(kv: &mut dyn Kv, to: Option<&str>) -> Result<(Option<String>, String)> {
-    let all = versions(kv)?;
     let cur = current(kv)?;
     let target = match to {
         Some(t) => t.to_string(),
         None => {
-            let pos = cur
-                .as_ref()
-                .and_then(|c| all.iter().position(|x| x == c))
-                .context("no current version to roll back from")?;
-            ensure!(
-                pos > 0,
-                "no version older than the current {} is kept",
-                all[pos]
-            );
-            all[pos - 1].clone()
+            let served = history(kv)?;
+            served
+                .iter()
+                .rev()
+                .find(|v| Some(v.as_str()) != cur.as_deref())
+                .cloned()
+                .with_context(|| {
+                    format!(
+                        "no version was served before {} (history: {})",
+                        cur.as_deref().unwrap_or("nothing"),
+                        served.join(", ")
+                    )
+                })?
         }
     };
-    let manifest = kv.get(&keys::manifest(&target))?.with_context(|| {
-        format!(
-            "version {target} is not in the store (have: {})",
-            all.join(", ")
-        )
-    })?;
-    let m: Manifest = serde_json::from_slice(&manifest)
-        .with_context(|| format!("version {target}: manifest is not valid"))?;
-    for s in &m.shards {
-        ensure!(
-            kv.list(&keys::shard(&target, &s.file))?.len() == 1,
-            "version {target} is missing {}",
-            s.file
-        );
-    }
+    verify_version(kv, &target)?;
     kv.put_many(&[(CURRENT.to_string(), target.as_bytes().to_vec())])?;
+    record_served(kv, &target)?;
     Ok((cur, target))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A model directory whose version is `name` (names start with their "time", so time order
+    /// and publish order can be made to differ).
+    fn model_dir(root: &Path, name: &str, seed: u64) -> std::path::PathBuf {
+        let spec = edgerec::testing::Synthetic {
+            seed,
+            ..Default::default()
+        }
+        .spec();
+        let dir = root.join(name);
+        let mut manifest = model::write_dir(
+            &spec,
+            &dir,
+            vec![],
+            serde_json::Value::Null,
+            edgerec::format::MAX_SHARD_BYTES,
+        )
+        .unwrap();
+        manifest.version = name.into();
+        std::fs::write(
+            dir.join(model::MANIFEST),
+            serde_json::to_vec(&manifest).unwrap(),
+        )
+        .unwrap();
+        dir
+    }
+
+    fn store(root: &Path) -> Box<dyn Kv> {
+        open(&format!("dir:{}", root.join("kv").display())).unwrap()
+    }
+
+    #[test]
+    fn rollback_goes_back_to_what_was_served() {
+        let root = tempfile::tempdir().unwrap();
+        let mut kv = store(root.path());
+        // Trained later, served first; then an older model is served (M5: the target is the
+        // version served before, not the one named earlier in time).
+        publish(kv.as_mut(), &model_dir(root.path(), "v2000-b", 2), 3).unwrap();
+        publish(kv.as_mut(), &model_dir(root.path(), "v1000-a", 1), 3).unwrap();
+        let (from, to) = rollback(kv.as_mut(), None).unwrap();
+        assert_eq!((from.as_deref(), to.as_str()), (Some("v1000-a"), "v2000-b"));
+        assert_eq!(current(kv.as_mut()).unwrap().as_deref(), Some("v2000-b"));
+        // Rolling back again returns to what was served before that.
+        assert_eq!(rollback(kv.as_mut(), None).unwrap().1, "v1000-a");
+    }
+
+    #[test]
+    fn collection_keeps_the_last_good_version() {
+        let root = tempfile::tempdir().unwrap();
+        let mut kv = store(root.path());
+        publish(kv.as_mut(), &model_dir(root.path(), "v1000-good", 1), 2).unwrap();
+        publish(kv.as_mut(), &model_dir(root.path(), "v2000-bad", 2), 2).unwrap();
+        rollback(kv.as_mut(), Some("v1000-good")).unwrap();
+        // A failed publish left keys of a version that was never served.
+        kv.put_many(&[(keys::manifest("v2500-partial"), b"{}".to_vec())])
+            .unwrap();
+        let published = publish(kv.as_mut(), &model_dir(root.path(), "v3000-new", 3), 2).unwrap();
+        let left = versions(kv.as_mut()).unwrap();
+        assert_eq!(left, vec!["v1000-good", "v3000-new"], "{published:?}");
+        assert_eq!(rollback(kv.as_mut(), None).unwrap().1, "v1000-good");
+    }
+
+    #[test]
+    fn rollback_reads_the_target_back_and_refuses_a_corrupt_one() {
+        let root = tempfile::tempdir().unwrap();
+        let mut kv = store(root.path());
+        publish(kv.as_mut(), &model_dir(root.path(), "v1000-a", 1), 3).unwrap();
+        publish(kv.as_mut(), &model_dir(root.path(), "v2000-b", 2), 3).unwrap();
+        let key = keys::shard("v1000-a", "shard-0.bin");
+        let mut bytes = kv.get(&key).unwrap().unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        kv.put_many(&[(key, bytes)]).unwrap();
+        let err = format!("{:#}", rollback(kv.as_mut(), None).unwrap_err());
+        assert!(err.contains("corrupt"), "{err}");
+        assert_eq!(current(kv.as_mut()).unwrap().as_deref(), Some("v2000-b"));
+    }
 
     #[test]
     fn models_above_the_edge_budget_are_refused() {

@@ -493,6 +493,13 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Rollback { to, version } => {
             let mut store = kv::open(&to)?;
             let (from, target) = kv::rollback(store.as_mut(), version.as_deref())?;
+            // The sync's warm-start state belongs to the version rolled back from: the next
+            // sync fits from scratch.
+            if cli.db.exists() {
+                let events = store::Store::open(&cli.db)?;
+                events.set_state("force_full", "1")?;
+                events.set_state("model_version", &target)?;
+            }
             if cli.json {
                 print_json(&serde_json::json!({"from": from, "to": target}))?;
             } else {

@@ -119,7 +119,10 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
         .get_state("syncs_since_full")?
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let warm: Option<Params> = if opts.full || !have_model || syncs + 1 >= opts.full_every {
+    // A rollback leaves `force_full`: the saved parameters belong to another version.
+    let forced = store.get_state("force_full")?.as_deref() == Some("1");
+    let warm: Option<Params> = if opts.full || forced || !have_model || syncs + 1 >= opts.full_every
+    {
         None
     } else {
         serde_json::from_slice(&std::fs::read(&prev_params_path)?).ok()
@@ -238,6 +241,7 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
     store.set_state("last_seq", &max_seq.to_string())?;
     store.set_state("model_version", &published.version)?;
     store.set_state("published", "1")?;
+    store.set_state("force_full", "0")?;
     store.set_state(
         "syncs_since_full",
         &(if warm.is_some() { syncs + 1 } else { 0 }).to_string(),

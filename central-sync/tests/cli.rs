@@ -666,9 +666,20 @@ fn publish_to_cloudflare_follows_the_rest_contract() {
     let st = state.lock().unwrap();
     assert!(st.violations.is_empty(), "{:?}", st.violations);
     assert!(st.faults.is_empty(), "every fault was met and retried");
-    assert_eq!(
-        st.writes.last().map(String::as_str),
-        Some("models/current"),
+    // The pointer follows every shard and the manifest; after it comes only the served-version
+    // history (bookkeeping the edge never reads).
+    let pointer = st
+        .writes
+        .iter()
+        .rposition(|k| k == "models/current")
+        .expect("pointer written");
+    assert!(
+        st.writes[..pointer]
+            .iter()
+            .any(|k| k.ends_with("/manifest.json"))
+            && st.writes[pointer + 1..]
+                .iter()
+                .all(|k| k == "models/history"),
         "pointer written last: {:?}",
         st.writes
     );

@@ -7,6 +7,9 @@ pub const CURRENT: &str = "models/current";
 /// The most popular items ([`crate::manifest::Fallback`] as JSON): what the edge serves before
 /// any model loaded.
 pub const FALLBACK: &str = "models/fallback";
+/// The versions that were served, oldest first (JSON array): rollback goes back along it and
+/// garbage collection keeps what it lists last. Only central-sync reads it.
+pub const HISTORY: &str = "models/history";
 /// Prefix of every model key.
 pub const MODELS_PREFIX: &str = "models/";
 /// File name of a version's manifest.
@@ -30,7 +33,7 @@ pub fn shard(version: &str, file: &str) -> String {
 /// The version a key belongs to, for keys under [`MODELS_PREFIX`] other than the pointer and
 /// the fallback.
 pub fn version_of(key: &str) -> Option<&str> {
-    if key == CURRENT || key == FALLBACK {
+    if key == CURRENT || key == FALLBACK || key == HISTORY {
         return None;
     }
     let rest = key.strip_prefix(MODELS_PREFIX)?;
@@ -49,6 +52,7 @@ mod tests {
         assert_eq!(version_of("models/v1/shard-0.bin"), Some("v1"));
         assert_eq!(version_of(CURRENT), None);
         assert_eq!(version_of(FALLBACK), None);
+        assert_eq!(version_of(HISTORY), None);
         assert_eq!(version_of("other/v1/x"), None);
     }
 }
