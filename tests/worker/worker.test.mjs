@@ -31,6 +31,27 @@ const syncKv = () => copyDirToKv(kvDir, kv);
 const get = (path, headers = {}) => mf.dispatchFetch(`http://localhost${path}`, { headers });
 const post = (path, body, headers = {}) => mf.dispatchFetch(`http://localhost${path}`, { method: 'POST', body, headers: { 'Content-Type': 'application/json', ...headers } });
 const ctx = 'device=desktop&geohash=9q8yy&ts=893286638&tz_offset_min=0';
+/**
+ * A stand-in for central-sync's ingest endpoint on 127.0.0.1: records every request and answers
+ * the n-th (from 1) with `status(n)`.
+ */
+async function fakeIngest(status) {
+  const { createServer } = await import('node:http');
+  const received = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => {
+      received.push({ auth: req.headers.authorization, type: req.headers['content-type'], path: req.url, body: JSON.parse(body) });
+      const code = status(received.length);
+      res.writeHead(code, { 'Content-Type': 'application/json' });
+      res.end(code < 300 ? '{"stored":1}' : '{"error":{"code":"store_failed","message":"retry later"}}');
+    });
+  });
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  return { received, url: `http://127.0.0.1:${server.address().port}/v1/events`, close: () => server.close() };
+}
+
 /** Waits out the backoff a failed model load set (`/v1/health` says how long). */
 const waitForRetry = (health) => new Promise((ok) => setTimeout(ok, health.loads.retry_in_ms + 50));
 
@@ -178,20 +199,9 @@ test('a corrupt or partial new model leaves the previous one serving', async () 
 });
 
 test('events are forwarded to the ingest endpoint; a dead ingest never fails the visitor', async () => {
-  const { createServer } = await import('node:http');
-  const received = [];
-  const ingest = createServer((req, res) => {
-    let body = '';
-    req.on('data', (c) => { body += c; });
-    req.on('end', () => {
-      received.push({ auth: req.headers.authorization, type: req.headers['content-type'], path: req.url, body: JSON.parse(body) });
-      res.writeHead(200, { 'Content-Type': 'application/json' });
-      res.end('{"stored":1}');
-    });
-  });
-  await new Promise((ok) => ingest.listen(0, '127.0.0.1', ok));
+  const { received, url, close } = await fakeIngest(() => 200);
   const make = (url) => workerMiniflare({ SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', INGEST_URL: url, INGEST_TOKEN: 'ingest-secret' });
-  const live = make(`http://127.0.0.1:${ingest.address().port}/v1/events`);
+  const live = make(url);
   const dead = make('http://127.0.0.1:9/v1/events'); // nothing listens on port 9
   try {
     for (const m of [live, dead]) await copyDirToKv(kvDir, await m.getKVNamespace('MODELS'));
@@ -216,7 +226,7 @@ test('events are forwarded to the ingest endpoint; a dead ingest never fails the
   } finally {
     await live.dispose();
     await dead.dispose();
-    ingest.close();
+    close();
   }
 });
 
@@ -417,30 +427,18 @@ test('cached session-less lists answer with each request\'s own context and tren
 });
 
 test('a busy ingest (503) is retried with the same event ids (M3)', async () => {
-  const { createServer } = await import('node:http');
-  const received = [];
-  const ingest = createServer((req, res) => {
-    let body = '';
-    req.on('data', (c) => { body += c; });
-    req.on('end', () => {
-      received.push(JSON.parse(body));
-      const busy = received.length <= 2;
-      res.writeHead(busy ? 503 : 200, { 'Content-Type': 'application/json' });
-      res.end(busy ? '{"error":{"code":"store_failed","message":"retry later"}}' : '{"stored":2}');
-    });
-  });
-  await new Promise((ok) => ingest.listen(0, '127.0.0.1', ok));
-  const edge = workerMiniflare({ SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', INGEST_URL: `http://127.0.0.1:${ingest.address().port}/v1/events`, INGEST_TOKEN: 'ingest-secret' });
+  const { received, url, close } = await fakeIngest((n) => (n <= 2 ? 503 : 200));
+  const edge = workerMiniflare({ SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', INGEST_URL: url, INGEST_TOKEN: 'ingest-secret' });
   try {
     await copyDirToKv(kvDir, await edge.getKVNamespace('MODELS'));
     const r = await edge.dispatchFetch('http://localhost/v1/events', { method: 'POST', body: JSON.stringify([{ item: '50' }, { item: '181', type: 'like' }]), headers: { 'Content-Type': 'application/json' } });
     assert.equal(r.status, 200, 'the visitor never waits for the ingest');
     for (let i = 0; i < 100 && received.length < 3; i++) await new Promise((ok) => setTimeout(ok, 100));
     assert.equal(received.length, 3, 'two 503s, then delivered');
-    const ids = received.map((batch) => batch.map((e) => e.id).join(','));
+    const ids = received.map((r) => r.body.map((e) => e.id).join(','));
     assert.ok(ids.every((x) => x === ids[0] && x.split(',').every(Boolean)), 'every attempt carries the same ids');
   } finally {
     await edge.dispose();
-    ingest.close();
+    close();
   }
 });
