@@ -51,11 +51,14 @@ pub fn event_context(e: &Event) -> Context {
 
 impl Dataset {
     /// Builds the dataset; items are indexed in order of first appearance, users likewise.
+    /// Events from automated clients (device `bot`, which the edge sets from the User-Agent)
+    /// stay in the log but are not learned from.
     pub fn from_events(events: &[Event]) -> Dataset {
         let mut d = Dataset::default();
         let mut user_index: HashMap<&str, usize> = HashMap::new();
         let mut geohash_index: HashMap<&str, u32> = HashMap::new();
-        for e in events {
+        let bot = Device::Bot.name();
+        for e in events.iter().filter(|e| e.device.as_deref() != Some(bot)) {
             let item = match d.item_index.get(&e.item) {
                 Some(&i) => i,
                 None => {
@@ -171,5 +174,18 @@ mod tests {
             assert!(step.ctx.geo.is_some() && step.ctx.device.is_some());
         }
         assert_eq!(d.context(&d.sequences[0][0]).tz_offset_min, -480);
+    }
+
+    #[test]
+    fn bot_events_are_not_learned_from() {
+        let events = [
+            event("u1", "a", 1_700_000_000, "9q8yy", "mobile", 0),
+            event("u2", "b", 1_700_000_100, "9q8yy", "bot", 0),
+        ];
+        let d = Dataset::from_events(&events);
+        assert_eq!(
+            (d.items.as_slice(), d.users.as_slice()),
+            (&["a".to_string()][..], &["u1".to_string()][..])
+        );
     }
 }

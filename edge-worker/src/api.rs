@@ -66,6 +66,60 @@ pub fn check_event_post(h: &PostHeaders<'_>, allowed_origins: &str) -> Result<()
     Ok(())
 }
 
+/// Fixed one-minute windows of event counts per key (a visitor, an IP block), kept in the
+/// isolate: enough to stop one client from flooding the training log through one edge
+/// location; a global limit needs a Durable Object or Cloudflare's rate limiting rules.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    windows: std::collections::HashMap<String, (u64, u32)>,
+}
+
+/// Keys remembered before windows that have ended are dropped.
+const RATE_KEYS: usize = 10_000;
+
+impl RateLimiter {
+    /// Counts `n` events for `key` at `now_s`; refuses (429) when the window's count would pass
+    /// `per_minute`. Refused events are not counted.
+    pub fn admit(
+        &mut self,
+        key: &str,
+        n: u32,
+        per_minute: u32,
+        now_s: u64,
+    ) -> Result<(), ApiError> {
+        let window = now_s / 60;
+        if self.windows.len() >= RATE_KEYS {
+            self.windows.retain(|_, (w, _)| *w == window);
+        }
+        let entry = self.windows.entry(key.to_string()).or_insert((window, 0));
+        if entry.0 != window {
+            *entry = (window, 0);
+        }
+        if entry.1.saturating_add(n) > per_minute {
+            return Err(ApiError::new(
+                429,
+                "rate_limited",
+                format!("more than {per_minute} events a minute; slow down"),
+            ));
+        }
+        entry.1 += n;
+        Ok(())
+    }
+}
+
+/// The rate-limit key of a client address: the /24 of an IPv4 address, the /48 of an IPv6 one
+/// (one household or office shares it, and rotating within it does not escape the limit).
+pub fn ip_block(ip: &str) -> String {
+    let ip = ip.trim();
+    if ip.contains(':') {
+        let groups: Vec<&str> = ip.split(':').take(3).collect();
+        format!("ip6:{}", groups.join(":"))
+    } else {
+        let octets: Vec<&str> = ip.split('.').take(3).collect();
+        format!("ip4:{}", octets.join("."))
+    }
+}
+
 /// The answer to a body above [`MAX_BODY_BYTES`].
 pub fn body_too_large() -> ApiError {
     ApiError::new(
@@ -287,6 +341,24 @@ mod tests {
             code(check_event_post(&none, "")),
             Some("unsupported_media_type")
         );
+    }
+
+    #[test]
+    fn rate_limits_per_key_and_minute() {
+        let mut limits = RateLimiter::default();
+        assert!(limits.admit("v1", 3, 5, 60).is_ok());
+        assert!(limits.admit("v1", 2, 5, 61).is_ok());
+        assert_eq!(limits.admit("v1", 1, 5, 62).unwrap_err().status, 429);
+        assert!(
+            limits.admit("v2", 5, 5, 62).is_ok(),
+            "keys are counted apart"
+        );
+        assert!(
+            limits.admit("v1", 5, 5, 120).is_ok(),
+            "a new minute starts afresh"
+        );
+        assert_eq!(ip_block("203.0.113.77"), "ip4:203.0.113");
+        assert_eq!(ip_block("2001:db8:85a3:1::7"), "ip6:2001:db8:85a3");
     }
 
     #[test]

@@ -70,6 +70,7 @@ impl Drop for LoadingGuard {
 
 thread_local! {
     static MODEL: RefCell<ModelCache> = RefCell::new(ModelCache::default());
+    static RATE: RefCell<api::RateLimiter> = RefCell::new(api::RateLimiter::default());
 }
 
 fn now_ms() -> u64 {
@@ -645,7 +646,34 @@ fn events(
     let now = now_ms() / 1000;
     let mut visitor = read_session(req, Some(&key));
     let user = visitor_user(visitor.visitor);
-    let posted = api::parse_events(body, &user, now as i64)?;
+    let mut posted = api::parse_events(body, &user, now as i64)?;
+    // Per visitor and per client address block, so neither a script reusing one session nor
+    // one minting fresh sessions can flood the training log.
+    let n = posted.len() as u32;
+    let ip = header("CF-Connecting-IP").unwrap_or_default();
+    RATE.with(|r| {
+        let mut r = r.borrow_mut();
+        r.admit(
+            &user,
+            n,
+            var(env, "EVENTS_PER_MINUTE_PER_SESSION", 120) as u32,
+            now,
+        )?;
+        r.admit(
+            &api::ip_block(&ip),
+            n,
+            var(env, "EVENTS_PER_MINUTE_PER_IP", 1200) as u32,
+            now,
+        )
+    })?;
+    // Automated clients stay out of training: their events are marked with the bot device
+    // class (central-sync stores them but does not learn from them).
+    let ua = header("User-Agent").unwrap_or_default();
+    if edgerec::Device::from_user_agent(&ua, None) == edgerec::Device::Bot {
+        for e in &mut posted {
+            e.device = Some(edgerec::Device::Bot.name().to_string());
+        }
+    }
     let (model, _) = current();
     if let Some(model) = &model {
         if let Some(unknown) = posted.iter().find(|e| model.engine.find(&e.item).is_none()) {
@@ -681,8 +709,8 @@ fn visitor_user(visitor: u64) -> String {
 }
 
 /// Sends the events, as the contract validated them, to central-sync's ingest after the
-/// response (`waitUntil`). Events without an id get one derived from the visitor, time, item
-/// and type, so a retried batch is stored once. A slow or failing central never affects the
+/// response (`waitUntil`). A client's event id is prefixed with the visitor; events without one
+/// get one derived from the visitor, time, item and type, so a retried batch is stored once. A slow or failing central never affects the
 /// visitor; failures are logged.
 fn forward(env: &Env, ctx: &worker::Context, posted: &[api::Event]) {
     let url = env
@@ -701,9 +729,17 @@ fn forward(env: &Env, ctx: &worker::Context, posted: &[api::Event]) {
         .map(|e| {
             let mut e = e.clone();
             let kind = e.kind.core().name();
-            e.id.get_or_insert_with(|| {
-                let key = edgerec::hash::text_key(&format!("{}/{kind}", e.item));
-                format!("{}-{}-{key:016x}", e.user, e.ts)
+            // Ids are scoped to the visitor: a client cannot pre-claim ids that would make
+            // the ingest drop another visitor's events as duplicates.
+            e.id = Some(match e.id.take() {
+                Some(id) if e.user.len() + 1 + id.len() <= edgerec_contract::events::MAX_ID_LEN => {
+                    format!("{}:{id}", e.user)
+                }
+                Some(id) => format!("{}:{:016x}", e.user, edgerec::hash::text_key(&id)),
+                None => {
+                    let key = edgerec::hash::text_key(&format!("{}/{kind}", e.item));
+                    format!("{}-{}-{key:016x}", e.user, e.ts)
+                }
             });
             e
         })

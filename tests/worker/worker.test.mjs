@@ -215,8 +215,9 @@ test('events are forwarded to the ingest endpoint; a dead ingest never fails the
     assert.equal(batch.type, 'application/json');
     assert.equal(batch.path, '/v1/events');
     assert.equal(batch.body.length, 2);
-    assert.deepEqual({ id: batch.body[0].id, item: batch.body[0].item, type: batch.body[0].type, ts: batch.body[0].ts }, { id: 'evt-1', item: '50', type: 'like', ts: 893286600 });
     assert.match(batch.body[0].user, /^v[0-9a-f]{16}$/);
+    // The client's id travels scoped to the visitor (M1: nobody can pre-claim another's ids).
+    assert.deepEqual({ id: batch.body[0].id, item: batch.body[0].item, type: batch.body[0].type, ts: batch.body[0].ts }, { id: `${batch.body[0].user}:evt-1`, item: '50', type: 'like', ts: 893286600 });
     assert.equal(batch.body[1].user, batch.body[0].user, 'one visitor id per session');
     assert.ok(batch.body[1].id, 'events without an id get a stable one');
 
@@ -437,6 +438,47 @@ test('a busy ingest (503) is retried with the same event ids (M3)', async () => 
     assert.equal(received.length, 3, 'two 503s, then delivered');
     const ids = received.map((r) => r.body.map((e) => e.id).join(','));
     assert.ok(ids.every((x) => x === ids[0] && x.split(',').every(Boolean)), 'every attempt carries the same ids');
+  } finally {
+    await edge.dispose();
+    close();
+  }
+});
+
+test('event ids are scoped per visitor, floods are limited, bots are marked (M1)', async () => {
+  const { received, url, close } = await fakeIngest(() => 200);
+  const edge = workerMiniflare({ SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', INGEST_URL: url, INGEST_TOKEN: 'ingest-secret', EVENTS_PER_MINUTE_PER_SESSION: '3', EVENTS_PER_MINUTE_PER_IP: '5' });
+  const send = (body, headers = {}) => edge.dispatchFetch('http://localhost/v1/events', { method: 'POST', body: JSON.stringify(body), headers: { 'Content-Type': 'application/json', ...headers } });
+  const waitFor = async (n) => { for (let i = 0; i < 50 && received.length < n; i++) await new Promise((ok) => setTimeout(ok, 100)); };
+  try {
+    await copyDirToKv(kvDir, await edge.getKVNamespace('MODELS'));
+    // Two visitors send the same client id: both events reach the log under distinct ids.
+    const a = await send({ item: '50', id: 'same' }, { 'CF-Connecting-IP': '198.51.100.1' });
+    const b = await send({ item: '50', id: 'same' }, { 'CF-Connecting-IP': '198.51.100.2' });
+    assert.equal(a.status, 200);
+    assert.equal(b.status, 200);
+    await waitFor(2);
+    const ids = received.map((r) => r.body[0].id);
+    assert.notEqual(ids[0], ids[1]);
+    assert.ok(ids.every((id) => id.endsWith(':same')), ids.join(' '));
+    // One session: 3 events a minute, the 4th is refused with a JSON 429.
+    const token = (await a.json()).session;
+    const again = await send([{ item: '181' }, { item: '100' }], { 'X-Edgerec-Session': token, 'CF-Connecting-IP': '198.51.100.1' });
+    assert.equal(again.status, 200);
+    const flood = await send({ item: '1' }, { 'X-Edgerec-Session': token, 'CF-Connecting-IP': '198.51.100.1' });
+    assert.equal(flood.status, 429);
+    assert.equal((await flood.json()).error.code, 'rate_limited');
+    // Fresh sessions from the same /24: 5 events a minute in all, and 4 were accepted above.
+    const fresh = [];
+    for (let i = 0; i < 3; i++) fresh.push((await send({ item: '7' }, { 'CF-Connecting-IP': `198.51.100.${10 + i}` })).status);
+    assert.deepEqual(fresh, [200, 429, 429]);
+    // Another address block is not affected.
+    assert.equal((await send({ item: '7' }, { 'CF-Connecting-IP': '203.0.113.5' })).status, 200);
+    // A crawler's events are forwarded marked as bot traffic (kept out of training centrally).
+    assert.equal((await send({ item: '99' }, { 'User-Agent': 'Googlebot/2.1 (+http://www.google.com/bot.html)', 'CF-Connecting-IP': '192.0.2.9' })).status, 200);
+    const crawled = () => received.find((r) => r.body[0].item === '99');
+    for (let i = 0; i < 50 && !crawled(); i++) await new Promise((ok) => setTimeout(ok, 100));
+    assert.equal(crawled()?.body[0].device, 'bot');
+    assert.equal(received.filter((r) => r.body[0].device === 'bot').length, 1, 'only the crawler is marked');
   } finally {
     await edge.dispose();
     close();
