@@ -50,7 +50,7 @@ pub fn write_dir(
         let shard = edgerec::Shard::from_bytes(bytes).context("re-reading a written shard")?;
         let count = shard.header().item_count;
         let file = format!("shard-{i}.bin");
-        std::fs::write(tmp.join(&file), bytes)?;
+        write_durably(&tmp.join(&file), bytes)?;
         entries.push(ShardEntry {
             file,
             bytes: bytes.len() as u64,
@@ -77,7 +77,8 @@ pub fn write_dir(
         popular,
         info,
     };
-    std::fs::write(tmp.join(MANIFEST), serde_json::to_vec_pretty(&manifest)?)?;
+    write_durably(&tmp.join(MANIFEST), &serde_json::to_vec_pretty(&manifest)?)?;
+    sync_dir(&tmp)?;
     if out.exists() {
         let old = parent.join(format!(".old-{}", manifest.version));
         std::fs::rename(out, &old)
@@ -87,7 +88,28 @@ pub fn write_dir(
     } else {
         std::fs::rename(&tmp, out)?;
     }
+    sync_dir(parent)?;
     Ok(manifest)
+}
+
+/// Writes a file and flushes it to disk before returning: the directory is renamed into place
+/// next, and a rename that reaches the disk before the data would leave a complete-looking
+/// model with empty or torn files after a power loss.
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()
+        .with_context(|| format!("cannot flush {}", path.display()))?;
+    Ok(())
+}
+
+/// Flushes a directory's entries (the files created in it, a rename into it).
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot flush directory {}", dir.display()))
 }
 
 /// Reads a manifest and its shards, checking sizes and checksums against the manifest, then
