@@ -97,8 +97,8 @@ pub fn write_dir(
 /// model with empty or torn files after a power loss.
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let mut f = std::fs::File::create(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
+    let mut f =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     f.write_all(bytes)?;
     f.sync_all()
         .with_context(|| format!("cannot flush {}", path.display()))?;
