@@ -25,7 +25,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::{profile_bucket, Dtype, Meta, Profile, PROFILE_FIELDS};
 use crate::hash::item_key;
 use crate::kernels;
-use crate::math::{exp, exp2, SplitMix64};
+use crate::math::{exp, SplitMix64};
 use crate::session::{EventType, Session};
 use crate::shard::{GlobalTables, Rows, Shard, ShardView};
 use crate::topk::TopK;
@@ -499,16 +499,8 @@ impl<'a> Views<'a> {
         let mut s = vec![0.0f32; dim];
         let mut row = vec![0.0f32; dim];
         let mut weight_sum = 0.0f32;
-        let mut position_weight = 1.0f32;
-        for item in known {
-            let mut w = meta.type_weights[item.kind as usize] * position_weight;
-            position_weight *= meta.position_decay;
-            if meta.time_half_life_s > 0.0 {
-                if let Some(now) = now {
-                    let age = now.saturating_sub(item.ts) as f32;
-                    w *= exp2(-age / meta.time_half_life_s);
-                }
-            }
+        let weights = meta.session_weights(known.iter().map(|k| (k.kind, k.ts)), now);
+        for (item, w) in known.iter().zip(weights) {
             if w <= 0.0 {
                 continue;
             }

@@ -261,6 +261,28 @@ impl Meta {
         }
     }
 
+    /// The weights of a session's events in the session vector, newest first: event type ×
+    /// `position_decay`^k × time decay (with a half-life and a known `now`). The one session
+    /// fold: the engine ranks with it and central-sync trains through it.
+    pub fn session_weights<'a>(
+        &'a self,
+        events_newest_first: impl IntoIterator<Item = (crate::EventType, u64)> + 'a,
+        now: Option<u64>,
+    ) -> impl Iterator<Item = f32> + 'a {
+        let mut position = 1.0f32;
+        events_newest_first.into_iter().map(move |(kind, ts)| {
+            let mut w = self.type_weights[kind as usize] * position;
+            position *= self.position_decay;
+            if self.time_half_life_s > 0.0 {
+                if let Some(now) = now {
+                    let age = now.saturating_sub(ts) as f32;
+                    w *= crate::math::exp2(-age / self.time_half_life_s);
+                }
+            }
+            w
+        })
+    }
+
     /// The context-table rows this model scores for a request (the one mapping from request to
     /// rows; see [`crate::context::ContextRows`]).
     pub fn context_rows(&self, context: &crate::Context) -> crate::context::ContextRows {

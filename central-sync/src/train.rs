@@ -20,9 +20,7 @@
 //! trainer state.
 
 use crate::dataset::{Dataset, Step, GEO_BUCKETS};
-use edgerec::format::{
-    Dtype, Meta, Profile, DEVICE_CLASSES, EVENT_TYPES, PROFILE_BUCKETS, TIME_BINS,
-};
+use edgerec::format::{Dtype, Meta, Profile, DEVICE_CLASSES, PROFILE_BUCKETS, TIME_BINS};
 use edgerec::math::SplitMix64;
 use edgerec::writer::{ModelSpec, TrendSpec};
 use serde::{Deserialize, Serialize};
@@ -208,9 +206,13 @@ impl Params {
     }
 }
 
-/// Type weights of the session fold (the model's `Meta::type_weights`).
-pub fn type_weights() -> [f32; EVENT_TYPES] {
-    Meta::new(1, Dtype::I8, 0).type_weights
+/// The session fold of a model trained with `cfg` (type weights, position decay, no time
+/// decay): what the engine will fold a session with, so training folds through the same
+/// [`Meta::session_weights`].
+pub fn fold_meta(cfg: &TrainConfig) -> Meta {
+    let mut meta = Meta::new(1, Dtype::I8, 0);
+    meta.position_decay = cfg.position_decay;
+    meta
 }
 
 /// One pass of sampled-softmax SGD over next-item examples. `examples` are (user, position)
@@ -226,7 +228,7 @@ pub fn sgd_epoch(
 ) -> f32 {
     let dim = p.dim;
     let n = p.items.len();
-    let tw = type_weights();
+    let fold = fold_meta(cfg);
     let mut s = vec![0f32; dim];
     let mut grad_s = vec![0f32; dim];
     let mut cands: Vec<u32> = Vec::with_capacity(cfg.negatives + 1);
@@ -239,11 +241,11 @@ pub fn sgd_epoch(
         let target = seq[t].item;
         // Session vector: newest first, weights type × decay^k, normalised by their sum.
         hist.clear();
-        let mut pos_w = 1.0f32;
         let mut wsum = 0.0f32;
-        for step in seq[t.saturating_sub(cfg.window)..t].iter().rev() {
-            let w = tw[step.kind as usize] * pos_w;
-            pos_w *= cfg.position_decay;
+        let window = seq[t.saturating_sub(cfg.window)..t].iter().rev();
+        let weights =
+            fold.session_weights(window.clone().map(|s| (s.kind, s.ts.max(0) as u64)), None);
+        for (step, w) in window.zip(weights) {
             hist.push((step.item as usize, w));
             wsum += w;
         }
@@ -468,8 +470,12 @@ pub fn model_spec(
     categories: Option<&Categories>,
 ) -> ModelSpec {
     let n = p.items.len();
-    let mut meta = Meta::new(p.dim as u32, dtype, n as u32);
-    meta.position_decay = cfg.position_decay;
+    let mut meta = Meta {
+        dim: p.dim as u32,
+        dtype,
+        total_items: n as u32,
+        ..fold_meta(cfg)
+    };
     // Unit weights here: the per-length profiles carry the tuned α, β and embedding weight.
     meta.embed_weight = 1.0;
     meta.seq_len = cfg.seq_len.min(edgerec::format::MAX_SEQ_LEN) as u32;
