@@ -1,0 +1,84 @@
+//! One module per command of the `central-sync` binary: each holds its clap arguments and
+//! its `run`, and the binary's `main.rs` only parses and dispatches.
+
+pub mod eval;
+pub mod import;
+pub mod pack;
+pub mod publish;
+pub mod recommend;
+pub mod rollback;
+pub mod serve;
+pub mod sync;
+pub mod train;
+
+use anyhow::Result;
+use std::path::PathBuf;
+
+/// What every command needs from the global flags.
+pub struct Output {
+    /// Print machine-readable JSON instead of text.
+    pub json: bool,
+    /// No progress bars (with `--json`).
+    pub quiet: bool,
+    /// The event log.
+    pub db: PathBuf,
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Row type of the shards, as a flag.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum DtypeArg {
+    I8,
+    F16,
+    F32,
+}
+
+impl DtypeArg {
+    pub fn core(self) -> edgerec::Dtype {
+        match self {
+            DtypeArg::I8 => edgerec::Dtype::I8,
+            DtypeArg::F16 => edgerec::Dtype::F16,
+            DtypeArg::F32 => edgerec::Dtype::F32,
+        }
+    }
+}
+
+/// The training settings shared by `train`, `eval` and `sync`.
+#[derive(clap::Args, Clone)]
+pub struct TrainArgs {
+    /// Embedding dimension.
+    #[arg(long, default_value_t = 32)]
+    pub dim: usize,
+    /// Training epochs.
+    #[arg(long, default_value_t = 12)]
+    pub epochs: usize,
+    /// Random seed (training is deterministic for a seed).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// The trend window: anonymous and short sessions see what was popular this many days
+    /// before the request.
+    #[arg(long, default_value_t = 30)]
+    pub trend_window_days: u32,
+    /// Width of one trend bucket in seconds (finer follows the last hours more closely; the
+    /// shard grows with the number of buckets).
+    #[arg(long, default_value_t = 21_600)]
+    pub trend_bucket_s: u32,
+}
+
+impl TrainArgs {
+    pub fn config(&self) -> crate::train::TrainConfig {
+        crate::train::TrainConfig {
+            dim: self.dim,
+            epochs: self.epochs,
+            seed: self.seed,
+            trend_window_days: self.trend_window_days,
+            trend_bucket_s: self.trend_bucket_s,
+            ..crate::train::TrainConfig::default()
+        }
+    }
+}

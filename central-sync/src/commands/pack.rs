@@ -1,0 +1,68 @@
+//! `central-sync pack`: pack external embeddings into a model.
+
+use super::{print_json, DtypeArg, Output};
+use crate::{model, npy};
+use anyhow::{Context as _, Result};
+use std::path::PathBuf;
+
+/// The arguments of `central-sync pack`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    pub embeddings: PathBuf,
+    #[arg(long)]
+    pub ids: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value = "i8")]
+    pub dtype: DtypeArg,
+}
+
+pub fn run(args: Args, global: &Output) -> Result<i32> {
+    let Args {
+        embeddings,
+        ids,
+        out,
+        dtype,
+    } = args;
+    let (n, d, vectors) = npy::read_f32_matrix(&embeddings)?;
+    let text =
+        std::fs::read_to_string(&ids).with_context(|| format!("cannot read {}", ids.display()))?;
+    let id_list: Vec<String> = text
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    anyhow::ensure!(
+        id_list.len() == n,
+        "{} has {} ids but {} has {n} rows",
+        ids.display(),
+        id_list.len(),
+        embeddings.display()
+    );
+    let spec = edgerec::writer::ModelSpec {
+        meta: Some(edgerec::Meta::new(d as u32, dtype.core(), n as u32)),
+        ids: id_list.clone(),
+        vectors,
+        ..Default::default()
+    };
+    let info = serde_json::json!({"packed_from": embeddings.display().to_string()});
+    let manifest = model::write_dir(
+        &spec,
+        &out,
+        id_list.into_iter().take(50).collect(),
+        info,
+        edgerec::format::MAX_SHARD_BYTES,
+    )?;
+    if global.json {
+        print_json(&manifest)?;
+    } else {
+        println!(
+            "packed {n} x {d} embeddings into {} ({}, {} shard(s))",
+            out.display(),
+            manifest.version,
+            manifest.shards.len()
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,127 @@
+//! `central-sync train`: train a model directory from an event CSV.
+
+use super::{print_json, DtypeArg, Output, TrainArgs};
+use crate::{dataset, events, model, pipeline, train};
+use anyhow::{Context as _, Result};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The arguments of `central-sync train`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Event CSV (user,item,ts[,type,value,lat,lon,geohash,device,tz_offset_min]).
+    #[arg(long)]
+    pub events: PathBuf,
+    /// Output model directory (replaced atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Optional item metadata CSV (id,title,year,genres with genres joined by '|').
+    #[arg(long)]
+    pub items: Option<PathBuf>,
+    /// Row type of the shards.
+    #[arg(long, value_enum, default_value = "i8")]
+    pub dtype: DtypeArg,
+    /// Skip validation tuning and use --alpha/--beta as given.
+    #[arg(long)]
+    pub no_tune: bool,
+    #[arg(long, default_value_t = 1.0)]
+    pub alpha: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub beta: f32,
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+pub fn run(args: Args, global: &Output) -> Result<i32> {
+    let Args {
+        events,
+        out,
+        items,
+        dtype,
+        no_tune,
+        alpha,
+        beta,
+        train,
+    } = args;
+    let started = Instant::now();
+    let events = events::read_csv_strict(&events)?;
+    let d = dataset::Dataset::from_events(&events);
+    let mut cfg = train.config();
+    cfg.alpha = alpha;
+    cfg.beta = beta;
+    let mut combination = train::Combination::untuned(&cfg);
+    let mut tuned = None;
+    if !no_tune {
+        let t = pipeline::tune(&d, &cfg, global.quiet)?;
+        combination = t.combination;
+        tuned = Some(t);
+    }
+    let (params, tables) = pipeline::fit(
+        &d,
+        &d.sequences,
+        &cfg,
+        None,
+        global.quiet,
+        "fit (all events)",
+    );
+    let categories = items.as_deref().map(read_items).transpose()?;
+    let spec = train::model_spec(
+        &params,
+        &tables,
+        &cfg,
+        dtype.core(),
+        &combination,
+        categories.as_ref(),
+    );
+    let popular = d.most_popular(50);
+    let info = serde_json::json!({
+        "events": events.len(), "users": d.users.len(), "config": cfg, "combination": combination,
+        "tuned": tuned, "train_seconds": started.elapsed().as_secs_f64(),
+    });
+    let manifest = model::write_dir(&spec, &out, popular, info, edgerec::format::MAX_SHARD_BYTES)?;
+    std::fs::write(out.join("params.json"), serde_json::to_vec(&params)?)?;
+    if global.json {
+        print_json(&manifest)?;
+    } else {
+        println!(
+            "trained {} on {} events ({} users, {} items) in {:.1} s -> {} ({} shard(s), {} bytes)",
+            manifest.version,
+            events.len(),
+            d.users.len(),
+            d.items.len(),
+            started.elapsed().as_secs_f64(),
+            out.display(),
+            manifest.shards.len(),
+            manifest.shards.iter().map(|s| s.bytes).sum::<u64>()
+        );
+    }
+    Ok(0)
+}
+
+/// Reads items.csv (id,title,year,genres) into id → genre names.
+fn read_items(path: &Path) -> Result<train::Categories> {
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let headers = reader.headers()?.clone();
+    let id_col = headers
+        .iter()
+        .position(|h| h == "id")
+        .with_context(|| format!("{}: no `id` column", path.display()))?;
+    let genre_col = headers
+        .iter()
+        .position(|h| h == "genres")
+        .with_context(|| format!("{}: no `genres` column", path.display()))?;
+    let mut out = train::Categories::new();
+    for (n, r) in reader.records().enumerate() {
+        let r = r.with_context(|| format!("{}:{}", path.display(), n + 2))?;
+        let genres = r
+            .get(genre_col)
+            .unwrap_or("")
+            .split('|')
+            .filter(|g| !g.is_empty())
+            .map(str::to_string)
+            .collect();
+        out.insert(r.get(id_col).unwrap_or("").to_string(), genres);
+    }
+    Ok(out)
+}

@@ -1,0 +1,16 @@
+//! `central-sync`, edgerec's central service, as a library: the event log, training,
+//! evaluation, packing and publishing, and one module per command of the binary (`commands`).
+//! `main.rs` parses the command line and calls `commands::<name>::run`.
+
+pub mod commands;
+pub mod dataset;
+pub mod eval;
+pub mod events;
+pub mod kv;
+pub mod model;
+pub mod npy;
+pub mod pipeline;
+pub mod serve;
+pub mod store;
+pub mod sync;
+pub mod train;
