@@ -27,6 +27,7 @@ pub mod format;
 pub mod hash;
 pub mod kernels;
 pub mod math;
+mod ranker;
 pub mod session;
 pub mod shard;
 #[doc(hidden)]

@@ -1,0 +1,641 @@
+//! The ranker: one request's pass over a model. It builds the query from the session and the
+//! context, gathers the sparse boosts (sequence tables, trend), runs the fused scan over every
+//! shard's rows, merges the boosted items exactly, and selects `k` (by score, or by diversity
+//! and exploration). [`crate::Engine`] owns the model; a `Ranker` borrows it for one request.
+
+use crate::context::Context;
+use crate::engine::{Engine, Exploration, Recommendation, Request, MAX_POOL};
+use crate::format::{profile_bucket, Dtype, Meta, Profile, PROFILE_FIELDS};
+use crate::hash::item_key;
+use crate::kernels;
+use crate::math::{exp, SplitMix64};
+use crate::session::{EventType, Session};
+use crate::shard::{GlobalTables, Rows, Shard, ShardView};
+use crate::topk::TopK;
+
+/// Rows per kernel call: the dot products of a block stay in L1 while selection reads them.
+const BLOCK_ROWS: usize = 256;
+
+/// The query in the form the kernels take.
+enum Query {
+    I8 { q: Vec<i16>, scale: f32 },
+    Float { q: Vec<f32> },
+}
+
+/// Borrowed views of every shard of a model, for one request.
+pub(crate) struct Ranker<'a> {
+    engine: &'a Engine,
+    views: Vec<ShardView<'a>>,
+}
+
+/// A session item the model knows.
+struct Known {
+    index: u32,
+    kind: EventType,
+    ts: u64,
+}
+
+impl<'a> Ranker<'a> {
+    pub(crate) fn new(engine: &'a Engine) -> Ranker<'a> {
+        Ranker {
+            engine,
+            views: engine.shards.iter().map(Shard::view).collect(),
+        }
+    }
+
+    /// The query vector for this session and context (see [`Engine::query_vector`]).
+    pub(crate) fn query_vector(&self, session: &Session, context: &Context) -> Vec<f32> {
+        let known = self.known_items(session);
+        self.query(&known, context, &self.profile(known.len()))
+    }
+
+    /// Ranks items for a session and request (see [`Engine::recommend`]).
+    pub(crate) fn recommend(&self, session: &Session, request: &Request) -> Vec<Recommendation> {
+        let known = self.known_items(session);
+        let profile = self.profile(known.len());
+        let query = self.quantize(&self.query(&known, &request.context, &profile));
+        let boosts = self.boosts(&known, &profile, request.context.ts);
+
+        let mut excluded: Vec<u32> = known.iter().map(|k| k.index).collect();
+        excluded.extend(
+            request
+                .exclude
+                .iter()
+                .filter_map(|id| self.find_key(item_key(id))),
+        );
+        excluded.sort_unstable();
+        excluded.dedup();
+        let mut skip = excluded.clone();
+        skip.extend(boosts.iter().map(|b| b.0));
+        skip.sort_unstable();
+        skip.dedup();
+
+        let k = request.k.min(self.meta().total_items as usize);
+        let selecting = request.diversity > 0.0 || request.exploration != Exploration::Off;
+        let pool = if selecting {
+            let wanted = if request.pool > 0 {
+                request.pool
+            } else {
+                (4 * k).max(k + 20)
+            };
+            wanted.min(MAX_POOL).max(k)
+        } else {
+            k
+        };
+        let (allow, deny) = (request.allow_categories, request.deny_categories);
+        let filter = |index: u32| {
+            if allow == 0 && deny == 0 {
+                return true;
+            }
+            let cats = self.categories(index);
+            (allow == 0 || cats & allow != 0) && cats & deny == 0
+        };
+        let mut top = TopK::new(pool);
+        self.scan(&query, &skip, &filter, &mut top);
+        for &(index, boost) in &boosts {
+            if excluded.binary_search(&index).is_err() && filter(index) {
+                top.push(self.dense_score(&query, index) + boost, index);
+            }
+        }
+        let candidates = top.into_sorted();
+        if !selecting {
+            return candidates
+                .into_iter()
+                .take(k)
+                .map(|(score, index)| Recommendation {
+                    index,
+                    score,
+                    propensity: None,
+                })
+                .collect();
+        }
+        self.select(candidates, k, request)
+    }
+
+    fn meta(&self) -> &Meta {
+        &self.engine.meta
+    }
+
+    fn global(&self) -> &GlobalTables<'a> {
+        &self.views[0].global
+    }
+
+    pub(crate) fn find_key(&self, key: u64) -> Option<u32> {
+        self.views
+            .iter()
+            .zip(&self.engine.starts)
+            .find_map(|(v, &start)| v.find_key(key).map(|local| start + local))
+    }
+
+    pub(crate) fn categories(&self, index: u32) -> u64 {
+        self.engine
+            .locate(index)
+            .and_then(|(s, local)| self.views[s].categories.and_then(|c| c.get(local).copied()))
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn dequantize(&self, index: u32, out: &mut [f32]) {
+        out.iter_mut().for_each(|x| *x = 0.0);
+        let Some((s, local)) = self.engine.locate(index) else {
+            return;
+        };
+        let dim = self.meta().dim as usize;
+        let stride = self.meta().row_stride() as usize;
+        let base = local * stride;
+        match self.views[s].rows {
+            Rows::I8 { rows, scales } => {
+                let scale = scales.get(local).copied().unwrap_or(0.0);
+                for (o, &r) in out
+                    .iter_mut()
+                    .zip(rows.get(base..base + dim).unwrap_or(&[]))
+                {
+                    *o = f32::from(r) * scale;
+                }
+            }
+            Rows::F32 { rows } => {
+                for (o, &r) in out
+                    .iter_mut()
+                    .zip(rows.get(base..base + dim).unwrap_or(&[]))
+                {
+                    *o = r;
+                }
+            }
+            Rows::F16 { rows } => {
+                for (o, &r) in out
+                    .iter_mut()
+                    .zip(rows.get(base..base + dim).unwrap_or(&[]))
+                {
+                    *o = half::f16::from_bits(r).to_f32();
+                }
+            }
+        }
+    }
+
+    /// The session's items present in the model, newest first.
+    fn known_items(&self, session: &Session) -> Vec<Known> {
+        session
+            .events()
+            .iter()
+            .rev()
+            .filter_map(|e| {
+                self.find_key(e.key).map(|index| Known {
+                    index,
+                    kind: e.kind,
+                    ts: e.ts,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn profile(&self, known_clicks: usize) -> Profile {
+        let at = profile_bucket(known_clicks) * PROFILE_FIELDS;
+        self.global()
+            .profiles
+            .and_then(|p| p.get(at..at + PROFILE_FIELDS))
+            .map_or(Profile::NEUTRAL, Profile::from_slice)
+    }
+
+    fn query(&self, known: &[Known], context: &Context, profile: &Profile) -> Vec<f32> {
+        let meta = self.meta();
+        let dim = meta.dim as usize;
+        let now = context
+            .ts
+            .map(|t| t.max(0) as u64)
+            .or_else(|| known.first().map(|k| k.ts));
+        let mut s = vec![0.0f32; dim];
+        let mut row = vec![0.0f32; dim];
+        let mut weight_sum = 0.0f32;
+        let weights = meta.session_weights(known.iter().map(|k| (k.kind, k.ts)), now);
+        for (item, w) in known.iter().zip(weights) {
+            if w <= 0.0 {
+                continue;
+            }
+            self.dequantize(item.index, &mut row);
+            for (a, &x) in s.iter_mut().zip(&row) {
+                *a += w * x;
+            }
+            weight_sum += w;
+        }
+        if weight_sum > 0.0 {
+            s.iter_mut().for_each(|x| *x /= weight_sum);
+        }
+        let g = self.global();
+        let mut q = match g.query_transform {
+            Some(m) => (0..dim)
+                .map(|i| {
+                    let mut acc = 0.0f32;
+                    for (&a, &b) in m[i * dim..(i + 1) * dim].iter().zip(&s) {
+                        acc += a * b;
+                    }
+                    acc
+                })
+                .collect(),
+            None => s,
+        };
+        let embed = meta.embed_weight * profile.embed;
+        q.iter_mut().for_each(|x| *x *= embed);
+        let context_weight = profile.context;
+        let mut add = |table: Option<&[f32]>, row: Option<usize>| {
+            if context_weight <= 0.0 {
+                return;
+            }
+            if let (Some(t), Some(r)) = (table, row) {
+                if let Some(v) = t.get(r * dim..(r + 1) * dim) {
+                    q.iter_mut()
+                        .zip(v)
+                        .for_each(|(a, b)| *a += context_weight * b);
+                }
+            }
+        };
+        let rows = meta.context_rows(context);
+        add(g.query_bias, Some(0));
+        add(g.ctx_time, rows.time.map(usize::from));
+        add(g.ctx_device, rows.device.map(usize::from));
+        add(g.ctx_geo, rows.geo.map(|b| b as usize));
+        q
+    }
+
+    fn quantize(&self, q: &[f32]) -> Query {
+        let stride = self.meta().row_stride() as usize;
+        match self.meta().dtype {
+            Dtype::F16 | Dtype::F32 => {
+                let mut v = q.to_vec();
+                v.resize(stride, 0.0);
+                Query::Float { q: v }
+            }
+            Dtype::I8 => {
+                // Largest |q| such that 127 · qmax · stride stays below 2^31: no i32 overflow.
+                let qmax = (i32::MAX as f32 / (127.0 * stride as f32))
+                    .floor()
+                    .min(32767.0);
+                let max_abs = q.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                let scale = if max_abs > 0.0 && max_abs.is_finite() {
+                    max_abs / qmax
+                } else {
+                    0.0
+                };
+                let mut v: Vec<i16> = q
+                    .iter()
+                    .map(|&x| {
+                        if scale > 0.0 {
+                            (x / scale).round().clamp(-qmax, qmax) as i16
+                        } else {
+                            0
+                        }
+                    })
+                    .collect();
+                v.resize(stride, 0);
+                Query::I8 { q: v, scale }
+            }
+        }
+    }
+
+    /// Non-negative sparse boosts: the sequence tables of the latest session items and the
+    /// trend of the window before `ts`, merged per item.
+    fn boosts(&self, known: &[Known], profile: &Profile, ts: Option<i64>) -> Vec<(u32, f32)> {
+        let meta = self.meta();
+        let mut out: Vec<(u32, f32)> = Vec::new();
+        let table_weight = [profile.neighbours, profile.transitions];
+        for (position, item) in known.iter().take(meta.seq_len as usize).enumerate() {
+            let Some((s, local)) = self.engine.locate(item.index) else {
+                continue;
+            };
+            let tables = self.views[s].seq.iter().zip(&meta.seq_weights);
+            for ((table, position_weights), scale) in tables.zip(table_weight) {
+                let w = position_weights[position] * scale;
+                let Some(table) = table else {
+                    continue;
+                };
+                if w <= 0.0 {
+                    continue;
+                }
+                let (targets, weights) = table.row(local);
+                out.extend(targets.iter().zip(weights).map(|(&g, &x)| (g, w * x)));
+            }
+        }
+        self.trend_boosts(ts, profile.trend, &mut out);
+        let mut merged = sum_by_item(out);
+        merged.retain(|e| e.1 > 0.0);
+        merged
+    }
+
+    /// Appends `weight × count / max count` for every item counted in the trend window before
+    /// `ts` (the end of the model's data when `ts` is absent or later).
+    fn trend_boosts(&self, ts: Option<i64>, weight: f32, out: &mut Vec<(u32, f32)>) {
+        let window = trend_window(self.meta(), ts);
+        if weight <= 0.0 || window.is_empty() {
+            return;
+        }
+        let (latest_window, latest) = &self.engine.latest_trend;
+        let computed;
+        let shares = if *latest_window == window {
+            latest
+        } else {
+            computed = self.trend_shares(window);
+            &computed
+        };
+        out.extend(shares.iter().map(|&(g, share)| (g, weight * share)));
+    }
+
+    /// Each item's count over the trend buckets `window`, divided by the largest such count.
+    pub(crate) fn trend_shares(&self, window: core::ops::Range<usize>) -> Vec<(u32, f32)> {
+        let Some(table) = self.global().trend else {
+            return Vec::new();
+        };
+        let (items, counts) = table.buckets(window.start, window.end);
+        let mut merged = sum_by_item(items.iter().copied().zip(counts.iter().copied()).collect());
+        let max = merged.iter().fold(0.0f32, |m, e| m.max(e.1));
+        if max <= 0.0 {
+            return Vec::new();
+        }
+        merged.iter_mut().for_each(|e| e.1 /= max);
+        merged.retain(|e| e.1 > 0.0);
+        merged
+    }
+
+    fn dense_score(&self, query: &Query, index: u32) -> f32 {
+        let Some((s, local)) = self.engine.locate(index) else {
+            return f32::NEG_INFINITY;
+        };
+        let stride = self.meta().row_stride() as usize;
+        let view = &self.views[s];
+        let bias = view.bias.get(local).copied().unwrap_or(0.0);
+        let range = local * stride..(local + 1) * stride;
+        match (query, view.rows) {
+            (Query::I8 { q, scale }, Rows::I8 { rows, scales }) => {
+                let mut dot = [0i32; 1];
+                kernels::dot_i8_block(q, rows.get(range).unwrap_or(&[]), stride, &mut dot);
+                i8_score(
+                    dot[0],
+                    *scale,
+                    scales.get(local).copied().unwrap_or(0.0),
+                    bias,
+                )
+            }
+            (Query::Float { q }, rows @ (Rows::F16 { .. } | Rows::F32 { .. })) => {
+                let mut dot = [0f32; 1];
+                float_dots(q, rows, range, stride, &mut dot);
+                dot[0] + bias
+            }
+            _ => f32::NEG_INFINITY,
+        }
+    }
+
+    /// The fused scan: per block of rows, the kernel's dot products become scores in a
+    /// branch-free (vectorisable) loop, then a plain comparison against the cached heap
+    /// threshold lets the rare winners through to the exclusion test, the filter and the heap.
+    fn scan(&self, query: &Query, skip: &[u32], filter: &dyn Fn(u32) -> bool, top: &mut TopK) {
+        let stride = self.meta().row_stride() as usize;
+        let mut threshold = top.threshold();
+        let mut scores = [0f32; BLOCK_ROWS];
+        let mut offer_block = |scores: &[f32], first: u32, top: &mut TopK| {
+            // Once the heap is full, almost no block holds a winner: a lane-wise maximum (which
+            // the compiler vectorises) rules the whole block out in a few instructions.
+            if block_max(scores) <= threshold {
+                return;
+            }
+            for (j, &score) in scores.iter().enumerate() {
+                if score > threshold {
+                    let g = first + j as u32;
+                    if skip.binary_search(&g).is_err() && filter(g) {
+                        top.push(score, g);
+                        threshold = top.threshold();
+                    }
+                }
+            }
+        };
+        for (view, &start) in self.views.iter().zip(&self.engine.starts) {
+            let n = view.header.item_count as usize;
+            match (query, view.rows) {
+                (Query::I8 { q, scale }, Rows::I8 { rows, scales }) => {
+                    let mut dots = [0i32; BLOCK_ROWS];
+                    for b in (0..n).step_by(BLOCK_ROWS) {
+                        let m = BLOCK_ROWS.min(n - b);
+                        let block = rows.get(b * stride..(b + m) * stride).unwrap_or(&[]);
+                        kernels::dot_i8_block(q, block, stride, &mut dots[..m]);
+                        let (Some(row_scales), Some(row_bias)) =
+                            (scales.get(b..b + m), view.bias.get(b..b + m))
+                        else {
+                            continue;
+                        };
+                        // Equal-length slices and an index loop: no bounds checks, so the
+                        // compiler vectorises the conversion (same IEEE operations per lane).
+                        let (out, dots) = (&mut scores[..m], &dots[..m]);
+                        for j in 0..m {
+                            out[j] = i8_score(dots[j], *scale, row_scales[j], row_bias[j]);
+                        }
+                        offer_block(&scores[..m], start + b as u32, top);
+                    }
+                }
+                (Query::Float { q }, rows @ (Rows::F16 { .. } | Rows::F32 { .. })) => {
+                    let mut dots = [0f32; BLOCK_ROWS];
+                    for b in (0..n).step_by(BLOCK_ROWS) {
+                        let m = BLOCK_ROWS.min(n - b);
+                        float_dots(
+                            q,
+                            rows,
+                            b * stride..(b + m) * stride,
+                            stride,
+                            &mut dots[..m],
+                        );
+                        let row_bias = view.bias.get(b..b + m).unwrap_or(&[]);
+                        for ((s, &dot), &bias) in scores.iter_mut().zip(&dots[..m]).zip(row_bias) {
+                            *s = dot + bias;
+                        }
+                        offer_block(&scores[..m], start + b as u32, top);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Picks `k` of the candidates (best first) by MMR and/or exploration.
+    fn select(
+        &self,
+        candidates: Vec<(f32, u32)>,
+        k: usize,
+        request: &Request,
+    ) -> Vec<Recommendation> {
+        let k = k.min(candidates.len());
+        let n = candidates.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let (hi, lo) = (candidates[0].0, candidates[n - 1].0);
+        let relevance: Vec<f32> = candidates
+            .iter()
+            .map(|c| if hi > lo { (c.0 - lo) / (hi - lo) } else { 1.0 })
+            .collect();
+        let lambda = request.diversity.clamp(0.0, 1.0);
+        let dim = self.meta().dim as usize;
+        let unit: Vec<Vec<f32>> = if lambda > 0.0 {
+            candidates
+                .iter()
+                .map(|c| {
+                    let mut v = vec![0.0; dim];
+                    self.dequantize(c.1, &mut v);
+                    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                    if norm > 0.0 {
+                        v.iter_mut().for_each(|x| *x /= norm);
+                    }
+                    v
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut max_sim = vec![0.0f32; n];
+        let mut remaining: Vec<usize> = (0..n).collect();
+        let mut rng = match request.exploration {
+            Exploration::Epsilon { seed, .. } | Exploration::Softmax { seed, .. } => {
+                SplitMix64::new(seed)
+            }
+            Exploration::Off => SplitMix64::new(0),
+        };
+        let mut out = Vec::with_capacity(k);
+        while out.len() < k && !remaining.is_empty() {
+            let objective = |i: usize| (1.0 - lambda) * relevance[i] - lambda * max_sim[i];
+            let mut best = 0;
+            for (pos, &i) in remaining.iter().enumerate() {
+                if objective(i) > objective(remaining[best]) {
+                    best = pos;
+                }
+            }
+            let r = remaining.len();
+            let (pos, propensity) = match request.exploration {
+                Exploration::Off => (best, None),
+                Exploration::Epsilon { epsilon, .. } => {
+                    let eps = epsilon.clamp(0.0, 1.0);
+                    let pos = if rng.next_f32() < eps {
+                        rng.below(r)
+                    } else {
+                        best
+                    };
+                    let p = eps / r as f32 + if pos == best { 1.0 - eps } else { 0.0 };
+                    (pos, Some(p))
+                }
+                Exploration::Softmax { temperature, .. } => {
+                    let t = if temperature > 0.0 && temperature.is_finite() {
+                        temperature
+                    } else {
+                        1e-3
+                    };
+                    let top = objective(remaining[best]);
+                    let weights: Vec<f32> = remaining
+                        .iter()
+                        .map(|&i| exp((objective(i) - top) / t))
+                        .collect();
+                    let total: f32 = weights.iter().sum();
+                    let mut u = rng.next_f32() * total;
+                    let mut pos = r - 1;
+                    for (p, w) in weights.iter().enumerate() {
+                        if u < *w {
+                            pos = p;
+                            break;
+                        }
+                        u -= w;
+                    }
+                    (pos, Some(weights[pos] / total))
+                }
+            };
+            let chosen = remaining.remove(pos);
+            if lambda > 0.0 {
+                for &i in &remaining {
+                    let sim: f32 = unit[i].iter().zip(&unit[chosen]).map(|(a, b)| a * b).sum();
+                    max_sim[i] = if out.is_empty() {
+                        sim
+                    } else {
+                        max_sim[i].max(sim)
+                    };
+                }
+            }
+            out.push(Recommendation {
+                index: candidates[chosen].1,
+                score: candidates[chosen].0,
+                propensity,
+            });
+        }
+        out
+    }
+}
+
+/// Float dot products of `q` with the float rows in element range `range` (f16 or f32).
+fn float_dots(
+    q: &[f32],
+    rows: Rows<'_>,
+    range: core::ops::Range<usize>,
+    stride: usize,
+    out: &mut [f32],
+) {
+    match rows {
+        Rows::F16 { rows } => {
+            kernels::dot_f16_block(q, rows.get(range).unwrap_or(&[]), stride, out)
+        }
+        Rows::F32 { rows } => {
+            kernels::dot_f32_block(q, rows.get(range).unwrap_or(&[]), stride, out)
+        }
+        Rows::I8 { .. } => out.fill(f32::NEG_INFINITY),
+    }
+}
+
+/// The maximum of `scores` (−∞ when empty), over 8 independent lanes so it vectorises without
+/// reassociating floating-point operations. NaN never wins, so a NaN score is never offered,
+/// which matches `score > threshold` being false for NaN.
+#[inline]
+fn block_max(scores: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = scores.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (m, &s) in lanes.iter_mut().zip(chunk) {
+            *m = if s > *m { s } else { *m };
+        }
+    }
+    for &s in chunks.remainder() {
+        lanes[0] = if s > lanes[0] { s } else { lanes[0] };
+    }
+    lanes
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
+}
+
+/// One entry per item with the sum of its values. The sort is stable, so each item's values are
+/// added in their original order and the sums are the same on every platform.
+fn sum_by_item(mut entries: Vec<(u32, f32)>) -> Vec<(u32, f32)> {
+    entries.sort_by_key(|e| e.0);
+    let mut merged: Vec<(u32, f32)> = Vec::with_capacity(entries.len());
+    for (g, v) in entries {
+        match merged.last_mut() {
+            Some(last) if last.0 == g => last.1 += v,
+            _ => merged.push((g, v)),
+        }
+    }
+    merged
+}
+
+/// The trend buckets of the window before `ts`: the last `⌈window / bucket⌉` buckets that ended
+/// by `ts`, so no bucket reaches past the request's time (no look-ahead). A request after the
+/// model's last bucket (or without a time) sees the window that ends with the model's data.
+/// Empty without a trend table.
+pub fn trend_window(meta: &Meta, ts: Option<i64>) -> core::ops::Range<usize> {
+    if !meta.has_trend() {
+        return 0..0;
+    }
+    // i128: `ts` comes from outside and may be anything; the meta was checked at load.
+    let start = i128::from(meta.trend_start);
+    let width = i128::from(meta.trend_bucket_s);
+    let n = i128::from(meta.trend_buckets);
+    let end = start + n * width;
+    let now = ts.map_or(end, |t| i128::from(t).min(end));
+    let hi = (now - start).div_euclid(width).clamp(0, n);
+    let span = (i128::from(meta.trend_window_s) + width - 1) / width;
+    let lo = (hi - span).clamp(0, n);
+    lo as usize..hi as usize
+}
+
+/// Score of an int8 row from its integer dot product. One definition for the scan and for
+/// single items, so both give bit-identical scores.
+#[inline(always)]
+fn i8_score(dot: i32, query_scale: f32, row_scale: f32, bias: f32) -> f32 {
+    dot as f32 * query_scale * row_scale + bias
+}
