@@ -451,6 +451,23 @@ impl<'a> Ranker<'a> {
     }
 
     /// Picks `k` of the candidates (best first) by MMR and/or exploration.
+    /// The candidates' vectors scaled to unit length (for MMR's cosine similarities).
+    fn unit_vectors(&self, candidates: &[(f32, u32)]) -> Vec<Vec<f32>> {
+        let dim = self.meta().dim as usize;
+        candidates
+            .iter()
+            .map(|c| {
+                let mut v = vec![0.0; dim];
+                self.dequantize(c.1, &mut v);
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                if norm > 0.0 {
+                    v.iter_mut().for_each(|x| *x /= norm);
+                }
+                v
+            })
+            .collect()
+    }
+
     fn select(
         &self,
         candidates: Vec<(f32, u32)>,
@@ -468,20 +485,8 @@ impl<'a> Ranker<'a> {
             .map(|c| if hi > lo { (c.0 - lo) / (hi - lo) } else { 1.0 })
             .collect();
         let lambda = request.diversity.clamp(0.0, 1.0);
-        let dim = self.meta().dim as usize;
-        let unit: Vec<Vec<f32>> = if lambda > 0.0 {
-            candidates
-                .iter()
-                .map(|c| {
-                    let mut v = vec![0.0; dim];
-                    self.dequantize(c.1, &mut v);
-                    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-                    if norm > 0.0 {
-                        v.iter_mut().for_each(|x| *x /= norm);
-                    }
-                    v
-                })
-                .collect()
+        let unit = if lambda > 0.0 {
+            self.unit_vectors(&candidates)
         } else {
             Vec::new()
         };
@@ -495,50 +500,11 @@ impl<'a> Ranker<'a> {
         };
         let mut out = Vec::with_capacity(k);
         while out.len() < k && !remaining.is_empty() {
-            let objective = |i: usize| (1.0 - lambda) * relevance[i] - lambda * max_sim[i];
-            let mut best = 0;
-            for (pos, &i) in remaining.iter().enumerate() {
-                if objective(i) > objective(remaining[best]) {
-                    best = pos;
-                }
-            }
-            let r = remaining.len();
-            let (pos, propensity) = match request.exploration {
-                Exploration::Off => (best, None),
-                Exploration::Epsilon { epsilon, .. } => {
-                    let eps = epsilon.clamp(0.0, 1.0);
-                    let pos = if rng.next_f32() < eps {
-                        rng.below(r)
-                    } else {
-                        best
-                    };
-                    let p = eps / r as f32 + if pos == best { 1.0 - eps } else { 0.0 };
-                    (pos, Some(p))
-                }
-                Exploration::Softmax { temperature, .. } => {
-                    let t = if temperature > 0.0 && temperature.is_finite() {
-                        temperature
-                    } else {
-                        1e-3
-                    };
-                    let top = objective(remaining[best]);
-                    let weights: Vec<f32> = remaining
-                        .iter()
-                        .map(|&i| exp((objective(i) - top) / t))
-                        .collect();
-                    let total: f32 = weights.iter().sum();
-                    let mut u = rng.next_f32() * total;
-                    let mut pos = r - 1;
-                    for (p, w) in weights.iter().enumerate() {
-                        if u < *w {
-                            pos = p;
-                            break;
-                        }
-                        u -= w;
-                    }
-                    (pos, Some(weights[pos] / total))
-                }
-            };
+            let objectives: Vec<f32> = remaining
+                .iter()
+                .map(|&i| (1.0 - lambda) * relevance[i] - lambda * max_sim[i])
+                .collect();
+            let (pos, propensity) = draw(request.exploration, &objectives, &mut rng);
             let chosen = remaining.remove(pos);
             if lambda > 0.0 {
                 for &i in &remaining {
@@ -557,6 +523,55 @@ impl<'a> Ranker<'a> {
             });
         }
         out
+    }
+}
+
+/// Picks one of the remaining candidates by their objectives: the best (the first of equals),
+/// or under exploration a draw, reported with the probability it had.
+fn draw(
+    exploration: Exploration,
+    objectives: &[f32],
+    rng: &mut SplitMix64,
+) -> (usize, Option<f32>) {
+    let mut best = 0;
+    for (pos, &o) in objectives.iter().enumerate() {
+        if o > objectives[best] {
+            best = pos;
+        }
+    }
+    let r = objectives.len();
+    match exploration {
+        Exploration::Off => (best, None),
+        Exploration::Epsilon { epsilon, .. } => {
+            let eps = epsilon.clamp(0.0, 1.0);
+            let pos = if rng.next_f32() < eps {
+                rng.below(r)
+            } else {
+                best
+            };
+            let p = eps / r as f32 + if pos == best { 1.0 - eps } else { 0.0 };
+            (pos, Some(p))
+        }
+        Exploration::Softmax { temperature, .. } => {
+            let t = if temperature > 0.0 && temperature.is_finite() {
+                temperature
+            } else {
+                1e-3
+            };
+            let top = objectives[best];
+            let weights: Vec<f32> = objectives.iter().map(|&o| exp((o - top) / t)).collect();
+            let total: f32 = weights.iter().sum();
+            let mut u = rng.next_f32() * total;
+            let mut pos = r - 1;
+            for (p, w) in weights.iter().enumerate() {
+                if u < *w {
+                    pos = p;
+                    break;
+                }
+                u -= w;
+            }
+            (pos, Some(weights[pos] / total))
+        }
     }
 }
 
