@@ -13,4 +13,5 @@ pub mod pipeline;
 pub mod serve;
 pub mod store;
 pub mod sync;
+pub mod sync_state;
 pub mod train;

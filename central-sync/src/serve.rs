@@ -7,6 +7,7 @@
 //! the last sync.
 
 use crate::store::Store;
+use crate::sync_state::SyncState;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -144,26 +145,11 @@ async fn healthz(State(app): State<Arc<AppState>>) -> Response {
     Json(json!({"ok": true, "events": app.stored.load(Ordering::Relaxed)})).into_response()
 }
 
-/// The sync state `/metrics` exports, read on a blocking thread.
-const STATE_KEYS: [&str; 7] = [
-    "last_sync_ts",
-    "train_seconds",
-    "eval_ndcg10",
-    "eval_hr10",
-    "popularity_psi",
-    "published",
-    "model_version",
-];
-
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {
-    let state = with_store(&app, |store| {
-        STATE_KEYS
-            .iter()
-            .map(|k| Ok((*k, store.get_state(k)?)))
-            .collect::<anyhow::Result<std::collections::HashMap<&str, Option<String>>>>()
-    })
-    .await
-    .unwrap_or_default();
+    // Read on a blocking thread: the store's lock may be held across an fsync.
+    let state = with_store(&app, |store| SyncState::load(store))
+        .await
+        .unwrap_or_default();
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, value: String| {
         out += &format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
@@ -188,43 +174,10 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         "Events rejected as invalid by this process.",
         app.rejected.load(Ordering::Relaxed).to_string(),
     );
-    for (key, name, help) in [
-        (
-            "last_sync_ts",
-            "edgerec_last_sync_timestamp_seconds",
-            "Unix time of the last sync run.",
-        ),
-        (
-            "train_seconds",
-            "edgerec_train_seconds",
-            "Training time of the last sync.",
-        ),
-        (
-            "eval_ndcg10",
-            "edgerec_eval_ndcg10",
-            "NDCG@10 of the last candidate model on the hold-out.",
-        ),
-        (
-            "eval_hr10",
-            "edgerec_eval_hr10",
-            "HR@10 of the last candidate model on the hold-out.",
-        ),
-        (
-            "popularity_psi",
-            "edgerec_popularity_psi",
-            "Popularity drift (PSI) of new events against earlier ones.",
-        ),
-        (
-            "published",
-            "edgerec_last_sync_published",
-            "1 if the last sync published its model, 0 if it held it back.",
-        ),
-    ] {
-        if let Some(Some(v)) = state.get(key) {
-            gauge(name, help, v.clone());
-        }
+    for (name, help, value) in state.gauges() {
+        gauge(name, help, value);
     }
-    if let Some(Some(v)) = state.get("model_version") {
+    if let Some(v) = &state.model_version {
         out += &format!("# HELP edgerec_model_version_info The published model version.\n# TYPE edgerec_model_version_info gauge\nedgerec_model_version_info{{version=\"{}\"}} 1\n", v.replace('"', ""));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()

@@ -15,6 +15,7 @@ use crate::kv;
 use crate::model;
 use crate::pipeline;
 use crate::store::Store;
+use crate::sync_state::SyncState;
 use crate::train::{self, Params, TrainConfig};
 use anyhow::{Context as _, Result};
 use edgerec::format::Dtype;
@@ -74,10 +75,8 @@ pub fn popularity_psi(old: &[Event], new: &[Event]) -> f64 {
 }
 
 pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport)> {
-    let last_seq: i64 = store
-        .get_state("last_seq")?
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let mut state = SyncState::load(store)?;
+    let last_seq = state.last_seq;
     // One read of the log; events arrive in seq order, so the new ones are its tail.
     let (all, max_seq) = store.events_after(0)?;
     let new_count = store.count_after(last_seq)?.min(all.len());
@@ -92,13 +91,14 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
         train_seconds: 0.0,
         incremental_events_per_second: None,
         holdout: None,
-        previous_ndcg10: store.get_state("eval_ndcg10")?.and_then(|s| s.parse().ok()),
+        previous_ndcg10: state.published_ndcg10,
         popularity_psi: popularity_psi(old, new),
-        version: store.get_state("model_version")?,
+        version: state.model_version.clone(),
         reason: String::new(),
     };
-    store.set_state("popularity_psi", &format!("{:.6}", report.popularity_psi))?;
-    store.set_state("last_sync_ts", &now().to_string())?;
+    state.popularity_psi = Some(report.popularity_psi);
+    state.last_sync_ts = Some(now());
+    state.save(store)?;
     tracing::info!(
         new = new.len(),
         total = report.total_events,
@@ -115,12 +115,9 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
     );
 
     let d = Dataset::from_events(&all);
-    let syncs: u32 = store
-        .get_state("syncs_since_full")?
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let syncs = state.syncs_since_full;
     // A rollback leaves `force_full`: the saved parameters belong to another version.
-    let forced = store.get_state("force_full")?.as_deref() == Some("1");
+    let forced = state.force_full;
     let warm: Option<Params> = if opts.full || forced || !have_model || syncs + 1 >= opts.full_every
     {
         None
@@ -128,15 +125,13 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
         serde_json::from_slice(&std::fs::read(&prev_params_path)?).ok()
     };
     let cfg = opts.config.clone();
-    // A combination saved by an older release (another shape) does not parse: re-tune then.
-    let tuned_state = store
-        .get_state("combination")?
-        .and_then(|s| serde_json::from_str::<train::Combination>(&s).ok());
-    let combination = match (&warm, tuned_state) {
+    // A combination saved by an older release (another shape) does not load: re-tune then.
+    let combination = match (&warm, state.combination) {
         (Some(_), Some(c)) => c,
         _ => {
             let t = pipeline::tune(&d, &cfg, opts.quiet)?;
-            store.set_state("combination", &serde_json::to_string(&t.combination)?)?;
+            state.combination = Some(t.combination);
+            state.save(store)?;
             t.combination
         }
     };
@@ -157,8 +152,10 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
         eval::engine_top10(&engine, &d, q, eval::Clicks::Full)
     });
     report.holdout = Some(holdout);
-    store.set_state("eval_ndcg10", &format!("{:.6}", holdout.ndcg10))?;
-    store.set_state("eval_hr10", &format!("{:.6}", holdout.hr10))?;
+    // The candidate's score; it becomes the gate's reference only if the candidate is published.
+    state.candidate_ndcg10 = Some(holdout.ndcg10);
+    state.candidate_hr10 = Some(holdout.hr10);
+    state.save(store)?;
 
     // The model to publish: incremental (warm start, one pass over new targets) or full.
     let started = Instant::now();
@@ -200,7 +197,8 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
         }
     };
     report.train_seconds = started.elapsed().as_secs_f64();
-    store.set_state("train_seconds", &format!("{:.3}", report.train_seconds))?;
+    state.train_seconds = Some(report.train_seconds);
+    state.save(store)?;
 
     if let Some(prev) = report.previous_ndcg10 {
         if holdout.ndcg10 < prev * (1.0 - opts.margin) {
@@ -211,8 +209,8 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
                 100.0 * opts.margin,
                 prev
             );
-            store.set_state("published", "0")?;
-            store.set_state("eval_ndcg10", &format!("{prev:.6}"))?;
+            state.published = Some(false);
+            state.save(store)?;
             tracing::warn!("{}", report.reason);
             return Ok((3, report));
         }
@@ -238,14 +236,14 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
         std::fs::remove_dir_all(&current)?;
     }
     std::fs::rename(&candidate, &current)?;
-    store.set_state("last_seq", &max_seq.to_string())?;
-    store.set_state("model_version", &published.version)?;
-    store.set_state("published", "1")?;
-    store.set_state("force_full", "0")?;
-    store.set_state(
-        "syncs_since_full",
-        &(if warm.is_some() { syncs + 1 } else { 0 }).to_string(),
-    )?;
+    state.last_seq = max_seq;
+    state.model_version = Some(published.version.clone());
+    state.published = Some(true);
+    state.force_full = false;
+    state.syncs_since_full = if warm.is_some() { syncs + 1 } else { 0 };
+    state.published_ndcg10 = Some(holdout.ndcg10);
+    state.published_hr10 = Some(holdout.hr10);
+    state.save(store)?;
     report.status = "published";
     report.version = Some(published.version);
     report.reason = format!("hold-out NDCG@10 {:.4}", holdout.ndcg10);

@@ -21,8 +21,10 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
     // sync fits from scratch.
     if global.db.exists() {
         let events = store::Store::open(&global.db)?;
-        events.set_state("force_full", "1")?;
-        events.set_state("model_version", &target)?;
+        let mut state = crate::sync_state::SyncState::load(&events)?;
+        state.force_full = true;
+        state.model_version = Some(target.clone());
+        state.save(&events)?;
     }
     if global.json {
         print_json(&serde_json::json!({"from": from, "to": target}))?;
