@@ -637,24 +637,11 @@ fn verify_version(kv: &mut dyn Kv, version: &str) -> Result<()> {
         .with_context(|| format!("version {version}: manifest is not valid"))?;
     let mut shards = Vec::with_capacity(m.shards.len());
     for s in &m.shards {
+        let key = keys::shard(version, &s.file);
         let bytes = kv
-            .get(&keys::shard(version, &s.file))?
+            .get(&key)?
             .with_context(|| format!("version {version} is missing {}", s.file))?;
-        ensure!(
-            bytes.len() as u64 == s.bytes,
-            "version {version}: {} has {} bytes, the manifest says {}",
-            s.file,
-            bytes.len(),
-            s.bytes
-        );
-        let shard = edgerec::Shard::from_bytes(&bytes)
-            .with_context(|| format!("version {version}: {} is corrupt", s.file))?;
-        ensure!(
-            format!("{:016x}", shard.header().checksum) == s.checksum,
-            "version {version}: {} does not have the manifest's checksum",
-            s.file
-        );
-        shards.push(shard);
+        shards.push(model::check_shard(s, &bytes, &key)?);
     }
     edgerec::Engine::from_shards(shards)
         .with_context(|| format!("version {version}: the shards do not form one model"))?;

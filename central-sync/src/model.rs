@@ -126,10 +126,11 @@ pub fn read_dir(dir: &Path) -> Result<(Manifest, Vec<Vec<u8>>)> {
     let manifest: Manifest = serde_json::from_slice(&text)
         .with_context(|| format!("{}: not a valid manifest", mpath.display()))?;
     ensure!(
-        manifest.format == "edgerec-model",
-        "{}: format is {:?}, not \"edgerec-model\"",
+        manifest.format == edgerec_contract::manifest::FORMAT,
+        "{}: format is {:?}, not {:?}",
         mpath.display(),
-        manifest.format
+        manifest.format,
+        edgerec_contract::manifest::FORMAT
     );
     ensure!(
         !manifest.shards.is_empty(),
@@ -148,23 +149,27 @@ pub fn read_dir(dir: &Path) -> Result<(Manifest, Vec<Vec<u8>>)> {
         let path = dir.join(&s.file);
         let bytes = std::fs::read(&path)
             .with_context(|| format!("cannot read shard {}", path.display()))?;
-        ensure!(
-            bytes.len() as u64 == s.bytes,
-            "{}: {} bytes, the manifest says {} (partial file?)",
-            path.display(),
-            bytes.len(),
-            s.bytes
-        );
-        let shard = edgerec::Shard::from_bytes(&bytes)
-            .with_context(|| format!("{} is corrupt", path.display()))?;
-        ensure!(
-            hex_checksum(&shard) == s.checksum,
-            "{}: checksum differs from the manifest",
-            path.display()
-        );
+        check_shard(s, &bytes, &path.display().to_string())?;
         shards.push(bytes);
     }
     Ok((manifest, shards))
+}
+
+/// Checks one shard's bytes against its manifest entry (size, the core's full validation,
+/// checksum) and returns it parsed. `name` says where the bytes came from, for the errors.
+pub fn check_shard(entry: &ShardEntry, bytes: &[u8], name: &str) -> Result<edgerec::Shard> {
+    ensure!(
+        bytes.len() as u64 == entry.bytes,
+        "{name}: {} bytes, the manifest says {} (partial file?)",
+        bytes.len(),
+        entry.bytes
+    );
+    let shard = edgerec::Shard::from_bytes(bytes).with_context(|| format!("{name} is corrupt"))?;
+    ensure!(
+        hex_checksum(&shard) == entry.checksum,
+        "{name}: checksum differs from the manifest"
+    );
+    Ok(shard)
 }
 
 /// Loads a model directory into an engine.
