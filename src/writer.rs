@@ -83,165 +83,10 @@ fn le<T: bytemuck::NoUninit>(values: &[T]) -> Vec<u8> {
 /// [`crate::ErrorKind::InvalidArgument`] for inconsistent inputs (lengths, duplicate or empty ids,
 /// non-finite values, negative sequence weights) or an item too large for one shard.
 pub fn write_model(spec: &ModelSpec, model_id: u64, max_shard_bytes: u64) -> Result<Vec<Vec<u8>>> {
-    let n = spec.ids.len();
-    let mut meta = spec
-        .meta
-        .clone()
-        .ok_or_else(|| Error::argument("meta is required"))?;
-    meta.total_items = u32::try_from(n).map_err(|_| Error::argument("too many items"))?;
-    meta.category_count = spec.category_names.len() as u32;
-    (
-        meta.trend_bucket_s,
-        meta.trend_start,
-        meta.trend_buckets,
-        meta.trend_window_s,
-    ) = match &spec.trend {
-        Some(t) if !t.buckets.is_empty() => (
-            t.bucket_s,
-            t.start,
-            u32::try_from(t.buckets.len())
-                .map_err(|_| Error::argument("too many trend buckets"))?,
-            t.window_s,
-        ),
-        _ => (0, 0, 0, 0),
-    };
-    meta.check().map_err(|e| Error::argument(e.to_string()))?;
-    let dim = meta.dim as usize;
-    let stride = meta.row_stride() as usize;
-    let check_len = |what: &str, len: usize, want: usize| {
-        if len == want {
-            Ok(())
-        } else {
-            Err(Error::argument(format!(
-                "{what}: {len} values, expected {want}"
-            )))
-        }
-    };
-    check_len("vectors", spec.vectors.len(), n * dim)?;
-    if !spec.bias.is_empty() {
-        check_len("bias", spec.bias.len(), n)?;
-    }
-    if !spec.categories.is_empty() {
-        check_len("categories", spec.categories.len(), n)?;
-    }
-    for t in 0..SEQ_TABLES {
-        if !spec.seq[t].is_empty() {
-            check_len("sequence table", spec.seq[t].len(), n)?;
-            for list in &spec.seq[t] {
-                if list
-                    .iter()
-                    .any(|&(g, w)| g as usize >= n || !(w.is_finite() && w >= 0.0))
-                {
-                    return Err(Error::argument("sequence entry out of range or negative"));
-                }
-            }
-        }
-    }
-    let finite = |what: &str, v: &[f32]| {
-        if v.iter().all(|x| x.is_finite()) {
-            Ok(())
-        } else {
-            Err(Error::argument(format!("{what} has non-finite values")))
-        }
-    };
-    finite("vectors", &spec.vectors)?;
-    finite("bias", &spec.bias)?;
-    for (what, table, rows) in [
-        ("query_transform", &spec.query_transform, dim),
-        ("query_bias", &spec.query_bias, 1),
-        ("ctx_time", &spec.ctx_time, TIME_BINS),
-        ("ctx_device", &spec.ctx_device, DEVICE_CLASSES),
-        ("ctx_geo", &spec.ctx_geo, meta.geo_buckets as usize),
-    ] {
-        if let Some(t) = table {
-            check_len(what, t.len(), rows * dim)?;
-            finite(what, t)?;
-        }
-    }
-    if spec.ctx_geo.is_none() {
-        meta.geo_buckets = 0;
-    }
-    if let Some(profiles) = &spec.profiles {
-        let values = profiles.iter().flat_map(|p| p.to_array());
-        if !values.into_iter().all(|w| w.is_finite() && w >= 0.0) {
-            return Err(Error::argument(
-                "profile weights must be finite and non-negative",
-            ));
-        }
-    }
-    if let Some(t) = &spec.trend {
-        let bad = t.buckets.iter().flatten();
-        if bad
-            .into_iter()
-            .any(|&(g, c)| g as usize >= n || !(c.is_finite() && c >= 0.0))
-        {
-            return Err(Error::argument("trend entry out of range or negative"));
-        }
-    }
-    let mut keys: Vec<u64> = spec.ids.iter().map(|id| item_key(id)).collect();
-    if spec.ids.iter().any(|id| id.is_empty()) {
-        return Err(Error::argument("empty item id"));
-    }
-    keys.sort_unstable();
-    if keys.windows(2).any(|w| w[0] == w[1]) {
-        return Err(Error::argument(
-            "duplicate item ids (or a 64-bit key collision)",
-        ));
-    }
-
-    // Split items into shards by their byte cost, leaving room for headers, tables, padding and
-    // (in shard 0) the global tables.
-    let item_cost = |i: usize| -> u64 {
-        let row = (stride * meta.dtype.size()) as u64;
-        let seq: u64 = spec
-            .seq
-            .iter()
-            .map(|t| t.get(i).map_or(0, |l| 8 * l.len() as u64 + 4))
-            .sum();
-        row + 4 + 4 + 8 + 12 + 4 + spec.ids[i].len() as u64 + seq
-    };
-    let global_cost: u64 = [
-        &spec.query_transform,
-        &spec.query_bias,
-        &spec.ctx_time,
-        &spec.ctx_device,
-        &spec.ctx_geo,
-    ]
-    .iter()
-    .map(|t| t.as_ref().map_or(0, |v| 4 * v.len() as u64))
-    .sum::<u64>()
-        + spec.trend.as_ref().map_or(0, |t| {
-            4 * (t.buckets.len() as u64 + 1)
-                + 8 * t.buckets.iter().map(|b| b.len() as u64).sum::<u64>()
-        })
-        + 4 * (PROFILE_BUCKETS * PROFILE_FIELDS) as u64
-        + spec
-            .category_names
-            .iter()
-            .map(|c| c.len() as u64 + 4)
-            .sum::<u64>();
-    let fixed = (HEADER_LEN + MAX_SECTIONS as usize * SECTION_ENTRY_LEN + META_LEN) as u64
-        + 32 * SECTION_ALIGN as u64;
-    let mut ranges = Vec::new();
-    let mut start = 0usize;
-    let mut used = fixed + global_cost;
-    for i in 0..n {
-        let c = item_cost(i);
-        if used + c > max_shard_bytes && i > start {
-            ranges.push(start..i);
-            start = i;
-            used = fixed;
-        }
-        if used + c > max_shard_bytes {
-            return Err(Error::argument(format!(
-                "item {} does not fit in a shard",
-                spec.ids[i]
-            )));
-        }
-        used += c;
-    }
-    ranges.push(start..n);
-
+    let meta = model_meta(spec)?;
+    check_tables(spec, &meta)?;
+    check_ids(&spec.ids)?;
+    let ranges = plan_shards(spec, &meta, max_shard_bytes)?;
     let count = ranges.len() as u32;
     let mut out = Vec::with_capacity(ranges.len());
     for (index, range) in ranges.into_iter().enumerate() {
@@ -265,6 +110,182 @@ pub fn write_model(spec: &ModelSpec, model_id: u64, max_shard_bytes: u64) -> Res
     Ok(out)
 }
 
+/// The meta written into every shard: the spec's parameters with the counts taken from the data.
+fn model_meta(spec: &ModelSpec) -> Result<Meta> {
+    let mut meta = spec
+        .meta
+        .clone()
+        .ok_or_else(|| Error::argument("meta is required"))?;
+    meta.total_items =
+        u32::try_from(spec.ids.len()).map_err(|_| Error::argument("too many items"))?;
+    meta.category_count = spec.category_names.len() as u32;
+    (
+        meta.trend_bucket_s,
+        meta.trend_start,
+        meta.trend_buckets,
+        meta.trend_window_s,
+    ) = match &spec.trend {
+        Some(t) if !t.buckets.is_empty() => (
+            t.bucket_s,
+            t.start,
+            u32::try_from(t.buckets.len())
+                .map_err(|_| Error::argument("too many trend buckets"))?,
+            t.window_s,
+        ),
+        _ => (0, 0, 0, 0),
+    };
+    if spec.ctx_geo.is_none() {
+        meta.geo_buckets = 0;
+    }
+    meta.check().map_err(|e| Error::argument(e.to_string()))?;
+    Ok(meta)
+}
+
+fn check_len(what: &str, len: usize, want: usize) -> Result<()> {
+    if len == want {
+        Ok(())
+    } else {
+        Err(Error::argument(format!(
+            "{what}: {len} values, expected {want}"
+        )))
+    }
+}
+
+fn check_finite(what: &str, values: &[f32]) -> Result<()> {
+    if values.iter().all(|x| x.is_finite()) {
+        Ok(())
+    } else {
+        Err(Error::argument(format!("{what} has non-finite values")))
+    }
+}
+
+/// True when a sparse list points only at items `< n` with finite, non-negative weights.
+fn sparse_ok<'a>(mut entries: impl Iterator<Item = &'a (u32, f32)>, n: usize) -> bool {
+    entries.all(|&(g, w)| (g as usize) < n && w.is_finite() && w >= 0.0)
+}
+
+/// Every table's length and values against the item count and `meta`.
+fn check_tables(spec: &ModelSpec, meta: &Meta) -> Result<()> {
+    let n = spec.ids.len();
+    let dim = meta.dim as usize;
+    check_len("vectors", spec.vectors.len(), n * dim)?;
+    if !spec.bias.is_empty() {
+        check_len("bias", spec.bias.len(), n)?;
+    }
+    if !spec.categories.is_empty() {
+        check_len("categories", spec.categories.len(), n)?;
+    }
+    for table in spec.seq.iter().filter(|t| !t.is_empty()) {
+        check_len("sequence table", table.len(), n)?;
+        if !sparse_ok(table.iter().flatten(), n) {
+            return Err(Error::argument("sequence entry out of range or negative"));
+        }
+    }
+    check_finite("vectors", &spec.vectors)?;
+    check_finite("bias", &spec.bias)?;
+    for (what, table, rows) in [
+        ("query_transform", &spec.query_transform, dim),
+        ("query_bias", &spec.query_bias, 1),
+        ("ctx_time", &spec.ctx_time, TIME_BINS),
+        ("ctx_device", &spec.ctx_device, DEVICE_CLASSES),
+        ("ctx_geo", &spec.ctx_geo, meta.geo_buckets as usize),
+    ] {
+        if let Some(t) = table {
+            check_len(what, t.len(), rows * dim)?;
+            check_finite(what, t)?;
+        }
+    }
+    if let Some(profiles) = &spec.profiles {
+        let mut values = profiles.iter().flat_map(|p| p.to_array());
+        if !values.all(|w| w.is_finite() && w >= 0.0) {
+            return Err(Error::argument(
+                "profile weights must be finite and non-negative",
+            ));
+        }
+    }
+    if let Some(t) = &spec.trend {
+        if !sparse_ok(t.buckets.iter().flatten(), n) {
+            return Err(Error::argument("trend entry out of range or negative"));
+        }
+    }
+    Ok(())
+}
+
+/// Ids are non-empty and their 64-bit keys distinct (the edge looks items up by key).
+fn check_ids(ids: &[String]) -> Result<()> {
+    if ids.iter().any(|id| id.is_empty()) {
+        return Err(Error::argument("empty item id"));
+    }
+    let mut keys: Vec<u64> = ids.iter().map(|id| item_key(id)).collect();
+    keys.sort_unstable();
+    if keys.windows(2).any(|w| w[0] == w[1]) {
+        return Err(Error::argument(
+            "duplicate item ids (or a 64-bit key collision)",
+        ));
+    }
+    Ok(())
+}
+
+/// Splits items into shards by their byte cost, leaving room for headers, tables, padding and (in
+/// shard 0) the global tables.
+fn plan_shards(
+    spec: &ModelSpec,
+    meta: &Meta,
+    max_shard_bytes: u64,
+) -> Result<Vec<core::ops::Range<usize>>> {
+    let n = spec.ids.len();
+    let row = (meta.row_stride() as usize * meta.dtype.size()) as u64;
+    let item_cost = |i: usize| -> u64 {
+        let seq: u64 = spec
+            .seq
+            .iter()
+            .map(|t| t.get(i).map_or(0, |l| 8 * l.len() as u64 + 4))
+            .sum();
+        row + 4 + 4 + 8 + 12 + 4 + spec.ids[i].len() as u64 + seq
+    };
+    let fixed = (HEADER_LEN + MAX_SECTIONS as usize * SECTION_ENTRY_LEN + META_LEN) as u64
+        + 32 * SECTION_ALIGN as u64;
+    let mut ranges = Vec::new();
+    let mut start = 0usize;
+    let mut used = fixed + global_cost(spec);
+    for i in 0..n {
+        let c = item_cost(i);
+        if used + c > max_shard_bytes && i > start {
+            ranges.push(start..i);
+            start = i;
+            used = fixed;
+        }
+        if used + c > max_shard_bytes {
+            return Err(Error::argument(format!(
+                "item {} does not fit in a shard",
+                spec.ids[i]
+            )));
+        }
+        used += c;
+    }
+    ranges.push(start..n);
+    Ok(ranges)
+}
+
+/// Bytes of the tables only shard 0 carries.
+fn global_cost(spec: &ModelSpec) -> u64 {
+    let dense: u64 = [
+        &spec.query_transform,
+        &spec.query_bias,
+        &spec.ctx_time,
+        &spec.ctx_device,
+        &spec.ctx_geo,
+    ]
+    .iter()
+    .map(|t| t.as_ref().map_or(0, |v| 4 * v.len() as u64))
+    .sum();
+    let trend = spec.trend.as_ref().map_or(0, |t| {
+        4 * (t.buckets.len() as u64 + 1) + 8 * t.buckets.iter().map(|b| b.len() as u64).sum::<u64>()
+    });
+    let names: u64 = spec.category_names.iter().map(|c| c.len() as u64 + 4).sum();
+    dense + trend + 4 * (PROFILE_BUCKETS * PROFILE_FIELDS) as u64 + names
+}
+
 fn string_table(strings: impl Iterator<Item = impl AsRef<str>>) -> (Vec<u8>, Vec<u8>) {
     let mut offsets = vec![0u32];
     let mut text = Vec::new();
@@ -275,6 +296,30 @@ fn string_table(strings: impl Iterator<Item = impl AsRef<str>>) -> (Vec<u8>, Vec
     (le(&offsets), text)
 }
 
+/// A CSR table (offsets, targets, weights) of sparse per-row lists.
+fn csr<'a>(rows: impl Iterator<Item = &'a Vec<(u32, f32)>>) -> [Vec<u8>; 3] {
+    let mut offsets = vec![0u32];
+    let (mut targets, mut weights) = (Vec::new(), Vec::new());
+    for list in rows {
+        for &(g, w) in list {
+            targets.push(g);
+            weights.push(w);
+        }
+        offsets.push(targets.len() as u32);
+    }
+    [le(&offsets), le(&targets), le(&weights)]
+}
+
+/// The sections of one shard, in the order they are written.
+#[derive(Default)]
+struct Sections(Vec<SectionBuf>);
+
+impl Sections {
+    fn push(&mut self, kind: SectionKind, bytes: Vec<u8>) {
+        self.0.push(SectionBuf { kind, bytes });
+    }
+}
+
 fn shard_sections(
     spec: &ModelSpec,
     meta: &Meta,
@@ -282,167 +327,113 @@ fn shard_sections(
     range: core::ops::Range<usize>,
 ) -> Vec<SectionBuf> {
     use SectionKind as K;
-    let dim = meta.dim as usize;
-    let stride = meta.row_stride() as usize;
-    let n = range.len();
-    let mut sections = vec![SectionBuf {
-        kind: K::Meta,
-        bytes: meta.encode().to_vec(),
-    }];
-    let (offsets, text) = string_table(spec.ids[range.clone()].iter());
-    sections.push(SectionBuf {
-        kind: K::IdOffsets,
-        bytes: offsets,
-    });
-    sections.push(SectionBuf {
-        kind: K::IdBytes,
-        bytes: text,
-    });
-    let mut keyed: Vec<(u64, u32)> = spec.ids[range.clone()]
+    let mut s = Sections::default();
+    s.push(K::Meta, meta.encode().to_vec());
+    let ids = &spec.ids[range.clone()];
+    let (offsets, text) = string_table(ids.iter());
+    s.push(K::IdOffsets, offsets);
+    s.push(K::IdBytes, text);
+    let mut keyed: Vec<(u64, u32)> = ids
         .iter()
         .enumerate()
         .map(|(i, id)| (item_key(id), i as u32))
         .collect();
     keyed.sort_unstable();
-    sections.push(SectionBuf {
-        kind: K::KeysSorted,
-        bytes: le(&keyed.iter().map(|k| k.0).collect::<Vec<_>>()),
-    });
-    sections.push(SectionBuf {
-        kind: K::KeysOrder,
-        bytes: le(&keyed.iter().map(|k| k.1).collect::<Vec<_>>()),
-    });
-    let vectors = &spec.vectors[range.start * dim..range.end * dim];
+    s.push(
+        K::KeysSorted,
+        le(&keyed.iter().map(|k| k.0).collect::<Vec<_>>()),
+    );
+    s.push(
+        K::KeysOrder,
+        le(&keyed.iter().map(|k| k.1).collect::<Vec<_>>()),
+    );
+    push_rows(&mut s, spec, meta, range.clone());
+    let bias = if spec.bias.is_empty() {
+        vec![0.0f32; range.len()]
+    } else {
+        spec.bias[range.clone()].to_vec()
+    };
+    s.push(K::ItemBias, le(&bias));
+    if !spec.categories.is_empty() {
+        s.push(K::Categories, le(&spec.categories[range.clone()]));
+    }
+    for (table, kinds) in spec.seq.iter().zip(SEQ_SECTION_KINDS) {
+        if !table.is_empty() {
+            for (kind, bytes) in kinds.into_iter().zip(csr(table[range.clone()].iter())) {
+                s.push(kind, bytes);
+            }
+        }
+    }
+    if index == 0 {
+        push_global(&mut s, spec);
+    }
+    s.0
+}
+
+/// The item rows in the model's dtype (int8 adds one scale per row), padded to the row stride.
+fn push_rows(s: &mut Sections, spec: &ModelSpec, meta: &Meta, range: core::ops::Range<usize>) {
+    let dim = meta.dim as usize;
+    let stride = meta.row_stride() as usize;
+    let n = range.len();
+    let vectors = spec.vectors[range.start * dim..range.end * dim].chunks_exact(dim);
     match meta.dtype {
         Dtype::I8 => {
             let mut rows = vec![0i8; n * stride];
             let mut scales = Vec::with_capacity(n);
-            for (row, out) in vectors.chunks_exact(dim).zip(rows.chunks_exact_mut(stride)) {
+            for (row, out) in vectors.zip(rows.chunks_exact_mut(stride)) {
                 scales.push(quantize_row_i8(row, &mut out[..dim]));
             }
-            sections.push(SectionBuf {
-                kind: K::RowsI8,
-                bytes: le(&rows),
-            });
-            sections.push(SectionBuf {
-                kind: K::RowScales,
-                bytes: le(&scales),
-            });
+            s.push(SectionKind::RowsI8, le(&rows));
+            s.push(SectionKind::RowScales, le(&scales));
         }
         Dtype::F32 => {
             let mut rows = vec![0f32; n * stride];
-            for (row, out) in vectors.chunks_exact(dim).zip(rows.chunks_exact_mut(stride)) {
+            for (row, out) in vectors.zip(rows.chunks_exact_mut(stride)) {
                 out[..dim].copy_from_slice(row);
             }
-            sections.push(SectionBuf {
-                kind: K::RowsF32,
-                bytes: le(&rows),
-            });
+            s.push(SectionKind::RowsF32, le(&rows));
         }
         Dtype::F16 => {
             let mut rows = vec![0u16; n * stride];
-            for (row, out) in vectors.chunks_exact(dim).zip(rows.chunks_exact_mut(stride)) {
+            for (row, out) in vectors.zip(rows.chunks_exact_mut(stride)) {
                 for (o, &x) in out.iter_mut().zip(row) {
                     *o = half::f16::from_f32(x).to_bits();
                 }
             }
-            sections.push(SectionBuf {
-                kind: K::RowsF16,
-                bytes: le(&rows),
-            });
+            s.push(SectionKind::RowsF16, le(&rows));
         }
     }
-    let bias = if spec.bias.is_empty() {
-        vec![0.0f32; n]
-    } else {
-        spec.bias[range.clone()].to_vec()
-    };
-    sections.push(SectionBuf {
-        kind: K::ItemBias,
-        bytes: le(&bias),
-    });
-    if !spec.categories.is_empty() {
-        sections.push(SectionBuf {
-            kind: K::Categories,
-            bytes: le(&spec.categories[range.clone()]),
-        });
-    }
-    for (table, kinds) in spec.seq.iter().zip(SEQ_SECTION_KINDS) {
-        if table.is_empty() {
-            continue;
-        }
-        let mut offsets = vec![0u32];
-        let (mut targets, mut weights) = (Vec::new(), Vec::new());
-        for list in &table[range.clone()] {
-            for &(g, w) in list {
-                targets.push(g);
-                weights.push(w);
-            }
-            offsets.push(targets.len() as u32);
-        }
-        sections.push(SectionBuf {
-            kind: kinds[0],
-            bytes: le(&offsets),
-        });
-        sections.push(SectionBuf {
-            kind: kinds[1],
-            bytes: le(&targets),
-        });
-        sections.push(SectionBuf {
-            kind: kinds[2],
-            bytes: le(&weights),
-        });
-    }
-    if index == 0 {
-        for (kind, table) in [
-            (K::QueryTransform, &spec.query_transform),
-            (K::QueryBias, &spec.query_bias),
-            (K::CtxTime, &spec.ctx_time),
-            (K::CtxDevice, &spec.ctx_device),
-            (K::CtxGeo, &spec.ctx_geo),
-        ] {
-            if let Some(t) = table {
-                sections.push(SectionBuf { kind, bytes: le(t) });
-            }
-        }
-        if let Some(profiles) = &spec.profiles {
-            let values: Vec<f32> = profiles.iter().flat_map(|p| p.to_array()).collect();
-            sections.push(SectionBuf {
-                kind: K::Profiles,
-                bytes: le(&values),
-            });
-        }
-        if let Some(t) = spec.trend.as_ref().filter(|t| !t.buckets.is_empty()) {
-            let mut offsets = vec![0u32];
-            let (mut items, mut counts) = (Vec::new(), Vec::new());
-            for bucket in &t.buckets {
-                for &(g, c) in bucket {
-                    items.push(g);
-                    counts.push(c);
-                }
-                offsets.push(items.len() as u32);
-            }
-            for (kind, bytes) in [
-                (K::TrendOffsets, le(&offsets)),
-                (K::TrendItems, le(&items)),
-                (K::TrendCounts, le(&counts)),
-            ] {
-                sections.push(SectionBuf { kind, bytes });
-            }
-        }
-        if !spec.category_names.is_empty() {
-            let (offsets, text) = string_table(spec.category_names.iter());
-            sections.push(SectionBuf {
-                kind: K::CategoryOffsets,
-                bytes: offsets,
-            });
-            sections.push(SectionBuf {
-                kind: K::CategoryBytes,
-                bytes: text,
-            });
+}
+
+/// The model-wide tables, carried by shard 0 only.
+fn push_global(s: &mut Sections, spec: &ModelSpec) {
+    use SectionKind as K;
+    for (kind, table) in [
+        (K::QueryTransform, &spec.query_transform),
+        (K::QueryBias, &spec.query_bias),
+        (K::CtxTime, &spec.ctx_time),
+        (K::CtxDevice, &spec.ctx_device),
+        (K::CtxGeo, &spec.ctx_geo),
+    ] {
+        if let Some(t) = table {
+            s.push(kind, le(t));
         }
     }
-    sections
+    if let Some(profiles) = &spec.profiles {
+        let values: Vec<f32> = profiles.iter().flat_map(|p| p.to_array()).collect();
+        s.push(K::Profiles, le(&values));
+    }
+    if let Some(t) = spec.trend.as_ref().filter(|t| !t.buckets.is_empty()) {
+        let kinds = [K::TrendOffsets, K::TrendItems, K::TrendCounts];
+        for (kind, bytes) in kinds.into_iter().zip(csr(t.buckets.iter())) {
+            s.push(kind, bytes);
+        }
+    }
+    if !spec.category_names.is_empty() {
+        let (offsets, text) = string_table(spec.category_names.iter());
+        s.push(K::CategoryOffsets, offsets);
+        s.push(K::CategoryBytes, text);
+    }
 }
 
 fn assemble(

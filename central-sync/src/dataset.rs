@@ -18,6 +18,8 @@ pub struct Step {
     /// The interaction's geohash (index into `Dataset::geohashes`), to rebuild its request.
     pub geohash: Option<u32>,
     pub tz_offset_min: i16,
+    /// Where the step came from: its index in the events the dataset was built from.
+    pub event: u32,
 }
 
 /// Items and per-user sequences.
@@ -58,7 +60,10 @@ impl Dataset {
         let mut user_index: HashMap<&str, usize> = HashMap::new();
         let mut geohash_index: HashMap<&str, u32> = HashMap::new();
         let bot = Device::Bot.name();
-        for e in events.iter().filter(|e| e.device.as_deref() != Some(bot)) {
+        for (index, e) in events.iter().enumerate() {
+            if e.device.as_deref() == Some(bot) {
+                continue;
+            }
             let item = match d.item_index.get(&e.item) {
                 Some(&i) => i,
                 None => {
@@ -87,6 +92,7 @@ impl Dataset {
                 geohash,
                 // Validated to ±840 minutes (the contract's event rules).
                 tz_offset_min: e.tz_offset_min.unwrap_or(0) as i16,
+                event: index as u32,
             });
         }
         for s in &mut d.sequences {

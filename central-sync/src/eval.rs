@@ -70,34 +70,55 @@ impl Split {
     }
 
     pub fn test<'a>(&self, d: &'a Dataset) -> Vec<Query<'a>> {
-        self.users
-            .iter()
-            .map(|&u| {
-                let s = &d.sequences[u];
-                Query {
-                    history: &s[..s.len() - 1],
-                    target: s[s.len() - 1],
-                }
-            })
-            .collect()
+        last_queries(d, &self.users)
     }
 }
 
+/// For each of `users`, the query whose target is the user's last interaction.
+pub fn last_queries<'a>(d: &'a Dataset, users: &[usize]) -> Vec<Query<'a>> {
+    users
+        .iter()
+        .map(|&u| {
+            let s = &d.sequences[u];
+            Query {
+                history: &s[..s.len() - 1],
+                target: s[s.len() - 1],
+            }
+        })
+        .collect()
+}
+
 /// Averages the metrics of `top10(query)` over all queries.
-pub fn evaluate(queries: &[Query<'_>], mut top10: impl FnMut(&Query<'_>) -> Vec<u32>) -> Metrics {
-    let (mut hr, mut ndcg) = (0.0, 0.0);
-    for q in queries {
-        let list = top10(q);
-        if let Some(rank) = list.iter().take(10).position(|&i| i == q.target.item) {
-            hr += 1.0;
-            ndcg += 1.0 / ((rank + 2) as f64).log2();
+pub fn evaluate(queries: &[Query<'_>], top10: impl FnMut(&Query<'_>) -> Vec<u32>) -> Metrics {
+    Metrics::of(&per_query_ndcg(queries, top10))
+}
+
+/// NDCG@10 of `top10(query)` for each query (0 when the target is not in the top 10).
+pub fn per_query_ndcg(
+    queries: &[Query<'_>],
+    mut top10: impl FnMut(&Query<'_>) -> Vec<u32>,
+) -> Vec<f64> {
+    queries
+        .iter()
+        .map(|q| {
+            let list = top10(q);
+            list.iter()
+                .take(10)
+                .position(|&i| i == q.target.item)
+                .map_or(0.0, |rank| 1.0 / ((rank + 2) as f64).log2())
+        })
+        .collect()
+}
+
+impl Metrics {
+    /// HR@10 and NDCG@10 from per-query NDCG@10 values (a hit is any positive value).
+    pub fn of(ndcg: &[f64]) -> Metrics {
+        let n = ndcg.len().max(1) as f64;
+        Metrics {
+            hr10: ndcg.iter().filter(|&&g| g > 0.0).count() as f64 / n,
+            ndcg10: ndcg.iter().sum::<f64>() / n,
+            users: ndcg.len(),
         }
-    }
-    let n = queries.len().max(1) as f64;
-    Metrics {
-        hr10: hr / n,
-        ndcg10: ndcg / n,
-        users: queries.len(),
     }
 }
 

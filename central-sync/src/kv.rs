@@ -629,7 +629,7 @@ fn collect(kv: &mut dyn Kv, keep: usize, current: &str) -> Result<Vec<String>> {
 
 /// Reads every shard of `version` back from the store and validates it as the edge will: sizes
 /// and checksums against the manifest, then the core's full validation of the model.
-fn verify_version(kv: &mut dyn Kv, version: &str) -> Result<()> {
+pub fn load_version(kv: &mut dyn Kv, version: &str) -> Result<edgerec::Engine> {
     let manifest = kv
         .get(&keys::manifest(version))?
         .with_context(|| format!("version {version} is not in the store"))?;
@@ -644,8 +644,7 @@ fn verify_version(kv: &mut dyn Kv, version: &str) -> Result<()> {
         shards.push(model::check_shard(s, &bytes, &key)?);
     }
     edgerec::Engine::from_shards(shards)
-        .with_context(|| format!("version {version}: the shards do not form one model"))?;
-    Ok(())
+        .with_context(|| format!("version {version}: the shards do not form one model"))
 }
 
 /// Points `models/current` at `to` (default: the version served before the current one), after
@@ -670,7 +669,7 @@ pub fn rollback(kv: &mut dyn Kv, to: Option<&str>) -> Result<(Option<String>, St
                 })?
         }
     };
-    verify_version(kv, &target)?;
+    load_version(kv, &target)?;
     kv.put_many(&[(CURRENT.to_string(), target.as_bytes().to_vec())])?;
     record_served(kv, &target)?;
     Ok((cur, target))

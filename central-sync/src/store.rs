@@ -90,12 +90,12 @@ impl Store {
         Ok(result)
     }
 
-    /// Events with `seq > after`, in arrival order, and the last seq seen.
-    pub fn events_after(&self, after: i64) -> Result<(Vec<Event>, i64)> {
+    /// Events with `seq > after`, in arrival order, each with its seq. One statement, so one
+    /// consistent snapshot: events ingested while it runs are either in it or in the next read.
+    pub fn events_after(&self, after: i64) -> Result<Vec<(i64, Event)>> {
         let mut stmt = self.conn.prepare(
             "SELECT seq, event_id, user, item, ts, type, value, geohash, device, tz_offset_min FROM events WHERE seq > ?1 ORDER BY seq",
         )?;
-        let mut last = after;
         let rows = stmt.query_map([after], |r| {
             let kind: String = r.get(5)?;
             Ok((
@@ -113,23 +113,7 @@ impl Store {
                 },
             ))
         })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (seq, e) = row?;
-            last = seq;
-            out.push(e);
-        }
-        Ok((out, last))
-    }
-
-    /// Number of events with `seq > after` (the tail `events_after(0)` ends with).
-    pub fn count_after(&self, after: i64) -> Result<usize> {
-        let n: i64 =
-            self.conn
-                .query_row("SELECT COUNT(*) FROM events WHERE seq > ?1", [after], |r| {
-                    r.get(0)
-                })?;
-        Ok(n as usize)
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     pub fn count(&self) -> Result<i64> {
@@ -194,12 +178,13 @@ mod tests {
         assert_eq!((r.stored, r.duplicates), (2, 1));
         let r = s.insert(&[ev(Some("b"), "i2"), ev(None, "i3")]).unwrap();
         assert_eq!((r.stored, r.duplicates), (1, 1));
-        let (all, last) = s.events_after(0).unwrap();
+        let all = s.events_after(0).unwrap();
         assert_eq!(
-            all.iter().map(|e| e.item.as_str()).collect::<Vec<_>>(),
+            all.iter().map(|e| e.1.item.as_str()).collect::<Vec<_>>(),
             ["i1", "i2", "i3"]
         );
-        let (after, _) = s.events_after(last - 1).unwrap();
+        let last = all.last().unwrap().0;
+        let after = s.events_after(last - 1).unwrap();
         assert_eq!(after.len(), 1);
         s.set_state("k", "v1").unwrap();
         s.set_state("k", "v2").unwrap();

@@ -1,54 +1,38 @@
-//! `central-sync sync`, the cron entry point: new events → incremental training → evaluation
-//! on a recent hold-out → publish only if quality did not regress beyond the margin.
+//! `central-sync sync`, the cron entry point: new events → a candidate model → the quality gate
+//! → publish.
+//!
+//! The gate judges exactly what is published. The hold-out is each user's latest interaction
+//! when it arrived since the last sync, so neither the served model nor the candidate has
+//! trained on it. The candidate is trained on everything else, written to its model directory,
+//! read back from those files and scored on the hold-out; the served model (read back from the
+//! target store) is scored on the same queries; the candidate directory is published only if it
+//! is within the margin of the served model. The held-out events are trained on by the next
+//! sync (`SyncState::pending_holdout`).
 //!
 //! Incremental: embeddings warm-start from the last model's parameters and take one pass over
-//! the examples whose target arrived since the last sync; the neighbour and transition tables
-//! are recounted from the whole log (cheap). Every `full_every` syncs, or with `--full`, or when
-//! there is no previous model, everything is refitted and α/β re-tuned.
+//! the examples whose target is new (or was held out last time); the neighbour, transition and
+//! trend tables are recounted from the whole log (cheap). Every `full_every` syncs, or with
+//! `--full`, after a rollback, or when there is no previous model, everything is refitted and
+//! the per-length profiles re-tuned.
 //!
 //! Exit status: 0 published or nothing to do, 3 held back (quality regressed), 1 error.
 
-use crate::dataset::Dataset;
-use crate::eval::{self, Split};
+use crate::dataset::{Dataset, Step};
+use crate::eval::{self, Metrics};
 use crate::events::Event;
-use crate::kv;
+use crate::kv::{self, Kv};
 use crate::model;
 use crate::pipeline;
 use crate::store::Store;
 use crate::sync_state::SyncState;
-use crate::train::{self, Params, TrainConfig};
+use crate::train::{self, Combination, Params, Tables, TrainConfig};
 use anyhow::{Context as _, Result};
 use edgerec::format::Dtype;
+use edgerec::Engine;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Instant;
-
-pub struct SyncOptions<'a> {
-    pub target: &'a str,
-    pub work_dir: &'a Path,
-    pub margin: f64,
-    pub full: bool,
-    pub full_every: u32,
-    pub keep: usize,
-    pub config: TrainConfig,
-    pub quiet: bool,
-}
-
-#[derive(Debug, Serialize)]
-pub struct SyncReport {
-    pub status: &'static str,
-    pub new_events: usize,
-    pub total_events: usize,
-    pub mode: &'static str,
-    pub train_seconds: f64,
-    pub incremental_events_per_second: Option<f64>,
-    pub holdout: Option<eval::Metrics>,
-    pub previous_ndcg10: Option<f64>,
-    pub popularity_psi: f64,
-    pub version: Option<String>,
-    pub reason: String,
-}
 
 /// Population stability index of item popularity: new events against earlier ones, over the
 /// items seen in either, with add-one smoothing.
@@ -74,38 +58,324 @@ pub fn popularity_psi(old: &[Event], new: &[Event]) -> f64 {
         .sum()
 }
 
+pub struct SyncOptions<'a> {
+    pub target: &'a str,
+    pub work_dir: &'a Path,
+    pub margin: f64,
+    pub full: bool,
+    pub full_every: u32,
+    pub keep: usize,
+    pub config: TrainConfig,
+    pub quiet: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SyncReport {
+    pub status: &'static str,
+    pub new_events: usize,
+    pub total_events: usize,
+    pub mode: &'static str,
+    pub train_seconds: f64,
+    pub incremental_events_per_second: Option<f64>,
+    /// The candidate's hold-out figures, scored from the files that are published.
+    pub holdout: Option<Metrics>,
+    /// The served model's figures on the same hold-out (none when nothing is served).
+    pub served: Option<Metrics>,
+    pub served_version: Option<String>,
+    pub popularity_psi: f64,
+    pub version: Option<String>,
+    pub reason: String,
+}
+
+impl SyncReport {
+    fn start(log: &Log, state: &SyncState) -> SyncReport {
+        SyncReport {
+            status: "noop",
+            new_events: log.new_events().len(),
+            total_events: log.events.len(),
+            mode: "none",
+            train_seconds: 0.0,
+            incremental_events_per_second: None,
+            holdout: None,
+            served: None,
+            served_version: None,
+            popularity_psi: popularity_psi(log.old(), log.new_events()),
+            version: state.model_version.clone(),
+            reason: String::new(),
+        }
+    }
+}
+
+/// The event log as one sync sees it: one snapshot, split at the cursor by arrival seq (so
+/// events ingested while the sync runs wait for the next one).
+pub struct Log {
+    pub events: Vec<Event>,
+    pub seqs: Vec<i64>,
+    /// Index of the first event after the cursor.
+    pub first_new: usize,
+}
+
+impl Log {
+    pub fn read(store: &Store, cursor: i64) -> Result<Log> {
+        let (seqs, events): (Vec<i64>, Vec<Event>) = store.events_after(0)?.into_iter().unzip();
+        let first_new = seqs.partition_point(|&s| s <= cursor);
+        Ok(Log {
+            events,
+            seqs,
+            first_new,
+        })
+    }
+
+    pub fn old(&self) -> &[Event] {
+        &self.events[..self.first_new]
+    }
+
+    pub fn new_events(&self) -> &[Event] {
+        &self.events[self.first_new..]
+    }
+
+    /// Whether the step's event arrived after the cursor.
+    pub fn is_new(&self, step: &Step) -> bool {
+        step.event as usize >= self.first_new
+    }
+
+    pub fn seq(&self, step: &Step) -> i64 {
+        self.seqs[step.event as usize]
+    }
+}
+
+/// The gate's hold-out and the training sequences without it.
+pub struct Holdout {
+    /// Users whose latest interaction is held out (those with at least 3 interactions).
+    pub users: Vec<usize>,
+    /// Every user's sequence minus the held-out interaction.
+    pub train: Vec<Vec<Step>>,
+}
+
+impl Holdout {
+    /// Per user, the latest interaction if it is new. When no user has one (new events only
+    /// from short histories), every user's latest interaction: the served model may have
+    /// trained on those, which only favours it, so the gate errs towards keeping it.
+    pub fn choose(d: &Dataset, log: &Log) -> Holdout {
+        let eligible: Vec<usize> = (0..d.sequences.len())
+            .filter(|&u| d.sequences[u].len() >= 3)
+            .collect();
+        let mut users: Vec<usize> = eligible
+            .iter()
+            .copied()
+            .filter(|&u| d.sequences[u].last().is_some_and(|s| log.is_new(s)))
+            .collect();
+        if users.is_empty() {
+            users = eligible;
+        }
+        let mut train = d.sequences.clone();
+        for &u in &users {
+            train[u].pop();
+        }
+        Holdout { users, train }
+    }
+
+    pub fn queries<'a>(&self, d: &'a Dataset) -> Vec<eval::Query<'a>> {
+        eval::last_queries(d, &self.users)
+    }
+
+    /// Seqs of the held-out events.
+    pub fn seqs(&self, d: &Dataset, log: &Log) -> Vec<i64> {
+        let last = |u: usize| d.sequences[u].last().map(|s| log.seq(s));
+        self.users.iter().filter_map(|&u| last(u)).collect()
+    }
+}
+
+/// Per-query NDCG@10 of an engine on the hold-out, ranked as the edge ranks (the full history
+/// as the session).
+pub fn score(engine: &Engine, d: &Dataset, holdout: &Holdout) -> Vec<f64> {
+    eval::per_query_ndcg(&holdout.queries(d), |q| {
+        eval::engine_top10(engine, d, q, eval::Clicks::Full)
+    })
+}
+
+/// The model the target serves now, read back and validated as the edge loads it. A served
+/// model that does not load is reported and treated as absent (the candidate replaces it).
+fn served_model(target: &mut dyn Kv) -> Result<Option<(String, Engine)>> {
+    let Some(version) = kv::current(target)? else {
+        return Ok(None);
+    };
+    match kv::load_version(target, &version) {
+        Ok(engine) => Ok(Some((version, engine))),
+        Err(e) => {
+            tracing::warn!("the served model {version} does not load ({e:#}); not gating on it");
+            Ok(None)
+        }
+    }
+}
+
+/// A trained candidate before it is written.
+struct Candidate {
+    params: Params,
+    tables: Tables,
+    mode: &'static str,
+    incremental_events_per_second: Option<f64>,
+}
+
+/// Trains the candidate on the hold-out's training sequences: one warm-started pass over the
+/// new (and previously held-out) targets, or a full fit.
+fn train_candidate(
+    d: &Dataset,
+    log: &Log,
+    holdout: &Holdout,
+    pending: &[i64],
+    warm: Option<&Params>,
+    opts: &SyncOptions<'_>,
+) -> Candidate {
+    let cfg = &opts.config;
+    let Some(w) = warm else {
+        let (params, tables) = pipeline::fit(d, &holdout.train, cfg, None, opts.quiet, "fit");
+        return Candidate {
+            params,
+            tables,
+            mode: "full",
+            incremental_events_per_second: None,
+        };
+    };
+    let tables = train::fit_tables(d.item_count(), &holdout.train, cfg);
+    let mut params = Params::init(d, cfg.dim, cfg.seed, Some(w));
+    let pending: HashSet<i64> = pending.iter().copied().collect();
+    let examples: Vec<(u32, u32)> = train::all_examples(&holdout.train)
+        .into_iter()
+        .filter(|&(u, t)| {
+            let step = &holdout.train[u as usize][t as usize];
+            log.is_new(step) || pending.contains(&log.seq(step))
+        })
+        .collect();
+    // One lighter pass (half the sampled negatives) over the new targets only.
+    let one_pass = TrainConfig {
+        epochs: 1,
+        negatives: (cfg.negatives / 2).max(8),
+        ..cfg.clone()
+    };
+    let started = Instant::now();
+    let count = examples.len();
+    train::fit_embeddings(&mut params, &holdout.train, examples, &one_pass, |_, _| {});
+    let secs = started.elapsed().as_secs_f64();
+    Candidate {
+        params,
+        tables,
+        mode: "incremental",
+        incremental_events_per_second: Some(count as f64 / secs.max(1e-9)),
+    }
+}
+
+/// The warm-start parameters, unless this sync fits from scratch.
+fn warm_start(opts: &SyncOptions<'_>, state: &SyncState) -> Option<Params> {
+    let path = opts.work_dir.join("current").join("params.json");
+    // A rollback leaves `force_full`: the saved parameters belong to another version.
+    let full = opts.full || state.force_full || state.syncs_since_full + 1 >= opts.full_every;
+    if full {
+        return None;
+    }
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// The per-length profiles: reused by incremental syncs, re-tuned on validation otherwise (and
+/// when the saved ones come from an older release).
+fn combination(
+    d: &Dataset,
+    state: &mut SyncState,
+    warm: bool,
+    opts: &SyncOptions<'_>,
+) -> Result<Combination> {
+    match (warm, state.combination) {
+        (true, Some(c)) => Ok(c),
+        _ => {
+            let tuned = pipeline::tune(d, &opts.config, opts.quiet)?;
+            state.combination = Some(tuned.combination);
+            Ok(tuned.combination)
+        }
+    }
+}
+
+/// Writes the candidate's model directory and reads it back: the engine is built from the
+/// very files that would be published.
+fn write_candidate(
+    d: &Dataset,
+    candidate: &Candidate,
+    combination: &Combination,
+    info: serde_json::Value,
+    opts: &SyncOptions<'_>,
+) -> Result<(std::path::PathBuf, Engine)> {
+    let spec = train::model_spec(
+        &candidate.params,
+        &candidate.tables,
+        &opts.config,
+        Dtype::I8,
+        combination,
+        None,
+    );
+    let dir = opts.work_dir.join("candidate");
+    model::write_dir(
+        &spec,
+        &dir,
+        d.most_popular(50),
+        info,
+        edgerec::format::MAX_SHARD_BYTES,
+    )?;
+    std::fs::write(
+        dir.join("params.json"),
+        serde_json::to_vec(&candidate.params)?,
+    )?;
+    let (_, engine) = model::load_engine(&dir)?;
+    Ok((dir, engine))
+}
+
+/// One-sided 95% quantile of the normal distribution.
+const GATE_Z: f64 = 1.645;
+
+/// `Err(reason)` when the candidate is, with 95% confidence, more than `margin` below the served
+/// model. The test is paired over the same hold-out queries (per query, candidate − (1 − margin)
+/// × served), so a small hold-out holds back clear regressions rather than noise.
+pub fn gate(candidate: &[f64], served: Option<&[f64]>, margin: f64) -> Result<(), String> {
+    let Some(served) = served else {
+        return Ok(());
+    };
+    let diffs: Vec<f64> = candidate
+        .iter()
+        .zip(served)
+        .map(|(c, s)| c - (1.0 - margin) * s)
+        .collect();
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    let n = diffs.len() as f64;
+    let mean = diffs.iter().sum::<f64>() / n;
+    let var = diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    if mean + GATE_Z * (var / n).sqrt() >= 0.0 {
+        return Ok(());
+    }
+    let (c, s) = (Metrics::of(candidate), Metrics::of(served));
+    Err(format!(
+        "hold-out NDCG@10 {:.4} is more than {:.1}% below the served model's {:.4} \
+         (paired one-sided test over {} users, 95%)",
+        c.ndcg10,
+        100.0 * margin,
+        s.ndcg10,
+        diffs.len()
+    ))
+}
+
 pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport)> {
     let mut state = SyncState::load(store)?;
-    let last_seq = state.last_seq;
-    // One read of the log; events arrive in seq order, so the new ones are its tail.
-    let (all, max_seq) = store.events_after(0)?;
-    let new_count = store.count_after(last_seq)?.min(all.len());
-    let (old, new) = all.split_at(all.len() - new_count);
-    let prev_params_path = opts.work_dir.join("current").join("params.json");
-    let have_model = prev_params_path.exists();
-    let mut report = SyncReport {
-        status: "noop",
-        new_events: new.len(),
-        total_events: old.len() + new.len(),
-        mode: "none",
-        train_seconds: 0.0,
-        incremental_events_per_second: None,
-        holdout: None,
-        previous_ndcg10: state.published_ndcg10,
-        popularity_psi: popularity_psi(old, new),
-        version: state.model_version.clone(),
-        reason: String::new(),
-    };
+    let log = Log::read(store, state.last_seq)?;
+    let have_model = opts.work_dir.join("current/params.json").exists();
+    let mut report = SyncReport::start(&log, &state);
     state.popularity_psi = Some(report.popularity_psi);
     state.last_sync_ts = Some(now());
     state.save(store)?;
     tracing::info!(
-        new = new.len(),
+        new = report.new_events,
         total = report.total_events,
-        psi = report.popularity_psi,
         "sync: events"
     );
-    if new.is_empty() && have_model {
+    if report.new_events == 0 && have_model {
         report.reason = "no new events since the last sync".into();
         return Ok((0, report));
     }
@@ -113,140 +383,65 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
         report.total_events > 0,
         "the event log is empty: import or ingest events first"
     );
-
-    let d = Dataset::from_events(&all);
-    let syncs = state.syncs_since_full;
-    // A rollback leaves `force_full`: the saved parameters belong to another version.
-    let forced = state.force_full;
-    let warm: Option<Params> = if opts.full || forced || !have_model || syncs + 1 >= opts.full_every
-    {
-        None
-    } else {
-        serde_json::from_slice(&std::fs::read(&prev_params_path)?).ok()
-    };
-    let cfg = opts.config.clone();
-    // A combination saved by an older release (another shape) does not load: re-tune then.
-    let combination = match (&warm, state.combination) {
-        (Some(_), Some(c)) => c,
-        _ => {
-            let t = pipeline::tune(&d, &cfg, opts.quiet)?;
-            state.combination = Some(t.combination);
-            state.save(store)?;
-            t.combination
-        }
-    };
-
-    // Hold-out: each user's latest event, a model fitted from scratch on everything before it
-    // (never warm-started: the previous parameters may have seen the hold-out targets).
-    let split = Split::new(&d);
-    let (hp, ht) = pipeline::fit(
-        &d,
-        &split.train_val,
-        &cfg,
-        None,
-        opts.quiet,
-        "fit (hold-out)",
-    );
-    let engine = eval::build_engine(&hp, &ht, &cfg, Dtype::I8, &combination)?;
-    let holdout = eval::evaluate(&split.test(&d), |q| {
-        eval::engine_top10(&engine, &d, q, eval::Clicks::Full)
-    });
-    report.holdout = Some(holdout);
-    // The candidate's score; it becomes the gate's reference only if the candidate is published.
-    state.candidate_ndcg10 = Some(holdout.ndcg10);
-    state.candidate_hr10 = Some(holdout.hr10);
-    state.save(store)?;
-
-    // The model to publish: incremental (warm start, one pass over new targets) or full.
-    let started = Instant::now();
-    let tables = train::fit_tables(d.item_count(), &d.sequences, &cfg);
-    let params = match &warm {
-        Some(w) => {
-            report.mode = "incremental";
-            let mut p = Params::init(&d, cfg.dim, cfg.seed, Some(w));
-            let new_keys: std::collections::HashSet<(String, String, i64)> = new
-                .iter()
-                .map(|e| (e.user.clone(), e.item.clone(), e.ts))
-                .collect();
-            let examples: Vec<(u32, u32)> = train::all_examples(&d.sequences)
-                .into_iter()
-                .filter(|&(u, t)| {
-                    let s = d.sequences[u as usize][t as usize];
-                    new_keys.contains(&(
-                        d.users[u as usize].clone(),
-                        d.items[s.item as usize].clone(),
-                        s.ts,
-                    ))
-                })
-                .collect();
-            let t0 = Instant::now();
-            // One lighter pass (half the sampled negatives) over the new targets only.
-            let one_pass = TrainConfig {
-                epochs: 1,
-                negatives: (cfg.negatives / 2).max(8),
-                ..cfg.clone()
-            };
-            train::fit_embeddings(&mut p, &d.sequences, examples.clone(), &one_pass, |_, _| {});
-            let secs = t0.elapsed().as_secs_f64();
-            report.incremental_events_per_second = Some(examples.len() as f64 / secs.max(1e-9));
-            p
-        }
-        None => {
-            report.mode = "full";
-            pipeline::fit(&d, &d.sequences, &cfg, None, opts.quiet, "fit (full)").0
-        }
-    };
-    report.train_seconds = started.elapsed().as_secs_f64();
-    state.train_seconds = Some(report.train_seconds);
-    state.save(store)?;
-
-    if let Some(prev) = report.previous_ndcg10 {
-        if holdout.ndcg10 < prev * (1.0 - opts.margin) {
-            report.status = "held_back";
-            report.reason = format!(
-                "hold-out NDCG@10 {:.4} fell more than {:.1}% below the last {:.4}",
-                holdout.ndcg10,
-                100.0 * opts.margin,
-                prev
-            );
-            state.published = Some(false);
-            state.save(store)?;
-            tracing::warn!("{}", report.reason);
-            return Ok((3, report));
-        }
-    }
-    let spec = train::model_spec(&params, &tables, &cfg, Dtype::I8, &combination, None);
-    let popular = d.most_popular(50);
-    let info =
-        serde_json::json!({"mode": report.mode, "holdout": holdout, "psi": report.popularity_psi});
-    let candidate = opts.work_dir.join("candidate");
-    model::write_dir(
-        &spec,
-        &candidate,
-        popular,
-        info,
-        edgerec::format::MAX_SHARD_BYTES,
-    )?;
-    std::fs::write(candidate.join("params.json"), serde_json::to_vec(&params)?)?;
+    let d = Dataset::from_events(&log.events);
     let mut target = kv::open(opts.target)?;
+    let served = served_model(target.as_mut())?;
+    let holdout = Holdout::choose(&d, &log);
+    let warm = if have_model {
+        warm_start(opts, &state)
+    } else {
+        None
+    };
+    let combination = combination(&d, &mut state, warm.is_some(), opts)?;
+
+    let started = Instant::now();
+    let candidate = train_candidate(
+        &d,
+        &log,
+        &holdout,
+        &state.pending_holdout,
+        warm.as_ref(),
+        opts,
+    );
+    (report.mode, report.incremental_events_per_second) =
+        (candidate.mode, candidate.incremental_events_per_second);
+    report.train_seconds = started.elapsed().as_secs_f64();
+    let info = serde_json::json!({"mode": report.mode, "psi": report.popularity_psi});
+    let (dir, engine) = write_candidate(&d, &candidate, &combination, info, opts)?;
+    let per_query = score(&engine, &d, &holdout);
+    let served_per_query = served.as_ref().map(|(_, e)| score(e, &d, &holdout));
+    let scored = Metrics::of(&per_query);
+    report.holdout = Some(scored);
+    report.served = served_per_query.as_deref().map(Metrics::of);
+    report.served_version = served.map(|(v, _)| v);
+    state.record_candidate(&scored, report.served.as_ref(), report.train_seconds);
+
+    if let Err(reason) = gate(&per_query, served_per_query.as_deref(), opts.margin) {
+        tracing::warn!("{reason}");
+        report.status = "held_back";
+        report.reason = reason;
+        state.published = Some(false);
+        state.save(store)?;
+        return Ok((3, report));
+    }
     let published =
-        kv::publish(target.as_mut(), &candidate, opts.keep).context("publishing the new model")?;
+        kv::publish(target.as_mut(), &dir, opts.keep).context("publishing the new model")?;
     let current = opts.work_dir.join("current");
     if current.exists() {
         std::fs::remove_dir_all(&current)?;
     }
-    std::fs::rename(&candidate, &current)?;
-    state.last_seq = max_seq;
-    state.model_version = Some(published.version.clone());
-    state.published = Some(true);
-    state.force_full = false;
-    state.syncs_since_full = if warm.is_some() { syncs + 1 } else { 0 };
-    state.published_ndcg10 = Some(holdout.ndcg10);
-    state.published_hr10 = Some(holdout.hr10);
+    std::fs::rename(&dir, &current)?;
+    state.record_published(
+        &published.version,
+        &scored,
+        log.seqs.last().copied(),
+        holdout.seqs(&d, &log),
+        warm.is_some(),
+    );
     state.save(store)?;
     report.status = "published";
     report.version = Some(published.version);
-    report.reason = format!("hold-out NDCG@10 {:.4}", holdout.ndcg10);
+    report.reason = format!("hold-out NDCG@10 {:.4}", scored.ndcg10);
     Ok((0, report))
 }
 
@@ -255,4 +450,144 @@ fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventKind;
+
+    /// Users who walk a ring of 40 items in steps of 4 (mostly), from a start of their genre.
+    fn events(users: std::ops::Range<usize>, per_user: usize, ts0: i64) -> Vec<Event> {
+        let mut rng = edgerec::math::SplitMix64::new(users.start as u64 + 7);
+        let mut out = Vec::new();
+        for u in users {
+            let mut item = u % 4 + 4 * rng.below(10);
+            for t in 0..per_user {
+                out.push(Event {
+                    id: None,
+                    user: format!("u{u}"),
+                    item: format!("m{item}"),
+                    ts: ts0 + (u * 10_000 + t * 60) as i64,
+                    kind: EventKind::Click,
+                    value: None,
+                    geohash: None,
+                    device: None,
+                    tz_offset_min: None,
+                });
+                item = if rng.below(10) < 8 {
+                    (item + 4) % 40
+                } else {
+                    rng.below(40)
+                };
+            }
+        }
+        out
+    }
+
+    fn options<'a>(target: &'a str, work: &'a Path, margin: f64) -> SyncOptions<'a> {
+        SyncOptions {
+            target,
+            work_dir: work,
+            margin,
+            full: false,
+            full_every: 10,
+            keep: 3,
+            config: TrainConfig {
+                dim: 8,
+                epochs: 2,
+                ..TrainConfig::default()
+            },
+            quiet: true,
+        }
+    }
+
+    #[test]
+    fn the_gate_scores_exactly_the_published_model_on_events_neither_model_saw() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("events.db")).unwrap();
+        let target = format!("dir:{}", dir.path().join("kv").display());
+        let work = dir.path().join("work");
+        store.insert(&events(0..40, 12, 978_300_000)).unwrap();
+        let (code, first) = run(&mut store, &options(&target, &work, 0.02)).unwrap();
+        assert_eq!((code, first.status, first.mode), (0, "published", "full"));
+
+        // Later events: the same users' next clicks (the sessions go on) and new users.
+        let mut later = events(0..40, 16, 978_300_000);
+        later.retain(|e| !store_has(&store, e));
+        later.extend(events(40..50, 12, 978_900_000));
+        store.insert(&later).unwrap();
+        let cursor = SyncState::load(&store).unwrap().last_seq;
+        // Any candidate passes a margin of 100%: this checks what is scored, not the decision.
+        let (code, second) = run(&mut store, &options(&target, &work, 1.0)).unwrap();
+        assert_eq!(
+            (code, second.status, second.mode),
+            (0, "published", "incremental")
+        );
+
+        // The same hold-out, rebuilt from the log as the sync saw it.
+        let log = Log::read(&store, cursor).unwrap();
+        let d = Dataset::from_events(&log.events);
+        let holdout = Holdout::choose(&d, &log);
+        assert_eq!(holdout.users.len(), 50, "every user's latest click is new");
+        let mut kv = kv::open(&target).unwrap();
+        let published = kv::load_version(kv.as_mut(), second.version.as_deref().unwrap());
+        assert_eq!(
+            Some(Metrics::of(&score(&published.unwrap(), &d, &holdout))),
+            second.holdout,
+            "the gate's figures are the published model's"
+        );
+        let served = kv::load_version(kv.as_mut(), first.version.as_deref().unwrap());
+        let served = Metrics::of(&score(&served.unwrap(), &d, &holdout));
+        assert_eq!(Some(served), second.served);
+        // The held-out events were not trained on; the next sync trains on them.
+        let state = SyncState::load(&store).unwrap();
+        assert_eq!(state.pending_holdout, holdout.seqs(&d, &log));
+        assert!(state.pending_holdout.iter().all(|&s| s > cursor));
+    }
+
+    #[test]
+    fn the_gate_holds_back_clear_regressions_not_noise() {
+        let served = [1.0, 0.0, 0.5, 0.0, 1.0, 0.0, 0.63, 0.0];
+        // One query lost out of eight: within noise.
+        let one_lost = [1.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.63, 0.0];
+        assert!(gate(&one_lost, Some(&served), 0.02).is_ok());
+        // Every hit lost: a regression.
+        let all_lost = [0.0; 8];
+        let reason = gate(&all_lost, Some(&served), 0.02).unwrap_err();
+        assert!(reason.contains("8 users"), "{reason}");
+        // The same figures pass or fail with the margin.
+        let lower: Vec<f64> = served.iter().map(|s| s * 0.9).collect();
+        assert!(gate(&lower, Some(&served), 0.2).is_ok());
+        assert!(gate(&lower, Some(&served), 0.02).is_err());
+        // Nothing served, or nothing to compare: publish.
+        assert!(gate(&all_lost, None, 0.02).is_ok());
+        assert!(gate(&[], Some(&[]), 0.02).is_ok());
+    }
+
+    fn store_has(store: &Store, e: &Event) -> bool {
+        let (_, old): (Vec<i64>, Vec<Event>) = store.events_after(0).unwrap().into_iter().unzip();
+        old.iter().any(|o| o.user == e.user && o.ts == e.ts)
+    }
+
+    #[test]
+    fn a_regression_against_the_served_model_is_held_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("events.db")).unwrap();
+        let target = format!("dir:{}", dir.path().join("kv").display());
+        let work = dir.path().join("work");
+        store.insert(&events(0..40, 12, 978_300_000)).unwrap();
+        let (_, first) = run(&mut store, &options(&target, &work, 0.02)).unwrap();
+        store.insert(&events(40..60, 12, 978_900_000)).unwrap();
+        let cursor = SyncState::load(&store).unwrap().last_seq;
+        // A margin of -100% asks for twice the served model's figure.
+        let (code, held) = run(&mut store, &options(&target, &work, -1.0)).unwrap();
+        assert_eq!((code, held.status), (3, "held_back"));
+        assert!(held.served.unwrap().ndcg10 > 0.0);
+        let mut kv = kv::open(&target).unwrap();
+        assert_eq!(kv::current(kv.as_mut()).unwrap(), first.version);
+        let state = SyncState::load(&store).unwrap();
+        assert_eq!(state.last_seq, cursor, "held-back events stay new");
+        assert_eq!(state.published, Some(false));
+    }
 }

@@ -3,6 +3,7 @@
 //! field, so a log written by an older release still loads (a row that does not parse reads as
 //! unset) and nothing else spells a key.
 
+use crate::eval::Metrics;
 use crate::store::Store;
 use crate::train::Combination;
 use anyhow::Result;
@@ -10,8 +11,12 @@ use anyhow::Result;
 /// What `sync` remembers between runs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SyncState {
-    /// The last event (arrival seq) the published model was trained on.
+    /// The last event (arrival seq) the published model has seen: every event up to it was
+    /// trained on or is in `pending_holdout`.
     pub last_seq: i64,
+    /// Seqs of the events the published model was gated on and therefore not trained on; the
+    /// next incremental sync trains on them.
+    pub pending_holdout: Vec<i64>,
     /// The version `sync` (or `rollback`) last made current.
     pub model_version: Option<String>,
     /// Whether the last sync published (false: held back by the gate).
@@ -29,6 +34,9 @@ pub struct SyncState {
     /// Hold-out NDCG@10 / HR@10 of the last candidate, published or not.
     pub candidate_ndcg10: Option<f64>,
     pub candidate_hr10: Option<f64>,
+    /// Hold-out NDCG@10 of the served model on the last candidate's hold-out (what the gate
+    /// compared against).
+    pub served_ndcg10: Option<f64>,
     pub train_seconds: Option<f64>,
     pub popularity_psi: Option<f64>,
     /// Unix seconds of the last sync run.
@@ -44,6 +52,9 @@ impl SyncState {
         }
         Ok(SyncState {
             last_seq: parse(get("last_seq")?).unwrap_or(0),
+            pending_holdout: get("pending_holdout")?
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or_default(),
             model_version: get("model_version")?,
             published: get("published")?.map(|v| v == "1"),
             syncs_since_full: parse(get("syncs_since_full")?).unwrap_or(0),
@@ -54,6 +65,7 @@ impl SyncState {
             published_hr10: parse(get("published_hr10")?).or(parse(get("eval_hr10")?)),
             candidate_ndcg10: parse(get("candidate_ndcg10")?),
             candidate_hr10: parse(get("candidate_hr10")?),
+            served_ndcg10: parse(get("served_ndcg10")?),
             train_seconds: parse(get("train_seconds")?),
             popularity_psi: parse(get("popularity_psi")?),
             last_sync_ts: parse(get("last_sync_ts")?),
@@ -66,6 +78,10 @@ impl SyncState {
             ("last_seq", self.last_seq.to_string()),
             ("syncs_since_full", self.syncs_since_full.to_string()),
             ("force_full", u8::from(self.force_full).to_string()),
+            (
+                "pending_holdout",
+                serde_json::to_string(&self.pending_holdout)?,
+            ),
         ];
         let mut opt = |key: &'static str, v: Option<String>| {
             if let Some(v) = v {
@@ -85,6 +101,7 @@ impl SyncState {
         opt("published_hr10", num(self.published_hr10));
         opt("candidate_ndcg10", num(self.candidate_ndcg10));
         opt("candidate_hr10", num(self.candidate_hr10));
+        opt("served_ndcg10", num(self.served_ndcg10));
         opt("train_seconds", num(self.train_seconds));
         opt("popularity_psi", num(self.popularity_psi));
         opt("last_sync_ts", self.last_sync_ts.map(|t| t.to_string()));
@@ -92,6 +109,38 @@ impl SyncState {
             store.set_state(key, &value)?;
         }
         Ok(())
+    }
+
+    /// A scored candidate, published or not.
+    pub fn record_candidate(&mut self, scored: &Metrics, served: Option<&Metrics>, secs: f64) {
+        self.candidate_ndcg10 = Some(scored.ndcg10);
+        self.candidate_hr10 = Some(scored.hr10);
+        self.served_ndcg10 = served.map(|m| m.ndcg10);
+        self.train_seconds = Some(secs);
+    }
+
+    /// A published candidate: the cursor moves to the last event it saw, and the events it was
+    /// gated on wait for the next sync's training.
+    pub fn record_published(
+        &mut self,
+        version: &str,
+        scored: &Metrics,
+        last_seq: Option<i64>,
+        held_out: Vec<i64>,
+        incremental: bool,
+    ) {
+        self.last_seq = last_seq.unwrap_or(self.last_seq);
+        self.pending_holdout = held_out;
+        self.model_version = Some(version.to_string());
+        self.published = Some(true);
+        self.force_full = false;
+        self.syncs_since_full = if incremental {
+            self.syncs_since_full + 1
+        } else {
+            0
+        };
+        self.published_ndcg10 = Some(scored.ndcg10);
+        self.published_hr10 = Some(scored.hr10);
     }
 
     /// The Prometheus gauges of the set numeric fields: (name, help, value).
@@ -115,7 +164,7 @@ impl SyncState {
         );
         gauge(
             "edgerec_eval_ndcg10",
-            "Hold-out NDCG@10 of the published model (the quality gate's reference).",
+            "Hold-out NDCG@10 of the published model when it was published.",
             num(self.published_ndcg10),
         );
         gauge(
@@ -127,6 +176,11 @@ impl SyncState {
             "edgerec_candidate_ndcg10",
             "Hold-out NDCG@10 of the last candidate model, published or not.",
             num(self.candidate_ndcg10),
+        );
+        gauge(
+            "edgerec_served_ndcg10",
+            "NDCG@10 of the served model on the last candidate's hold-out (the gate's reference).",
+            num(self.served_ndcg10),
         );
         gauge(
             "edgerec_popularity_psi",
@@ -161,6 +215,7 @@ mod tests {
         assert_eq!(old.combination, None);
         let state = SyncState {
             last_seq: 42,
+            pending_holdout: vec![7, 9],
             model_version: Some("v1".into()),
             published: Some(false),
             syncs_since_full: 3,
@@ -170,6 +225,7 @@ mod tests {
             published_hr10: Some(0.5),
             candidate_ndcg10: Some(0.2),
             candidate_hr10: Some(0.4),
+            served_ndcg10: Some(0.19),
             train_seconds: Some(1.5),
             popularity_psi: Some(0.01),
             last_sync_ts: Some(1_700_000_000),
