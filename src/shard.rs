@@ -391,6 +391,36 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header> {
 /// Full validation of one shard. Returns the layout `view` trusts.
 pub(crate) fn validate(bytes: &[u8]) -> Result<Layout> {
     let header = parse_header(bytes)?;
+    let spans = section_spans(bytes, &header)?;
+    let span = |k: SectionKind| spans[k.slot()];
+    let meta_span = span(SectionKind::Meta).ok_or(ErrorKind::MissingSection { kind: "meta" })?;
+    let meta = Meta::decode(
+        &bytes[meta_span.start..meta_span.start + meta_span.len],
+        header.version,
+    )?;
+    if u64::from(header.item_start) + u64::from(header.item_count) > u64::from(meta.total_items) {
+        return Err(Error::invalid(format!(
+            "items {}..{} exceed the model's {} items",
+            header.item_start,
+            u64::from(header.item_start) + u64::from(header.item_count),
+            meta.total_items
+        )));
+    }
+    check_lengths(&spans, &header, &meta)?;
+    let layout = Layout {
+        header,
+        meta,
+        spans,
+    };
+    check_values(&layout.view(bytes))?;
+    Ok(layout)
+}
+
+type Spans = [Option<Span>; SectionKind::ALL.len()];
+
+/// Reads the section table: every entry in bounds, sections back to back at aligned offsets
+/// up to the end of the shard, each known kind at most once.
+fn section_spans(bytes: &[u8], header: &Header) -> Result<Spans> {
     let count = read_u32(bytes, SECTION_COUNT_AT);
     if count > MAX_SECTIONS {
         return Err(Error::section_table(format!(
@@ -406,7 +436,7 @@ pub(crate) fn validate(bytes: &[u8]) -> Result<Layout> {
         }
         .into());
     }
-    let mut spans: [Option<Span>; SectionKind::ALL.len()] = [None; SectionKind::ALL.len()];
+    let mut spans: Spans = [None; SectionKind::ALL.len()];
     let mut next = align_up(table_end).ok_or_else(|| Error::section_table("overflow"))?;
     let mut end = table_end;
     for i in 0..count as usize {
@@ -439,39 +469,11 @@ pub(crate) fn validate(bytes: &[u8]) -> Result<Layout> {
             })? as usize;
         end = stop;
         next = align_up(stop).ok_or_else(|| Error::section_table("overflow"))?;
-        match SectionKind::from_u32(kind) {
-            Some(k) => {
-                if spans[k.slot()].is_some() {
-                    return Err(Error::section_table(format!(
-                        "duplicate section `{}`",
-                        k.name()
-                    )));
-                }
-                if k.since_version() > header.version {
-                    return Err(Error::section_table(format!(
-                        "section `{}` does not exist in format version {}",
-                        k.name(),
-                        header.version
-                    )));
-                }
-                if k.is_global() && header.shard_index != 0 {
-                    return Err(Error::section_table(format!(
-                        "global section `{}` outside shard 0",
-                        k.name()
-                    )));
-                }
-                spans[k.slot()] = Some(Span {
-                    start: offset as usize,
-                    len: len as usize,
-                });
-            }
-            None if flags & SECTION_FLAG_OPTIONAL != 0 => {}
-            None => {
-                return Err(Error::section_table(format!(
-                    "unknown required section kind {kind}"
-                )))
-            }
-        }
+        let span = Span {
+            start: offset as usize,
+            len: len as usize,
+        };
+        record_span(&mut spans, header, kind, flags, span)?;
     }
     if end != bytes.len() {
         return Err(Error::section_table(format!(
@@ -479,39 +481,66 @@ pub(crate) fn validate(bytes: &[u8]) -> Result<Layout> {
             bytes.len()
         )));
     }
-    let span = |k: SectionKind| spans[k.slot()];
-    let meta_span = span(SectionKind::Meta).ok_or(ErrorKind::MissingSection { kind: "meta" })?;
-    let meta = Meta::decode(
-        &bytes[meta_span.start..meta_span.start + meta_span.len],
-        header.version,
-    )?;
-    if u64::from(header.item_start) + u64::from(header.item_count) > u64::from(meta.total_items) {
-        return Err(Error::invalid(format!(
-            "items {}..{} exceed the model's {} items",
-            header.item_start,
-            u64::from(header.item_start) + u64::from(header.item_count),
-            meta.total_items
-        )));
-    }
-    check_lengths(&spans, &header, &meta)?;
-    let layout = Layout {
-        header,
-        meta,
-        spans,
-    };
-    check_values(&layout.view(bytes))?;
-    Ok(layout)
+    Ok(spans)
 }
 
-/// Checks that required sections exist and every section has the length the metadata implies.
-fn check_lengths(spans: &[Option<Span>], header: &Header, meta: &Meta) -> Result<()> {
-    use SectionKind as K;
-    let n = header.item_count as u64;
-    let dim = meta.dim as u64;
-    let stride = meta.row_stride() as u64;
-    let get = |k: K| spans[k.slot()];
-    let exact = |k: K, expected: u64, required: bool| -> Result<()> {
-        match get(k) {
+/// Files one section under its kind: known kinds once each, in a format version that has them,
+/// global ones in shard 0 only; unknown kinds are skipped when flagged optional.
+fn record_span(
+    spans: &mut Spans,
+    header: &Header,
+    kind: u32,
+    flags: u32,
+    span: Span,
+) -> Result<()> {
+    let Some(k) = SectionKind::from_u32(kind) else {
+        if flags & SECTION_FLAG_OPTIONAL != 0 {
+            return Ok(());
+        }
+        return Err(Error::section_table(format!(
+            "unknown required section kind {kind}"
+        )));
+    };
+    if spans[k.slot()].is_some() {
+        return Err(Error::section_table(format!(
+            "duplicate section `{}`",
+            k.name()
+        )));
+    }
+    if k.since_version() > header.version {
+        return Err(Error::section_table(format!(
+            "section `{}` does not exist in format version {}",
+            k.name(),
+            header.version
+        )));
+    }
+    if k.is_global() && header.shard_index != 0 {
+        return Err(Error::section_table(format!(
+            "global section `{}` outside shard 0",
+            k.name()
+        )));
+    }
+    spans[k.slot()] = Some(span);
+    Ok(())
+}
+
+/// The section spans of one shard, checked against the lengths the metadata implies.
+struct Lengths<'a> {
+    spans: &'a Spans,
+    meta: &'a Meta,
+}
+
+impl Lengths<'_> {
+    fn get(&self, k: SectionKind) -> Option<Span> {
+        self.spans[k.slot()]
+    }
+
+    fn len(&self, k: SectionKind) -> u64 {
+        self.get(k).map_or(0, |s| s.len as u64)
+    }
+
+    fn exact(&self, k: SectionKind, expected: u64, required: bool) -> Result<()> {
+        match self.get(k) {
             None if required => Err(ErrorKind::MissingSection { kind: k.name() }.into()),
             None => Ok(()),
             Some(s) if s.len as u64 != expected => Err(ErrorKind::BadSectionLength {
@@ -522,9 +551,10 @@ fn check_lengths(spans: &[Option<Span>], header: &Header, meta: &Meta) -> Result
             .into()),
             Some(_) => Ok(()),
         }
-    };
-    let multiple = |k: K, of: u64| -> Result<()> {
-        match get(k) {
+    }
+
+    fn multiple(&self, k: SectionKind, of: u64) -> Result<()> {
+        match self.get(k) {
             Some(s) if s.len as u64 % of != 0 => Err(Error::invalid(format!(
                 "section `{}` length {} is not a multiple of {of}",
                 k.name(),
@@ -532,102 +562,105 @@ fn check_lengths(spans: &[Option<Span>], header: &Header, meta: &Meta) -> Result
             ))),
             _ => Ok(()),
         }
-    };
-    let absent = |k: K| -> Result<()> {
-        match get(k) {
+    }
+
+    fn absent(&self, k: SectionKind) -> Result<()> {
+        match self.get(k) {
             Some(_) => Err(Error::section_table(format!(
                 "section `{}` does not belong in a {:?} shard",
                 k.name(),
-                meta.dtype
+                self.meta.dtype
             ))),
             None => Ok(()),
         }
-    };
-    exact(K::IdOffsets, 4 * (n + 1), true)?;
-    if get(K::IdBytes).is_none() {
+    }
+
+    /// A CSR table (offsets over `rows`, targets, weights): all three sections or none.
+    fn csr(&self, kinds: [SectionKind; 3], rows: u64, what: &str) -> Result<bool> {
+        let present = kinds.map(|k| self.get(k).is_some());
+        if !present.iter().any(|&p| p) {
+            return Ok(false);
+        }
+        if !present.iter().all(|&p| p) {
+            return Err(Error::section_table(format!("{what} is incomplete")));
+        }
+        self.exact(kinds[0], 4 * (rows + 1), true)?;
+        self.multiple(kinds[1], 4)?;
+        self.exact(kinds[2], self.len(kinds[1]), true)?;
+        Ok(true)
+    }
+}
+
+/// Checks that required sections exist and every section has the length the metadata implies.
+fn check_lengths(spans: &Spans, header: &Header, meta: &Meta) -> Result<()> {
+    use SectionKind as K;
+    let l = Lengths { spans, meta };
+    let n = u64::from(header.item_count);
+    let stride = u64::from(meta.row_stride());
+    l.exact(K::IdOffsets, 4 * (n + 1), true)?;
+    if l.get(K::IdBytes).is_none() {
         return Err(ErrorKind::MissingSection { kind: "id_bytes" }.into());
     }
-    exact(K::KeysSorted, 8 * n, true)?;
-    exact(K::KeysOrder, 4 * n, true)?;
-    match meta.dtype {
+    l.exact(K::KeysSorted, 8 * n, true)?;
+    l.exact(K::KeysOrder, 4 * n, true)?;
+    let (rows, bytes, others): (K, u64, &[K]) = match meta.dtype {
         Dtype::I8 => {
-            exact(K::RowsI8, n * stride, true)?;
-            exact(K::RowScales, 4 * n, true)?;
-            absent(K::RowsF16)?;
-            absent(K::RowsF32)?;
+            l.exact(K::RowScales, 4 * n, true)?;
+            (K::RowsI8, 1, &[K::RowsF16, K::RowsF32])
         }
-        Dtype::F16 => {
-            exact(K::RowsF16, 2 * n * stride, true)?;
-            absent(K::RowsI8)?;
-            absent(K::RowScales)?;
-            absent(K::RowsF32)?;
-        }
-        Dtype::F32 => {
-            exact(K::RowsF32, 4 * n * stride, true)?;
-            absent(K::RowsI8)?;
-            absent(K::RowScales)?;
-            absent(K::RowsF16)?;
-        }
+        Dtype::F16 => (K::RowsF16, 2, &[K::RowsI8, K::RowScales, K::RowsF32]),
+        Dtype::F32 => (K::RowsF32, 4, &[K::RowsI8, K::RowScales, K::RowsF16]),
+    };
+    l.exact(rows, bytes * n * stride, true)?;
+    for &k in others {
+        l.absent(k)?;
     }
-    exact(K::ItemBias, 4 * n, true)?;
-    exact(K::Categories, 8 * n, false)?;
-    for [off, tgt, wgt] in SEQ_SECTION_KINDS {
-        let present = [off, tgt, wgt].map(|k| get(k).is_some());
-        if present.iter().any(|&p| p) {
-            if !present.iter().all(|&p| p) {
-                return Err(Error::section_table(format!(
-                    "sequence table `{}` is incomplete",
-                    off.name()
-                )));
-            }
-            exact(off, 4 * (n + 1), true)?;
-            multiple(tgt, 4)?;
-            let targets = get(tgt).map_or(0, |s| s.len as u64);
-            exact(wgt, targets, true)?;
-        }
+    l.exact(K::ItemBias, 4 * n, true)?;
+    l.exact(K::Categories, 8 * n, false)?;
+    for kinds in SEQ_SECTION_KINDS {
+        let what = format!("sequence table `{}`", kinds[0].name());
+        l.csr(kinds, n, &what)?;
     }
-    exact(K::QueryTransform, 4 * dim * dim, false)?;
-    exact(K::QueryBias, 4 * dim, false)?;
-    exact(K::CtxTime, 4 * TIME_BINS as u64 * dim, false)?;
-    exact(K::CtxDevice, 4 * DEVICE_CLASSES as u64 * dim, false)?;
-    exact(K::CtxGeo, 4 * u64::from(meta.geo_buckets) * dim, false)?;
+    check_global_lengths(&l, header)
+}
+
+/// The lengths of the model-wide tables (shard 0).
+fn check_global_lengths(l: &Lengths<'_>, header: &Header) -> Result<()> {
+    use SectionKind as K;
+    let meta = l.meta;
+    let dim = u64::from(meta.dim);
+    l.exact(K::QueryTransform, 4 * dim * dim, false)?;
+    l.exact(K::QueryBias, 4 * dim, false)?;
+    l.exact(K::CtxTime, 4 * TIME_BINS as u64 * dim, false)?;
+    l.exact(K::CtxDevice, 4 * DEVICE_CLASSES as u64 * dim, false)?;
+    l.exact(K::CtxGeo, 4 * u64::from(meta.geo_buckets) * dim, false)?;
     let names_required = header.shard_index == 0 && meta.category_count > 0;
-    exact(
+    l.exact(
         K::CategoryOffsets,
         4 * (u64::from(meta.category_count) + 1),
         names_required,
     )?;
-    if get(K::CategoryOffsets).is_some() != get(K::CategoryBytes).is_some() {
+    if l.get(K::CategoryOffsets).is_some() != l.get(K::CategoryBytes).is_some() {
         return Err(Error::section_table("category names are incomplete"));
     }
-    exact(
+    l.exact(
         K::Profiles,
         4 * (PROFILE_BUCKETS * PROFILE_FIELDS) as u64,
         false,
     )?;
-    let trend = [K::TrendOffsets, K::TrendItems, K::TrendCounts].map(|k| get(k).is_some());
-    if trend.iter().any(|&p| p) {
-        if !trend.iter().all(|&p| p) {
-            return Err(Error::section_table("trend table is incomplete"));
-        }
-        if !meta.has_trend() {
-            return Err(Error::section_table(
-                "trend table in a model without trend buckets",
-            ));
-        }
+    let trend = [K::TrendOffsets, K::TrendItems, K::TrendCounts];
+    if trend.iter().any(|&k| l.get(k).is_some()) && !meta.has_trend() {
+        return Err(Error::section_table(
+            "trend table in a model without trend buckets",
+        ));
     }
-    let trend_required = header.shard_index == 0 && meta.has_trend();
-    exact(
-        K::TrendOffsets,
-        4 * (u64::from(meta.trend_buckets) + 1),
-        trend_required,
-    )?;
-    multiple(K::TrendItems, 4)?;
-    exact(
-        K::TrendCounts,
-        get(K::TrendItems).map_or(0, |s| s.len as u64),
-        false,
-    )?;
+    let has_trend = l.csr(trend, u64::from(meta.trend_buckets), "trend table")?;
+    if header.shard_index == 0 && meta.has_trend() && !has_trend {
+        return Err(ErrorKind::MissingSection {
+            kind: K::TrendOffsets.name(),
+        }
+        .into());
+    }
     Ok(())
 }
 
@@ -732,10 +765,37 @@ fn all_finite(what: &str, values: &[f32]) -> Result<()> {
 
 /// Checks every value the scorer later trusts.
 fn check_values(v: &ShardView<'_>) -> Result<()> {
-    let n = v.header.item_count as usize;
     check_strings("item ids", v.ids.offsets, v.ids.text)?;
-    // Keys: strictly increasing (so lookups are unambiguous), each naming a distinct local item,
-    // and each equal to the hash of that item's id (so a session's keys find the right items).
+    check_keys(v)?;
+    check_rows(&v.rows)?;
+    all_finite("item bias", v.bias)?;
+    if let Some(cats) = v.categories {
+        let count = v.meta.category_count;
+        let allowed = if count >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << count) - 1
+        };
+        if let Some(i) = cats.iter().position(|&c| c & !allowed != 0) {
+            return Err(Error::invalid(format!(
+                "item {i} has a category bit above {count}"
+            )));
+        }
+    }
+    let total = v.meta.total_items;
+    for (t, table) in v.seq.iter().enumerate() {
+        if let Some(table) = table {
+            let what = format!("sequence table {t}");
+            check_csr(&what, table.offsets, table.targets, table.weights, total)?;
+        }
+    }
+    check_global_values(&v.global, total)
+}
+
+/// Keys: strictly increasing (so lookups are unambiguous), each naming a distinct local item,
+/// and each equal to the hash of that item's id (so a session's keys find the right items).
+fn check_keys(v: &ShardView<'_>) -> Result<()> {
+    let n = v.header.item_count as usize;
     if v.keys_sorted.windows(2).any(|w| w[1] <= w[0]) {
         return Err(Error::invalid(
             "item keys are not strictly increasing (duplicate ids?)",
@@ -757,7 +817,11 @@ fn check_values(v: &ShardView<'_>) -> Result<()> {
             )));
         }
     }
-    match v.rows {
+    Ok(())
+}
+
+fn check_rows(rows: &Rows<'_>) -> Result<()> {
+    match *rows {
         Rows::I8 { rows, scales } => {
             // The writer maps to [-127, 127]; -128 would let an i32 dot product overflow at
             // the largest dimension (the query bound assumes |row| ≤ 127).
@@ -775,52 +839,48 @@ fn check_values(v: &ShardView<'_>) -> Result<()> {
                     "row scale {i} is negative or not finite"
                 )));
             }
+            Ok(())
         }
-        Rows::F32 { rows } => all_finite("f32 rows", rows)?,
+        Rows::F32 { rows } => all_finite("f32 rows", rows),
         Rows::F16 { rows } => {
-            if let Some(i) = rows
+            match rows
                 .iter()
                 .position(|&b| !half::f16::from_bits(b).is_finite())
             {
-                return Err(Error::invalid(format!("f16 row element {i} is not finite")));
+                Some(i) => Err(Error::invalid(format!("f16 row element {i} is not finite"))),
+                None => Ok(()),
             }
         }
     }
-    all_finite("item bias", v.bias)?;
-    if let Some(cats) = v.categories {
-        let count = v.meta.category_count;
-        let allowed = if count >= 64 {
-            u64::MAX
-        } else {
-            (1u64 << count) - 1
-        };
-        if let Some(i) = cats.iter().position(|&c| c & !allowed != 0) {
-            return Err(Error::invalid(format!(
-                "item {i} has a category bit above {count}"
-            )));
-        }
+}
+
+/// A CSR table: offsets from 0 to the target count, never decreasing; targets below `total`;
+/// weights finite and non-negative.
+fn check_csr(
+    what: &str,
+    offsets: &[u32],
+    targets: &[u32],
+    weights: &[f32],
+    total: u32,
+) -> Result<()> {
+    if offsets.first() != Some(&0)
+        || offsets.last().map(|&l| l as usize) != Some(targets.len())
+        || offsets.windows(2).any(|w| w[1] < w[0])
+    {
+        return Err(Error::invalid(format!("{what}: bad offsets")));
     }
-    let total = v.meta.total_items;
-    for (t, table) in v.seq.iter().enumerate() {
-        let Some(table) = table else { continue };
-        if table.offsets.first() != Some(&0)
-            || table.offsets.last().map(|&l| l as usize) != Some(table.targets.len())
-            || table.offsets.windows(2).any(|w| w[1] < w[0])
-        {
-            return Err(Error::invalid(format!("sequence table {t}: bad offsets")));
-        }
-        if table.targets.iter().any(|&x| x >= total) {
-            return Err(Error::invalid(format!(
-                "sequence table {t}: target out of range"
-            )));
-        }
-        if !table.weights.iter().all(|w| w.is_finite() && *w >= 0.0) {
-            return Err(Error::invalid(format!(
-                "sequence table {t}: negative or non-finite weight"
-            )));
-        }
+    if targets.iter().any(|&x| x >= total) {
+        return Err(Error::invalid(format!("{what}: target out of range")));
     }
-    let g = &v.global;
+    if !weights.iter().all(|w| w.is_finite() && *w >= 0.0) {
+        return Err(Error::invalid(format!(
+            "{what}: negative or non-finite weight"
+        )));
+    }
+    Ok(())
+}
+
+fn check_global_values(g: &GlobalTables<'_>, total: u32) -> Result<()> {
     for (what, table) in [
         ("query transform", g.query_transform),
         ("query bias", g.query_bias),
@@ -843,18 +903,8 @@ fn check_values(v: &ShardView<'_>) -> Result<()> {
         }
     }
     if let Some(t) = g.trend {
-        if t.offsets.first() != Some(&0)
-            || t.offsets.last().map(|&l| l as usize) != Some(t.items.len())
-            || t.offsets.windows(2).any(|w| w[1] < w[0])
-        {
-            return Err(Error::invalid("trend table: bad offsets"));
-        }
-        if t.items.iter().any(|&x| x >= total) {
-            return Err(Error::invalid("trend table: item out of range"));
-        }
-        if !t.counts.iter().all(|c| c.is_finite() && *c >= 0.0) {
-            return Err(Error::invalid("trend table: negative or non-finite count"));
-        }
+        // Its "targets" are items and its "weights" counts.
+        check_csr("trend table", t.offsets, t.items, t.counts, total)?;
     }
     Ok(())
 }

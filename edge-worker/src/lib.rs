@@ -43,7 +43,8 @@ struct ModelCache {
     current: Option<Rc<Loaded>>,
     fallback: Option<Rc<Vec<String>>>,
     last_check_ms: u64,
-    last_error: Option<(u64, String)>,
+    /// When the last load failed, and its code.
+    last_error: Option<(u64, &'static str)>,
     /// A load is in flight in this isolate: concurrent requests do not start another one.
     loading: bool,
     /// Loads started in this isolate (for `/v1/health`).
@@ -90,6 +91,19 @@ fn json(value: &serde_json::Value, status: u16) -> worker::Result<Response> {
     Ok(r)
 }
 
+/// The model store failed on a request path: logged in full, answered with a fixed text.
+fn kv_unavailable(e: impl std::fmt::Display) -> ApiError {
+    worker::console_error!("edgerec: reading KV: {e}");
+    ApiError::new(502, KV_UNAVAILABLE, "the model store could not be read")
+}
+
+/// A runtime failure on a request path: logged in full, answered with a fixed text (the
+/// runtime's message can name bindings, keys or internals).
+fn internal(e: worker::Error) -> ApiError {
+    worker::console_error!("edgerec: internal error: {e}");
+    ApiError::new(500, "internal", "internal error")
+}
+
 fn error_response(e: &ApiError) -> worker::Result<Response> {
     json(&serde_json::to_value(e.body())?, e.status)
 }
@@ -130,9 +144,13 @@ async fn refresh(env: &Env, force: bool) {
                 m.failures = 0;
                 m.retry_at_ms = 0;
             }
-            Err(LoadFailure { message, backoff }) => {
-                worker::console_error!("edgerec: model load failed: {message}");
-                m.last_error = Some((now, message));
+            Err(LoadFailure {
+                code,
+                detail,
+                backoff,
+            }) => {
+                worker::console_error!("edgerec: model load failed ({code}): {detail}");
+                m.last_error = Some((now, code));
                 if backoff {
                     m.failures = m.failures.saturating_add(1);
                     let wait = FIRST_BACKOFF_MS
@@ -166,50 +184,84 @@ async fn read_shard(
     kv: &worker::KvStore,
     key: &str,
     expected: u64,
-) -> Result<AlignedBytes, String> {
+) -> Result<AlignedBytes, LoadFailure> {
+    let corrupt = |detail: String| LoadFailure::new(CORRUPT_SHARD, detail);
     let stream = kv
         .get(key)
         .cache_ttl(86_400)
         .stream()
         .await
-        .map_err(|e| format!("reading {key}: {e}"))?
-        .ok_or_else(|| format!("{key} is missing (partial publish?)"))?;
-    let len = usize::try_from(expected).map_err(|_| format!("{key}: {expected} bytes"))?;
+        .map_err(|e| LoadFailure::new(KV_UNAVAILABLE, format!("reading {key}: {e}")))?
+        .ok_or_else(|| LoadFailure::new(PARTIAL_PUBLISH, format!("{key} is missing")))?;
+    let len = usize::try_from(expected).map_err(|_| corrupt(format!("{key}: {expected} bytes")))?;
     let mut out = AlignedBytes::zeroed(len);
     let mut at = 0usize;
     let mut chunks = wasm_streams::ReadableStream::from_raw(stream.unchecked_into()).into_stream();
     while let Some(chunk) = chunks.next().await {
         let chunk: js_sys::Uint8Array = chunk
-            .map_err(|e| format!("reading {key}: {e:?}"))?
+            .map_err(|e| LoadFailure::new(KV_UNAVAILABLE, format!("reading {key}: {e:?}")))?
             .dyn_into()
-            .map_err(|_| format!("reading {key}: a chunk that is not bytes"))?;
+            .map_err(|_| corrupt(format!("reading {key}: a chunk that is not bytes")))?;
         let end = at
             .checked_add(chunk.length() as usize)
             .filter(|&end| end <= len)
-            .ok_or_else(|| format!("{key}: more bytes than the {expected} the manifest says"))?;
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "{key}: more bytes than the {expected} the manifest says"
+                ))
+            })?;
         chunk.copy_to(&mut out.as_bytes_mut()[at..end]);
         at = end;
     }
     if at != len {
-        return Err(format!("{key}: {at} bytes, the manifest says {expected}"));
+        return Err(corrupt(format!(
+            "{key}: {at} bytes, the manifest says {expected}"
+        )));
     }
     Ok(out)
 }
 
-/// Why a load produced no model.
+/// Why a load produced no model: a stable code, which `/v1/health` shows with a fixed text, and
+/// the full detail (keys, runtime errors), which only goes to the worker's log.
 struct LoadFailure {
-    message: String,
+    code: &'static str,
+    detail: String,
     /// Whether the next attempt waits out a backoff: yes after a failed model download or
     /// validation, not when no model is published yet (one cheap pointer read).
     backoff: bool,
 }
 
-impl From<String> for LoadFailure {
-    fn from(message: String) -> LoadFailure {
+impl LoadFailure {
+    fn new(code: &'static str, detail: impl Into<String>) -> LoadFailure {
         LoadFailure {
-            message,
+            code,
+            detail: detail.into(),
             backoff: true,
         }
+    }
+}
+
+const NO_MODEL: &str = "no_model";
+const KV_UNAVAILABLE: &str = "kv_unavailable";
+const PARTIAL_PUBLISH: &str = "partial_publish";
+const BAD_MANIFEST: &str = "bad_manifest";
+const OVER_BUDGET: &str = "over_budget";
+const CORRUPT_SHARD: &str = "corrupt_shard";
+const BAD_MODEL: &str = "bad_model";
+const NO_BINDING: &str = "no_binding";
+
+/// The public text of a load failure's code: fixed, so nothing internal reaches a client.
+fn failure_summary(code: &str) -> &'static str {
+    match code {
+        NO_MODEL => "no model published yet",
+        KV_UNAVAILABLE => "the model store could not be read",
+        PARTIAL_PUBLISH => "the current version is missing files (partial publish?)",
+        BAD_MANIFEST => "the current version's manifest is not valid",
+        OVER_BUDGET => "the current model is above this worker's memory budget",
+        CORRUPT_SHARD => "a shard of the current version failed validation",
+        BAD_MODEL => "the current version's shards do not form one model",
+        NO_BINDING => "the worker has no model store binding",
+        _ => "the model could not be loaded",
     }
 }
 
@@ -218,20 +270,20 @@ impl From<String> for LoadFailure {
 async fn load(env: &Env) -> Result<Option<Loaded>, LoadFailure> {
     let kv = env
         .kv("MODELS")
-        .map_err(|e| format!("KV binding MODELS: {e}"))?;
+        .map_err(|e| LoadFailure::new(NO_BINDING, format!("KV binding MODELS: {e}")))?;
     let pointer_ttl = var(env, "POINTER_CACHE_TTL_SECONDS", 60).max(60);
     let version = kv
         .get(keys::CURRENT)
         .cache_ttl(pointer_ttl)
         .text()
         .await
-        .map_err(|e| format!("reading models/current: {e}"))?
+        .map_err(|e| LoadFailure::new(KV_UNAVAILABLE, format!("reading models/current: {e}")))?
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty());
     let Some(version) = version else {
         return Err(LoadFailure {
-            message: "no model published (models/current is missing)".into(),
             backoff: false,
+            ..LoadFailure::new(NO_MODEL, "no model published (models/current is missing)")
         });
     };
     if MODEL.with(|m| {
@@ -242,16 +294,49 @@ async fn load(env: &Env) -> Result<Option<Loaded>, LoadFailure> {
     }) {
         return Ok(None);
     }
-    let manifest_key = keys::manifest(&version);
+    let manifest = read_manifest(&kv, &version).await?;
+    let mut shards = Vec::with_capacity(manifest.shards.len());
+    for (position, s) in manifest.shards.iter().enumerate() {
+        let key = keys::shard(&version, &s.file);
+        let bytes = read_shard(&kv, &key, s.bytes).await?;
+        let shard = edgerec::Shard::from_aligned(bytes).map_err(|e| {
+            let detail = format!("model {version}: shard {position} ({key}): {e}");
+            LoadFailure::new(CORRUPT_SHARD, detail)
+        })?;
+        shards.push(shard);
+    }
+    let engine = Engine::from_shards(shards)
+        .map_err(|e| LoadFailure::new(BAD_MODEL, format!("model {version}: {e}")))?;
+    if engine.item_count() != manifest.items {
+        return Err(LoadFailure::new(
+            BAD_MANIFEST,
+            format!(
+                "model {version}: {} items, the manifest says {}",
+                engine.item_count(),
+                manifest.items
+            ),
+        ));
+    }
+    Ok(Some(Loaded {
+        manifest,
+        engine,
+        loaded_at_ms: now_ms(),
+    }))
+}
+
+/// Reads a version's manifest and refuses a model above the isolate's budget before any shard
+/// is read.
+async fn read_manifest(kv: &worker::KvStore, version: &str) -> Result<Manifest, LoadFailure> {
+    let key = keys::manifest(version);
     let text = kv
-        .get(&manifest_key)
+        .get(&key)
         .cache_ttl(86_400)
         .text()
         .await
-        .map_err(|e| format!("reading {manifest_key}: {e}"))?
-        .ok_or_else(|| format!("{manifest_key} is missing (partial publish?)"))?;
-    let manifest: Manifest =
-        serde_json::from_str(&text).map_err(|e| format!("{manifest_key}: {e}"))?;
+        .map_err(|e| LoadFailure::new(KV_UNAVAILABLE, format!("reading {key}: {e}")))?
+        .ok_or_else(|| LoadFailure::new(PARTIAL_PUBLISH, format!("{key} is missing")))?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| LoadFailure::new(BAD_MANIFEST, format!("{key}: {e}")))?;
     let declared = manifest.shard_bytes();
     if manifest
         .shards
@@ -259,32 +344,15 @@ async fn load(env: &Env) -> Result<Option<Loaded>, LoadFailure> {
         .any(|s| s.bytes > edgerec::format::MAX_SHARD_BYTES)
         || declared > MODEL_BUDGET_BYTES
     {
-        return Err(LoadFailure::from(format!(
-            "model {version}: {declared} bytes of shards, above this worker's budget of \
-             {MODEL_BUDGET_BYTES} bytes (or a shard above the KV value limit)"
-        )));
+        return Err(LoadFailure::new(
+            OVER_BUDGET,
+            format!(
+                "model {version}: {declared} bytes of shards, above this worker's budget of \
+                 {MODEL_BUDGET_BYTES} bytes (or a shard above the KV value limit)"
+            ),
+        ));
     }
-    let mut shards = Vec::with_capacity(manifest.shards.len());
-    for (position, s) in manifest.shards.iter().enumerate() {
-        let key = keys::shard(&version, &s.file);
-        let bytes = read_shard(&kv, &key, s.bytes).await?;
-        let shard = edgerec::Shard::from_aligned(bytes)
-            .map_err(|e| format!("model {version}: shard {position} ({key}): {e}"))?;
-        shards.push(shard);
-    }
-    let engine = Engine::from_shards(shards).map_err(|e| format!("model {version}: {e}"))?;
-    if engine.item_count() != manifest.items {
-        return Err(LoadFailure::from(format!(
-            "model {version}: {} items, the manifest says {}",
-            engine.item_count(),
-            manifest.items
-        )));
-    }
-    Ok(Some(Loaded {
-        manifest,
-        engine,
-        loaded_at_ms: now_ms(),
-    }))
+    Ok(manifest)
 }
 
 fn current() -> (Option<Rc<Loaded>>, Option<Rc<Vec<String>>>) {
@@ -376,7 +444,10 @@ async fn read_body_capped(req: &mut Request, max: usize) -> Result<Vec<u8>, ApiE
         return Ok(body);
     };
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::new(400, "bad_body", e.to_string()))?;
+        let chunk = chunk.map_err(|e| {
+            worker::console_warn!("edgerec: reading a request body: {e}");
+            ApiError::new(400, "bad_body", "the request body could not be read")
+        })?;
         if body.len() + chunk.len() > max {
             return Err(api::body_too_large());
         }
@@ -386,7 +457,6 @@ async fn read_body_capped(req: &mut Request, max: usize) -> Result<Vec<u8>, ApiE
 }
 
 async fn route(mut req: Request, env: &Env, ctx: &worker::Context) -> Result<Response, ApiError> {
-    let internal = |e: worker::Error| ApiError::new(500, "internal", e.to_string());
     let path = req.path();
     let method = req.method();
     match (method.clone(), path.as_str()) {
@@ -449,7 +519,9 @@ fn health() -> worker::Result<Response> {
         "fallback_items": fallback.map_or(0, |f| f.len()),
         "last_check_ms": last_check,
         "loads": loads,
-        "last_error": last_error.map(|(at, message)| serde_json::json!({"at_ms": at, "message": message})),
+        "last_error": last_error.map(|(at, code)| serde_json::json!({
+            "at_ms": at, "code": code, "message": failure_summary(code),
+        })),
     });
     json(&body, 200)
 }
@@ -459,7 +531,6 @@ fn health() -> worker::Result<Response> {
 /// published version, so a page that read one manifest never gets another version's shard.
 async fn shard(path: &str, env: &Env) -> Result<Response, ApiError> {
     let not_found = || ApiError::new(404, "not_found", format!("no such shard: {path}"));
-    let internal = |e: worker::Error| ApiError::new(500, "internal", e.to_string());
     let rest = path.trim_start_matches("/v1/model/");
     let (version, file) = rest.split_once('/').ok_or_else(not_found)?;
     let index: usize = file
@@ -480,14 +551,14 @@ async fn shard(path: &str, env: &Env) -> Result<Response, ApiError> {
                 .cache_ttl(86_400)
                 .json()
                 .await
-                .map_err(|e| ApiError::new(502, "kv_unavailable", e.to_string()))?
+                .map_err(kv_unavailable)?
                 .ok_or_else(not_found)?;
             let entry = manifest.shards.get(index).ok_or_else(not_found)?;
             kv.get(&keys::shard(version, &entry.file))
                 .cache_ttl(86_400)
                 .bytes()
                 .await
-                .map_err(|e| ApiError::new(502, "kv_unavailable", e.to_string()))?
+                .map_err(kv_unavailable)?
                 .ok_or_else(not_found)?
         }
     };
@@ -502,7 +573,6 @@ async fn shard(path: &str, env: &Env) -> Result<Response, ApiError> {
 }
 
 async fn recommendations(req: &Request, env: &Env) -> Result<Response, ApiError> {
-    let internal = |e: worker::Error| ApiError::new(500, "internal", e.to_string());
     let url = req.url().map_err(internal)?;
     let max_k = var(env, "MAX_K", 100) as usize;
     let o = api::parse_query(
@@ -516,72 +586,23 @@ async fn recommendations(req: &Request, env: &Env) -> Result<Response, ApiError>
     let visitor = read_session(req, key.as_deref());
     let (model, fallback) = current();
     let Some(model) = model else {
-        let items: Vec<serde_json::Value> = fallback
-            .as_deref()
-            .map(|f| {
-                f.iter()
-                    .filter(|id| !o.exclude.contains(id))
-                    .take(k)
-                    .map(|id| serde_json::json!({"id": id, "score": null}))
-                    .collect()
-            })
-            .unwrap_or_default();
-        return json(&serde_json::json!({"items": items, "model": null, "fallback": true, "session_events": visitor.session.len()}), 200).map_err(internal);
+        return fallback_list(fallback.as_deref(), &o.exclude, k, visitor.session.len());
     };
-    let cacheable = visitor.session.is_empty() && o.exclude.is_empty();
-    // Session-less requests that map to the same context rows and the same trend window get the
-    // same list: the core's mappings from request to rows and window decide what may share a
-    // cache entry. Only the items are cached; the rest of the answer is this request's own.
-    let meta = model.engine.meta();
-    let rows = meta.context_rows(&ctx);
-    let window = edgerec::engine::trend_window(meta, ctx.ts);
-    let row = |r: Option<u32>| r.map_or("-".to_string(), |r| r.to_string());
-    let bucket = format!(
-        "https://edgerec.cache/v1/precomputed/{}/{k}/t{}/d{}/g{}/w{}-{}",
-        model.manifest.version,
-        row(rows.time.map(u32::from)),
-        row(rows.device.map(u32::from)),
-        row(rows.geo),
-        window.start,
-        window.end,
-    );
-    let mut cached_items: Option<serde_json::Value> = None;
-    if cacheable {
-        if let Ok(Some(mut hit)) = Cache::default().get(bucket.as_str(), false).await {
-            if let Ok(text) = hit.text().await {
-                cached_items = serde_json::from_str(&text).ok();
-            }
-        }
-    }
-    let hit = cached_items.is_some();
-    let items = match cached_items {
+    // Only lists without a session or exclusions are shared; the rest of the answer is always
+    // this request's own.
+    let cache_url = (visitor.session.is_empty() && o.exclude.is_empty())
+        .then(|| list_cache_url(&model, k, &ctx));
+    let cached = match &cache_url {
+        Some(url) => cached_list(url).await,
+        None => None,
+    };
+    let hit = cached.is_some();
+    let items = match cached {
         Some(items) => items,
         None => {
-            let request = RankRequest {
-                k,
-                context: ctx.clone(),
-                exclude: o.exclude.clone(),
-                ..RankRequest::default()
-            };
-            let ranked = model.engine.recommend(&visitor.session, &request);
-            let items = serde_json::Value::Array(
-                ranked
-                    .iter()
-                    .map(|r| serde_json::json!({"id": model.engine.item_id(r.index).unwrap_or(""), "score": r.score}))
-                    .collect(),
-            );
-            if cacheable {
-                let ttl = var(env, "PRECOMPUTED_TTL_SECONDS", 60);
-                if let Ok(mut cached) = Response::from_json(&items) {
-                    if cached
-                        .headers_mut()
-                        .set("Cache-Control", &format!("public, max-age={ttl}"))
-                        .is_ok()
-                    {
-                        // A failed cache write only costs the next request a recomputation.
-                        let _ = Cache::default().put(bucket.as_str(), cached).await;
-                    }
-                }
+            let items = rank(&model, &visitor.session, &ctx, &o.exclude, k);
+            if let Some(url) = &cache_url {
+                store_list(url, &items, var(env, "PRECOMPUTED_TTL_SECONDS", 60)).await;
             }
             items
         }
@@ -597,15 +618,91 @@ async fn recommendations(req: &Request, env: &Env) -> Result<Response, ApiError>
         },
     });
     let mut r = json(&body, 200).map_err(internal)?;
-    let cache_state = match (cacheable, hit) {
-        (false, _) => "bypass",
-        (true, true) => "hit",
-        (true, false) => "miss",
+    let cache_state = match (&cache_url, hit) {
+        (None, _) => "bypass",
+        (Some(_), true) => "hit",
+        (Some(_), false) => "miss",
     };
     r.headers_mut()
         .set("X-Edgerec-Cache", cache_state)
         .map_err(internal)?;
     Ok(r)
+}
+
+/// The answer without a model: the published fallback list, unscored.
+fn fallback_list(
+    fallback: Option<&Vec<String>>,
+    exclude: &[String],
+    k: usize,
+    session_events: usize,
+) -> Result<Response, ApiError> {
+    let items: Vec<serde_json::Value> = fallback
+        .map(|f| {
+            f.iter()
+                .filter(|id| !exclude.contains(id))
+                .take(k)
+                .map(|id| serde_json::json!({"id": id, "score": null}))
+                .collect()
+        })
+        .unwrap_or_default();
+    let body = serde_json::json!({"items": items, "model": null, "fallback": true, "session_events": session_events});
+    json(&body, 200).map_err(internal)
+}
+
+/// The Cache API key of a session-less list. Requests that map to the same context rows and the
+/// same trend window get the same list: the core's mappings from request to rows and window
+/// decide what may share an entry.
+fn list_cache_url(model: &Loaded, k: usize, ctx: &edgerec::Context) -> String {
+    let meta = model.engine.meta();
+    let rows = meta.context_rows(ctx);
+    let window = edgerec::engine::trend_window(meta, ctx.ts);
+    let row = |r: Option<u32>| r.map_or("-".to_string(), |r| r.to_string());
+    format!(
+        "https://edgerec.cache/v1/precomputed/{}/{k}/t{}/d{}/g{}/w{}-{}",
+        model.manifest.version,
+        row(rows.time.map(u32::from)),
+        row(rows.device.map(u32::from)),
+        row(rows.geo),
+        window.start,
+        window.end,
+    )
+}
+
+/// A cached list, if the Cache API has one (a failed read is a miss).
+async fn cached_list(url: &str) -> Option<serde_json::Value> {
+    let mut hit = Cache::default().get(url, false).await.ok()??;
+    serde_json::from_str(&hit.text().await.ok()?).ok()
+}
+
+/// Caches a list for `ttl` seconds; a failed write only costs the next request a ranking.
+async fn store_list(url: &str, items: &serde_json::Value, ttl: u64) {
+    if let Ok(mut cached) = Response::from_json(items) {
+        let control = format!("public, max-age={ttl}");
+        if cached.headers_mut().set("Cache-Control", &control).is_ok() {
+            let _ = Cache::default().put(url, cached).await;
+        }
+    }
+}
+
+/// Ranks with the core: the answer's `items`.
+fn rank(
+    model: &Loaded,
+    session: &Session,
+    ctx: &edgerec::Context,
+    exclude: &[String],
+    k: usize,
+) -> serde_json::Value {
+    let request = RankRequest {
+        k,
+        context: ctx.clone(),
+        exclude: exclude.to_vec(),
+        ..RankRequest::default()
+    };
+    let ranked = model.engine.recommend(session, &request);
+    ranked
+        .iter()
+        .map(|r| serde_json::json!({"id": model.engine.item_id(r.index).unwrap_or(""), "score": r.score}))
+        .collect()
 }
 
 fn events(
@@ -614,7 +711,6 @@ fn events(
     ctx: &worker::Context,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let internal = |e: worker::Error| ApiError::new(500, "internal", e.to_string());
     let key = session_key(env).ok_or_else(|| {
         ApiError::new(
             503,
@@ -624,6 +720,42 @@ fn events(
     })?;
     let headers = req.headers();
     let header = |name: &str| headers.get(name).ok().flatten();
+    check_cross_site(env, &header)?;
+    let now = now_ms() / 1000;
+    let mut visitor = read_session(req, Some(&key));
+    let user = visitor_user(visitor.visitor);
+    let mut posted = api::parse_events(body, &user, now as i64)?;
+    let ip = header("CF-Connecting-IP").unwrap_or_default();
+    admit(env, &user, &ip, posted.len() as u32, now)?;
+    // Automated clients stay out of training: their events are marked with the bot device
+    // class (central-sync stores them but does not learn from them).
+    let ua = header("User-Agent").unwrap_or_default();
+    if edgerec::Device::from_user_agent(&ua, None) == edgerec::Device::Bot {
+        for e in &mut posted {
+            e.device = Some(edgerec::Device::Bot.name().to_string());
+        }
+    }
+    if let (Some(model), _) = current() {
+        check_known_items(&model, &posted)?;
+    }
+    for e in &posted {
+        visitor
+            .session
+            .observe(&e.item, e.kind.core(), e.ts.max(0) as u64);
+    }
+    let ttl = var(env, "SESSION_TTL_SECONDS", 30 * 86_400);
+    let token = token::encode(&key, visitor.visitor, now + ttl, &visitor.session);
+    forward(env, ctx, &posted);
+    let body = serde_json::json!({"session": token, "accepted": posted.len(), "session_events": visitor.session.len()});
+    let mut r = json(&body, 200).map_err(internal)?;
+    r.headers_mut()
+        .set("Set-Cookie", &token::cookie(&token, ttl))
+        .map_err(internal)?;
+    Ok(r)
+}
+
+/// CSRF: JSON only, from this site or an allowed origin (`api::check_event_post`).
+fn check_cross_site(env: &Env, header: &dyn Fn(&str) -> Option<String>) -> Result<(), ApiError> {
     let (content_type, origin, fetch_site, host) = (
         header("Content-Type"),
         header("Origin"),
@@ -642,65 +774,35 @@ fn events(
             host: host.as_deref(),
         },
         &allowed,
-    )?;
-    let now = now_ms() / 1000;
-    let mut visitor = read_session(req, Some(&key));
-    let user = visitor_user(visitor.visitor);
-    let mut posted = api::parse_events(body, &user, now as i64)?;
-    // Per visitor and per client address block, so neither a script reusing one session nor
-    // one minting fresh sessions can flood the training log.
-    let n = posted.len() as u32;
-    let ip = header("CF-Connecting-IP").unwrap_or_default();
+    )
+}
+
+/// Rate limits per visitor and per client address block, so neither a script reusing one
+/// session nor one minting fresh sessions can flood the training log.
+fn admit(env: &Env, user: &str, ip: &str, n: u32, now: u64) -> Result<(), ApiError> {
+    let per_session = var(env, "EVENTS_PER_MINUTE_PER_SESSION", 120) as u32;
+    let per_ip = var(env, "EVENTS_PER_MINUTE_PER_IP", 1200) as u32;
     RATE.with(|r| {
         let mut r = r.borrow_mut();
-        r.admit(
-            &user,
-            n,
-            var(env, "EVENTS_PER_MINUTE_PER_SESSION", 120) as u32,
-            now,
-        )?;
-        r.admit(
-            &api::ip_block(&ip),
-            n,
-            var(env, "EVENTS_PER_MINUTE_PER_IP", 1200) as u32,
-            now,
-        )
-    })?;
-    // Automated clients stay out of training: their events are marked with the bot device
-    // class (central-sync stores them but does not learn from them).
-    let ua = header("User-Agent").unwrap_or_default();
-    if edgerec::Device::from_user_agent(&ua, None) == edgerec::Device::Bot {
-        for e in &mut posted {
-            e.device = Some(edgerec::Device::Bot.name().to_string());
-        }
+        r.admit(user, n, per_session, now)?;
+        r.admit(&api::ip_block(ip), n, per_ip, now)
+    })
+}
+
+/// Events for items the served model does not know are refused: they cannot move a session
+/// and would only be noise (or poison) in the training log.
+fn check_known_items(model: &Loaded, posted: &[api::Event]) -> Result<(), ApiError> {
+    match posted.iter().find(|e| model.engine.find(&e.item).is_none()) {
+        Some(unknown) => Err(ApiError::new(
+            400,
+            "unknown_item",
+            format!(
+                "item {:?} is not in model {}",
+                unknown.item, model.manifest.version
+            ),
+        )),
+        None => Ok(()),
     }
-    let (model, _) = current();
-    if let Some(model) = &model {
-        if let Some(unknown) = posted.iter().find(|e| model.engine.find(&e.item).is_none()) {
-            return Err(ApiError::new(
-                400,
-                "unknown_item",
-                format!(
-                    "item {:?} is not in model {}",
-                    unknown.item, model.manifest.version
-                ),
-            ));
-        }
-    }
-    for e in &posted {
-        visitor
-            .session
-            .observe(&e.item, e.kind.core(), e.ts.max(0) as u64);
-    }
-    let ttl = var(env, "SESSION_TTL_SECONDS", 30 * 86_400);
-    let token = token::encode(&key, visitor.visitor, now + ttl, &visitor.session);
-    forward(env, ctx, &posted);
-    let body = serde_json::json!({"session": token, "accepted": posted.len(), "session_events": visitor.session.len()});
-    let mut r = json(&body, 200).map_err(internal)?;
-    r.headers_mut()
-        .set("Set-Cookie", &token::cookie(&token, ttl))
-        .map_err(internal)?;
-    Ok(r)
 }
 
 /// The event log's user id of a visitor.
