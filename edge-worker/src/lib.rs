@@ -502,7 +502,7 @@ fn health() -> worker::Result<Response> {
         let retry_in = m.retry_at_ms.saturating_sub(now_ms());
         let loads = serde_json::json!({"started": m.loads_started, "in_flight": m.loading,
             "consecutive_failures": m.failures, "retry_in_ms": retry_in});
-        (m.last_check_ms, m.last_error.clone(), loads)
+        (m.last_check_ms, m.last_error, loads)
     });
     let status = match (&model, &last_error) {
         (Some(_), None) => "ok",
