@@ -387,11 +387,15 @@ fn read_session(req: &Request, key: Option<&[u8]>) -> token::Verified {
         })
 }
 
-/// A new visitor id from the runtime's CSPRNG (`crypto.getRandomValues`): ids must not be
-/// guessable. `Math.random` is only the fallback for a runtime without Web Crypto, which
-/// workerd always has.
+/// A new visitor id from the runtime's CSPRNG: ids must not be guessable.
 fn random_u64() -> u64 {
-    let buf = js_sys::Uint8Array::new_with_length(8);
+    u64::from_le_bytes(random_bytes())
+}
+
+/// Random bytes from the runtime's CSPRNG (`crypto.getRandomValues`). `Math.random` is only the
+/// fallback for a runtime without Web Crypto, which workerd always has.
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let buf = js_sys::Uint8Array::new_with_length(N as u32);
     let filled = js_sys::Reflect::get(&js_sys::global(), &"crypto".into())
         .ok()
         .and_then(|crypto| {
@@ -401,15 +405,16 @@ fn random_u64() -> u64 {
                 .ok()?;
             fill.call1(&crypto, &buf).ok()
         });
+    let mut bytes = [0u8; N];
     if filled.is_some() {
-        let mut bytes = [0u8; 8];
         buf.copy_to(&mut bytes);
-        return u64::from_le_bytes(bytes);
+        return bytes;
     }
-    worker::console_warn!("edgerec: no crypto.getRandomValues; visitor ids from Math.random");
-    let hi = (js_sys::Math::random() * 4_294_967_296.0) as u64;
-    let lo = (js_sys::Math::random() * 4_294_967_296.0) as u64;
-    hi << 32 | lo
+    worker::console_warn!("edgerec: no crypto.getRandomValues; falling back to Math.random");
+    for b in &mut bytes {
+        *b = (js_sys::Math::random() * 256.0) as u8;
+    }
+    bytes
 }
 
 #[event(fetch)]
@@ -744,7 +749,8 @@ fn events(
             .observe(&e.item, e.kind.core(), e.ts.max(0) as u64);
     }
     let ttl = var(env, "SESSION_TTL_SECONDS", 30 * 86_400);
-    let token = token::encode(&key, visitor.visitor, now + ttl, &visitor.session);
+    let nonce = random_bytes::<{ token::NONCE_LEN }>();
+    let token = token::encode(&key, nonce, visitor.visitor, now + ttl, &visitor.session);
     forward(env, ctx, &posted);
     let body = serde_json::json!({"session": token, "accepted": posted.len(), "session_events": visitor.session.len()});
     let mut r = json(&body, 200).map_err(internal)?;

@@ -148,9 +148,16 @@ test('bad input gets JSON errors; forged tokens get a fresh session', async () =
 
   const res = await post('/v1/events', JSON.stringify({ item: '50' }));
   const token = (await res.json()).session;
-  const [payload, mac] = token.split('.');
-  const forged = `${payload}.${mac.slice(0, -2)}${mac.endsWith('AA') ? 'BB' : 'AA'}`;
-  for (const bad of [forged, 'garbage', 'a'.repeat(5000), `${payload}x.${mac}`]) {
+  // M7: the token is sealed (version 2, one base64url part); token.rs's tests check that its
+  // bytes contain neither the visitor id nor the session.
+  assert.doesNotMatch(token, /\./);
+  const raw = Buffer.from(token, 'base64url');
+  assert.equal(raw[0], 2);
+  const flipped = Buffer.from(raw);
+  flipped[flipped.length >> 1] ^= 1;
+  const forged = flipped.toString('base64url');
+  const truncated = raw.subarray(0, raw.length - 1).toString('base64url');
+  for (const bad of [forged, truncated, 'garbage', 'a'.repeat(5000), `${token}.x`]) {
     const r = await get(`/v1/recommendations?${ctx}`, { 'X-Edgerec-Session': bad });
     assert.equal(r.status, 200);
     assert.equal((await r.json()).session_events, 0);
