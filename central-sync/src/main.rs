@@ -81,6 +81,11 @@ enum Command {
         after_help = "Example:\n  central-sync rollback --to local\n  central-sync rollback --to dir:/tmp/kv --version v1763860000-1a2b3c4d"
     )]
     Rollback(commands::rollback::Args),
+    /// Delete a visitor's events (erasure) or events older than a retention window.
+    #[command(
+        after_help = "After a user's events are deleted the next sync refits from scratch, so the published model stops carrying them.\nExamples:\n  central-sync forget --user v0123456789abcdef\n  central-sync forget --older-than-days 400"
+    )]
+    Forget(commands::forget::Args),
 }
 
 fn main() {
@@ -117,5 +122,6 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Pack(args) => commands::pack::run(args, &out),
         Command::Publish(args) => commands::publish::run(args, &out),
         Command::Rollback(args) => commands::rollback::run(args, &out),
+        Command::Forget(args) => commands::forget::run(args, &out),
     }
 }

@@ -28,6 +28,9 @@ impl Store {
             .with_context(|| format!("opening the event log {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // Freed space (deleted rows, pages reorganised by splits) is zeroed, so a visitor's
+        // deleted events leave no copy in the file.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS events (
@@ -116,6 +119,45 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Deletes every event of `user` (a visitor's erasure request) and rebuilds the file, so no
+    /// copy survives in free space (including space freed before `secure_delete` was on, by an
+    /// older release). Returns how many events went.
+    pub fn forget_user(&mut self, user: &str) -> Result<usize> {
+        let n = self.delete("DELETE FROM events WHERE user = ?1", params![user])?;
+        if n > 0 {
+            self.conn.execute_batch("VACUUM")?;
+            self.checkpoint()?;
+        }
+        Ok(n)
+    }
+
+    /// Deletes the events that happened before `ts` (unix seconds): the retention window.
+    pub fn forget_before(&mut self, ts: i64) -> Result<usize> {
+        self.delete("DELETE FROM events WHERE ts < ?1", params![ts])
+    }
+
+    /// Runs a delete; `secure_delete` (set at open) zeroes the freed content, and a truncating
+    /// checkpoint empties the WAL, which would otherwise keep copies of the deleted pages.
+    fn delete(&mut self, sql: &str, args: impl rusqlite::Params) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(sql, args)?;
+        tx.commit()?;
+        self.checkpoint()?;
+        Ok(n)
+    }
+
+    fn checkpoint(&self) -> Result<()> {
+        let busy: i64 = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        anyhow::ensure!(
+            busy == 0,
+            "the event log is busy (another process reads it); the deleted rows are gone from \
+             queries but may remain in the write-ahead log until the next checkpoint"
+        );
+        Ok(())
+    }
+
     pub fn count(&self) -> Result<i64> {
         Ok(self
             .conn
@@ -184,6 +226,7 @@ mod tests {
             ["i1", "i2", "i3"]
         );
         let last = all.last().unwrap().0;
+        assert_eq!(s.forget_user("nobody").unwrap(), 0);
         let after = s.events_after(last - 1).unwrap();
         assert_eq!(after.len(), 1);
         s.set_state("k", "v1").unwrap();
@@ -198,5 +241,39 @@ mod tests {
                 .unwrap(),
             3
         );
+    }
+
+    #[test]
+    fn forgetting_a_visitor_leaves_no_copy_in_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.db");
+        let mut s = Store::open(&path).unwrap();
+        let marker = "visitor-to-forget-7f3a9c";
+        let mut events = Vec::new();
+        for i in 0..200 {
+            let mut e = ev(Some(&format!("{marker}:{i}")), &format!("i{i}"));
+            e.user = marker.into();
+            events.push(e);
+            let item = if i < 100 { "expired-item" } else { "kept-item" };
+            let mut other = ev(Some(&format!("keep:{i}")), item);
+            other.ts = 978_300_000 + i;
+            events.push(other);
+        }
+        s.insert(&events).unwrap();
+        let on_disk = |path: &std::path::Path| {
+            let mut bytes = std::fs::read(path).unwrap_or_default();
+            bytes.extend(std::fs::read(path.with_extension("db-wal")).unwrap_or_default());
+            bytes.windows(marker.len()).any(|w| w == marker.as_bytes())
+        };
+        assert!(on_disk(&path), "the marker is stored before");
+        assert_eq!(s.forget_user(marker).unwrap(), 200);
+        assert_eq!(s.count().unwrap(), 200);
+        assert!(!on_disk(&path), "no copy in the database or its WAL");
+        // Retention: events before a time go, later ones stay.
+        assert_eq!(s.forget_before(978_300_100).unwrap(), 100);
+        let left = s.events_after(0).unwrap();
+        assert!(left
+            .iter()
+            .all(|(_, e)| e.ts >= 978_300_100 && e.user == "u"));
     }
 }

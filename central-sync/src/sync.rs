@@ -65,6 +65,8 @@ pub struct SyncOptions<'a> {
     pub full: bool,
     pub full_every: u32,
     pub keep: usize,
+    /// Events older than this many days are deleted from the log first (0 keeps all).
+    pub retention_days: u32,
     pub config: TrainConfig,
     pub quiet: bool,
 }
@@ -72,6 +74,8 @@ pub struct SyncOptions<'a> {
 #[derive(Debug, Serialize)]
 pub struct SyncReport {
     pub status: &'static str,
+    /// Events deleted by the retention window before this sync read the log.
+    pub expired_events: usize,
     pub new_events: usize,
     pub total_events: usize,
     pub mode: &'static str,
@@ -91,6 +95,7 @@ impl SyncReport {
     fn start(log: &Log, state: &SyncState) -> SyncReport {
         SyncReport {
             status: "noop",
+            expired_events: 0,
             new_events: log.new_events().len(),
             total_events: log.events.len(),
             mode: "none",
@@ -362,19 +367,31 @@ pub fn gate(candidate: &[f64], served: Option<&[f64]>, margin: f64) -> Result<()
     ))
 }
 
-pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport)> {
+/// Applies the retention window, reads the log and records the run's start.
+fn begin(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(SyncState, Log, SyncReport)> {
     let mut state = SyncState::load(store)?;
+    let expired = match opts.retention_days {
+        0 => 0,
+        days => store.forget_before(now() - i64::from(days) * 86_400)?,
+    };
     let log = Log::read(store, state.last_seq)?;
-    let have_model = opts.work_dir.join("current/params.json").exists();
     let mut report = SyncReport::start(&log, &state);
+    report.expired_events = expired;
     state.popularity_psi = Some(report.popularity_psi);
     state.last_sync_ts = Some(now());
     state.save(store)?;
     tracing::info!(
         new = report.new_events,
         total = report.total_events,
+        expired,
         "sync: events"
     );
+    Ok((state, log, report))
+}
+
+pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport)> {
+    let (mut state, log, mut report) = begin(store, opts)?;
+    let have_model = opts.work_dir.join("current/params.json").exists();
     if report.new_events == 0 && have_model {
         report.reason = "no new events since the last sync".into();
         return Ok((0, report));
@@ -445,7 +462,7 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
     Ok((0, report))
 }
 
-fn now() -> i64 {
+pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -493,6 +510,7 @@ mod tests {
             full: false,
             full_every: 10,
             keep: 3,
+            retention_days: 0,
             config: TrainConfig {
                 dim: 8,
                 epochs: 2,

@@ -931,3 +931,61 @@ fn sync_publishes_incrementally_and_holds_back_regressions() {
     let current = std::fs::read_to_string(dir.path().join("kv/models/current")).unwrap();
     assert_eq!(second["version"].as_str(), Some(current.as_str()));
 }
+
+#[test]
+fn forget_deletes_a_visitor_and_expired_events_and_the_next_sync_refits() {
+    let dir = tmp();
+    let db = dir.path().join("events.db");
+    let csv = dir.path().join("events.csv");
+    write_events(&csv, 30, 20);
+    ok(&run(&["import", csv.to_str().unwrap()], &db));
+    let kv = format!("dir:{}", dir.path().join("kv").display());
+    let work = dir.path().join("work");
+    let sync = || {
+        let args = [
+            "sync",
+            "--to",
+            &kv,
+            "--work-dir",
+            work.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--dim",
+            "8",
+            "--margin",
+            "1",
+            "--json",
+        ];
+        serde_json::from_str::<serde_json::Value>(&ok(&run(&args, &db))).unwrap()
+    };
+    assert_eq!(sync()["mode"], "full");
+
+    let forget = |args: &[&str]| {
+        let mut all = vec!["forget", "--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str::<serde_json::Value>(&ok(&run(&all, &db))).unwrap()
+    };
+    assert_eq!(forget(&["--user", "u3"])["deleted_by_user"], 20);
+    assert_eq!(forget(&["--user", "u3"])["deleted_by_user"], 0);
+    let bytes = std::fs::read(&db).unwrap();
+    // A record stores the user next to the item ("u3" then "m12"); there is no user u30-u39.
+    assert!(
+        !bytes.windows(3).any(|w| w == b"u3m"),
+        "no copy left in the file"
+    );
+    // Every synthetic event is from 2001: a 1-day retention window deletes them all.
+    assert_eq!(forget(&["--older-than-days", "1"])["deleted_expired"], 580);
+    let none = run(&["forget"], &db);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("--user"));
+
+    // Deleting a visitor forces the next sync to refit from scratch (with new events to learn).
+    write_events(&csv, 30, 20);
+    ok(&run(&["import", csv.to_str().unwrap()], &db));
+    ok(&run(&["forget", "--user", "u4"], &db));
+    let after = sync();
+    assert_eq!(
+        (after["status"].as_str(), after["mode"].as_str()),
+        (Some("published"), Some("full"))
+    );
+}

@@ -24,6 +24,9 @@ pub struct Args {
     pub full_every: u32,
     #[arg(long, default_value_t = 3)]
     pub keep: usize,
+    /// Delete events older than this many days from the log before training (0 keeps all).
+    #[arg(long, default_value_t = 0)]
+    pub retention_days: u32,
     #[command(flatten)]
     pub train: TrainArgs,
 }
@@ -36,6 +39,7 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
         full,
         full_every,
         keep,
+        retention_days,
         train,
     } = args;
     let mut store = store::Store::open(&global.db)?;
@@ -46,6 +50,7 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
         full,
         full_every,
         keep,
+        retention_days,
         config: train.config(),
         quiet: global.quiet,
     };
