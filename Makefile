@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 STAGE := scripts/stage.sh
 
-.PHONY: all setup pkg build test lint test-native test-wasm test-js test-worker test-browser bench demo clean
+.PHONY: all setup pkg build test lint test-native test-wasm test-js test-worker test-browser test-fuzz bench fuzz demo clean
 
 all: test
 
@@ -19,6 +19,7 @@ build: setup pkg
 
 lint: setup
 	@$(STAGE) fmt cargo fmt --all --check
+	@$(STAGE) fmt-fuzz cargo fmt --manifest-path fuzz/Cargo.toml --check
 	@$(STAGE) clippy cargo clippy --workspace --all-targets -- -D warnings
 	@$(STAGE) clippy-wasm cargo clippy -p edgerec -p edgerec-contract -p edge-worker --target wasm32-unknown-unknown -- -D warnings
 
@@ -37,11 +38,18 @@ test-worker: pkg
 test-browser: pkg
 	@$(STAGE) browser-tests bash scripts/test-browser.sh
 
-test: setup lint test-native test-wasm test-js test-worker test-browser
+# A short run of every fuzz target from its seeds; `make fuzz` runs each for 10 M executions.
+test-fuzz: setup
+	@$(STAGE) fuzz-smoke bash scripts/fuzz.sh smoke
+
+test: setup lint test-native test-wasm test-js test-worker test-browser test-fuzz
 	@echo "[make test] all stages passed"
 
 bench: setup pkg
 	@$(STAGE) bench bash scripts/bench.sh
+
+fuzz: setup
+	@$(STAGE) fuzz bash scripts/fuzz.sh full
 
 demo: build
 	@bash scripts/demo.sh

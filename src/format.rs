@@ -55,7 +55,7 @@ pub(crate) const SECTION_COUNT_AT: usize = 16;
 pub(crate) const FLAGS_AT: usize = 20;
 pub(crate) const TOTAL_LEN_AT: usize = 24;
 /// Byte offset of the checksum in the header.
-pub(crate) const CHECKSUM_AT: usize = 32;
+pub const CHECKSUM_AT: usize = 32;
 pub(crate) const MODEL_ID_AT: usize = 40;
 pub(crate) const SHARD_INDEX_AT: usize = 48;
 pub(crate) const SHARD_COUNT_AT: usize = 52;

@@ -27,7 +27,8 @@ pub fn geo_bucket(prefix: &str, buckets: u32) -> Option<u32> {
 }
 
 /// The shard checksum: XXH3-64 over the whole shard except the 8 checksum bytes themselves.
-pub(crate) fn shard_checksum(bytes: &[u8], checksum_at: usize) -> u64 {
+/// `bytes` must be longer than `checksum_at + 8`.
+pub fn shard_checksum(bytes: &[u8], checksum_at: usize) -> u64 {
     let mut h = Xxh3::new();
     h.update(&bytes[..checksum_at]);
     h.update(&bytes[checksum_at + 8..]);

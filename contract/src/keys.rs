@@ -15,6 +15,15 @@ pub const MODELS_PREFIX: &str = "models/";
 /// File name of a version's manifest.
 pub const MANIFEST_FILE: &str = "manifest.json";
 
+/// Prefix of the edge's event spool: batches the ingest did not accept in time wait here (same
+/// KV namespace, outside `models/`) until the worker's cron delivers them.
+pub const SPOOL_PREFIX: &str = "spool/";
+
+/// The spool key of one batch; `stamp` orders keys by time (KV lists keys in byte order).
+pub fn spool(stamp: u64, nonce: u64) -> String {
+    format!("{SPOOL_PREFIX}{stamp:013}-{nonce:016x}")
+}
+
 /// Every key of `version` starts with this.
 pub fn version_prefix(version: &str) -> String {
     format!("{MODELS_PREFIX}{version}/")
@@ -54,5 +63,11 @@ mod tests {
         assert_eq!(version_of(FALLBACK), None);
         assert_eq!(version_of(HISTORY), None);
         assert_eq!(version_of("other/v1/x"), None);
+        assert_eq!(
+            spool(1_700_000_000_000, 255),
+            "spool/1700000000000-00000000000000ff"
+        );
+        assert_eq!(version_of(&spool(1, 2)), None);
+        assert!(spool(999, 0) < spool(1_000, 0));
     }
 }

@@ -428,6 +428,7 @@ async fn fetch(req: Request, env: Env, ctx: worker::Context) -> worker::Result<R
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     refresh(&env, true).await;
+    drain_spool(&env).await;
 }
 
 /// Reads the request body, refusing (413) a declared `Content-Length` above `max` before
@@ -818,20 +819,13 @@ fn visitor_user(visitor: u64) -> String {
 
 /// Sends the events, as the contract validated them, to central-sync's ingest after the
 /// response (`waitUntil`). A client's event id is prefixed with the visitor; events without one
-/// get one derived from the visitor, time, item and type, so a retried batch is stored once. A slow or failing central never affects the
-/// visitor; failures are logged.
+/// get one derived from the visitor, time, item and type, so a retried or re-delivered batch is
+/// stored once. A slow or failing central never affects the visitor: a batch the ingest did not
+/// store after the retries goes to the KV spool, which the cron drains (`drain_spool`).
 fn forward(env: &Env, ctx: &worker::Context, posted: &[api::Event]) {
-    let url = env
-        .var("INGEST_URL")
-        .map(|v| v.to_string())
-        .unwrap_or_default();
-    if url.trim().is_empty() {
+    let Some(ingest) = Ingest::from_env(env) else {
         return;
-    }
-    let token = env
-        .secret("INGEST_TOKEN")
-        .map(|s| s.to_string())
-        .unwrap_or_default();
+    };
     let batch: Vec<api::Event> = posted
         .iter()
         .map(|e| {
@@ -855,47 +849,138 @@ fn forward(env: &Env, ctx: &worker::Context, posted: &[api::Event]) {
     let Ok(body) = serde_json::to_string(&batch) else {
         return;
     };
+    let spool = env.kv("MODELS").ok();
     ctx.wait_until(async move {
         // Retried on 429, 5xx and network errors with growing pauses; the events carry ids, so
         // a retry of a batch the ingest did store is deduplicated there.
         let mut pause = std::time::Duration::from_millis(250);
         for attempt in 1..=FORWARD_ATTEMPTS {
-            let headers = Headers::new();
-            let _ = headers.set("Content-Type", "application/json");
-            let _ = headers.set("Authorization", &format!("Bearer {token}"));
-            let mut init = RequestInit::new();
-            init.with_method(Method::Post)
-                .with_headers(headers)
-                .with_body(Some(body.clone().into()));
-            let retry = match Request::new_with_init(&url, &init) {
-                Ok(r) => match Fetch::Request(r).send().await {
-                    Ok(resp) if resp.status_code() < 300 => false,
-                    Ok(resp) => {
-                        let code = resp.status_code();
-                        worker::console_warn!(
-                            "edgerec: ingest answered {code} (attempt {attempt})"
-                        );
-                        code == 429 || code >= 500
-                    }
-                    Err(e) => {
-                        worker::console_warn!(
-                            "edgerec: ingest unreachable (attempt {attempt}): {e}"
-                        );
-                        true
-                    }
-                },
-                Err(e) => {
-                    worker::console_warn!("edgerec: bad INGEST_URL: {e}");
-                    false
+            match ingest.send(&body).await {
+                Delivery::Stored => return,
+                Delivery::Refused(code) => {
+                    worker::console_warn!("edgerec: ingest refused a batch ({code})");
+                    break;
                 }
-            };
-            if !retry || attempt == FORWARD_ATTEMPTS {
-                break;
+                Delivery::Failed(why) => {
+                    worker::console_warn!("edgerec: ingest {why} (attempt {attempt})");
+                }
             }
-            worker::Delay::from(pause).await;
-            pause *= 4;
+            if attempt < FORWARD_ATTEMPTS {
+                worker::Delay::from(pause).await;
+                pause *= 4;
+            }
+        }
+        // Not stored: the batch waits in the spool for the cron, so an event the visitor's
+        // request accepted is not lost while the ingest is down.
+        let key = keys::spool(now_ms(), random_u64());
+        let stored = match &spool {
+            Some(kv) => match kv.put(&key, body.as_str()) {
+                Ok(put) => put
+                    .expiration_ttl(SPOOL_TTL_SECONDS)
+                    .execute()
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            },
+            None => false,
+        };
+        if stored {
+            worker::console_warn!("edgerec: batch spooled as {key}");
+        } else {
+            worker::console_error!("edgerec: batch lost: neither the ingest nor the spool took it");
         }
     });
+}
+
+/// How long a spooled batch waits for the ingest before KV drops it.
+const SPOOL_TTL_SECONDS: u64 = 7 * 86_400;
+/// Spooled batches delivered per cron run (each is one ingest request).
+const SPOOL_DRAIN_BATCHES: usize = 200;
+
+/// Where `forward` and the spool drain deliver events: central-sync's ingest.
+struct Ingest {
+    url: String,
+    token: String,
+}
+
+/// What one delivery attempt came to.
+enum Delivery {
+    Stored,
+    /// The ingest answered and will never take this batch (4xx other than 429).
+    Refused(u16),
+    /// Worth retrying: 429, 5xx, the network, a bad URL.
+    Failed(String),
+}
+
+impl Ingest {
+    fn from_env(env: &Env) -> Option<Ingest> {
+        let url = env.var("INGEST_URL").map(|v| v.to_string()).ok()?;
+        if url.trim().is_empty() {
+            return None;
+        }
+        let token = env
+            .secret("INGEST_TOKEN")
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        Some(Ingest { url, token })
+    }
+
+    async fn send(&self, body: &str) -> Delivery {
+        let headers = Headers::new();
+        let _ = headers.set("Content-Type", "application/json");
+        let _ = headers.set("Authorization", &format!("Bearer {}", self.token));
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post)
+            .with_headers(headers)
+            .with_body(Some(body.into()));
+        let request = match Request::new_with_init(&self.url, &init) {
+            Ok(r) => r,
+            Err(e) => return Delivery::Failed(format!("has a bad INGEST_URL: {e}")),
+        };
+        match Fetch::Request(request).send().await {
+            Ok(resp) if resp.status_code() < 300 => Delivery::Stored,
+            Ok(resp) => match resp.status_code() {
+                code @ (429 | 500..) => Delivery::Failed(format!("answered {code}")),
+                code => Delivery::Refused(code),
+            },
+            Err(e) => Delivery::Failed(format!("unreachable: {e}")),
+        }
+    }
+}
+
+/// Delivers spooled batches, oldest first, until the spool is empty, the ingest fails, or
+/// [`SPOOL_DRAIN_BATCHES`] went. A batch leaves the spool once stored or refused for good.
+async fn drain_spool(env: &Env) {
+    let (Some(ingest), Ok(kv)) = (Ingest::from_env(env), env.kv("MODELS")) else {
+        return;
+    };
+    let listed = kv
+        .list()
+        .prefix(keys::SPOOL_PREFIX.to_string())
+        .limit(SPOOL_DRAIN_BATCHES as u64)
+        .execute()
+        .await;
+    let Ok(listed) = listed else {
+        return;
+    };
+    for key in listed.keys {
+        let Ok(Some(body)) = kv.get(&key.name).text().await else {
+            continue;
+        };
+        match ingest.send(&body).await {
+            Delivery::Stored => {}
+            Delivery::Refused(code) => {
+                worker::console_error!("edgerec: ingest refused spooled {} ({code})", key.name);
+            }
+            Delivery::Failed(why) => {
+                worker::console_warn!("edgerec: spool drain stopped: ingest {why}");
+                return;
+            }
+        }
+        if let Err(e) = kv.delete(&key.name).await {
+            worker::console_warn!("edgerec: could not delete {}: {e}", key.name);
+        }
+    }
 }
 
 /// Attempts to deliver one batch to the ingest endpoint (pauses 0.25 s, 1 s, 4 s between them:

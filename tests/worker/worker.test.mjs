@@ -455,6 +455,34 @@ test('a busy ingest (503) is retried with the same event ids (M3)', async () => 
   }
 });
 
+test('a batch the ingest does not take goes to the KV spool; the cron delivers it later (no accepted event lost)', async () => {
+  let up = false;
+  const { received, url, close } = await fakeIngest(() => (up ? 200 : 503));
+  const edge = workerMiniflare({ SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', INGEST_URL: url, INGEST_TOKEN: 'ingest-secret' });
+  try {
+    const store = await edge.getKVNamespace('MODELS');
+    await copyDirToKv(kvDir, store);
+    const r = await edge.dispatchFetch('http://localhost/v1/events', { method: 'POST', body: JSON.stringify([{ item: '50', id: 'a' }, { item: '181', id: 'b' }]), headers: { 'Content-Type': 'application/json' } });
+    assert.equal(r.status, 200);
+    const spooled = async () => (await store.list({ prefix: 'spool/' })).keys;
+    for (let i = 0; i < 150 && (await spooled()).length === 0; i++) await new Promise((ok) => setTimeout(ok, 100));
+    assert.equal(received.length, 4, 'every attempt failed');
+    assert.equal((await spooled()).length, 1, 'the batch waits in the spool');
+    const worker = await edge.getWorker();
+    await worker.scheduled({ cron: '*/5 * * * *' }); // the ingest is still down: it stays
+    assert.equal((await spooled()).length, 1);
+    up = true;
+    await worker.scheduled({ cron: '*/5 * * * *' });
+    assert.equal((await spooled()).length, 0, 'delivered and removed');
+    const last = received[received.length - 1];
+    assert.deepEqual(last.body.map((e) => e.id), received[0].body.map((e) => e.id), 'the same ids: a re-delivery is stored once');
+    assert.equal(last.auth, 'Bearer ingest-secret');
+  } finally {
+    await edge.dispose();
+    close();
+  }
+});
+
 test('event ids are scoped per visitor, floods are limited, bots are marked (M1)', async () => {
   const { received, url, close } = await fakeIngest(() => 200);
   const edge = workerMiniflare({ SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', INGEST_URL: url, INGEST_TOKEN: 'ingest-secret', EVENTS_PER_MINUTE_PER_SESSION: '3', EVENTS_PER_MINUTE_PER_IP: '5' });

@@ -1,0 +1,17 @@
+//! The event parsers: the edge's `POST /v1/events` body and the contract's batch parser and
+//! validation used by the ingest. Any body is events or a JSON error, never a panic.
+#![no_main]
+
+use edgerec_contract::events::{parse_batch, validate_json, Defaults};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(events) = edge_worker::api::parse_events(data, "v0123456789abcdef", 1_700_000_000) {
+        assert!(events.iter().all(|e| e.user == "v0123456789abcdef"));
+    }
+    if let Ok(items) = parse_batch(data, 1000) {
+        for item in items {
+            let _ = validate_json(item, Defaults::default());
+        }
+    }
+});
