@@ -29,7 +29,7 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module \
   -Cllvm-args=-sanitizer-coverage-pc-table \
   -Cllvm-args=-sanitizer-coverage-trace-compares \
   -Cdebug-assertions -Coverflow-checks"
-cargo build --release --locked --manifest-path fuzz/Cargo.toml --target "$triple" --quiet
+cargo build --release --manifest-path fuzz/Cargo.toml --target "$triple" --quiet
 
 case $mode in
   smoke) limit=(-max_total_time="${FUZZ_SMOKE_SECONDS:-15}") ;;
