@@ -39,4 +39,7 @@ python3 scripts/bench-train.py target/release/central-sync target/bench/train | 
 echo "[bench] edge worker under wrangler dev (wrk)"
 bash scripts/build-worker.sh
 bash scripts/bench-worker.sh | grep '^\[bench-worker\]' | tee -a "$summary"
+echo "[bench] fault run: the worker under load while a publish breaks, KV loses the pointer and the ingest dies"
+node scripts/bench-fault.mjs > target/bench/fault.log 2>&1 || { tail -30 target/bench/fault.log; exit 1; }
+grep '^\[bench-fault\]' target/bench/fault.log | tee -a "$summary"
 echo "[bench] summary written to $summary"

@@ -20,8 +20,9 @@ use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-pub const MAX_BATCH: usize = 1000;
+pub use edgerec_contract::events::{
+    INGEST_MAX_BYTES as MAX_BODY_BYTES, INGEST_MAX_EVENTS as MAX_BATCH,
+};
 
 struct AppState {
     /// Used only from blocking threads (`spawn_blocking`): an insert holds it across SQLite's

@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 
 /// Longest accepted id (user, item, event id).
 pub const MAX_ID_LEN: usize = 256;
+/// The most events one ingest request (central-sync's `POST /v1/events`) may carry.
+pub const INGEST_MAX_EVENTS: usize = 1000;
+/// The largest ingest request body, in bytes.
+pub const INGEST_MAX_BYTES: usize = 1024 * 1024;
 /// Timestamps outside [1990, 2100) are almost certainly milliseconds or garbage.
 pub const TS_RANGE: core::ops::Range<i64> = 631_152_000..4_102_444_800;
 /// Timezone offsets in minutes east of UTC, as the IANA zones span them.

@@ -858,8 +858,10 @@ fn forward(env: &Env, ctx: &worker::Context, posted: &[api::Event]) {
             match ingest.send(&body).await {
                 Delivery::Stored => return,
                 Delivery::Refused(code) => {
-                    worker::console_warn!("edgerec: ingest refused a batch ({code})");
-                    break;
+                    // The contract's validation ran here already; this is a version mismatch
+                    // between edge and ingest, and resending cannot help.
+                    worker::console_error!("edgerec: ingest refused a batch as invalid ({code})");
+                    return;
                 }
                 Delivery::Failed(why) => {
                     worker::console_warn!("edgerec: ingest {why} (attempt {attempt})");
@@ -894,8 +896,6 @@ fn forward(env: &Env, ctx: &worker::Context, posted: &[api::Event]) {
 
 /// How long a spooled batch waits for the ingest before KV drops it.
 const SPOOL_TTL_SECONDS: u64 = 7 * 86_400;
-/// Spooled batches delivered per cron run (each is one ingest request).
-const SPOOL_DRAIN_BATCHES: usize = 200;
 
 /// Where `forward` and the spool drain deliver events: central-sync's ingest.
 struct Ingest {
@@ -906,9 +906,10 @@ struct Ingest {
 /// What one delivery attempt came to.
 enum Delivery {
     Stored,
-    /// The ingest answered and will never take this batch (4xx other than 429).
+    /// The ingest found nothing valid in the batch (400): sending it again cannot help.
     Refused(u16),
-    /// Worth retrying: 429, 5xx, the network, a bad URL.
+    /// Worth retrying: anything else (429, 5xx, the network, a wrong token or URL, which an
+    /// operator fixes).
     Failed(String),
 }
 
@@ -940,46 +941,105 @@ impl Ingest {
         match Fetch::Request(request).send().await {
             Ok(resp) if resp.status_code() < 300 => Delivery::Stored,
             Ok(resp) => match resp.status_code() {
-                code @ (429 | 500..) => Delivery::Failed(format!("answered {code}")),
-                code => Delivery::Refused(code),
+                400 => Delivery::Refused(400),
+                code => Delivery::Failed(format!("answered {code}")),
             },
             Err(e) => Delivery::Failed(format!("unreachable: {e}")),
         }
     }
 }
 
-/// Delivers spooled batches, oldest first, until the spool is empty, the ingest fails, or
-/// [`SPOOL_DRAIN_BATCHES`] went. A batch leaves the spool once stored or refused for good.
+/// Delivers spooled batches, oldest first, until the spool is empty, the ingest fails, or this
+/// run's share (`SPOOL_DRAIN_REQUESTS` ingest requests) is spent. Batches are combined up to the
+/// ingest's request limits, so a few subrequests drain a long outage. A batch leaves the spool
+/// once the ingest stored it (or refused it as invalid, 400).
 async fn drain_spool(env: &Env) {
     let (Some(ingest), Ok(kv)) = (Ingest::from_env(env), env.kv("MODELS")) else {
         return;
     };
-    let listed = kv
-        .list()
-        .prefix(keys::SPOOL_PREFIX.to_string())
-        .limit(SPOOL_DRAIN_BATCHES as u64)
-        .execute()
-        .await;
-    let Ok(listed) = listed else {
-        return;
-    };
-    for key in listed.keys {
-        let Ok(Some(body)) = kv.get(&key.name).text().await else {
-            continue;
+    let mut requests = var(env, "SPOOL_DRAIN_REQUESTS", 20);
+    let mut cursor: Option<String> = None;
+    let mut pending = SpoolBatch::default();
+    while requests > 0 {
+        let mut list = kv.list().prefix(keys::SPOOL_PREFIX.to_string()).limit(1000);
+        if let Some(c) = cursor.take() {
+            list = list.cursor(c);
+        }
+        let Ok(listed) = list.execute().await else {
+            return;
         };
-        match ingest.send(&body).await {
-            Delivery::Stored => {}
-            Delivery::Refused(code) => {
-                worker::console_error!("edgerec: ingest refused spooled {} ({code})", key.name);
+        for key in listed.keys {
+            let Ok(Some(body)) = kv.get(&key.name).text().await else {
+                continue;
+            };
+            let events: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+            if !pending.fits(&events, body.len()) {
+                if !pending.deliver(&ingest, &kv).await {
+                    return;
+                }
+                requests -= 1;
+                if requests == 0 {
+                    return;
+                }
             }
-            Delivery::Failed(why) => {
-                worker::console_warn!("edgerec: spool drain stopped: ingest {why}");
-                return;
+            pending.add(key.name, events, body.len());
+        }
+        match listed.cursor {
+            Some(c) if !listed.list_complete && !c.is_empty() => cursor = Some(c),
+            _ => break,
+        }
+    }
+    if requests > 0 {
+        pending.deliver(&ingest, &kv).await;
+    }
+}
+
+/// Spooled batches combined into one ingest request.
+#[derive(Default)]
+struct SpoolBatch {
+    keys: Vec<String>,
+    events: Vec<serde_json::Value>,
+    bytes: usize,
+}
+
+impl SpoolBatch {
+    fn fits(&self, events: &[serde_json::Value], bytes: usize) -> bool {
+        self.events.len() + events.len() <= edgerec_contract::events::INGEST_MAX_EVENTS
+            && self.bytes + bytes < edgerec_contract::events::INGEST_MAX_BYTES
+    }
+
+    fn add(&mut self, key: String, events: Vec<serde_json::Value>, bytes: usize) {
+        self.keys.push(key);
+        self.events.extend(events);
+        self.bytes += bytes;
+    }
+
+    /// Sends the combined batch; on success its keys leave the spool. `false` when the ingest
+    /// failed (the keys stay for the next run).
+    async fn deliver(&mut self, ingest: &Ingest, kv: &worker::KvStore) -> bool {
+        let batch = std::mem::take(self);
+        if batch.keys.is_empty() {
+            return true;
+        }
+        if !batch.events.is_empty() {
+            let body = serde_json::Value::Array(batch.events).to_string();
+            match ingest.send(&body).await {
+                Delivery::Stored => {}
+                Delivery::Refused(code) => {
+                    worker::console_error!("edgerec: ingest refused spooled events ({code})");
+                }
+                Delivery::Failed(why) => {
+                    worker::console_warn!("edgerec: spool drain stopped: ingest {why}");
+                    return false;
+                }
             }
         }
-        if let Err(e) = kv.delete(&key.name).await {
-            worker::console_warn!("edgerec: could not delete {}: {e}", key.name);
+        for key in &batch.keys {
+            if let Err(e) = kv.delete(key).await {
+                worker::console_warn!("edgerec: could not delete {key}: {e}");
+            }
         }
+        true
     }
 }
 
