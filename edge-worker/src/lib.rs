@@ -431,6 +431,18 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     drain_spool(&env).await;
 }
 
+/// Bytes of this module's linear memory.
+fn wasm_memory_bytes() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        core::arch::wasm32::memory_size(0) as u64 * 65_536
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        0
+    }
+}
+
 /// Reads the request body, refusing (413) a declared `Content-Length` above `max` before
 /// reading anything and a streamed body as soon as it passes `max`: one large request must not
 /// fill the isolate's memory (and with it drop the loaded model).
@@ -525,6 +537,9 @@ fn health() -> worker::Result<Response> {
         "fallback_items": fallback.map_or(0, |f| f.len()),
         "last_check_ms": last_check,
         "loads": loads,
+        // Linear memory never shrinks, so this is the isolate's peak wasm heap so far (the
+        // model, one load's buffers, the requests): what the 128 MB isolate limit bounds.
+        "wasm_memory_bytes": wasm_memory_bytes(),
         "last_error": last_error.map(|(at, code)| serde_json::json!({
             "at_ms": at, "code": code, "message": failure_summary(code),
         })),

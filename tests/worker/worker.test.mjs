@@ -189,6 +189,7 @@ test('a corrupt or partial new model leaves the previous one serving', async () 
   assert.equal(h.status, 'degraded');
   assert.equal(h.model.version, good);
   assert.equal(h.last_error.code, 'corrupt_shard');
+  assert.ok(h.wasm_memory_bytes > 0 && h.wasm_memory_bytes % 65536 === 0, String(h.wasm_memory_bytes));
   // L7: the public health says what failed, never the internals (keys, the validator's text).
   assert.doesNotMatch(JSON.stringify(h), /models\/|checksum|shard-0/);
   assert.equal((await (await get(`/v1/recommendations?${ctx}`)).json()).model, good);
