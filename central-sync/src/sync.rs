@@ -520,13 +520,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_gate_scores_exactly_the_published_model_on_events_neither_model_saw() {
+    /// A log with 40 users' first 12 clicks, and a directory KV target.
+    fn fixture() -> (tempfile::TempDir, Store, String) {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("events.db")).unwrap();
         let target = format!("dir:{}", dir.path().join("kv").display());
-        let work = dir.path().join("work");
         store.insert(&events(0..40, 12, 978_300_000)).unwrap();
+        (dir, store, target)
+    }
+
+    #[test]
+    fn the_gate_scores_exactly_the_published_model_on_events_neither_model_saw() {
+        let (dir, mut store, target) = fixture();
+        let work = dir.path().join("work");
         let (code, first) = run(&mut store, &options(&target, &work, 0.02)).unwrap();
         assert_eq!((code, first.status, first.mode), (0, "published", "full"));
 
@@ -590,11 +596,8 @@ mod tests {
 
     #[test]
     fn a_regression_against_the_served_model_is_held_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("events.db")).unwrap();
-        let target = format!("dir:{}", dir.path().join("kv").display());
+        let (dir, mut store, target) = fixture();
         let work = dir.path().join("work");
-        store.insert(&events(0..40, 12, 978_300_000)).unwrap();
         let (_, first) = run(&mut store, &options(&target, &work, 0.02)).unwrap();
         store.insert(&events(40..60, 12, 978_900_000)).unwrap();
         let cursor = SyncState::load(&store).unwrap().last_seq;
