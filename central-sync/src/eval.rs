@@ -392,3 +392,102 @@ pub fn tune(
         validation,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Event, EventKind};
+
+    /// Users' clicks as (user, item, ts).
+    fn dataset(clicks: &[(&str, &str, i64)]) -> Dataset {
+        let events: Vec<Event> = clicks
+            .iter()
+            .map(|&(user, item, ts)| Event {
+                id: None,
+                user: user.into(),
+                item: item.into(),
+                ts,
+                kind: EventKind::Click,
+                value: None,
+                geohash: None,
+                device: None,
+                tz_offset_min: None,
+            })
+            .collect();
+        Dataset::from_events(&events)
+    }
+
+    const DAY: i64 = 86_400;
+
+    fn tiny() -> Dataset {
+        dataset(&[
+            // a: a → b → c → d; the last two are validation and test targets.
+            ("u1", "a", 1_000 * DAY),
+            ("u1", "b", 1_001 * DAY),
+            ("u1", "c", 1_002 * DAY),
+            ("u1", "d", 1_003 * DAY),
+            // Ties in time keep file order: e before a.
+            ("u2", "e", 1_000 * DAY),
+            ("u2", "a", 1_000 * DAY),
+            ("u2", "b", 1_002 * DAY),
+            // Too short to be evaluated; long before the others.
+            ("u3", "z", 900 * DAY),
+            ("u3", "z", 960 * DAY),
+        ])
+    }
+
+    #[test]
+    fn the_split_holds_out_the_last_two_of_users_with_three_or_more() {
+        let d = tiny();
+        let split = Split::new(&d);
+        assert_eq!(split.users, [0, 1]);
+        let name = |s: &Step| d.items[s.item as usize].as_str();
+        let test = split.test(&d);
+        assert_eq!((name(&test[0].target), test[0].history.len()), ("d", 3));
+        assert_eq!((name(&test[1].target), test[1].history.len()), ("b", 2));
+        let validation = split.validation(&d);
+        assert_eq!(name(&validation[1].target), "a", "ties keep file order");
+        assert_eq!(split.train[0].len(), 2);
+        assert_eq!(split.train_val[2].len(), 2, "short users train on everything");
+    }
+
+    #[test]
+    fn metrics_are_the_protocols_by_hand() {
+        let d = tiny();
+        let queries = Split::new(&d).test(&d);
+        let idx = |name: &str| d.item_index[name];
+        // u1's target d at rank 1 (0-based), u2's target b missing: HR 1/2, NDCG (1/log2 3)/2.
+        let m = evaluate(&queries, |q| {
+            if q.history.len() == 3 {
+                vec![idx("a"), idx("d")]
+            } else {
+                vec![idx("c")]
+            }
+        });
+        assert_eq!(m.users, 2);
+        assert!((m.hr10 - 0.5).abs() < 1e-12);
+        assert!((m.ndcg10 - 0.5 / 3f64.log2()).abs() < 1e-12);
+        assert_eq!(Metrics::of(&[]).ndcg10, 0.0);
+    }
+
+    #[test]
+    fn baselines_use_only_the_clicks_they_are_given_and_no_future() {
+        let d = tiny();
+        let split = Split::new(&d);
+        let b = Baselines::fit(d.item_count(), &split.train_val);
+        let names = |list: Vec<u32>| -> Vec<String> {
+            list.iter().map(|&i| d.items[i as usize].clone()).collect()
+        };
+        let q = &split.test(&d)[0]; // u1, history a b c, target d at day 1003
+        // Training counts: a 2, z 2, b 1, c 1, e 1, d 0 (u1's d and u2's b are held out).
+        // Popularity excludes the whole history with the full history, nothing without clicks.
+        assert_eq!(names(b.popularity(q, Clicks::Full)), ["z", "e", "d"]);
+        assert_eq!(names(b.popularity(q, Clicks::Last(0)))[..3], ["a", "z", "b"]);
+        // Trending counts the 30 days before day 1003 only: u3's z (days 900, 960) scores 0 and
+        // follows every item clicked in the window (ties by popularity, then index).
+        assert_eq!(names(b.trending(q, Clicks::Last(0))), ["a", "b", "c", "e", "z", "d"]);
+        // Markov from the last click c: c was never followed by anything in training, so
+        // nothing scores and popularity orders the list; only the known click c is excluded.
+        assert_eq!(names(b.markov(q, Clicks::Last(1))), ["a", "z", "b", "e", "d"]);
+    }
+}

@@ -3,11 +3,14 @@
 
 use crate::dataset::Dataset;
 use crate::eval::{self, Baselines, Clicks, Metrics, Split, Tuned};
-use crate::train::{self, Params, Tables, TrainConfig};
+use crate::model::{self, Manifest};
+use crate::train::{self, Combination, Params, Tables, TrainConfig};
 use anyhow::Result;
 use edgerec::format::Dtype;
+use edgerec::format::MAX_SHARD_BYTES;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+use std::path::Path;
 use std::time::Instant;
 
 fn bar(len: u64, what: &str, quiet: bool) -> ProgressBar {
@@ -48,6 +51,38 @@ pub fn fit(
     );
     b.finish_and_clear();
     (params, tables)
+}
+
+/// A trained model, as `write` takes it.
+pub struct Trained<'a> {
+    pub params: &'a Params,
+    pub tables: &'a Tables,
+    pub combination: &'a Combination,
+    pub categories: Option<&'a train::Categories>,
+    pub dtype: Dtype,
+}
+
+/// Writes a trained model directory: the shards (the core's writer, through `model_spec`), the
+/// manifest with the fallback list and `info`, and the parameters an incremental sync
+/// warm-starts from. `train` and `sync` both write through here.
+pub fn write(
+    d: &Dataset,
+    t: &Trained<'_>,
+    cfg: &TrainConfig,
+    out: &Path,
+    info: serde_json::Value,
+) -> Result<Manifest> {
+    let spec = train::model_spec(
+        t.params,
+        t.tables,
+        cfg,
+        t.dtype,
+        t.combination,
+        t.categories,
+    );
+    let manifest = model::write_dir(&spec, out, d.most_popular(50), info, MAX_SHARD_BYTES)?;
+    std::fs::write(out.join("params.json"), serde_json::to_vec(t.params)?)?;
+    Ok(manifest)
 }
 
 /// Tunes the per-length profiles: fit on the validation split's training part, choose on

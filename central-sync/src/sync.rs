@@ -308,26 +308,15 @@ fn write_candidate(
     info: serde_json::Value,
     opts: &SyncOptions<'_>,
 ) -> Result<(std::path::PathBuf, Engine)> {
-    let spec = train::model_spec(
-        &candidate.params,
-        &candidate.tables,
-        &opts.config,
-        Dtype::I8,
-        combination,
-        None,
-    );
     let dir = opts.work_dir.join("candidate");
-    model::write_dir(
-        &spec,
-        &dir,
-        d.most_popular(50),
-        info,
-        edgerec::format::MAX_SHARD_BYTES,
-    )?;
-    std::fs::write(
-        dir.join("params.json"),
-        serde_json::to_vec(&candidate.params)?,
-    )?;
+    let trained = pipeline::Trained {
+        params: &candidate.params,
+        tables: &candidate.tables,
+        combination,
+        categories: None,
+        dtype: Dtype::I8,
+    };
+    pipeline::write(d, &trained, &opts.config, &dir, info)?;
     let (_, engine) = model::load_engine(&dir)?;
     Ok((dir, engine))
 }

@@ -226,96 +226,150 @@ pub fn sgd_epoch(
     rng: &mut SplitMix64,
     lr: f32,
 ) -> f32 {
-    let dim = p.dim;
-    let n = p.items.len();
     let fold = fold_meta(cfg);
-    let mut s = vec![0f32; dim];
-    let mut grad_s = vec![0f32; dim];
-    let mut cands: Vec<u32> = Vec::with_capacity(cfg.negatives + 1);
-    let mut logits: Vec<f32> = Vec::with_capacity(cfg.negatives + 1);
-    let mut hist: Vec<(usize, f32)> = Vec::with_capacity(cfg.window);
+    let mut step = SgdStep::new(p.dim, cfg);
     let mut loss = 0.0f64;
     for &(u, t) in examples {
         let seq = &sequences[u as usize];
         let t = t as usize;
-        let target = seq[t].item;
-        // Session vector: newest first, weights type × decay^k, normalised by their sum.
-        hist.clear();
-        let mut wsum = 0.0f32;
+        let rows = step.query(p, seq, t, cfg, &fold);
+        step.sample(seq[t].item, p.items.len(), cfg.negatives, rng);
+        loss += f64::from(step.update(p, rows, cfg.l2, lr));
+    }
+    (loss / examples.len().max(1) as f64) as f32
+}
+
+/// The context-table rows one example uses (`None`: no row, or the model has no such table).
+type CtxRows = [Option<usize>; 3];
+
+/// Buffers for one SGD example, reused across examples.
+struct SgdStep {
+    dim: usize,
+    /// The session query vector and its gradient.
+    s: Vec<f32>,
+    grad_s: Vec<f32>,
+    /// The target first, then the sampled negatives, and their logits.
+    cands: Vec<u32>,
+    logits: Vec<f32>,
+    /// The history's items with their normalised fold weights.
+    hist: Vec<(usize, f32)>,
+    wsum: f32,
+}
+
+impl SgdStep {
+    fn new(dim: usize, cfg: &TrainConfig) -> SgdStep {
+        SgdStep {
+            dim,
+            s: vec![0f32; dim],
+            grad_s: vec![0f32; dim],
+            cands: Vec::with_capacity(cfg.negatives + 1),
+            logits: Vec::with_capacity(cfg.negatives + 1),
+            hist: Vec::with_capacity(cfg.window),
+            wsum: 0.0,
+        }
+    }
+
+    /// The query for position `t`: the session vector (newest first, weights type × decay^k,
+    /// normalised by their sum) plus the context rows of the target's request.
+    fn query(
+        &mut self,
+        p: &Params,
+        seq: &[Step],
+        t: usize,
+        cfg: &TrainConfig,
+        fold: &Meta,
+    ) -> CtxRows {
+        let dim = self.dim;
+        self.hist.clear();
+        self.wsum = 0.0;
         let window = seq[t.saturating_sub(cfg.window)..t].iter().rev();
         let weights =
             fold.session_weights(window.clone().map(|s| (s.kind, s.ts.max(0) as u64)), None);
         for (step, w) in window.zip(weights) {
-            hist.push((step.item as usize, w));
-            wsum += w;
+            self.hist.push((step.item as usize, w));
+            self.wsum += w;
         }
-        s.iter_mut().for_each(|x| *x = 0.0);
-        for &(i, w) in &hist {
-            for (a, &v) in s.iter_mut().zip(&p.vectors[i * dim..(i + 1) * dim]) {
-                *a += w / wsum * v;
+        self.s.iter_mut().for_each(|x| *x = 0.0);
+        for &(i, w) in &self.hist {
+            for (a, &v) in self.s.iter_mut().zip(&p.vectors[i * dim..(i + 1) * dim]) {
+                *a += w / self.wsum * v;
             }
         }
         let ctx = seq[t].ctx;
-        let add_ctx = |s: &mut [f32], table: &[f32], row: Option<usize>| {
+        let rows = [
+            ctx.time.map(usize::from),
+            ctx.device.map(usize::from).filter(|_| p.has_device),
+            ctx.geo.map(|g| g as usize).filter(|_| p.has_geo),
+        ];
+        for (table, row) in [&p.ctx_time, &p.ctx_device, &p.ctx_geo]
+            .into_iter()
+            .zip(rows)
+        {
             if let Some(r) = row {
-                s.iter_mut()
+                self.s
+                    .iter_mut()
                     .zip(&table[r * dim..(r + 1) * dim])
                     .for_each(|(a, b)| *a += b);
             }
-        };
-        let time_row = ctx.time.map(usize::from);
-        let dev_row = ctx.device.map(usize::from).filter(|_| p.has_device);
-        let geo_row = ctx.geo.map(|g| g as usize).filter(|_| p.has_geo);
-        add_ctx(&mut s, &p.ctx_time, time_row);
-        add_ctx(&mut s, &p.ctx_device, dev_row);
-        add_ctx(&mut s, &p.ctx_geo, geo_row);
-        // Candidates: the target and uniform negatives (no log-Q correction needed).
-        cands.clear();
-        cands.push(target);
-        while cands.len() <= cfg.negatives {
+        }
+        rows
+    }
+
+    /// The target and `negatives` uniform negatives (no log-Q correction needed).
+    fn sample(&mut self, target: u32, n: usize, negatives: usize, rng: &mut SplitMix64) {
+        self.cands.clear();
+        self.cands.push(target);
+        while self.cands.len() <= negatives {
             let c = rng.below(n) as u32;
             if c != target {
-                cands.push(c);
+                self.cands.push(c);
             }
         }
-        logits.clear();
-        for &c in &cands {
+    }
+
+    /// Softmax over the candidates, one gradient step on their rows and biases, the history's
+    /// rows and the context rows. Returns the example's loss.
+    fn update(&mut self, p: &mut Params, rows: CtxRows, l2: f32, lr: f32) -> f32 {
+        let dim = self.dim;
+        self.logits.clear();
+        for &c in &self.cands {
             let e = &p.vectors[c as usize * dim..(c as usize + 1) * dim];
-            logits.push(s.iter().zip(e).map(|(a, b)| a * b).sum::<f32>() + p.bias[c as usize]);
+            let dot = self.s.iter().zip(e).map(|(a, b)| a * b).sum::<f32>();
+            self.logits.push(dot + p.bias[c as usize]);
         }
-        let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let z: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
-        loss += f64::from(z.ln() + max - logits[0]);
-        grad_s.iter_mut().for_each(|x| *x = 0.0);
-        for (ci, &c) in cands.iter().enumerate() {
-            let g = (logits[ci] - max).exp() / z - if ci == 0 { 1.0 } else { 0.0 };
+        let max = self.logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let z: f32 = self.logits.iter().map(|&l| (l - max).exp()).sum();
+        let loss = z.ln() + max - self.logits[0];
+        self.grad_s.iter_mut().for_each(|x| *x = 0.0);
+        for (ci, &c) in self.cands.iter().enumerate() {
+            let g = (self.logits[ci] - max).exp() / z - if ci == 0 { 1.0 } else { 0.0 };
             let row = c as usize * dim;
             for d in 0..dim {
-                grad_s[d] += g * p.vectors[row + d];
-                p.vectors[row + d] -= lr * (g * s[d] + cfg.l2 * p.vectors[row + d]);
+                self.grad_s[d] += g * p.vectors[row + d];
+                p.vectors[row + d] -= lr * (g * self.s[d] + l2 * p.vectors[row + d]);
             }
             p.bias[c as usize] -= lr * g;
         }
-        for &(i, w) in &hist {
-            let f = lr * w / wsum;
-            for (v, &g) in p.vectors[i * dim..(i + 1) * dim].iter_mut().zip(&grad_s) {
+        for &(i, w) in &self.hist {
+            let f = lr * w / self.wsum;
+            for (v, &g) in p.vectors[i * dim..(i + 1) * dim]
+                .iter_mut()
+                .zip(&self.grad_s)
+            {
                 *v -= f * g;
             }
         }
         let ctx_lr = lr * 0.5;
-        for (table, row) in [
-            (&mut p.ctx_time, time_row),
-            (&mut p.ctx_device, dev_row),
-            (&mut p.ctx_geo, geo_row),
-        ] {
+        let tables = [&mut p.ctx_time, &mut p.ctx_device, &mut p.ctx_geo];
+        for (table, row) in tables.into_iter().zip(rows) {
             if let Some(r) = row {
-                for (v, &g) in table[r * dim..(r + 1) * dim].iter_mut().zip(&grad_s) {
+                for (v, &g) in table[r * dim..(r + 1) * dim].iter_mut().zip(&self.grad_s) {
                     *v -= ctx_lr * g;
                 }
             }
         }
+        loss
     }
-    (loss / examples.len().max(1) as f64) as f32
 }
 
 /// All (user, position) next-item examples with a non-empty history.

@@ -495,8 +495,11 @@ test('event ids are scoped per visitor, floods are limited, bots are marked (M1)
     const intoMinute = Date.now() % 60_000;
     if (intoMinute > 45_000) await new Promise((ok) => setTimeout(ok, 60_000 - intoMinute + 200));
     // Two visitors send the same client id: both events reach the log under distinct ids.
+    // Bodies are read at once: an unread Miniflare response body can be gone after later awaits.
     const a = await send({ item: '50', id: 'same' }, { 'CF-Connecting-IP': '198.51.100.1' });
+    const aBody = await a.json();
     const b = await send({ item: '50', id: 'same' }, { 'CF-Connecting-IP': '198.51.100.2' });
+    await b.arrayBuffer();
     assert.equal(a.status, 200);
     assert.equal(b.status, 200);
     await waitFor(2);
@@ -504,7 +507,7 @@ test('event ids are scoped per visitor, floods are limited, bots are marked (M1)
     assert.notEqual(ids[0], ids[1]);
     assert.ok(ids.every((id) => id.endsWith(':same')), ids.join(' '));
     // One session: 3 events a minute, the 4th is refused with a JSON 429.
-    const token = (await a.json()).session;
+    const token = aBody.session;
     const again = await send([{ item: '181' }, { item: '100' }], { 'X-Edgerec-Session': token, 'CF-Connecting-IP': '198.51.100.1' });
     assert.equal(again.status, 200);
     const flood = await send({ item: '1' }, { 'X-Edgerec-Session': token, 'CF-Connecting-IP': '198.51.100.1' });

@@ -1,7 +1,7 @@
 //! `central-sync train`: train a model directory from an event CSV.
 
 use super::{print_json, DtypeArg, Output, TrainArgs};
-use crate::{dataset, events, model, pipeline, train};
+use crate::{dataset, events, pipeline, train};
 use anyhow::{Context as _, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -65,21 +65,18 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
         "fit (all events)",
     );
     let categories = items.as_deref().map(read_items).transpose()?;
-    let spec = train::model_spec(
-        &params,
-        &tables,
-        &cfg,
-        dtype.core(),
-        &combination,
-        categories.as_ref(),
-    );
-    let popular = d.most_popular(50);
     let info = serde_json::json!({
         "events": events.len(), "users": d.users.len(), "config": cfg, "combination": combination,
         "tuned": tuned, "train_seconds": started.elapsed().as_secs_f64(),
     });
-    let manifest = model::write_dir(&spec, &out, popular, info, edgerec::format::MAX_SHARD_BYTES)?;
-    std::fs::write(out.join("params.json"), serde_json::to_vec(&params)?)?;
+    let trained = pipeline::Trained {
+        params: &params,
+        tables: &tables,
+        combination: &combination,
+        categories: categories.as_ref(),
+        dtype: dtype.core(),
+    };
+    let manifest = pipeline::write(&d, &trained, &cfg, &out, info)?;
     if global.json {
         print_json(&manifest)?;
     } else {
