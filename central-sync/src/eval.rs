@@ -448,7 +448,11 @@ mod tests {
         let validation = split.validation(&d);
         assert_eq!(name(&validation[1].target), "a", "ties keep file order");
         assert_eq!(split.train[0].len(), 2);
-        assert_eq!(split.train_val[2].len(), 2, "short users train on everything");
+        assert_eq!(
+            split.train_val[2].len(),
+            2,
+            "short users train on everything"
+        );
     }
 
     #[test]
@@ -478,16 +482,26 @@ mod tests {
         let names = |list: Vec<u32>| -> Vec<String> {
             list.iter().map(|&i| d.items[i as usize].clone()).collect()
         };
-        let q = &split.test(&d)[0]; // u1, history a b c, target d at day 1003
+        // u1: history a b c, target d at day 1003.
+        let q = &split.test(&d)[0];
         // Training counts: a 2, z 2, b 1, c 1, e 1, d 0 (u1's d and u2's b are held out).
         // Popularity excludes the whole history with the full history, nothing without clicks.
         assert_eq!(names(b.popularity(q, Clicks::Full)), ["z", "e", "d"]);
-        assert_eq!(names(b.popularity(q, Clicks::Last(0)))[..3], ["a", "z", "b"]);
+        assert_eq!(
+            names(b.popularity(q, Clicks::Last(0)))[..3],
+            ["a", "z", "b"]
+        );
         // Trending counts the 30 days before day 1003 only: u3's z (days 900, 960) scores 0 and
         // follows every item clicked in the window (ties by popularity, then index).
-        assert_eq!(names(b.trending(q, Clicks::Last(0))), ["a", "b", "c", "e", "z", "d"]);
+        assert_eq!(
+            names(b.trending(q, Clicks::Last(0))),
+            ["a", "b", "c", "e", "z", "d"]
+        );
         // Markov from the last click c: c was never followed by anything in training, so
         // nothing scores and popularity orders the list; only the known click c is excluded.
-        assert_eq!(names(b.markov(q, Clicks::Last(1))), ["a", "z", "b", "e", "d"]);
+        assert_eq!(
+            names(b.markov(q, Clicks::Last(1))),
+            ["a", "z", "b", "e", "d"]
+        );
     }
 }
