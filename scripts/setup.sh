@@ -10,7 +10,9 @@ cd "$EDGEREC_ROOT"
 WASM_BINDGEN_VERSION=0.2.130
 WASM_PACK_VERSION=0.15.1
 WORKER_BUILD_VERSION=0.8.7
-APT_PACKAGES=(pkg-config libssl-dev chromium chromium-driver wrk)
+TANSU_VERSION=0.6.0
+# zlib1g-dev, gcc, g++ and make build librdkafka (the rdkafka crate) from source.
+APT_PACKAGES=(pkg-config libssl-dev zlib1g-dev chromium chromium-driver wrk)
 
 step() { printf '[setup] %s\n' "$*"; }
 t0=$(date +%s)
@@ -51,6 +53,15 @@ cargo_tool() { # name version version-probe-command...
 cargo_tool wasm-bindgen-cli "$WASM_BINDGEN_VERSION" wasm-bindgen --version
 cargo_tool wasm-pack "$WASM_PACK_VERSION" wasm-pack --version
 cargo_tool worker-build "$WORKER_BUILD_VERSION" worker-build --version
+# tansu: a Kafka-protocol broker (Apache-2.0) for the Kafka event-log tests and demo; Apache
+# Kafka's own jars come only from Maven Central, which is unreachable here. ~9 min, once.
+if tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+  step "cargo: tansu $TANSU_VERSION present"
+else
+  step "cargo: installing tansu $TANSU_VERSION (a Kafka-protocol broker for the tests)"
+  CARGO_TARGET_DIR=/tmp/cargo-install-target cargo install -q tansu --version "$TANSU_VERSION" \
+    --locked --features dynostore,libsql --force
+fi
 
 # 4. npm packages from the committed lockfile. A stamp holding the lockfile's hash makes this a
 # no-op until package-lock.json changes.

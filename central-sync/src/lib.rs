@@ -5,7 +5,9 @@
 pub mod commands;
 pub mod dataset;
 pub mod eval;
+pub mod event_log;
 pub mod events;
+pub mod kafka;
 pub mod kv;
 pub mod model;
 pub mod npy;

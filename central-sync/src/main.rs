@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 use central_sync::commands;
+use central_sync::event_log::EventLog;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -24,7 +25,8 @@ struct Cli {
     /// Log filter (error, warn, info, debug), also from RUST_LOG.
     #[arg(long, global = true, default_value = "info")]
     log: String,
-    /// The event log (SQLite).
+    /// The local SQLite store: the event log itself, or with a Kafka event log the copy `sync`
+    /// trains from. Same as `--event-log sqlite:PATH`.
     #[arg(
         long,
         global = true,
@@ -32,6 +34,10 @@ struct Cli {
         default_value = ".edgerec/events.db"
     )]
     db: PathBuf,
+    /// Where events are appended and read: sqlite:PATH (the default, at --db) or
+    /// kafka://HOST:PORT[,HOST:PORT...]/TOPIC.
+    #[arg(long, global = true, env = "EDGEREC_EVENT_LOG")]
+    event_log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -107,10 +113,19 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<i32> {
+    let event_log = match cli.event_log.as_deref() {
+        Some(url) => EventLog::parse(url)?,
+        None => EventLog::Sqlite(cli.db.clone()),
+    };
+    let db = match &event_log {
+        EventLog::Sqlite(path) => path.clone(),
+        EventLog::Kafka { .. } => cli.db,
+    };
     let out = commands::Output {
         json: cli.json,
         quiet: cli.json,
-        db: cli.db,
+        db,
+        event_log,
     };
     match cli.command {
         Command::Import(args) => commands::import::run(args, &out),

@@ -24,10 +24,20 @@ pub use edgerec_contract::events::{
     INGEST_MAX_BYTES as MAX_BODY_BYTES, INGEST_MAX_EVENTS as MAX_BATCH,
 };
 
+/// Where accepted events go.
+pub enum Sink {
+    /// The local SQLite log (and nothing else).
+    Sqlite,
+    /// A Kafka topic; an answer waits for the broker's acknowledgement of every event.
+    Kafka(crate::kafka::Producer),
+}
+
 struct AppState {
     /// Used only from blocking threads (`spawn_blocking`): an insert holds it across SQLite's
-    /// fsync, which must never stall the async runtime that serves other requests.
+    /// fsync, which must never stall the async runtime that serves other requests. With a
+    /// Kafka sink it holds only the sync state `/metrics` reports.
     store: Mutex<Store>,
+    sink: Sink,
     token: String,
     /// Events in the log: counted once at start, then kept by the inserts, so `/metrics` and
     /// `/healthz` never wait for the store.
@@ -111,7 +121,18 @@ async fn ingest(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body
         }
     }
     let count = valid.len();
-    let inserted = match with_store(&app, move |store| store.insert(&valid)).await {
+    let inserted = match &app.sink {
+        Sink::Sqlite => with_store(&app, move |store| store.insert(&valid)).await,
+        Sink::Kafka(producer) => producer
+            .append(&valid)
+            .await
+            .map(|n| crate::store::Inserted {
+                // Duplicates are removed by id when `sync` reads the topic.
+                stored: n,
+                duplicates: 0,
+            }),
+    };
+    let inserted = match inserted {
         Ok(i) => i,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), events = count, "event log write failed");
@@ -157,7 +178,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     };
     gauge(
         "edgerec_events_stored",
-        "Events in the event log.",
+        "Events in the event log (with a Kafka sink: events this process had acknowledged).",
         app.stored.load(Ordering::Relaxed).to_string(),
     );
     gauge(
@@ -185,10 +206,14 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
 }
 
 /// Serves until Ctrl-C. Prints the bound address on stdout first (tests bind port 0).
-pub async fn run(store: Store, addr: &str, token: String) -> anyhow::Result<()> {
-    let stored = u64::try_from(store.count()?).unwrap_or(0);
+pub async fn run(store: Store, sink: Sink, addr: &str, token: String) -> anyhow::Result<()> {
+    let stored = match sink {
+        Sink::Sqlite => u64::try_from(store.count()?).unwrap_or(0),
+        Sink::Kafka(_) => 0,
+    };
     let app = Arc::new(AppState {
         store: Mutex::new(store),
+        sink,
         stored: AtomicU64::new(stored),
         token,
         ingested: AtomicU64::new(0),

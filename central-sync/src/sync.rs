@@ -89,6 +89,9 @@ pub struct SyncReport {
     pub popularity_psi: f64,
     pub version: Option<String>,
     pub reason: String,
+    /// With a Kafka event log: what this run read from the topic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<crate::kafka::Consumed>,
 }
 
 impl SyncReport {
@@ -107,6 +110,7 @@ impl SyncReport {
             popularity_psi: popularity_psi(log.old(), log.new_events()),
             version: state.model_version.clone(),
             reason: String::new(),
+            kafka: None,
         }
     }
 }

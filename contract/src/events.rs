@@ -288,6 +288,38 @@ pub fn parse_batch(body: &[u8], max_events: usize) -> Result<Vec<serde_json::Val
     Ok(list)
 }
 
+/// Validates one event read from the event log's stream (a Kafka topic): as [`validate_json`],
+/// and a field this contract does not know is an error too. Everything edgerec writes to the
+/// log carries only the contract's fields, so anything else came from another producer.
+///
+/// # Errors
+/// [`EventError`] as [`validate_json`], or for an unknown field.
+pub fn validate_logged_json(value: serde_json::Value) -> Result<Event, EventError> {
+    if let Some(map) = value.as_object() {
+        if let Some(unknown) = map.keys().find(|k| !RawEvent::FIELDS.contains(&k.as_str())) {
+            return bad(format!("unknown field `{unknown}`"));
+        }
+    }
+    validate_json(value, Defaults::default())
+}
+
+impl RawEvent {
+    /// The JSON field names of an event.
+    pub const FIELDS: [&'static str; 11] = [
+        "id",
+        "user",
+        "item",
+        "ts",
+        "type",
+        "value",
+        "lat",
+        "lon",
+        "geohash",
+        "device",
+        "tz_offset_min",
+    ];
+}
+
 /// Validates one raw JSON event of a batch.
 ///
 /// # Errors
@@ -310,6 +342,31 @@ mod tests {
 
     fn check(v: serde_json::Value, defaults: Defaults<'_>) -> Result<Event, String> {
         validate_json(v, defaults).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn logged_events_carry_only_the_contracts_fields() {
+        let event = Event {
+            id: Some("a".into()),
+            user: "v1".into(),
+            item: "50".into(),
+            ts: 978_300_760,
+            kind: EventKind::Like,
+            value: Some(4.0),
+            geohash: Some("9q8yy".into()),
+            device: Some("mobile".into()),
+            tz_offset_min: Some(-480),
+        };
+        // What edgerec writes reads back.
+        let written = serde_json::to_value(&event).unwrap();
+        assert_eq!(validate_logged_json(written).unwrap(), event);
+        let mut extra = serde_json::to_value(&event).unwrap();
+        extra["colour"] = json!("red");
+        assert!(validate_logged_json(extra)
+            .unwrap_err()
+            .0
+            .contains("colour"));
+        assert!(validate_logged_json(json!({"user": "v1", "item": "1"})).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `central-sync import`: import an event CSV into the event log.
 
 use super::{print_json, Output};
+use crate::event_log::EventLog;
 use crate::{events, store};
 use anyhow::Result;
 use std::path::PathBuf;
@@ -14,7 +15,6 @@ pub struct Args {
 
 pub fn run(args: Args, global: &Output) -> Result<i32> {
     let Args { file } = args;
-    let mut store = store::Store::open(&global.db)?;
     let bar = if global.quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -32,7 +32,28 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
             e.id = Some(store::synthetic_id(e));
         }
     }
-    let inserted = store.insert(&events)?;
+    let (inserted, destination) = match &global.event_log {
+        EventLog::Sqlite(path) => (
+            store::Store::open(path)?.insert(&events)?,
+            path.display().to_string(),
+        ),
+        EventLog::Kafka { brokers, topic } => {
+            let producer = crate::kafka::Producer::new(brokers, topic)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let _guard = rt.enter();
+            for chunk in events.chunks(10_000) {
+                rt.block_on(producer.append(chunk))?;
+            }
+            // Duplicates are removed by id when `sync` reads the topic.
+            let sent = store::Inserted {
+                stored: events.len(),
+                duplicates: 0,
+            };
+            (sent, format!("kafka://{brokers}/{topic}"))
+        }
+    };
     for e in errors.iter().take(20) {
         tracing::warn!("{}:{}: {}", file.display(), e.line, e.message);
     }
@@ -52,7 +73,7 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
             } else {
                 ""
             },
-            global.db.display()
+            destination
         );
     }
     Ok(if errors.is_empty() { 0 } else { 2 })

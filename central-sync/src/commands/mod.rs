@@ -21,8 +21,11 @@ pub struct Output {
     pub json: bool,
     /// No progress bars (with `--json`).
     pub quiet: bool,
-    /// The event log.
+    /// The local SQLite store: the event log itself, or with Kafka the copy `sync` trains from,
+    /// and the sync state either way.
     pub db: PathBuf,
+    /// Where events are appended and read from (`--event-log`; SQLite at `db` by default).
+    pub event_log: crate::event_log::EventLog,
 }
 
 /// Prints a value as pretty JSON on stdout.

@@ -1,9 +1,12 @@
 //! `central-sync sync`: the cron entry point.
 
 use super::{print_json, Output, TrainArgs};
+use crate::event_log::EventLog;
+use crate::kafka::GroupReader;
 use crate::{store, sync};
 use anyhow::Result;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The arguments of `central-sync sync`.
 #[derive(clap::Args)]
@@ -24,6 +27,12 @@ pub struct Args {
     pub full_every: u32,
     #[arg(long, default_value_t = 3)]
     pub keep: usize,
+    /// With a Kafka event log: the consumer group `sync` reads the topic as.
+    #[arg(long, default_value = "edgerec-sync")]
+    pub group: String,
+    /// With a Kafka event log: stop reading once the topic was quiet this long (ms).
+    #[arg(long, default_value_t = 2000)]
+    pub kafka_idle_ms: u64,
     /// Delete events older than this many days from the log before training (0 keeps all).
     #[arg(long, default_value_t = 0)]
     pub retention_days: u32,
@@ -40,9 +49,25 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
         full_every,
         keep,
         retention_days,
+        group,
+        kafka_idle_ms,
         train,
     } = args;
     let mut store = store::Store::open(&global.db)?;
+    // With Kafka: copy what arrived since the group's offsets into the local store first. A new
+    // (empty) store reads the whole topic.
+    let reader = match &global.event_log {
+        EventLog::Sqlite(_) => None,
+        EventLog::Kafka { brokers, topic } => {
+            let from_start = store.count()? == 0;
+            let mut reader = GroupReader::new(brokers, topic, &group, from_start)?;
+            let idle = Duration::from_millis(kafka_idle_ms);
+            let consumed = reader.catch_up(&mut store, idle, Duration::from_secs(600))?;
+            tracing::info!(?consumed, "kafka: read");
+            crash_point("after-consume");
+            Some((reader, consumed))
+        }
+    };
     let opts = sync::SyncOptions {
         target: &to,
         work_dir: &work_dir,
@@ -54,7 +79,24 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
         config: train.config(),
         quiet: global.quiet,
     };
-    let (code, report) = sync::run(&mut store, &opts)?;
+    let (code, mut report) = match sync::run(&mut store, &opts) {
+        Ok(done) => done,
+        Err(e) => {
+            // Nothing committed: the next run reads these messages again.
+            if let Some((reader, _)) = reader {
+                reader.close();
+            }
+            return Err(e);
+        }
+    };
+    if let Some((reader, consumed)) = reader {
+        report.kafka = Some(consumed);
+        // Offsets move only once the events are in a published model, or deliberately held
+        // back: a crash before this line re-reads them, and the store drops the duplicates.
+        crash_point("before-commit");
+        reader.commit()?;
+        reader.close();
+    }
     if global.json {
         print_json(&report)?;
     } else {
@@ -73,4 +115,13 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
         );
     }
     Ok(code)
+}
+
+/// Failure injection for the crash tests: `EDGEREC_CRASH_AT=<point>` ends the process there,
+/// as a kill would. Points: `after-consume`, `before-commit`.
+fn crash_point(point: &str) {
+    if std::env::var("EDGEREC_CRASH_AT").as_deref() == Ok(point) {
+        eprintln!("crashing at {point} (EDGEREC_CRASH_AT)");
+        std::process::exit(9);
+    }
 }
