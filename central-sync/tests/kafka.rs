@@ -37,17 +37,33 @@ fn start_broker() -> (String, Option<Child>) {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port");
+    let mut child = spawn_tansu(port, "memory://tansu/", Path::new("."));
+    let addr = format!("127.0.0.1:{port}");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            return (addr, Some(child));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("tansu did not listen on {addr} within 5 s");
+}
+
+/// Starts tansu on `port` with `storage`, in `cwd` (where a `sqlite://FILE` lives). The broker
+/// ends with this test process (a static is never dropped, so nothing else would stop it): the
+/// kernel sends it SIGTERM when the thread that spawned it exits, and that thread lives as long
+/// as the process.
+fn spawn_tansu(port: u16, storage: &str, cwd: &Path) -> Child {
     let url = format!("tcp://127.0.0.1:{port}");
     let mut command = Command::new(tansu_binary());
     command
+        .current_dir(cwd)
         .args(["broker", "--listener-url", &url])
         .args(["--advertised-listener-url", &url])
-        .args(["--storage-engine", "memory://tansu/"])
+        .args(["--storage-engine", storage])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // The broker ends with this test process (a static is never dropped, so nothing else would
-    // stop it): the kernel sends it SIGTERM when the thread that spawned it exits, and that
-    // thread (below) lives as long as the process.
     unsafe {
         use std::os::unix::process::CommandExt;
         command.pre_exec(|| {
@@ -66,7 +82,7 @@ fn start_broker() -> (String, Option<Child>) {
             std::thread::park();
         }
     });
-    let mut child = receiver
+    receiver
         .recv()
         .expect("the spawning thread answers")
         .unwrap_or_else(|e| {
@@ -74,24 +90,28 @@ fn start_broker() -> (String, Option<Child>) {
                 "cannot start the tansu broker ({e}); `make test` installs it (scripts/setup.sh), \
                  or set EDGEREC_KAFKA_BOOTSTRAP to a running broker"
             )
-        });
-    let addr = format!("127.0.0.1:{port}");
+        })
+}
+
+fn wait_listening(addr: &str) {
     for _ in 0..100 {
-        if std::net::TcpStream::connect(&addr).is_ok() {
-            return (addr, Some(child));
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("tansu did not listen on {addr} within 5 s");
+    panic!("nothing listens on {addr} after 5 s");
 }
 
-/// A fresh topic with 3 partitions (tests never share topics or groups).
+/// A fresh topic with 3 partitions on the shared broker (tests never share topics or groups).
 fn topic(name: &str) -> String {
+    topic_on(broker(), name)
+}
+
+fn topic_on(bootstrap: &str, name: &str) -> String {
     let topic = format!("{name}-{}", std::process::id());
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker())
+        .set("bootstrap.servers", bootstrap)
         .create()
         .expect("admin client");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -220,10 +240,15 @@ fn import_and_sync_through_kafka_count_every_event_once_even_after_crashes() {
 
 /// `central-sync serve` with the Kafka sink on a free port.
 fn serve(log: &str, db: &Path) -> (Child, String) {
+    serve_at(log, db, "127.0.0.1:0")
+}
+
+/// `central-sync serve` with the Kafka sink on `addr`; returns once it listens.
+fn serve_at(log: &str, db: &Path, addr: &str) -> (Child, String) {
     let mut child = bin()
         .args(["--event-log", log, "--db"])
         .arg(db)
-        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(["serve", "--addr", addr])
         .env("EDGEREC_INGEST_TOKEN", "kafka-test-token")
         .stdout(Stdio::piped())
         .spawn()
@@ -296,4 +321,116 @@ fn serve_acknowledges_after_the_broker_and_retries_are_stored_once() {
     );
     assert_eq!(first["total_events"], 200);
     assert_eq!(first["status"], "published", "{first}");
+}
+
+/// One POST as the edge sends it; `None` when the connection failed.
+fn try_post(addr: &str, body: &str) -> Option<u16> {
+    match ureq::post(&format!("http://{addr}/v1/events"))
+        .set("Authorization", "Bearer kafka-test-token")
+        .set("Content-Type", "application/json")
+        .timeout(Duration::from_secs(20))
+        .send_string(body)
+    {
+        Ok(r) => Some(r.status()),
+        Err(ureq::Error::Status(code, _)) => Some(code),
+        Err(_) => None,
+    }
+}
+
+#[test]
+fn events_acknowledged_around_a_killed_ingest_are_trained_on_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = topic("edgerec-kill");
+    let log = format!("kafka://{}/{topic}", broker());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let db = dir.path().join("serve.db");
+    let (mut server, _) = serve_at(&log, &db, &addr);
+    let poster = post_in_background(&addr, "k");
+    std::thread::sleep(Duration::from_millis(400));
+    server.kill().unwrap(); // SIGKILL, mid-stream
+    server.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    let (mut server, _) = serve_at(&log, &db, &addr);
+    let (acknowledged, failures) = poster.join().unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(acknowledged, 300);
+    assert!(failures > 0, "the ingest was down while events were posted");
+
+    let group = format!("g3-{}", std::process::id());
+    let report = ok(&sync(dir.path(), &log, &group, None));
+    assert_eq!(
+        report["total_events"], 300,
+        "every acknowledged event, once: {report}"
+    );
+    assert_eq!(report["kafka"]["malformed"], 0);
+}
+
+/// Posts 60 batches of 5 events (ids `{tag}{batch}:{i}`) like the edge: a batch is sent again,
+/// with the same ids, until the ingest acknowledges it. Returns (events acknowledged, failed
+/// attempts).
+fn post_in_background(addr: &str, tag: &str) -> std::thread::JoinHandle<(usize, usize)> {
+    let (addr, tag) = (addr.to_string(), tag.to_string());
+    std::thread::spawn(move || {
+        let (mut acknowledged, mut failures) = (0usize, 0usize);
+        for b in 0..60 {
+            let events: Vec<String> = (0..5)
+                .map(|i| {
+                    format!(
+                        r#"{{"id":"{tag}{b}:{i}","user":"v{}","item":"m{}","ts":{},"type":"click"}}"#,
+                        b % 12,
+                        (b + i) % 20,
+                        978_300_000 + b * 60 + i
+                    )
+                })
+                .collect();
+            let body = format!("[{}]", events.join(","));
+            while try_post(&addr, &body) != Some(200) {
+                failures += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            acknowledged += 5;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (acknowledged, failures)
+    })
+}
+
+#[test]
+fn events_acknowledged_while_the_broker_restarts_are_trained_on_exactly_once() {
+    // Its own broker (this one is killed), storing in SQLite so a restart keeps the log.
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let mut broker = spawn_tansu(port, "sqlite://broker.db", dir.path());
+    wait_listening(&bootstrap);
+    let topic = topic_on(&bootstrap, "edgerec-broker");
+    let log = format!("kafka://{bootstrap}/{topic}");
+    let (mut server, addr) = serve(&log, &dir.path().join("serve.db"));
+    let poster = post_in_background(&addr, "r");
+    std::thread::sleep(Duration::from_millis(500));
+    broker.kill().unwrap(); // SIGKILL
+    broker.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let mut broker = spawn_tansu(port, "sqlite://broker.db", dir.path());
+    wait_listening(&bootstrap);
+    let (acknowledged, _) = poster.join().unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(acknowledged, 300);
+    let group = format!("g4-{}", std::process::id());
+    let report = ok(&sync(dir.path(), &log, &group, None));
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+    assert_eq!(
+        report["total_events"], 300,
+        "every acknowledged event, once: {report}"
+    );
 }
