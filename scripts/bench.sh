@@ -44,4 +44,6 @@ node scripts/bench-memory.mjs | tee -a "$summary"
 echo "[bench] fault run: the worker under load while a publish breaks, KV loses the pointer and the ingest dies"
 node scripts/bench-fault.mjs > target/bench/fault.log 2>&1 || { tail -30 target/bench/fault.log; exit 1; }
 grep '^\[bench-fault\]' target/bench/fault.log | tee -a "$summary"
+echo "[bench] Kafka event log beside SQLite (ingest, sync consumption, end-to-end delay)"
+python3 scripts/bench-kafka.py target/release/central-sync target/bench/kafka | tee -a "$summary"
 echo "[bench] summary written to $summary"

@@ -76,7 +76,7 @@ impl Producer {
 }
 
 /// What one `catch_up` read.
-#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq)]
 pub struct Consumed {
     /// Messages read from the topic.
     pub messages: usize,
@@ -86,6 +86,9 @@ pub struct Consumed {
     pub duplicates: usize,
     /// Messages skipped as not valid events (each logged with its reason).
     pub malformed: usize,
+    /// Seconds from the start of reading to the last message read (the quiet wait that
+    /// ends a read is not included).
+    pub read_seconds: f64,
 }
 
 /// Copies a topic into the local store from the offsets committed under a consumer group.
@@ -194,6 +197,7 @@ impl GroupReader {
             }
         }
         flush(store, &mut batch, &mut consumed)?;
+        consumed.read_seconds = (last_message - started).as_secs_f64().max(0.0);
         Ok(consumed)
     }
 
