@@ -59,7 +59,7 @@ enum Command {
     Sync(commands::sync::Args),
     /// Train a model from an event CSV into a model directory (manifest.json + shards).
     #[command(
-        after_help = "Example:\n  central-sync train --events data/ml-100k/events.csv --items data/ml-100k/items.csv --out models/ml100k"
+        after_help = "Examples:\n  central-sync train --events data/ml-100k/events.csv --items data/ml-100k/items.csv --out models/ml100k\n  central-sync train --event-log kafka://127.0.0.1:9092/edgerec.events --out models/latest"
     )]
     Train(commands::train::Args),
     /// Evaluate on an event CSV with the leave-last-out protocol, baselines in the same run.

@@ -217,6 +217,20 @@ fn import_and_sync_through_kafka_count_every_event_once_even_after_crashes() {
             .map_err(|(e, _)| e)
             .unwrap();
     }
+    // `train` reads the whole topic when no CSV is given (and commits no offsets).
+    let trained = ok(&bin()
+        .args(["--json", "--event-log", &log, "train", "--out"])
+        .arg(dir.path().join("trained"))
+        .args(["--no-tune", "--epochs", "1", "--dim", "8"])
+        .output()
+        .unwrap());
+    let distinct: std::collections::HashSet<String> = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(trained["items"], distinct.len(), "{trained}");
     let group = format!("g1-{}", std::process::id());
 
     // Crash after reading, before training: nothing committed, nothing published.

@@ -1,6 +1,9 @@
 //! `central-sync train`: train a model directory from an event CSV.
 
 use super::{print_json, DtypeArg, Output, TrainArgs};
+use crate::event_log::EventLog;
+use crate::kafka::GroupReader;
+use crate::store::Store;
 use crate::{dataset, events, pipeline, train};
 use anyhow::{Context as _, Result};
 use std::path::{Path, PathBuf};
@@ -9,9 +12,10 @@ use std::time::Instant;
 /// The arguments of `central-sync train`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Event CSV (user,item,ts[,type,value,lat,lon,geohash,device,tz_offset_min]).
+    /// Event CSV (user,item,ts[,type,value,lat,lon,geohash,device,tz_offset_min]). Without it,
+    /// the events come from the event log (`--event-log`: SQLite, or the whole Kafka topic).
     #[arg(long)]
-    pub events: PathBuf,
+    pub events: Option<PathBuf>,
     /// Output model directory (replaced atomically).
     #[arg(long)]
     pub out: PathBuf,
@@ -44,7 +48,10 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
         train,
     } = args;
     let started = Instant::now();
-    let events = events::read_csv_strict(&events)?;
+    let events = match &events {
+        Some(csv) => events::read_csv_strict(csv)?,
+        None => read_log(global)?,
+    };
     let d = dataset::Dataset::from_events(&events);
     let mut cfg = train.config();
     cfg.alpha = alpha;
@@ -93,6 +100,34 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// Every event of the event log, in arrival order. A Kafka topic is read whole, from its start,
+/// into a temporary store (deduplicated by id) under a throwaway group that commits nothing.
+fn read_log(global: &Output) -> Result<Vec<crate::events::Event>> {
+    let (events, source) = match &global.event_log {
+        EventLog::Sqlite(path) => {
+            let store = Store::open(path)?;
+            (store.events_after(0)?, path.display().to_string())
+        }
+        EventLog::Kafka { brokers, topic } => {
+            let dir = tempfile::tempdir()?;
+            let mut store = Store::open(&dir.path().join("events.db"))?;
+            let group = format!("edgerec-train-{}", std::process::id());
+            let mut reader = GroupReader::new(brokers, topic, &group, true)?;
+            let idle = std::time::Duration::from_secs(2);
+            let read = reader.catch_up(&mut store, idle, std::time::Duration::from_secs(3600));
+            reader.close();
+            let consumed = read?;
+            tracing::info!(?consumed, "kafka: read the topic");
+            (store.events_after(0)?, format!("kafka://{brokers}/{topic}"))
+        }
+    };
+    anyhow::ensure!(
+        !events.is_empty(),
+        "the event log {source} has no events: import some, or pass --events FILE.csv"
+    );
+    Ok(events.into_iter().map(|(_, e)| e).collect())
 }
 
 /// Reads items.csv (id,title,year,genres) into id → genre names.
