@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 STAGE := scripts/stage.sh
 
-.PHONY: all setup pkg build test lint test-native test-wasm test-js test-worker test-browser test-fuzz bench fuzz demo clean
+.PHONY: all setup pkg build test lint test-native test-wasm test-js test-worker test-browser test-fuzz bench fuzz demo demo-kafka clean
 
 all: test
 
@@ -53,6 +53,10 @@ fuzz: setup
 
 demo: build
 	@bash scripts/demo.sh
+
+# The demo with Kafka (a local tansu broker) as the event log instead of SQLite.
+demo-kafka: build
+	@EDGEREC_DEMO_KAFKA=1 bash scripts/demo.sh
 
 clean:
 	cargo clean

@@ -23,7 +23,8 @@ with open(f"{out}/ids.txt", "w") as f:
 PY
 ./target/release/central-sync pack --embeddings "$out/vectors.npy" --ids "$out/ids.txt" --out "$out/model"
 ./target/release/central-sync publish --model "$out/model" --to local
-[ -f .dev.vars ] || printf 'SESSION_KEY="%s"\n' "$(head -c 32 /dev/urandom | base64 | tr -d '\n=')" > .dev.vars
+touch .dev.vars
+grep -q '^SESSION_KEY=' .dev.vars || printf 'SESSION_KEY="%s"\n' "$(head -c 32 /dev/urandom | base64 | tr -d '\n=')" >> .dev.vars
 wrangler dev --local --ip 127.0.0.1 --port "$PORT" > "$out/wrangler.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; pkill -f "workerd.*$PORT" 2>/dev/null || true' EXIT
