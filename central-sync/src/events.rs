@@ -9,20 +9,8 @@ use std::path::Path;
 /// Events and their one validation live in the contract both the edge and central-sync speak.
 pub use edgerec_contract::events::{Defaults, Event, EventKind, RawEvent};
 
-/// Columns the event CSV may have.
-pub const CSV_COLUMNS: [&str; 11] = [
-    "id",
-    "user",
-    "item",
-    "ts",
-    "type",
-    "value",
-    "lat",
-    "lon",
-    "geohash",
-    "device",
-    "tz_offset_min",
-];
+/// Columns the event CSV may have: the contract's event fields.
+pub const CSV_COLUMNS: [&str; 11] = RawEvent::FIELDS;
 
 /// A row the CSV reader rejected.
 #[derive(Debug, Clone, Serialize)]
