@@ -18,6 +18,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { workerMiniflare, copyDirToKv } from '../tests/support/edge.mjs';
+import { writeRandomNpy } from '../tests/support/npy.mjs';
 
 const root = new URL('../', import.meta.url).pathname;
 const cs = join(root, 'target/release/central-sync');
@@ -30,13 +31,7 @@ const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
 
 /** A packed model of ITEMS random 32-dim vectors (ids "1".."500"), in `dir`. */
 function packModel(dir, seed) {
-  let s = seed;
-  const rand = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
-  const header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${ITEMS}, 32), }`;
-  const padded = header + ' '.repeat((64 - ((10 + header.length + 1) % 64)) % 64) + '\n';
-  const data = new Float32Array(ITEMS * 32).map(rand);
-  const npy = Buffer.concat([Buffer.from('\x93NUMPY\x01\x00', 'latin1'), Buffer.from(Uint16Array.of(padded.length).buffer), Buffer.from(padded), Buffer.from(data.buffer)]);
-  writeFileSync(join(tmp, `v${seed}.npy`), npy);
+  writeRandomNpy(join(tmp, `v${seed}.npy`), ITEMS, 32, seed);
   writeFileSync(join(tmp, 'ids.txt'), Array.from({ length: ITEMS }, (_, i) => `${i + 1}\n`).join(''));
   execFileSync(cs, ['--log', 'warn', 'pack', '--embeddings', join(tmp, `v${seed}.npy`), '--ids', join(tmp, 'ids.txt'), '--out', dir]);
   const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));

@@ -57,16 +57,7 @@ impl Split {
     }
 
     pub fn validation<'a>(&self, d: &'a Dataset) -> Vec<Query<'a>> {
-        self.users
-            .iter()
-            .map(|&u| {
-                let s = &d.sequences[u];
-                Query {
-                    history: &s[..s.len() - 2],
-                    target: s[s.len() - 2],
-                }
-            })
-            .collect()
+        queries_from_end(d, &self.users, 2)
     }
 
     pub fn test<'a>(&self, d: &'a Dataset) -> Vec<Query<'a>> {
@@ -76,13 +67,20 @@ impl Split {
 
 /// For each of `users`, the query whose target is the user's last interaction.
 pub fn last_queries<'a>(d: &'a Dataset, users: &[usize]) -> Vec<Query<'a>> {
+    queries_from_end(d, users, 1)
+}
+
+/// For each of `users`, the query whose target is the `back`-th interaction from the end, with
+/// everything before it as the history.
+fn queries_from_end<'a>(d: &'a Dataset, users: &[usize], back: usize) -> Vec<Query<'a>> {
     users
         .iter()
         .map(|&u| {
             let s = &d.sequences[u];
+            let t = s.len() - back;
             Query {
-                history: &s[..s.len() - 1],
-                target: s[s.len() - 1],
+                history: &s[..t],
+                target: s[t],
             }
         })
         .collect()

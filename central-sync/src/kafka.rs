@@ -214,12 +214,6 @@ impl GroupReader {
             .commit(&list, CommitMode::Sync)
             .context("committing Kafka offsets")
     }
-
-    /// Drops the consumer (kept as a step: a reader is closed explicitly once its offsets are
-    /// committed or abandoned).
-    pub fn close(self) {
-        drop(self.inner);
-    }
 }
 
 fn flush(store: &mut Store, batch: &mut Vec<Event>, consumed: &mut Consumed) -> Result<()> {

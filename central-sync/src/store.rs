@@ -126,26 +126,29 @@ impl Store {
         let n = self.delete("DELETE FROM events WHERE user = ?1", params![user])?;
         if n > 0 {
             self.conn.execute_batch("VACUUM")?;
-            self.checkpoint()?;
         }
+        self.checkpoint()?;
         Ok(n)
     }
 
     /// Deletes the events that happened before `ts` (unix seconds): the retention window.
     pub fn forget_before(&mut self, ts: i64) -> Result<usize> {
-        self.delete("DELETE FROM events WHERE ts < ?1", params![ts])
-    }
-
-    /// Runs a delete; `secure_delete` (set at open) zeroes the freed content, and a truncating
-    /// checkpoint empties the WAL, which would otherwise keep copies of the deleted pages.
-    fn delete(&mut self, sql: &str, args: impl rusqlite::Params) -> Result<usize> {
-        let tx = self.conn.transaction()?;
-        let n = tx.execute(sql, args)?;
-        tx.commit()?;
+        let n = self.delete("DELETE FROM events WHERE ts < ?1", params![ts])?;
         self.checkpoint()?;
         Ok(n)
     }
 
+    /// Runs a delete in one transaction; `secure_delete` (set at open) zeroes the freed
+    /// content. Callers then `checkpoint`.
+    fn delete(&mut self, sql: &str, args: impl rusqlite::Params) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(sql, args)?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// A truncating checkpoint: empties the WAL, which would otherwise keep copies of deleted
+    /// pages.
     fn checkpoint(&self) -> Result<()> {
         let busy: i64 = self
             .conn

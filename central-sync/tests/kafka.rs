@@ -279,16 +279,23 @@ fn serve_at(log: &str, db: &Path, addr: &str) -> (Child, String) {
     (child, addr)
 }
 
-fn post(addr: &str, body: &str) -> (u16, serde_json::Value) {
-    match ureq::post(&format!("http://{addr}/v1/events"))
+/// One POST to the ingest, as the edge sends it: the status and JSON answer, or `None` when
+/// the connection failed.
+fn send(addr: &str, body: &str) -> Option<(u16, serde_json::Value)> {
+    let answer = ureq::post(&format!("http://{addr}/v1/events"))
         .set("Authorization", "Bearer kafka-test-token")
         .set("Content-Type", "application/json")
-        .send_string(body)
-    {
-        Ok(r) => (r.status(), r.into_json().unwrap_or_default()),
-        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or_default()),
-        Err(e) => panic!("POST failed: {e}"),
+        .timeout(Duration::from_secs(20))
+        .send_string(body);
+    match answer {
+        Ok(r) => Some((r.status(), r.into_json().unwrap_or_default())),
+        Err(ureq::Error::Status(code, r)) => Some((code, r.into_json().unwrap_or_default())),
+        Err(_) => None,
     }
+}
+
+fn post(addr: &str, body: &str) -> (u16, serde_json::Value) {
+    send(addr, body).expect("the ingest answers")
 }
 
 #[test]
@@ -337,18 +344,9 @@ fn serve_acknowledges_after_the_broker_and_retries_are_stored_once() {
     assert_eq!(first["status"], "published", "{first}");
 }
 
-/// One POST as the edge sends it; `None` when the connection failed.
+/// The status of one POST; `None` when the connection failed.
 fn try_post(addr: &str, body: &str) -> Option<u16> {
-    match ureq::post(&format!("http://{addr}/v1/events"))
-        .set("Authorization", "Bearer kafka-test-token")
-        .set("Content-Type", "application/json")
-        .timeout(Duration::from_secs(20))
-        .send_string(body)
-    {
-        Ok(r) => Some(r.status()),
-        Err(ureq::Error::Status(code, _)) => Some(code),
-        Err(_) => None,
-    }
+    send(addr, body).map(|(status, _)| status)
 }
 
 #[test]

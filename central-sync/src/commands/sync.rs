@@ -79,23 +79,14 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
         config: train.config(),
         quiet: global.quiet,
     };
-    let (code, mut report) = match sync::run(&mut store, &opts) {
-        Ok(done) => done,
-        Err(e) => {
-            // Nothing committed: the next run reads these messages again.
-            if let Some((reader, _)) = reader {
-                reader.close();
-            }
-            return Err(e);
-        }
-    };
+    // On an error nothing is committed: the next run reads these messages again.
+    let (code, mut report) = sync::run(&mut store, &opts)?;
     if let Some((reader, consumed)) = reader {
         report.kafka = Some(consumed);
         // Offsets move only once the events are in a published model, or deliberately held
         // back: a crash before this line re-reads them, and the store drops the duplicates.
         crash_point("before-commit");
         reader.commit()?;
-        reader.close();
     }
     if global.json {
         print_json(&report)?;

@@ -116,9 +116,8 @@ fn read_log(global: &Output) -> Result<Vec<crate::events::Event>> {
             let group = format!("edgerec-train-{}", std::process::id());
             let mut reader = GroupReader::new(brokers, topic, &group, true)?;
             let idle = std::time::Duration::from_secs(2);
-            let read = reader.catch_up(&mut store, idle, std::time::Duration::from_secs(3600));
-            reader.close();
-            let consumed = read?;
+            let consumed =
+                reader.catch_up(&mut store, idle, std::time::Duration::from_secs(3600))?;
             tracing::info!(?consumed, "kafka: read the topic");
             (store.events_after(0)?, format!("kafka://{brokers}/{topic}"))
         }

@@ -1,0 +1,19 @@
+// Random float32 matrices as .npy files, for packing synthetic models with `central-sync pack`
+// (benchmarks and fault runs). Written in blocks, so large models never sit in memory twice.
+import { openSync, writeSync, closeSync } from 'node:fs';
+
+/** Writes a `rows x dim` float32 .npy of uniform values in [-1, 1) from a seeded LCG. */
+export function writeRandomNpy(path, rows, dim, seed) {
+  const header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${rows}, ${dim}), }`;
+  const padded = header + ' '.repeat((64 - ((10 + header.length + 1) % 64)) % 64) + '\n';
+  const fd = openSync(path, 'w');
+  writeSync(fd, Buffer.concat([Buffer.from('\x93NUMPY\x01\x00', 'latin1'), Buffer.from(Uint16Array.of(padded.length).buffer), Buffer.from(padded)]));
+  let s = seed;
+  const block = new Float32Array(10_000 * dim);
+  for (let done = 0; done < rows; done += 10_000) {
+    const count = Math.min(10_000, rows - done);
+    for (let i = 0; i < count * dim; i++) block[i] = ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
+    writeSync(fd, Buffer.from(block.buffer, 0, count * dim * 4));
+  }
+  closeSync(fd);
+}
