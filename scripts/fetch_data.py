@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Fetch MovieLens-100k from the recbole 1.2.1 wheel on PyPI and convert it to edgerec's formats.
+"""Fetch MovieLens-100k (recbole 1.2.1 wheel) and the Open Bandit Dataset's small sample (obp 0.4.1
+wheel) from PyPI and convert them to edgerec's formats.
 
 Writes into data/ml-100k/ (git-ignored; the MovieLens terms forbid redistribution):
   events.csv  the event CSV of DESIGN.md: user,item,ts,type,value (type=view, value=rating),
@@ -8,11 +9,18 @@ Writes into data/ml-100k/ (git-ignored; the MovieLens terms forbid redistributio
   items.csv   id,title,year,genres (genres joined with '|')
   SOURCE.md   where the data came from and its terms
 
+Writes into data/obd/ (git-ignored):
+  bts.csv, random.csv  the "all" campaign's logs under Bernoulli Thompson sampling and under the
+              uniform-random policy, as exposure logs for `central-sync ope`:
+              ts,user,item,position,reward,propensity (position 0-based, reward = click)
+  SOURCE.md   where the data came from and its terms
+
 Idempotent: does nothing when the outputs exist with the expected checksums. Every download and
 output is checked against a pinned SHA-256, so a changed upstream file is an error, not a silent
 change in every figure we report.
 """
 import csv
+import datetime
 import glob
 import hashlib
 import io
@@ -82,29 +90,91 @@ def convert(wheel_path):
         f.write(SOURCE_MD)
 
 
-def main():
+def fetch_wheel(tmp, requirement, digest):
+    """Downloads one wheel from PyPI into tmp and checks its pinned SHA-256."""
+    name, version = requirement.split("==")
+    print(f"[data] downloading {requirement} wheel from PyPI")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, requirement],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+    wheel = glob.glob(os.path.join(tmp, f"{name}-{version}-*.whl"))[0]
+    if sha256(wheel) != digest:
+        raise SystemExit(f"[data] ERROR: {wheel} checksum mismatch")
+    return wheel
+
+
+def check_outputs(out, expected):
+    for name, digest in expected.items():
+        got = sha256(os.path.join(out, name))
+        if got != digest:
+            raise SystemExit(f"[data] ERROR: {out}/{name} sha256 {got} != expected {digest}")
+
+
+def fetch_movielens():
     if up_to_date():
         print("[data] data/ml-100k up to date")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
-        print("[data] downloading recbole==1.2.1 wheel from PyPI")
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, "recbole==1.2.1"],
-            check=True,
-            stdin=subprocess.DEVNULL,
-        )
-        wheel = glob.glob(os.path.join(tmp, "recbole-1.2.1-*.whl"))[0]
-        if sha256(wheel) != WHEEL_SHA256:
-            print(f"[data] ERROR: {wheel} checksum mismatch", file=sys.stderr)
-            return 1
-        convert(wheel)
-    for name, digest in EXPECTED.items():
-        got = sha256(os.path.join(OUT, name))
-        if got != digest:
-            print(f"[data] ERROR: data/ml-100k/{name} sha256 {got} != expected {digest}", file=sys.stderr)
-            return 1
+        convert(fetch_wheel(tmp, "recbole==1.2.1", WHEEL_SHA256))
+    check_outputs(OUT, EXPECTED)
     print("[data] wrote data/ml-100k/{events.csv,items.csv} (checksums verified)")
     return 0
+
+
+OBD_OUT = os.path.join(ROOT, "data", "obd")
+OBD_WHEEL_SHA256 = "87dec9caf4283c25ab13036532e0a24566f1c7bdcad1653a8ded43b2f5ef8208"
+OBD_INNER = "obp/dataset/obd/{policy}/all/all.csv"
+OBD_EXPECTED = {
+    "bts.csv": "105510c49403142a8485161e57355b1a46e9ead45624382c200e9be735f46e0d",
+    "random.csv": "1f37e9ec9b0f9dab927e91bf1bfe62a3a5228d026a8cb8eb8bf2dd9fd9c17f92",
+}
+OBD_SOURCE_MD = """# Open Bandit Dataset (small sample)
+
+Source: the obp==0.4.1 wheel on PyPI (obp/dataset/obd/{bts,random}/all/all.csv), converted by
+scripts/fetch_data.py into edgerec's exposure-log CSV (ts,user,item,position,reward,propensity;
+position 0-based; reward = click; user = the hashed user_feature_0..3 joined).
+Original data: ZOZO, Inc. Yuta Saito, Shunsuke Aihara, Megumi Matsutani, Yusuke Narita. 2021.
+Open Bandit Dataset and Pipeline: Towards Realistic and Reproducible Off-Policy Evaluation.
+NeurIPS Datasets and Benchmarks. Terms: the dataset is licensed CC BY 4.0; it is not committed.
+"""
+
+
+def convert_obd(wheel_path):
+    z = zipfile.ZipFile(wheel_path)
+    os.makedirs(OBD_OUT, exist_ok=True)
+    for policy in ("bts", "random"):
+        rows = csv.DictReader(io.TextIOWrapper(z.open(OBD_INNER.format(policy=policy)), encoding="utf-8"))
+        tmp = os.path.join(OBD_OUT, policy + ".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(["ts", "user", "item", "position", "reward", "propensity"])
+            for r in rows:
+                ts = datetime.datetime.fromisoformat(r["timestamp"]).timestamp()
+                user = "-".join(r[f"user_feature_{k}"][:8] for k in range(4))
+                w.writerow([int(ts), user, r["item_id"], int(r["position"]) - 1, r["click"], r["propensity_score"]])
+        os.replace(tmp, os.path.join(OBD_OUT, policy + ".csv"))
+    with open(os.path.join(OBD_OUT, "SOURCE.md"), "w") as f:
+        f.write(OBD_SOURCE_MD)
+
+
+def fetch_open_bandit():
+    if all(
+        os.path.exists(os.path.join(OBD_OUT, n)) and sha256(os.path.join(OBD_OUT, n)) == d
+        for n, d in OBD_EXPECTED.items()
+    ):
+        print("[data] data/obd up to date")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        convert_obd(fetch_wheel(tmp, "obp==0.4.1", OBD_WHEEL_SHA256))
+    check_outputs(OBD_OUT, OBD_EXPECTED)
+    print("[data] wrote data/obd/{bts.csv,random.csv} (checksums verified)")
+    return 0
+
+
+def main():
+    return fetch_movielens() or fetch_open_bandit()
 
 
 if __name__ == "__main__":

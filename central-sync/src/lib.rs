@@ -11,6 +11,7 @@ pub mod kafka;
 pub mod kv;
 pub mod model;
 pub mod npy;
+pub mod ope;
 pub mod pipeline;
 pub mod serve;
 pub mod store;

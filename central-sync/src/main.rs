@@ -14,7 +14,8 @@ const EXAMPLES: &str = "Examples:
   central-sync pack --embeddings vectors.npy --ids ids.txt --out models/external --dtype i8
   central-sync publish --model models/ml100k --to local
   central-sync publish --model models/ml100k --to dir:/tmp/kv
-  central-sync rollback --to local";
+  central-sync rollback --to local
+  central-sync ope --exposures data/obd/bts.csv --policy uniform --on-policy-exposures data/obd/random.csv";
 
 #[derive(Parser)]
 #[command(name = "central-sync", version, about = "edgerec's central service: events in, models out to the edge.", after_help = EXAMPLES)]
@@ -87,6 +88,12 @@ enum Command {
         after_help = "Example:\n  central-sync rollback --to local\n  central-sync rollback --to dir:/tmp/kv --version v1763860000-1a2b3c4d"
     )]
     Rollback(commands::rollback::Args),
+    /// Off-policy evaluation: a policy's reward estimated from exposures logged under another
+    /// policy (IPS, SNIPS, doubly robust, with bootstrap intervals).
+    #[command(
+        after_help = "Example (the Open Bandit sample, fetched by setup):\n  central-sync ope --exposures data/obd/bts.csv --policy uniform --on-policy-exposures data/obd/random.csv"
+    )]
+    Ope(commands::ope::Args),
     /// Delete a visitor's events (erasure) or events older than a retention window.
     #[command(
         after_help = "After a user's events are deleted the next sync refits from scratch, so the published model stops carrying them.\nExamples:\n  central-sync forget --user v0123456789abcdef\n  central-sync forget --older-than-days 400"
@@ -138,5 +145,6 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Publish(args) => commands::publish::run(args, &out),
         Command::Rollback(args) => commands::rollback::run(args, &out),
         Command::Forget(args) => commands::forget::run(args, &out),
+        Command::Ope(args) => commands::ope::run(args, &out),
     }
 }

@@ -4,6 +4,7 @@
 pub mod eval;
 pub mod forget;
 pub mod import;
+pub mod ope;
 pub mod pack;
 pub mod publish;
 pub mod recommend;
