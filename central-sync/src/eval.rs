@@ -271,6 +271,14 @@ impl Baselines {
 /// Ranks through the engine exactly as the edge does: the clicks the edge knows as the
 /// session, the target's request (time, geohash, device, timezone) as the request.
 pub fn engine_top10(engine: &Engine, d: &Dataset, q: &Query<'_>, clicks: Clicks) -> Vec<u32> {
+    engine_list(engine, d, q, clicks)
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// [`engine_top10`] with the scores: (dataset item index, score), best first.
+pub fn engine_list(engine: &Engine, d: &Dataset, q: &Query<'_>, clicks: Clicks) -> Vec<(u32, f32)> {
     let mut session = Session::new();
     for s in clicks.session(q.history) {
         session.observe(&d.items[s.item as usize], s.kind, s.ts.max(0) as u64);
@@ -292,7 +300,7 @@ pub fn engine_top10(engine: &Engine, d: &Dataset, q: &Query<'_>, clicks: Clicks)
             engine
                 .item_id(r.index)
                 .and_then(|id| d.item_index.get(id))
-                .copied()
+                .map(|&i| (i, r.score))
         })
         .collect()
 }

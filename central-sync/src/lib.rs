@@ -4,6 +4,7 @@
 
 pub mod commands;
 pub mod dataset;
+pub mod drift;
 pub mod eval;
 pub mod event_log;
 pub mod events;

@@ -18,6 +18,7 @@
 //! Exit status: 0 published or nothing to do, 3 held back (quality regressed), 1 error.
 
 use crate::dataset::{Dataset, Step};
+use crate::drift::{self, DriftLimits, ModelDrift};
 use crate::eval::{self, Metrics};
 use crate::events::Event;
 use crate::kv::{self, Kv};
@@ -67,6 +68,8 @@ pub struct SyncOptions<'a> {
     pub keep: usize,
     /// Events older than this many days are deleted from the log first (0 keeps all).
     pub retention_days: u32,
+    /// When the candidate counts as drifted from the served model, and whether that holds it.
+    pub drift: DriftLimits,
     pub config: TrainConfig,
     pub quiet: bool,
 }
@@ -87,6 +90,8 @@ pub struct SyncReport {
     pub served: Option<Metrics>,
     pub served_version: Option<String>,
     pub popularity_psi: f64,
+    /// KS tests of the candidate's lists against the served model's on the hold-out.
+    pub drift: Option<ModelDrift>,
     pub version: Option<String>,
     pub reason: String,
     /// With a Kafka event log: what this run read from the topic.
@@ -108,6 +113,7 @@ impl SyncReport {
             served: None,
             served_version: None,
             popularity_psi: popularity_psi(log.old(), log.new_events()),
+            drift: None,
             version: state.model_version.clone(),
             reason: String::new(),
             kafka: None,
@@ -195,12 +201,30 @@ impl Holdout {
     }
 }
 
-/// Per-query NDCG@10 of an engine on the hold-out, ranked as the edge ranks (the full history
-/// as the session).
-pub fn score(engine: &Engine, d: &Dataset, holdout: &Holdout) -> Vec<f64> {
-    eval::per_query_ndcg(&holdout.queries(d), |q| {
-        eval::engine_top10(engine, d, q, eval::Clicks::Full)
+/// An engine's top-10 lists for the hold-out queries, ranked as the edge ranks (the full
+/// history as the session).
+pub fn rank(engine: &Engine, d: &Dataset, holdout: &Holdout) -> Vec<drift::List> {
+    holdout
+        .queries(d)
+        .iter()
+        .map(|q| eval::engine_list(engine, d, q, eval::Clicks::Full))
+        .collect()
+}
+
+/// Per-query NDCG@10 of lists from [`rank`].
+pub fn ndcg_of(lists: &[drift::List], d: &Dataset, holdout: &Holdout) -> Vec<f64> {
+    let mut lists = lists.iter();
+    eval::per_query_ndcg(&holdout.queries(d), |_| {
+        lists
+            .next()
+            .map(|l| l.iter().map(|&(i, _)| i).collect())
+            .unwrap_or_default()
     })
+}
+
+/// Per-query NDCG@10 of an engine on the hold-out.
+pub fn score(engine: &Engine, d: &Dataset, holdout: &Holdout) -> Vec<f64> {
+    ndcg_of(&rank(engine, d, holdout), d, holdout)
 }
 
 /// The model the target serves now, read back and validated as the edge loads it. A served
@@ -360,6 +384,19 @@ pub fn gate(candidate: &[f64], served: Option<&[f64]>, margin: f64) -> Result<()
     ))
 }
 
+/// `Err(reason)` when the operator asked to hold drifted candidates and this one drifted.
+fn drift_gate(drift: Option<&ModelDrift>, limits: &DriftLimits) -> Result<(), String> {
+    match drift {
+        Some(d) if limits.hold && d.drifted => Err(format!(
+            "the candidate's lists drifted from the served model's ({}; limits D > {} with p < {})",
+            d.describe(),
+            limits.max_statistic,
+            limits.alpha
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Applies the retention window, reads the log and records the run's start.
 fn begin(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(SyncState, Log, SyncReport)> {
     let mut state = SyncState::load(store)?;
@@ -418,15 +455,28 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
     report.train_seconds = started.elapsed().as_secs_f64();
     let info = serde_json::json!({"mode": report.mode, "psi": report.popularity_psi});
     let (dir, engine) = write_candidate(&d, &candidate, &combination, info, opts)?;
-    let per_query = score(&engine, &d, &holdout);
-    let served_per_query = served.as_ref().map(|(_, e)| score(e, &d, &holdout));
+    let lists = rank(&engine, &d, &holdout);
+    let per_query = ndcg_of(&lists, &d, &holdout);
+    let served_lists = served.as_ref().map(|(_, e)| rank(e, &d, &holdout));
+    let served_per_query = served_lists.as_deref().map(|l| ndcg_of(l, &d, &holdout));
     let scored = Metrics::of(&per_query);
     report.holdout = Some(scored);
     report.served = served_per_query.as_deref().map(Metrics::of);
     report.served_version = served.map(|(v, _)| v);
+    report.drift = served_lists.as_deref().map(|s| {
+        let popularity: Vec<f64> = d
+            .popularity(&holdout.train)
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        drift::compare(s, &lists, &popularity, &opts.drift)
+    });
     state.record_candidate(&scored, report.served.as_ref(), report.train_seconds);
+    state.record_drift(report.drift.as_ref());
 
-    if let Err(reason) = gate(&per_query, served_per_query.as_deref(), opts.margin) {
+    if let Err(reason) = gate(&per_query, served_per_query.as_deref(), opts.margin)
+        .and_then(|()| drift_gate(report.drift.as_ref(), &opts.drift))
+    {
         tracing::warn!("{reason}");
         report.status = "held_back";
         report.reason = reason;
@@ -504,6 +554,7 @@ mod tests {
             full_every: 10,
             keep: 3,
             retention_days: 0,
+            drift: DriftLimits::default(),
             config: TrainConfig {
                 dim: 8,
                 epochs: 2,
@@ -554,15 +605,35 @@ mod tests {
         let holdout = Holdout::choose(&d, &log);
         assert_eq!(holdout.users.len(), 50, "every user's latest click is new");
         let mut kv = kv::open(&target).unwrap();
-        let published = kv::load_version(kv.as_mut(), second.version.as_deref().unwrap());
+        let published = kv::load_version(kv.as_mut(), second.version.as_deref().unwrap()).unwrap();
         assert_eq!(
-            Some(Metrics::of(&score(&published.unwrap(), &d, &holdout))),
+            Some(Metrics::of(&score(&published, &d, &holdout))),
             second.holdout,
             "the gate's figures are the published model's"
         );
-        let served = kv::load_version(kv.as_mut(), first.version.as_deref().unwrap());
-        let served = Metrics::of(&score(&served.unwrap(), &d, &holdout));
-        assert_eq!(Some(served), second.served);
+        let served = kv::load_version(kv.as_mut(), first.version.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            Some(Metrics::of(&score(&served, &d, &holdout))),
+            second.served
+        );
+        // The drift tests compare exactly these two models' lists.
+        let popularity: Vec<f64> = d
+            .popularity(&holdout.train)
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let drift = drift::compare(
+            &rank(&served, &d, &holdout),
+            &rank(&published, &d, &holdout),
+            &popularity,
+            &DriftLimits::default(),
+        );
+        let reported = second.drift.unwrap();
+        assert_eq!(
+            (reported.score, reported.popularity),
+            (drift.score, drift.popularity)
+        );
+        assert_eq!(reported.score.n_a, 10 * holdout.users.len());
         // The held-out events were not trained on; the next sync trains on them.
         let state = SyncState::load(&store).unwrap();
         assert_eq!(state.pending_holdout, holdout.seqs(&d, &log));
@@ -586,6 +657,42 @@ mod tests {
         // Nothing served, or nothing to compare: publish.
         assert!(gate(&all_lost, None, 0.02).is_ok());
         assert!(gate(&[], Some(&[]), 0.02).is_ok());
+    }
+
+    #[test]
+    fn drift_is_reported_and_holds_a_publish_only_when_asked() {
+        let (dir, mut store, target) = fixture();
+        let work = dir.path().join("work");
+        let (_, first) = run(&mut store, &options(&target, &work, 0.02)).unwrap();
+        assert!(first.drift.is_none(), "nothing served, nothing to compare");
+        store.insert(&events(40..60, 12, 978_900_000)).unwrap();
+        // Limits every difference exceeds (D > 0 with p < 1), and a margin every candidate passes.
+        let strict = DriftLimits {
+            max_statistic: 0.0,
+            alpha: 1.0,
+            hold: true,
+        };
+        let with = |drift| SyncOptions {
+            drift,
+            ..options(&target, &work, 1.0)
+        };
+        let (code, held) = run(&mut store, &with(strict)).unwrap();
+        let d = held.drift.unwrap();
+        assert!(d.drifted && d.score.statistic > 0.0, "{d:?}");
+        assert_eq!((code, held.status), (3, "held_back"));
+        assert!(held.reason.contains("drifted"), "{}", held.reason);
+        // The same drift, reported only: published, and the statistics kept for /metrics.
+        let report_only = DriftLimits {
+            hold: false,
+            ..strict
+        };
+        let (code, published) = run(&mut store, &with(report_only)).unwrap();
+        assert_eq!((code, published.status), (0, "published"));
+        let d = published.drift.unwrap();
+        assert!(d.drifted);
+        let state = SyncState::load(&store).unwrap();
+        assert!((state.score_ks.unwrap() - d.score.statistic).abs() < 1e-6);
+        assert!((state.popularity_ks.unwrap() - d.popularity.statistic).abs() < 1e-6);
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct SyncState {
     pub served_ndcg10: Option<f64>,
     pub train_seconds: Option<f64>,
     pub popularity_psi: Option<f64>,
+    /// KS statistics of the last candidate's top-10 scores and item popularity against the
+    /// served model's (unset when nothing was served).
+    pub score_ks: Option<f64>,
+    pub popularity_ks: Option<f64>,
     /// Unix seconds of the last sync run.
     pub last_sync_ts: Option<i64>,
 }
@@ -68,6 +72,8 @@ impl SyncState {
             served_ndcg10: parse(get("served_ndcg10")?),
             train_seconds: parse(get("train_seconds")?),
             popularity_psi: parse(get("popularity_psi")?),
+            score_ks: parse(get("score_ks")?),
+            popularity_ks: parse(get("popularity_ks")?),
             last_sync_ts: parse(get("last_sync_ts")?),
         })
     }
@@ -104,11 +110,19 @@ impl SyncState {
         opt("served_ndcg10", num(self.served_ndcg10));
         opt("train_seconds", num(self.train_seconds));
         opt("popularity_psi", num(self.popularity_psi));
+        opt("score_ks", num(self.score_ks));
+        opt("popularity_ks", num(self.popularity_ks));
         opt("last_sync_ts", self.last_sync_ts.map(|t| t.to_string()));
         for (key, value) in rows {
             store.set_state(key, &value)?;
         }
         Ok(())
+    }
+
+    /// The last candidate's drift against the served model.
+    pub fn record_drift(&mut self, drift: Option<&crate::drift::ModelDrift>) {
+        self.score_ks = drift.map(|d| d.score.statistic);
+        self.popularity_ks = drift.map(|d| d.popularity.statistic);
     }
 
     /// A scored candidate, published or not.
@@ -188,6 +202,16 @@ impl SyncState {
             num(self.popularity_psi),
         );
         gauge(
+            "edgerec_score_ks",
+            "KS statistic of the last candidate's top-10 scores against the served model's.",
+            num(self.score_ks),
+        );
+        gauge(
+            "edgerec_popularity_ks",
+            "KS statistic of the popularity of the last candidate's listed items against the served model's.",
+            num(self.popularity_ks),
+        );
+        gauge(
             "edgerec_last_sync_published",
             "1 if the last sync published its model, 0 if it held it back.",
             self.published.map(|p| u8::from(p).to_string()),
@@ -228,6 +252,8 @@ mod tests {
             served_ndcg10: Some(0.19),
             train_seconds: Some(1.5),
             popularity_psi: Some(0.01),
+            score_ks: Some(0.125),
+            popularity_ks: Some(0.5),
             last_sync_ts: Some(1_700_000_000),
         };
         state.save(&store).unwrap();
@@ -236,5 +262,6 @@ mod tests {
         assert!(
             names.contains(&"edgerec_eval_ndcg10") && names.contains(&"edgerec_candidate_ndcg10")
         );
+        assert!(names.contains(&"edgerec_score_ks") && names.contains(&"edgerec_popularity_ks"));
     }
 }

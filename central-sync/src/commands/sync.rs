@@ -1,6 +1,7 @@
 //! `central-sync sync`: the cron entry point.
 
 use super::{print_json, Output, TrainArgs};
+use crate::drift::DriftLimits;
 use crate::event_log::EventLog;
 use crate::kafka::GroupReader;
 use crate::{store, sync};
@@ -36,6 +37,16 @@ pub struct Args {
     /// Delete events older than this many days from the log before training (0 keeps all).
     #[arg(long, default_value_t = 0)]
     pub retention_days: u32,
+    /// Drift: KS statistic (of the top-10 scores or of the listed items' popularity, candidate
+    /// against served model) above which the candidate counts as drifted.
+    #[arg(long, default_value_t = DriftLimits::default().max_statistic)]
+    pub drift_max_ks: f64,
+    /// Drift: ... provided the KS p-value is below this.
+    #[arg(long, default_value_t = DriftLimits::default().alpha)]
+    pub drift_alpha: f64,
+    /// Hold the publish back (exit 3) when the candidate drifted; otherwise drift is reported only.
+    #[arg(long)]
+    pub hold_on_drift: bool,
     #[command(flatten)]
     pub train: TrainArgs,
 }
@@ -49,6 +60,9 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
         full_every,
         keep,
         retention_days,
+        drift_max_ks,
+        drift_alpha,
+        hold_on_drift,
         group,
         kafka_idle_ms,
         train,
@@ -76,6 +90,11 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
         full_every,
         keep,
         retention_days,
+        drift: DriftLimits {
+            max_statistic: drift_max_ks,
+            alpha: drift_alpha,
+            hold: hold_on_drift,
+        },
         config: train.config(),
         quiet: global.quiet,
     };
@@ -92,7 +111,7 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
         print_json(&report)?;
     } else {
         println!(
-            "sync {}: {} new of {} events, {} training in {:.1} s{}, hold-out NDCG@10 {} (served model {}), PSI {:.4}; {}",
+            "sync {}: {} new of {} events, {} training in {:.1} s{}, hold-out NDCG@10 {} (served model {}), PSI {:.4}{}; {}",
             report.status,
             report.new_events,
             report.total_events,
@@ -102,6 +121,7 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
             report.holdout.map(|m| format!("{:.4}", m.ndcg10)).unwrap_or_else(|| "-".into()),
             report.served.map(|m| format!("{:.4}", m.ndcg10)).unwrap_or_else(|| "-".into()),
             report.popularity_psi,
+            report.drift.as_ref().map(|d| format!(", {}", d.describe())).unwrap_or_default(),
             report.reason
         );
     }
