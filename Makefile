@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 STAGE := scripts/stage.sh
 
-.PHONY: all setup pkg build test lint test-native test-wasm test-js test-worker test-browser test-fuzz bench fuzz demo demo-kafka clean
+.PHONY: all setup pkg build test lint test-native test-wasm test-js test-worker test-browser test-ops test-fuzz bench fuzz demo demo-kafka clean
 
 all: test
 
@@ -38,11 +38,15 @@ test-worker: pkg
 test-browser: pkg
 	@$(STAGE) browser-tests bash scripts/test-browser.sh
 
+# The shipped Prometheus config, alert rules and Grafana dashboard against a real Prometheus.
+test-ops: setup
+	@$(STAGE) ops-tests bash scripts/test-ops.sh
+
 # A short run of every fuzz target from its seeds; `make fuzz` runs each for 10 M executions.
 test-fuzz: setup
 	@$(STAGE) fuzz-smoke bash scripts/fuzz.sh smoke
 
-test: setup lint test-native test-wasm test-js test-worker test-browser test-fuzz
+test: setup lint test-native test-wasm test-js test-worker test-browser test-ops test-fuzz
 	@echo "[make test] all stages passed"
 
 bench: setup pkg

@@ -12,7 +12,7 @@ WASM_PACK_VERSION=0.15.1
 WORKER_BUILD_VERSION=0.8.7
 TANSU_VERSION=0.6.0
 # zlib1g-dev, gcc, g++ and make build librdkafka (the rdkafka crate) from source.
-APT_PACKAGES=(pkg-config libssl-dev zlib1g-dev chromium chromium-driver wrk)
+APT_PACKAGES=(pkg-config libssl-dev zlib1g-dev chromium chromium-driver wrk prometheus)
 
 step() { printf '[setup] %s\n' "$*"; }
 t0=$(date +%s)

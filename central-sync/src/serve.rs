@@ -173,8 +173,15 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         .await
         .unwrap_or_default();
     let mut out = String::new();
+    // Names ending in `_total` only ever grow while the process lives: counters, so `rate()`
+    // and `increase()` handle a restart.
     let mut gauge = |name: &str, help: &str, value: String| {
-        out += &format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        out += &format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
     };
     gauge(
         "edgerec_events_stored",
