@@ -10,10 +10,10 @@ use crate::dataset::{Dataset, Step};
 use crate::train::{self, Combination, Params, Tables, TrainConfig};
 use edgerec::format::{Dtype, Profile, MAX_SHARD_BYTES, PROFILE_BUCKETS, PROFILE_FIELDS};
 use edgerec::{Engine, Request, Session};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// HR@10, NDCG@10 and the number of users.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Metrics {
     pub hr10: f64,
     pub ndcg10: f64,

@@ -14,6 +14,7 @@ pub mod model;
 pub mod npy;
 pub mod ope;
 pub mod pipeline;
+pub mod report;
 pub mod serve;
 pub mod store;
 pub mod sync;

@@ -94,6 +94,12 @@ enum Command {
         after_help = "Example (the Open Bandit sample, fetched by setup):\n  central-sync ope --exposures data/obd/bts.csv --policy uniform --on-policy-exposures data/obd/random.csv"
     )]
     Ope(commands::ope::Args),
+    /// A self-contained HTML page: quality by session length, off-policy estimates, the last
+    /// sync's gate and drift.
+    #[command(
+        after_help = "Example:\n  central-sync eval --events data/ml-100k/events.csv --json > eval.json\n  central-sync ope --exposures data/obd/bts.csv --on-policy-exposures data/obd/random.csv --json > ope.json\n  central-sync report --eval eval.json --ope ope.json --out report.html"
+    )]
+    Report(commands::report::Args),
     /// Delete a visitor's events (erasure) or events older than a retention window.
     #[command(
         after_help = "After a user's events are deleted the next sync refits from scratch, so the published model stops carrying them.\nExamples:\n  central-sync forget --user v0123456789abcdef\n  central-sync forget --older-than-days 400"
@@ -146,5 +152,6 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Rollback(args) => commands::rollback::run(args, &out),
         Command::Forget(args) => commands::forget::run(args, &out),
         Command::Ope(args) => commands::ope::run(args, &out),
+        Command::Report(args) => commands::report::run(args, &out),
     }
 }

@@ -269,7 +269,7 @@ impl Terms {
 pub const ESTIMATORS: [&str; 4] = ["IPS", "SNIPS", "DR", "DM"];
 
 /// A point estimate with a percentile-bootstrap interval.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Interval {
     pub estimate: f64,
     pub low: f64,
@@ -355,7 +355,7 @@ pub fn on_policy_mean(log: &[Exposure], b: Bootstrap) -> Result<Interval> {
 }
 
 /// Everything `central-sync ope` reports.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub policy: String,
     pub rows: usize,

@@ -9,7 +9,7 @@ use anyhow::Result;
 use edgerec::format::Dtype;
 use edgerec::format::MAX_SHARD_BYTES;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
 
@@ -94,7 +94,7 @@ pub fn tune(d: &Dataset, cfg: &TrainConfig, quiet: bool) -> Result<Tuned> {
 }
 
 /// One row of the by-session-length table: every method given the same clicks.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LengthRow {
     /// "0", "1", "2", "3", "5" or "full".
     pub clicks: String,

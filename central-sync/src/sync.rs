@@ -407,7 +407,10 @@ fn begin(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(SyncState, Log, S
     let log = Log::read(store, state.last_seq)?;
     let mut report = SyncReport::start(&log, &state);
     report.expired_events = expired;
-    state.popularity_psi = Some(report.popularity_psi);
+    // A run with nothing new keeps the last PSI: "no new events" is not "no shift".
+    if report.new_events > 0 {
+        state.popularity_psi = Some(report.popularity_psi);
+    }
     state.last_sync_ts = Some(now());
     state.save(store)?;
     tracing::info!(

@@ -8,6 +8,7 @@ pub mod ope;
 pub mod pack;
 pub mod publish;
 pub mod recommend;
+pub mod report;
 pub mod rollback;
 pub mod serve;
 pub mod sync;
