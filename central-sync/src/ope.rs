@@ -20,19 +20,26 @@
 //! the effective sample size `(Σw)² / Σw²` says how many on-policy rows the log is worth.
 
 use anyhow::{bail, ensure, Context as _, Result};
+use edgerec::engine::Request;
 use edgerec::math::SplitMix64;
+use edgerec::session::{EventType, Session};
+use edgerec::{Context, Engine};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 /// One logged exposure: `item` was shown at `position` (0-based) with probability `propensity`
-/// under the logging policy, and earned `reward` (a click is 1).
+/// under the logging policy, and earned `reward` (a click is 1). `session` is what the visitor
+/// had clicked before (item ids, oldest first, separated by spaces) and `ts` the request time:
+/// what a model policy needs to rank as it would have.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Exposure {
     #[serde(default)]
     pub ts: i64,
     #[serde(default)]
     pub user: String,
+    #[serde(default)]
+    pub session: String,
     pub item: String,
     #[serde(default)]
     pub position: u32,
@@ -41,7 +48,15 @@ pub struct Exposure {
 }
 
 /// Columns of the exposure-log CSV (`item`, `reward` and `propensity` are required).
-pub const LOG_COLUMNS: [&str; 6] = ["ts", "user", "item", "position", "reward", "propensity"];
+pub const LOG_COLUMNS: [&str; 7] = [
+    "ts",
+    "user",
+    "session",
+    "item",
+    "position",
+    "reward",
+    "propensity",
+];
 
 /// Reads an exposure-log CSV. Any bad row is an error naming its line: an estimate from a log
 /// with rows silently dropped would be biased in a way nobody could see.
@@ -89,11 +104,47 @@ fn check_exposure(e: &Exposure) -> Result<()> {
     Ok(())
 }
 
-/// The policy being evaluated: the probability it gives the logged item at the logged position.
-#[derive(Debug, Clone)]
+/// The policy being evaluated.
 pub enum Policy {
     /// Every item of `catalog` equally likely at every position.
     Uniform { catalog: Vec<String> },
+    /// A model's ranking, as the edge would serve it for the row's session and time: the item
+    /// at each position with probability 1.
+    Model { engine: Engine, label: String },
+}
+
+/// What the target policy does at one logged row.
+pub enum Decision<'a> {
+    /// Any item of the catalog, each with probability 1/len.
+    Uniform(&'a [String]),
+    /// This item with probability 1 (none when the list is shorter than the position).
+    Item(Option<String>),
+}
+
+impl Decision<'_> {
+    /// π_target(item | row).
+    pub fn probability(&self, item: &str) -> f64 {
+        match self {
+            Decision::Uniform(catalog) => {
+                if catalog.binary_search_by(|c| c.as_str().cmp(item)).is_ok() {
+                    1.0 / catalog.len() as f64
+                } else {
+                    0.0
+                }
+            }
+            Decision::Item(chosen) => f64::from(u8::from(chosen.as_deref() == Some(item))),
+        }
+    }
+
+    /// `Σ_a π_target(a | row) q̂(a)`: the reward model's value of the policy at this row.
+    pub fn expected(&self, q: impl Fn(&str) -> f64) -> f64 {
+        match self {
+            Decision::Uniform(catalog) => {
+                catalog.iter().map(|a| q(a)).sum::<f64>() / catalog.len() as f64
+            }
+            Decision::Item(chosen) => chosen.as_deref().map_or(0.0, q),
+        }
+    }
 }
 
 impl Policy {
@@ -105,33 +156,44 @@ impl Policy {
         }
     }
 
-    /// π_target(logged item | position).
-    pub fn probability(&self, e: &Exposure) -> f64 {
+    /// What the policy does at this row's position.
+    pub fn decide(&self, e: &Exposure) -> Decision<'_> {
         match self {
-            Policy::Uniform { catalog } => {
-                if catalog.binary_search(&e.item).is_ok() {
-                    1.0 / catalog.len() as f64
-                } else {
-                    0.0
-                }
-            }
-        }
-    }
-
-    /// `Σ_a π_target(a | position) q̂(a, position)`: the reward model's value of the policy.
-    pub fn expected(&self, position: u32, q: impl Fn(&str, u32) -> f64) -> f64 {
-        match self {
-            Policy::Uniform { catalog } => {
-                catalog.iter().map(|a| q(a, position)).sum::<f64>() / catalog.len() as f64
-            }
+            Policy::Uniform { catalog } => Decision::Uniform(catalog),
+            Policy::Model { engine, .. } => Decision::Item(model_choice(engine, e)),
         }
     }
 
     pub fn label(&self) -> String {
         match self {
             Policy::Uniform { catalog } => format!("uniform over {} items", catalog.len()),
+            Policy::Model { label, .. } => label.clone(),
         }
     }
+}
+
+/// The item the model ranks at the row's position for its session and request time (the
+/// session's items are never recommended, as at the edge).
+fn model_choice(engine: &Engine, e: &Exposure) -> Option<String> {
+    let mut session = Session::new();
+    let clicks: Vec<&str> = e.session.split_whitespace().collect();
+    let ts = e.ts.max(clicks.len() as i64) as u64;
+    for (i, id) in clicks.iter().enumerate() {
+        // Spaced a second apart before the request so the session keeps their order.
+        session.observe(id, EventType::Click, ts - (clicks.len() - i) as u64);
+    }
+    let request = Request {
+        k: e.position as usize + 1,
+        context: Context {
+            ts: Some(e.ts),
+            ..Context::default()
+        },
+        ..Request::default()
+    };
+    let list = engine.recommend(&session, &request);
+    list.get(e.position as usize)
+        .and_then(|r| engine.item_id(r.index))
+        .map(str::to_string)
 }
 
 /// Reward rates per (item, position), shrunk toward the position's mean reward by
@@ -205,8 +267,9 @@ impl Terms {
     pub fn new(log: &[Exposure], policy: &Policy, q: impl Fn(usize, &str, u32) -> f64) -> Terms {
         let mut t = Terms::default();
         for (i, e) in log.iter().enumerate() {
-            let w = policy.probability(e) / e.propensity;
-            let direct = policy.expected(e.position, |a, p| q(i, a, p));
+            let decision = policy.decide(e);
+            let w = decision.probability(&e.item) / e.propensity;
+            let direct = decision.expected(|a| q(i, a, e.position));
             t.weight.push(w);
             t.weighted_reward.push(w * e.reward);
             t.direct.push(direct);
@@ -404,6 +467,7 @@ mod tests {
         Exposure {
             ts: 0,
             user: String::new(),
+            session: String::new(),
             item: item.into(),
             position,
             reward,
@@ -514,6 +578,73 @@ mod tests {
         }
         let other = intervals(&t, Bootstrap { seed: 2, ..b }).unwrap();
         assert_ne!(first[0].low, other[0].low);
+    }
+
+    /// Items a, b, c, d with biases 4, 3, 2, 1 and equal vectors: without other signals the
+    /// model ranks a, b, c, d.
+    fn biased_model() -> Engine {
+        let ids: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let spec = edgerec::writer::ModelSpec {
+            meta: Some(edgerec::Meta::new(4, edgerec::Dtype::F32, 4)),
+            ids,
+            vectors: vec![0.5; 16],
+            bias: vec![4.0, 3.0, 2.0, 1.0],
+            ..Default::default()
+        };
+        let shards = edgerec::writer::write_model(&spec, 1, 1 << 20).unwrap();
+        Engine::from_bytes(shards.iter().map(Vec::as_slice)).unwrap()
+    }
+
+    #[test]
+    fn a_model_policy_takes_the_item_it_ranks_at_the_logged_position() {
+        let policy = Policy::Model {
+            engine: biased_model(),
+            label: "model".into(),
+        };
+        let at = |item: &str, position: u32, session: &str| Exposure {
+            session: session.into(),
+            ts: 1_000_000,
+            ..row(item, position, 0.0, 0.5)
+        };
+        assert_eq!(policy.decide(&at("a", 0, "")).probability("a"), 1.0);
+        assert_eq!(policy.decide(&at("a", 1, "")).probability("a"), 0.0);
+        assert_eq!(policy.decide(&at("b", 1, "")).probability("b"), 1.0);
+        // The session's items are not recommended again: with a clicked, b leads.
+        assert_eq!(policy.decide(&at("b", 0, "a")).probability("b"), 1.0);
+        assert_eq!(policy.decide(&at("c", 0, "a b")).probability("c"), 1.0);
+        // Past the end of the list: no item, no value.
+        let beyond = policy.decide(&at("a", 9, ""));
+        assert_eq!(beyond.probability("a"), 0.0);
+        assert_eq!(beyond.expected(|_| 1.0), 0.0);
+
+        // Rows shown at position 0 by a logging policy that picked a or b with probability 1/2:
+        // the model would have shown a, so only a's rows count, with weight 2.
+        let log = vec![
+            Exposure {
+                reward: 1.0,
+                ..at("a", 0, "")
+            },
+            Exposure {
+                reward: 0.0,
+                ..at("a", 0, "")
+            },
+            Exposure {
+                reward: 1.0,
+                ..at("b", 0, "")
+            },
+            Exposure {
+                reward: 1.0,
+                ..at("b", 0, "a")
+            },
+        ];
+        let t = Terms::new(&log, &policy, |_, _, _| 0.25);
+        assert_eq!(t.weight, vec![2.0, 2.0, 0.0, 2.0]);
+        let [ips, snips, dr, dm] = t.estimates(0..4);
+        assert!(close(ips, (2.0 + 0.0 + 0.0 + 2.0) / 4.0));
+        assert!(close(snips, 4.0 / 6.0));
+        // DR: 0.25 + w (r − 0.25) per row = 1.75, −0.25, 0.25, 1.75.
+        assert!(close(dr, 3.5 / 4.0));
+        assert!(close(dm, 0.25));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `central-sync ope`: off-policy evaluation of a target policy from a logged exposure CSV.
 
 use super::{print_json, Output};
+use crate::model;
 use crate::ope::{self, Bootstrap, Policy};
 use anyhow::Result;
 use std::path::PathBuf;
@@ -13,9 +14,12 @@ pub struct Args {
     #[arg(long)]
     pub exposures: PathBuf,
     /// The policy to evaluate: `uniform` (every item of the log equally likely at each
-    /// position).
+    /// position) or `model` (the ranking of `--model` for each row's session and time).
     #[arg(long, default_value = "uniform")]
     pub policy: PolicyArg,
+    /// The model directory of `--policy model`.
+    #[arg(long, required_if_eq("policy", "model"))]
+    pub model: Option<PathBuf>,
     /// An exposure log the target policy produced itself: its observed mean reward is printed
     /// beside the estimates, with whether each interval covers it.
     #[arg(long)]
@@ -36,6 +40,7 @@ pub struct Args {
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum PolicyArg {
     Uniform,
+    Model,
 }
 
 pub fn run(args: Args, global: &Output) -> Result<i32> {
@@ -45,8 +50,16 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
         .as_deref()
         .map(ope::read_log)
         .transpose()?;
-    let policy = match args.policy {
-        PolicyArg::Uniform => Policy::uniform_over(&log),
+    let policy = match (args.policy, &args.model) {
+        (PolicyArg::Uniform, _) => Policy::uniform_over(&log),
+        (PolicyArg::Model, Some(dir)) => {
+            let (manifest, engine) = model::load_engine(dir)?;
+            Policy::Model {
+                engine,
+                label: format!("model {} ({})", manifest.version, dir.display()),
+            }
+        }
+        (PolicyArg::Model, None) => anyhow::bail!("--policy model needs --model DIR"),
     };
     let bootstrap = Bootstrap {
         resamples: args.resamples,
