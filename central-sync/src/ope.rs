@@ -110,7 +110,7 @@ pub enum Policy {
     Uniform { catalog: Vec<String> },
     /// A model's ranking, as the edge would serve it for the row's session and time: the item
     /// at each position with probability 1.
-    Model { engine: Engine, label: String },
+    Model { engine: Box<Engine>, label: String },
 }
 
 /// What the target policy does at one logged row.
@@ -598,7 +598,7 @@ mod tests {
     #[test]
     fn a_model_policy_takes_the_item_it_ranks_at_the_logged_position() {
         let policy = Policy::Model {
-            engine: biased_model(),
+            engine: Box::new(biased_model()),
             label: "model".into(),
         };
         let at = |item: &str, position: u32, session: &str| Exposure {

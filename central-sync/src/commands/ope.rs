@@ -55,7 +55,7 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
         (PolicyArg::Model, Some(dir)) => {
             let (manifest, engine) = model::load_engine(dir)?;
             Policy::Model {
-                engine,
+                engine: Box::new(engine),
                 label: format!("model {} ({})", manifest.version, dir.display()),
             }
         }
