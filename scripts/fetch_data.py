@@ -56,10 +56,10 @@ def sha256(path):
     return h.hexdigest()
 
 
-def up_to_date():
+def up_to_date(out, expected):
     return all(
-        os.path.exists(os.path.join(OUT, name)) and sha256(os.path.join(OUT, name)) == digest
-        for name, digest in EXPECTED.items()
+        os.path.exists(os.path.join(out, name)) and sha256(os.path.join(out, name)) == digest
+        for name, digest in expected.items()
     )
 
 
@@ -112,14 +112,16 @@ def check_outputs(out, expected):
             raise SystemExit(f"[data] ERROR: {out}/{name} sha256 {got} != expected {digest}")
 
 
-def fetch_movielens():
-    if up_to_date():
-        print("[data] data/ml-100k up to date")
+def fetch_dataset(out, expected, requirement, wheel_digest, convert_wheel):
+    """Converts one wheel's data into `out` unless every output is there with its checksum."""
+    label = os.path.relpath(out, ROOT)
+    if up_to_date(out, expected):
+        print(f"[data] {label} up to date")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
-        convert(fetch_wheel(tmp, "recbole==1.2.1", WHEEL_SHA256))
-    check_outputs(OUT, EXPECTED)
-    print("[data] wrote data/ml-100k/{events.csv,items.csv} (checksums verified)")
+        convert_wheel(fetch_wheel(tmp, requirement, wheel_digest))
+    check_outputs(out, expected)
+    print(f"[data] wrote {label}/{{{','.join(expected)}}} (checksums verified)")
     return 0
 
 
@@ -159,22 +161,10 @@ def convert_obd(wheel_path):
         f.write(OBD_SOURCE_MD)
 
 
-def fetch_open_bandit():
-    if all(
-        os.path.exists(os.path.join(OBD_OUT, n)) and sha256(os.path.join(OBD_OUT, n)) == d
-        for n, d in OBD_EXPECTED.items()
-    ):
-        print("[data] data/obd up to date")
-        return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        convert_obd(fetch_wheel(tmp, "obp==0.4.1", OBD_WHEEL_SHA256))
-    check_outputs(OBD_OUT, OBD_EXPECTED)
-    print("[data] wrote data/obd/{bts.csv,random.csv} (checksums verified)")
-    return 0
-
-
 def main():
-    return fetch_movielens() or fetch_open_bandit()
+    return fetch_dataset(OUT, EXPECTED, "recbole==1.2.1", WHEEL_SHA256, convert) or fetch_dataset(
+        OBD_OUT, OBD_EXPECTED, "obp==0.4.1", OBD_WHEEL_SHA256, convert_obd
+    )
 
 
 if __name__ == "__main__":
