@@ -39,6 +39,8 @@ python3 scripts/bench-train.py target/release/central-sync target/bench/train | 
 echo "[bench] edge worker under wrangler dev (wrk)"
 bash scripts/build-worker.sh
 bash scripts/bench-worker.sh | grep '^\[bench-worker\]' | tee -a "$summary"
+echo "[bench] edge worker on workerd itself (no wrangler dev proxy), 100k x 64 model, cold start"
+node scripts/bench-workerd.mjs | grep '^\[bench-workerd\]' | tee -a "$summary"
 echo "[bench] worker memory: peak wasm memory after loading 10k / 100k / 400k x 64 models"
 node scripts/bench-memory.mjs | tee -a "$summary"
 echo "[bench] fault run: the worker under load while a publish breaks, KV loses the pointer and the ingest dies"

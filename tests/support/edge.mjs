@@ -6,9 +6,11 @@ import { Miniflare } from 'miniflare';
 
 const root = new URL('../../', import.meta.url).pathname;
 
-/** The real built worker (edge-worker/build) in workerd, with a MODELS KV namespace. */
-export function workerMiniflare(bindings) {
+/** The real built worker (edge-worker/build) in workerd, with a MODELS KV namespace; `options`
+ * are more Miniflare options (e.g. `host` and `port` to serve HTTP from workerd's own socket). */
+export function workerMiniflare(bindings, options = {}) {
   return new Miniflare({
+    ...options,
     modules: true,
     scriptPath: join(root, 'edge-worker/build/index.js'),
     modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'], fallthrough: true }],
