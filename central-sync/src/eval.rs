@@ -418,6 +418,7 @@ mod tests {
                 geohash: None,
                 device: None,
                 tz_offset_min: None,
+                exposure: None,
             })
             .collect();
         Dataset::from_events(&events)

@@ -10,7 +10,7 @@ use std::path::Path;
 pub use edgerec_contract::events::{Defaults, Event, EventKind, RawEvent};
 
 /// Columns the event CSV may have: the contract's event fields.
-pub const CSV_COLUMNS: [&str; 11] = RawEvent::FIELDS;
+pub const CSV_COLUMNS: [&str; 12] = RawEvent::FIELDS;
 
 /// A row the CSV reader rejected.
 #[derive(Debug, Clone, Serialize)]
@@ -91,6 +91,7 @@ pub fn read_csv(path: &Path, mut on_row: impl FnMut(u64)) -> Result<(Vec<Event>,
             geohash: get(8),
             device: get(9),
             tz_offset_min: json(10),
+            exposure: get(11),
         };
         match raw.validate(Defaults::default()) {
             Ok(e) => events.push(e),

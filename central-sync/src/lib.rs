@@ -8,6 +8,7 @@ pub mod drift;
 pub mod eval;
 pub mod event_log;
 pub mod events;
+pub mod exposure_log;
 pub mod kafka;
 pub mod kv;
 pub mod model;

@@ -94,6 +94,12 @@ enum Command {
         after_help = "Example (the Open Bandit sample, fetched by setup):\n  central-sync ope --exposures data/obd/bts.csv --policy uniform --on-policy-exposures data/obd/random.csv"
     )]
     Ope(commands::ope::Args),
+    /// Write the lists the edge served (exposures), joined with the clicks that name them, as
+    /// the exposure CSV `ope` reads.
+    #[command(
+        after_help = "Example:\n  central-sync exposures --out exposures.csv\n  central-sync ope --exposures exposures.csv --policy model --model models/candidate"
+    )]
+    Exposures(commands::exposures::Args),
     /// A self-contained HTML page: quality by session length, off-policy estimates, the last
     /// sync's gate and drift.
     #[command(
@@ -152,6 +158,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Rollback(args) => commands::rollback::run(args, &out),
         Command::Forget(args) => commands::forget::run(args, &out),
         Command::Ope(args) => commands::ope::run(args, &out),
+        Command::Exposures(args) => commands::exposures::run(args, &out),
         Command::Report(args) => commands::report::run(args, &out),
     }
 }

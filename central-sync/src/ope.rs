@@ -31,8 +31,9 @@ use std::path::Path;
 /// One logged exposure: `item` was shown at `position` (0-based) with probability `propensity`
 /// under the logging policy, and earned `reward` (a click is 1). `session` is what the visitor
 /// had clicked before (item ids, oldest first, separated by spaces) and `ts` the request time:
-/// what a model policy needs to rank as it would have.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// what a model policy needs to rank as it would have. `model`, `arm` and `exposure` say which
+/// served list the row came from (empty for logs from elsewhere).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Exposure {
     #[serde(default)]
     pub ts: i64,
@@ -45,10 +46,16 @@ pub struct Exposure {
     pub position: u32,
     pub reward: f64,
     pub propensity: f64,
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub arm: String,
+    #[serde(default)]
+    pub exposure: String,
 }
 
 /// Columns of the exposure-log CSV (`item`, `reward` and `propensity` are required).
-pub const LOG_COLUMNS: [&str; 7] = [
+pub const LOG_COLUMNS: [&str; 10] = [
     "ts",
     "user",
     "session",
@@ -56,6 +63,9 @@ pub const LOG_COLUMNS: [&str; 7] = [
     "position",
     "reward",
     "propensity",
+    "model",
+    "arm",
+    "exposure",
 ];
 
 /// Reads an exposure-log CSV. Any bad row is an error naming its line: an estimate from a log
@@ -472,6 +482,7 @@ mod tests {
             position,
             reward,
             propensity,
+            ..Exposure::default()
         }
     }
 

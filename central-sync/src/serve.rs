@@ -3,10 +3,11 @@
 //! `POST /v1/events` takes one JSON event or an array (at most 1,000 events, 1 MiB), with
 //! `Authorization: Bearer <token>`. Each event is validated on its own: valid ones are stored
 //! (deduplicated by `id`), invalid ones are listed with their index and reason, and one bad
-//! event never rejects the rest. `GET /healthz` and Prometheus `GET /metrics` report the log and
+//! event never rejects the rest. `POST /v1/exposures` takes the lists the edge served in the
+//! same envelope, validated and stored the same way. `GET /healthz` and Prometheus `GET /metrics` report the log and
 //! the last sync.
 
-use crate::store::Store;
+use crate::store::{Inserted, Store};
 use crate::sync_state::SyncState;
 use axum::body::Body;
 use axum::extract::State;
@@ -15,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use edgerec_contract::events::{parse_batch, validate_json, Defaults};
+use edgerec_contract::exposures::validate_exposure_json;
 use edgerec_contract::ApiError;
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +47,8 @@ struct AppState {
     ingested: AtomicU64,
     rejected: AtomicU64,
     duplicates: AtomicU64,
+    exposures: AtomicU64,
+    exposures_rejected: AtomicU64,
 }
 
 /// Runs `f` on the store on a blocking thread.
@@ -75,8 +79,13 @@ fn api_error(e: ApiError) -> Response {
 }
 
 /// Checks the bearer token before reading any of the body, then reads at most
-/// `MAX_BODY_BYTES` (a declared larger length is refused without reading).
-async fn ingest(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+/// `MAX_BODY_BYTES` (a declared larger length is refused without reading) and unpacks the
+/// batch envelope. Events and exposures share all of it.
+async fn authorized_batch(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<serde_json::Value>, Response> {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -85,11 +94,11 @@ async fn ingest(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body
         .strip_prefix("Bearer ")
         .is_some_and(|t| constant_time_eq(t.as_bytes(), app.token.as_bytes()));
     if !ok {
-        return error(
+        return Err(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "missing or wrong bearer token",
-        );
+        ));
     }
     let too_large = || {
         error(
@@ -103,14 +112,70 @@ async fn ingest(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return too_large();
+        return Err(too_large());
     }
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
-        return too_large();
+        return Err(too_large());
     };
-    let items = match parse_batch(&body, MAX_BATCH) {
+    parse_batch(&body, MAX_BATCH).map_err(api_error)
+}
+
+/// The answer to a batch: 400 when nothing in it was valid, else 200, with what was stored.
+fn batch_answer(count: usize, inserted: Inserted, rejected: Vec<serde_json::Value>) -> Response {
+    let status = if count == 0 && !rejected.is_empty() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(json!({"stored": inserted.stored, "duplicates": inserted.duplicates, "rejected": rejected}))).into_response()
+}
+
+fn store_failed() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_failed",
+        "the event log could not store the batch; retry later",
+    )
+}
+
+/// `POST /v1/exposures`: lists the edge served, validated one by one like events and stored in
+/// the SQLite log (also beside a Kafka event log: the `--db` store), deduplicated by id.
+async fn ingest_exposures(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let items = match authorized_batch(&app, &headers, body).await {
         Ok(items) => items,
-        Err(e) => return api_error(e),
+        Err(answer) => return answer,
+    };
+    let mut valid = Vec::new();
+    let mut rejected = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match validate_exposure_json(item) {
+            Ok(x) => valid.push(x),
+            Err(e) => rejected.push(json!({"index": index, "error": e.to_string()})),
+        }
+    }
+    let count = valid.len();
+    let inserted = match with_store(&app, move |store| store.insert_exposures(&valid)).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), exposures = count, "exposure log write failed");
+            return store_failed();
+        }
+    };
+    app.exposures
+        .fetch_add(inserted.stored as u64, Ordering::Relaxed);
+    app.exposures_rejected
+        .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+    batch_answer(count, inserted, rejected)
+}
+
+async fn ingest(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let items = match authorized_batch(&app, &headers, body).await {
+        Ok(items) => items,
+        Err(answer) => return answer,
     };
     let mut valid = Vec::new();
     let mut rejected = Vec::new();
@@ -123,24 +188,17 @@ async fn ingest(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body
     let count = valid.len();
     let inserted = match &app.sink {
         Sink::Sqlite => with_store(&app, move |store| store.insert(&valid)).await,
-        Sink::Kafka(producer) => producer
-            .append(&valid)
-            .await
-            .map(|n| crate::store::Inserted {
-                // Duplicates are removed by id when `sync` reads the topic.
-                stored: n,
-                duplicates: 0,
-            }),
+        Sink::Kafka(producer) => producer.append(&valid).await.map(|n| Inserted {
+            // Duplicates are removed by id when `sync` reads the topic.
+            stored: n,
+            duplicates: 0,
+        }),
     };
     let inserted = match inserted {
         Ok(i) => i,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), events = count, "event log write failed");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_failed",
-                "the event log could not store the events; retry later",
-            );
+            return store_failed();
         }
     };
     app.stored
@@ -151,12 +209,7 @@ async fn ingest(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body
         .fetch_add(inserted.duplicates as u64, Ordering::Relaxed);
     app.rejected
         .fetch_add(rejected.len() as u64, Ordering::Relaxed);
-    let status = if count == 0 && !rejected.is_empty() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
-    (status, Json(json!({"stored": inserted.stored, "duplicates": inserted.duplicates, "rejected": rejected}))).into_response()
+    batch_answer(count, inserted, rejected)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -203,6 +256,16 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         "Events rejected as invalid by this process.",
         app.rejected.load(Ordering::Relaxed).to_string(),
     );
+    gauge(
+        "edgerec_exposures_ingested_total",
+        "Exposures (lists served at the edge) stored by this process.",
+        app.exposures.load(Ordering::Relaxed).to_string(),
+    );
+    gauge(
+        "edgerec_exposures_rejected_total",
+        "Exposures rejected as invalid by this process.",
+        app.exposures_rejected.load(Ordering::Relaxed).to_string(),
+    );
     for (name, help, value) in state.gauges() {
         gauge(name, help, value);
     }
@@ -226,9 +289,12 @@ pub async fn run(store: Store, sink: Sink, addr: &str, token: String) -> anyhow:
         ingested: AtomicU64::new(0),
         rejected: AtomicU64::new(0),
         duplicates: AtomicU64::new(0),
+        exposures: AtomicU64::new(0),
+        exposures_rejected: AtomicU64::new(0),
     });
     let router = Router::new()
         .route("/v1/events", post(ingest))
+        .route("/v1/exposures", post(ingest_exposures))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES + 1))

@@ -5,6 +5,7 @@
 
 use crate::events::{Event, EventKind};
 use anyhow::{Context as _, Result};
+use edgerec_contract::exposures::Exposure;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
@@ -46,9 +47,27 @@ impl Store {
                 tz_offset_min INTEGER,
                 received_at INTEGER NOT NULL
             );
-            CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+            CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS exposures (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                exposure_id TEXT UNIQUE NOT NULL,
+                user TEXT NOT NULL,
+                ts INTEGER NOT NULL,
+                model TEXT NOT NULL,
+                arm TEXT,
+                items TEXT NOT NULL,
+                received_at INTEGER NOT NULL
+            );",
         )
         .context("creating the event log schema")?;
+        // Logs written before events named their exposure gain the column (NULL for old rows).
+        let has_exposure: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'exposure'")?
+            .exists([])?;
+        if !has_exposure {
+            conn.execute_batch("ALTER TABLE events ADD COLUMN exposure TEXT")
+                .context("adding the exposure column to the event log")?;
+        }
         Ok(Store { conn })
     }
 
@@ -62,8 +81,8 @@ impl Store {
         let mut result = Inserted::default();
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT OR IGNORE INTO events (event_id, user, item, ts, type, value, geohash, device, tz_offset_min, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT OR IGNORE INTO events (event_id, user, item, ts, type, value, geohash, device, tz_offset_min, received_at, exposure)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
             for e in events {
                 let kind = serde_json::to_value(e.kind)?
@@ -80,7 +99,8 @@ impl Store {
                     e.geohash,
                     e.device,
                     e.tz_offset_min,
-                    now
+                    now,
+                    e.exposure
                 ])?;
                 if n == 1 {
                     result.stored += 1;
@@ -97,7 +117,7 @@ impl Store {
     /// consistent snapshot: events ingested while it runs are either in it or in the next read.
     pub fn events_after(&self, after: i64) -> Result<Vec<(i64, Event)>> {
         let mut stmt = self.conn.prepare(
-            "SELECT seq, event_id, user, item, ts, type, value, geohash, device, tz_offset_min FROM events WHERE seq > ?1 ORDER BY seq",
+            "SELECT seq, event_id, user, item, ts, type, value, geohash, device, tz_offset_min, exposure FROM events WHERE seq > ?1 ORDER BY seq",
         )?;
         let rows = stmt.query_map([after], |r| {
             let kind: String = r.get(5)?;
@@ -113,27 +133,86 @@ impl Store {
                     geohash: r.get(7)?,
                     device: r.get(8)?,
                     tz_offset_min: r.get(9)?,
+                    exposure: r.get(10)?,
                 },
             ))
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Deletes every event of `user` (a visitor's erasure request) and rebuilds the file, so no
-    /// copy survives in free space (including space freed before `secure_delete` was on, by an
-    /// older release). Returns how many events went.
+    /// Stores exposures in one transaction; one whose id is already stored is a duplicate.
+    pub fn insert_exposures(&mut self, exposures: &[Exposure]) -> Result<Inserted> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs() as i64;
+        let tx = self.conn.transaction()?;
+        let mut result = Inserted::default();
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO exposures (exposure_id, user, ts, model, arm, items, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for x in exposures {
+                let items = serde_json::to_string(&x.items)?;
+                let n = stmt.execute(params![x.id, x.user, x.ts, x.model, x.arm, items, now])?;
+                if n == 1 {
+                    result.stored += 1;
+                } else {
+                    result.duplicates += 1;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(result)
+    }
+
+    /// Every stored exposure, in arrival order.
+    pub fn exposures(&self) -> Result<Vec<Exposure>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT exposure_id, user, ts, model, arm, items FROM exposures ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let items: String = r.get(5)?;
+            Ok((
+                Exposure {
+                    id: r.get(0)?,
+                    user: r.get(1)?,
+                    ts: r.get(2)?,
+                    model: r.get(3)?,
+                    arm: r.get(4)?,
+                    items: Vec::new(),
+                },
+                items,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut x, items) = row?;
+            x.items = serde_json::from_str(&items)
+                .with_context(|| format!("exposure {} has unreadable items", x.id))?;
+            out.push(x);
+        }
+        Ok(out)
+    }
+
+    /// Deletes every event and exposure of `user` (a visitor's erasure request) and rebuilds
+    /// the file, so no copy survives in free space (including space freed before
+    /// `secure_delete` was on, by an older release). Returns how many events went.
     pub fn forget_user(&mut self, user: &str) -> Result<usize> {
         let n = self.delete("DELETE FROM events WHERE user = ?1", params![user])?;
-        if n > 0 {
+        let shown = self.delete("DELETE FROM exposures WHERE user = ?1", params![user])?;
+        if n + shown > 0 {
             self.conn.execute_batch("VACUUM")?;
         }
         self.checkpoint()?;
         Ok(n)
     }
 
-    /// Deletes the events that happened before `ts` (unix seconds): the retention window.
+    /// Deletes the events and exposures from before `ts` (unix seconds): the retention window.
+    /// Returns how many events went.
     pub fn forget_before(&mut self, ts: i64) -> Result<usize> {
         let n = self.delete("DELETE FROM events WHERE ts < ?1", params![ts])?;
+        self.delete("DELETE FROM exposures WHERE ts < ?1", params![ts])?;
         self.checkpoint()?;
         Ok(n)
     }
@@ -206,6 +285,7 @@ mod tests {
             geohash: None,
             device: None,
             tz_offset_min: None,
+            exposure: None,
         }
     }
 
@@ -244,6 +324,81 @@ mod tests {
                 .unwrap(),
             3
         );
+    }
+
+    #[test]
+    fn exposures_are_stored_once_and_forgotten_with_their_visitor() {
+        use edgerec_contract::exposures::Shown;
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("e.db")).unwrap();
+        let list = |id: &str, user: &str, ts: i64| Exposure {
+            id: id.into(),
+            user: user.into(),
+            ts,
+            model: "m1".into(),
+            arm: Some("a".into()),
+            items: vec![Shown {
+                item: "i1".into(),
+                position: 0,
+                score: Some(0.5),
+                propensity: 1.0,
+            }],
+        };
+        let r = s
+            .insert_exposures(&[
+                list("x1", "u", 100),
+                list("x2", "w", 200),
+                list("x1", "u", 100),
+            ])
+            .unwrap();
+        assert_eq!((r.stored, r.duplicates), (2, 1));
+        assert_eq!(
+            s.exposures().unwrap(),
+            [list("x1", "u", 100), list("x2", "w", 200)]
+        );
+        let mut click = ev(Some("c"), "i1");
+        click.exposure = Some("x1".into());
+        s.insert(&[click]).unwrap();
+        assert_eq!(
+            s.events_after(0).unwrap()[0].1.exposure.as_deref(),
+            Some("x1")
+        );
+        s.forget_user("w").unwrap();
+        assert_eq!(s.exposures().unwrap(), [list("x1", "u", 100)]);
+        s.forget_before(150).unwrap();
+        assert!(s.exposures().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_log_from_before_exposures_gains_the_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT UNIQUE,
+                 user TEXT NOT NULL, item TEXT NOT NULL, ts INTEGER NOT NULL, type TEXT NOT NULL,
+                 value REAL, geohash TEXT, device TEXT, tz_offset_min INTEGER,
+                 received_at INTEGER NOT NULL);
+                 INSERT INTO events (event_id, user, item, ts, type, received_at)
+                 VALUES ('old', 'u', 'i1', 978300760, 'click', 0);",
+            )
+            .unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        let mut click = ev(Some("new"), "i2");
+        click.exposure = Some("x9".into());
+        s.insert(&[click]).unwrap();
+        let all = s.events_after(0).unwrap();
+        assert_eq!(
+            all.iter()
+                .map(|(_, e)| e.exposure.as_deref())
+                .collect::<Vec<_>>(),
+            [None, Some("x9")]
+        );
+        drop(s);
+        // Opening again does not try to add it twice.
+        assert_eq!(Store::open(&path).unwrap().count().unwrap(), 2);
     }
 
     #[test]

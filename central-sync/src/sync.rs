@@ -537,6 +537,7 @@ mod tests {
                     geohash: None,
                     device: None,
                     tz_offset_min: None,
+                    exposure: None,
                 });
                 item = if rng.below(10) < 8 {
                     (item + 4) % 40

@@ -790,8 +790,8 @@ fn serve_ingests_validates_and_reports_metrics() {
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
     let base = line.trim().trim_start_matches("listening on ").to_string();
-    let post = |body: &str, token: &str| {
-        let r = ureq::post(&format!("{base}/v1/events"))
+    let post_to = |path: &str, body: &str, token: &str| {
+        let r = ureq::post(&format!("{base}{path}"))
             .set("Authorization", &format!("Bearer {token}"))
             .set("Content-Type", "application/json")
             .send_string(body);
@@ -801,6 +801,7 @@ fn serve_ingests_validates_and_reports_metrics() {
             Err(e) => panic!("{e}"),
         }
     };
+    let post = |body: &str, token: &str| post_to("/v1/events", body, token);
     let batch = r#"[{"id":"e1","user":"u1","item":"i1","ts":978300760,"type":"click"},
                     {"id":"e2","user":"u1","item":"","ts":978300761},
                     {"id":"e3","user":"u1","item":"i2","ts":978300762,"type":"like","lat":37.77,"lon":-122.42}]"#;
@@ -866,6 +867,70 @@ fn serve_ingests_validates_and_reports_metrics() {
     };
     assert!(head_only("wrong", 900_000).contains(" 401 "));
     assert!(head_only("secret-token", 5 << 20).contains(" 413 "));
+
+    // Exposures: the lists the edge served, in the same envelope; a click names its list.
+    let lists = r#"[{"id":"x1","user":"u1","ts":978300770,"model":"m1","arm":"m1",
+                     "items":[{"item":"i1","position":0,"score":0.9,"propensity":1},
+                              {"item":"i3","position":1,"score":0.4,"propensity":1}]},
+                    {"id":"x2","user":"u1","ts":978300770,"model":"m1","items":[]}]"#;
+    assert_eq!(post_to("/v1/exposures", lists, "wrong").0, 401);
+    let (status, body) = post_to("/v1/exposures", lists, "secret-token");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["stored"].as_u64(), v["rejected"][0]["index"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(v["rejected"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("`items`"));
+    let (_, body) = post_to("/v1/exposures", lists, "secret-token");
+    assert!(body.contains(r#""duplicates":1"#), "{body}");
+    let click =
+        r#"{"id":"e9","user":"u1","item":"i3","ts":978300780,"type":"click","exposure":"x1"}"#;
+    assert_eq!(post(click, "secret-token").0, 200);
+    let metrics = ureq::get(&format!("{base}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        metrics.contains("edgerec_exposures_ingested_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("edgerec_exposures_rejected_total 2"),
+        "{metrics}"
+    );
+    // Joined with the click into the CSV `ope` reads, while serve keeps running.
+    let csv = dir.path().join("exposures.csv");
+    let out = ok(&run(&["exposures", "--out", csv.to_str().unwrap()], &db));
+    assert!(out.contains("1 lists served (2 items shown)"), "{out}");
+    assert!(
+        out.contains("model m1 arm m1: 1 lists, 1 with a click"),
+        "{out}"
+    );
+    let written = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<&str> = written.lines().collect();
+    assert_eq!(
+        rows[0],
+        "ts,user,session,item,position,reward,propensity,model,arm,exposure"
+    );
+    // The session is what u1 did before the list: i1 and i2 (e1, e3).
+    assert_eq!(rows[1], "978300770,u1,i1 i2,i1,0,0.0,1.0,m1,m1,x1");
+    assert_eq!(rows[2], "978300770,u1,i1 i2,i3,1,1.0,1.0,m1,m1,x1");
+    let ope = ok(&run(
+        &[
+            "ope",
+            "--exposures",
+            csv.to_str().unwrap(),
+            "--resamples",
+            "50",
+        ],
+        &db,
+    ));
+    assert!(ope.contains("IPS"), "{ope}");
 }
 
 #[test]

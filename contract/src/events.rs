@@ -6,7 +6,7 @@
 //! characters; `ts` is whole unix seconds in [1990, 2100); `type` is one of `view`, `click`,
 //! `like`, `cart`, `purchase`, `dwell` (missing: `view`); `value` is finite; `geohash` (or
 //! `lat` + `lon`) is cut to 5 characters; `device` is a device class; `tz_offset_min` is whole
-//! minutes in [-840, 840]. Numbers may also come as numeric strings (the CSV path). The edge
+//! minutes in [-840, 840]; `exposure` (optional) follows the id rules. Numbers may also come as numeric strings (the CSV path). The edge
 //! supplies `user` itself (the visitor) and the time of arrival for a missing `ts`.
 
 use crate::error::ApiError;
@@ -42,6 +42,10 @@ pub struct Event {
     pub geohash: Option<String>,
     pub device: Option<String>,
     pub tz_offset_min: Option<i32>,
+    /// The exposure (a served list, [`crate::exposures::Exposure`]) this interaction came
+    /// from, when the client knows it: how clicks are joined with what was shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<String>,
 }
 
 /// Serde-friendly event type name.
@@ -99,9 +103,11 @@ impl core::fmt::Display for EventError {
 
 impl std::error::Error for EventError {}
 
-fn bad<T>(message: impl Into<String>) -> Result<T, EventError> {
+pub(crate) fn bad_field<T>(message: impl Into<String>) -> Result<T, EventError> {
     Err(EventError(message.into()))
 }
+
+use bad_field as bad;
 
 /// Raw fields of an event before validation (the JSON and CSV paths both fill it).
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -118,6 +124,7 @@ pub struct RawEvent {
     pub geohash: Option<String>,
     pub device: Option<String>,
     pub tz_offset_min: Option<serde_json::Value>,
+    pub exposure: Option<String>,
 }
 
 /// What the receiving side fills in before validating.
@@ -131,7 +138,7 @@ pub struct Defaults<'a> {
     pub now: Option<i64>,
 }
 
-fn number(field: &str, v: &serde_json::Value) -> Result<f64, EventError> {
+pub(crate) fn number(field: &str, v: &serde_json::Value) -> Result<f64, EventError> {
     let parsed = match v {
         serde_json::Value::Number(n) => n.as_f64(),
         serde_json::Value::String(s) if !s.trim().is_empty() => s.trim().parse::<f64>().ok(),
@@ -143,7 +150,7 @@ fn number(field: &str, v: &serde_json::Value) -> Result<f64, EventError> {
     }
 }
 
-fn id_field(field: &str, v: Option<&str>) -> Result<String, EventError> {
+pub(crate) fn id_field(field: &str, v: Option<&str>) -> Result<String, EventError> {
     let v = v.map(str::trim).unwrap_or("");
     if v.is_empty() {
         return bad(format!("`{field}` is missing or empty"));
@@ -231,6 +238,10 @@ impl RawEvent {
             Some(i) => Some(id_field("id", Some(i))?),
             None => None,
         };
+        let exposure = match &self.exposure {
+            Some(x) => Some(id_field("exposure", Some(x))?),
+            None => None,
+        };
         Ok(Event {
             id,
             user,
@@ -241,6 +252,7 @@ impl RawEvent {
             geohash,
             device,
             tz_offset_min,
+            exposure,
         })
     }
 }
@@ -305,7 +317,7 @@ pub fn validate_logged_json(value: serde_json::Value) -> Result<Event, EventErro
 
 impl RawEvent {
     /// The JSON field names of an event.
-    pub const FIELDS: [&'static str; 11] = [
+    pub const FIELDS: [&'static str; 12] = [
         "id",
         "user",
         "item",
@@ -317,6 +329,7 @@ impl RawEvent {
         "geohash",
         "device",
         "tz_offset_min",
+        "exposure",
     ];
 }
 
@@ -356,6 +369,7 @@ mod tests {
             geohash: Some("9q8yy".into()),
             device: Some("mobile".into()),
             tz_offset_min: Some(-480),
+            exposure: Some("x1".into()),
         };
         // What edgerec writes reads back.
         let written = serde_json::to_value(&event).unwrap();

@@ -24,6 +24,14 @@ pub fn spool(stamp: u64, nonce: u64) -> String {
     format!("{SPOOL_PREFIX}{stamp:013}-{nonce:016x}")
 }
 
+/// Prefix of the edge's exposure spool: as [`SPOOL_PREFIX`], for the lists it served.
+pub const EXPOSURE_SPOOL_PREFIX: &str = "spool-exposures/";
+
+/// The spool key of one batch of exposures.
+pub fn exposure_spool(stamp: u64, nonce: u64) -> String {
+    format!("{EXPOSURE_SPOOL_PREFIX}{stamp:013}-{nonce:016x}")
+}
+
 /// Every key of `version` starts with this.
 pub fn version_prefix(version: &str) -> String {
     format!("{MODELS_PREFIX}{version}/")
@@ -69,5 +77,8 @@ mod tests {
         );
         assert_eq!(version_of(&spool(1, 2)), None);
         assert!(spool(999, 0) < spool(1_000, 0));
+        // Listing one spool never returns the other's keys.
+        assert!(!exposure_spool(1, 2).starts_with(SPOOL_PREFIX));
+        assert!(!spool(1, 2).starts_with(EXPOSURE_SPOOL_PREFIX));
     }
 }

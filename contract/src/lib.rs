@@ -5,6 +5,8 @@
 //! - [`keys`]: where a model lives in KV, and the pointer that is written last;
 //! - [`events`]: interaction events, their one validation (used by the edge's
 //!   `POST /v1/events`, the ingest endpoint and the CSV import) and the batch envelope;
+//! - [`exposures`]: what a visitor was shown (model, arm, items with positions, scores and
+//!   propensities), which clicks name;
 //! - [`error`]: the JSON error body `{"error": {"code": ..., "message": ...}}`.
 //!
 //! Serde-based and free of platform types: it builds natively and for wasm32. The scoring core
@@ -12,9 +14,11 @@
 
 pub mod error;
 pub mod events;
+pub mod exposures;
 pub mod keys;
 pub mod manifest;
 
 pub use error::ApiError;
 pub use events::{Event, EventError, EventKind, RawEvent};
+pub use exposures::{Exposure, Shown};
 pub use manifest::{Manifest, ShardEntry};

@@ -5,6 +5,9 @@
 //!   ranking by the core. Session-less lists are cached per context bucket in the Cache API.
 //! - `POST /v1/events`: updates the session at once and answers with the new token (cookie and
 //!   body); forwards the events to central-sync's ingest with `waitUntil`.
+//!   Each list served is recorded as an exposure (model, items, positions, scores,
+//!   propensities), batched per isolate and sent to the ingest's `POST /v1/exposures`; the
+//!   answer's `exposure` id is what a click names to link back to it.
 //! - `GET /v1/health`: which model serves, when it was checked, the last load error.
 //! - `GET /v1/model`, `GET /v1/model/<version>/shard-<i>.bin`: the served model, for browsers.
 //!
@@ -28,6 +31,7 @@ use worker::{
     ScheduleContext, ScheduledEvent,
 };
 
+use edgerec_contract::exposures::{Exposure, Shown};
 use edgerec_contract::keys;
 use edgerec_contract::manifest::{Fallback, Manifest};
 use futures_util::StreamExt;
@@ -484,7 +488,7 @@ async fn route(mut req: Request, env: &Env, ctx: &worker::Context) -> Result<Res
         }
         (Method::Get, "/v1/recommendations") => {
             refresh(env, false).await;
-            recommendations(&req, env).await
+            recommendations(&req, env, ctx).await
         }
         (Method::Post, "/v1/events") => {
             refresh(env, false).await;
@@ -593,7 +597,11 @@ async fn shard(path: &str, env: &Env) -> Result<Response, ApiError> {
     Ok(r)
 }
 
-async fn recommendations(req: &Request, env: &Env) -> Result<Response, ApiError> {
+async fn recommendations(
+    req: &Request,
+    env: &Env,
+    worker_ctx: &worker::Context,
+) -> Result<Response, ApiError> {
     let url = req.url().map_err(internal)?;
     let max_k = var(env, "MAX_K", 100) as usize;
     let o = api::parse_query(
@@ -628,9 +636,11 @@ async fn recommendations(req: &Request, env: &Env) -> Result<Response, ApiError>
             items
         }
     };
+    let exposure = log_exposure(env, worker_ctx, &model, visitor.visitor, &items);
     let body = serde_json::json!({
         "items": items,
         "model": model.manifest.version,
+        "exposure": exposure,
         "fallback": false,
         "session_events": visitor.session.len(),
         "context": {
@@ -724,6 +734,81 @@ fn rank(
         .iter()
         .map(|r| serde_json::json!({"id": model.engine.item_id(r.index).unwrap_or(""), "score": r.score}))
         .collect()
+}
+
+/// Lists waiting to be sent to the ingest's `POST /v1/exposures`: one subrequest per batch,
+/// not per list served.
+#[derive(Default)]
+struct ExposureBuffer {
+    /// Each exposure as JSON.
+    pending: Vec<String>,
+    bytes: usize,
+    /// When the oldest pending exposure was recorded.
+    oldest_ms: u64,
+}
+
+thread_local! {
+    static EXPOSURES: RefCell<ExposureBuffer> = RefCell::new(ExposureBuffer::default());
+}
+
+/// A batch is sent before it could pass this size, well under the ingest's 1 MiB limit.
+const EXPOSURE_BATCH_MAX_BYTES: usize = 256 * 1024;
+
+/// Records the list a visitor is shown (issue 15's exposure log) and returns its id, which the
+/// answer carries so the page can name it in the click's event (`exposure`). Exposures are
+/// batched per isolate: a batch is sent (`waitUntil`, with the events' retries and spool) when
+/// it holds `EXPOSURE_BATCH` lists (default 25) or its oldest is `EXPOSURE_FLUSH_SECONDS` old
+/// (default 10). `None` when exposures are off (no ingest, or `EXPOSURES = "off"`).
+fn log_exposure(
+    env: &Env,
+    ctx: &worker::Context,
+    model: &Loaded,
+    visitor: u64,
+    items: &serde_json::Value,
+) -> Option<String> {
+    let ingest = Ingest::from_env(env, Stream::Exposures)?;
+    let listed = items.as_array().filter(|l| !l.is_empty())?;
+    let id = format!("x{:016x}{:016x}", random_u64(), random_u64());
+    let items = listed
+        .iter()
+        .enumerate()
+        .map(|(position, it)| Shown {
+            item: it["id"].as_str().unwrap_or_default().to_string(),
+            position: position as u32,
+            score: it["score"].as_f64(),
+            // The worker's lists are deterministic: each item had probability 1 of its slot.
+            propensity: it["propensity"].as_f64().unwrap_or(1.0),
+        })
+        .collect();
+    let exposure = Exposure {
+        id: id.clone(),
+        user: visitor_user(visitor),
+        ts: (now_ms() / 1000) as i64,
+        model: model.manifest.version.clone(),
+        arm: None,
+        items,
+    };
+    let exposure = serde_json::to_string(&exposure).ok()?;
+    let now = now_ms();
+    let batch = var(env, "EXPOSURE_BATCH", 25).clamp(1, 500) as usize;
+    let flush_ms = var(env, "EXPOSURE_FLUSH_SECONDS", 10) * 1000;
+    let ready = EXPOSURES.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.pending.is_empty() {
+            b.oldest_ms = now;
+        }
+        b.bytes += exposure.len() + 1;
+        b.pending.push(exposure);
+        let due = b.pending.len() >= batch
+            || b.bytes >= EXPOSURE_BATCH_MAX_BYTES
+            || now.saturating_sub(b.oldest_ms) >= flush_ms;
+        due.then(|| std::mem::take(&mut *b))
+    });
+    if let Some(ready) = ready {
+        let body = format!("[{}]", ready.pending.join(","));
+        send_later(env, ctx, ingest, Stream::Exposures, body);
+    }
+    Some(id)
 }
 
 fn events(
@@ -838,7 +923,7 @@ fn visitor_user(visitor: u64) -> String {
 /// stored once. A slow or failing central never affects the visitor: a batch the ingest did not
 /// store after the retries goes to the KV spool, which the cron drains (`drain_spool`).
 fn forward(env: &Env, ctx: &worker::Context, posted: &[api::Event]) {
-    let Some(ingest) = Ingest::from_env(env) else {
+    let Some(ingest) = Ingest::from_env(env, Stream::Events) else {
         return;
     };
     let batch: Vec<api::Event> = posted
@@ -864,10 +949,43 @@ fn forward(env: &Env, ctx: &worker::Context, posted: &[api::Event]) {
     let Ok(body) = serde_json::to_string(&batch) else {
         return;
     };
+    send_later(env, ctx, ingest, Stream::Events, body);
+}
+
+/// What the edge sends to central-sync: events to `INGEST_URL` (`/v1/events`), the lists it
+/// served to the sibling `/v1/exposures` (or `EXPOSURE_URL`). Each has its own spool prefix.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stream {
+    Events,
+    Exposures,
+}
+
+impl Stream {
+    const ALL: [Stream; 2] = [Stream::Events, Stream::Exposures];
+
+    fn spool_prefix(self) -> &'static str {
+        match self {
+            Stream::Events => keys::SPOOL_PREFIX,
+            Stream::Exposures => keys::EXPOSURE_SPOOL_PREFIX,
+        }
+    }
+
+    fn spool_key(self, stamp: u64, nonce: u64) -> String {
+        match self {
+            Stream::Events => keys::spool(stamp, nonce),
+            Stream::Exposures => keys::exposure_spool(stamp, nonce),
+        }
+    }
+}
+
+/// Sends a batch to the ingest after the response (`waitUntil`). Retried on 429, 5xx and
+/// network errors with growing pauses; the records carry ids, so a retry of a batch the ingest
+/// did store is deduplicated there. A batch not stored after the retries goes to the stream's KV
+/// spool, which the cron drains (`drain_spool`): a slow or failing central never affects the
+/// visitor, and nothing the edge accepted is lost while the ingest is down.
+fn send_later(env: &Env, ctx: &worker::Context, ingest: Ingest, stream: Stream, body: String) {
     let spool = env.kv("MODELS").ok();
     ctx.wait_until(async move {
-        // Retried on 429, 5xx and network errors with growing pauses; the events carry ids, so
-        // a retry of a batch the ingest did store is deduplicated there.
         let mut pause = std::time::Duration::from_millis(250);
         for attempt in 1..=FORWARD_ATTEMPTS {
             match ingest.send(&body).await {
@@ -875,7 +993,9 @@ fn forward(env: &Env, ctx: &worker::Context, posted: &[api::Event]) {
                 Delivery::Refused(code) => {
                     // The contract's validation ran here already; this is a version mismatch
                     // between edge and ingest, and resending cannot help.
-                    worker::console_error!("edgerec: ingest refused a batch as invalid ({code})");
+                    worker::console_error!(
+                        "edgerec: ingest refused a {stream:?} batch as invalid ({code})"
+                    );
                     return;
                 }
                 Delivery::Failed(why) => {
@@ -887,9 +1007,7 @@ fn forward(env: &Env, ctx: &worker::Context, posted: &[api::Event]) {
                 pause *= 4;
             }
         }
-        // Not stored: the batch waits in the spool for the cron, so an event the visitor's
-        // request accepted is not lost while the ingest is down.
-        let key = keys::spool(now_ms(), random_u64());
+        let key = stream.spool_key(now_ms(), random_u64());
         let stored = match &spool {
             Some(kv) => match kv.put(&key, body.as_str()) {
                 Ok(put) => put
@@ -929,11 +1047,29 @@ enum Delivery {
 }
 
 impl Ingest {
-    fn from_env(env: &Env) -> Option<Ingest> {
-        let url = env.var("INGEST_URL").map(|v| v.to_string()).ok()?;
-        if url.trim().is_empty() {
-            return None;
-        }
+    fn from_env(env: &Env, stream: Stream) -> Option<Ingest> {
+        let setting = |name: &str| {
+            env.var(name)
+                .map(|v| v.to_string().trim().to_string())
+                .ok()
+                .filter(|v| !v.is_empty())
+        };
+        let events = setting("INGEST_URL")?;
+        let url = match stream {
+            Stream::Events => events,
+            Stream::Exposures => {
+                if setting("EXPOSURES").is_some_and(|v| v.eq_ignore_ascii_case("off")) {
+                    return None;
+                }
+                match setting("EXPOSURE_URL") {
+                    Some(url) => url,
+                    None => format!(
+                        "{}/v1/exposures",
+                        events.trim_end_matches('/').trim_end_matches("/v1/events")
+                    ),
+                }
+            }
+        };
         let token = env
             .secret("INGEST_TOKEN")
             .map(|s| s.to_string())
@@ -969,14 +1105,24 @@ impl Ingest {
 /// ingest's request limits, so a few subrequests drain a long outage. A batch leaves the spool
 /// once the ingest stored it (or refused it as invalid, 400).
 async fn drain_spool(env: &Env) {
-    let (Some(ingest), Ok(kv)) = (Ingest::from_env(env), env.kv("MODELS")) else {
+    for stream in Stream::ALL {
+        drain_stream(env, stream).await;
+    }
+}
+
+/// Drains one stream's spool (`drain_spool`).
+async fn drain_stream(env: &Env, stream: Stream) {
+    let (Some(ingest), Ok(kv)) = (Ingest::from_env(env, stream), env.kv("MODELS")) else {
         return;
     };
     let mut requests = var(env, "SPOOL_DRAIN_REQUESTS", 20);
     let mut cursor: Option<String> = None;
     let mut pending = SpoolBatch::default();
     while requests > 0 {
-        let mut list = kv.list().prefix(keys::SPOOL_PREFIX.to_string()).limit(1000);
+        let mut list = kv
+            .list()
+            .prefix(stream.spool_prefix().to_string())
+            .limit(1000);
         if let Some(c) = cursor.take() {
             list = list.cursor(c);
         }

@@ -1,8 +1,10 @@
 //! The event parsers: the edge's `POST /v1/events` body and the contract's batch parser and
-//! validation used by the ingest. Any body is events or a JSON error, never a panic.
+//! validation used by the ingest, for events and for exposures. Any body is records or a JSON
+//! error, never a panic.
 #![no_main]
 
 use edgerec_contract::events::{parse_batch, validate_json, Defaults};
+use edgerec_contract::exposures::validate_exposure_json;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -11,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(items) = parse_batch(data, 1000) {
         for item in items {
-            let _ = validate_json(item, Defaults::default());
+            let _ = validate_json(item.clone(), Defaults::default());
+            if let Ok(x) = validate_exposure_json(item) {
+                assert!(!x.items.is_empty() && x.items.iter().all(|s| s.propensity > 0.0));
+            }
         }
     }
 });

@@ -530,3 +530,102 @@ test('event ids are scoped per visitor, floods are limited, bots are marked (M1)
     close();
   }
 });
+
+/** A real `central-sync serve` on 127.0.0.1 with its own SQLite log; killed by `stop`. */
+async function realIngest(db) {
+  const { spawn } = await import('node:child_process');
+  const child = spawn(cs, ['--log', 'warn', '--db', db, 'serve', '--addr', '127.0.0.1:0'], { env: { ...process.env, EDGEREC_INGEST_TOKEN: 'ingest-secret' }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const base = await new Promise((ok, fail) => {
+    child.stdout.once('data', (d) => ok(d.toString().trim().replace('listening on ', '')));
+    child.once('exit', (code) => fail(new Error(`serve exited with ${code}`)));
+  });
+  return { base, stop: () => child.kill() };
+}
+
+test('each list served is logged as an exposure; a click naming it comes back as its reward (issue 15)', async () => {
+  const db = join(tmp, 'exposures.db');
+  const ingest = await realIngest(db);
+  const edge = workerMiniflare({ SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', INGEST_URL: `${ingest.base}/v1/events`, INGEST_TOKEN: 'ingest-secret', EXPOSURE_BATCH: '1' });
+  try {
+    await copyDirToKv(kvDir, await edge.getKVNamespace('MODELS'));
+    const version = readFileSync(join(kvDir, 'models/current'), 'utf8');
+    const list = await (await edge.dispatchFetch(`http://localhost/v1/recommendations?k=5&${ctx}`)).json();
+    assert.match(list.exposure, /^x[0-9a-f]{32}$/);
+    assert.equal(list.items.length, 5);
+    const clicked = list.items[2].id;
+    const r = await edge.dispatchFetch('http://localhost/v1/events', { method: 'POST', body: JSON.stringify({ item: clicked, type: 'click', exposure: list.exposure }), headers: { 'Content-Type': 'application/json' } });
+    assert.equal(r.status, 200);
+    await r.arrayBuffer();
+    // Both reach the real log (after the responses, by waitUntil); the export joins them.
+    const csv = join(tmp, 'exposures.csv');
+    let rows = [];
+    for (let i = 0; i < 50; i++) {
+      execFileSync(cs, ['--log', 'warn', '--db', db, 'exposures', '--out', csv]);
+      rows = readFileSync(csv, 'utf8').trim().split('\n').slice(1).map((l) => l.split(','));
+      if (rows.length === 5 && rows.some((row) => row[5] === '1.0')) break;
+      await new Promise((ok) => setTimeout(ok, 100));
+    }
+    assert.equal(rows.length, 5, 'one row per item shown');
+    // ts,user,session,item,position,reward,propensity,model,arm,exposure
+    assert.deepEqual(rows.map((row) => row[3]), list.items.map((it) => it.id));
+    assert.deepEqual(rows.map((row) => row[4]), ['0', '1', '2', '3', '4']);
+    assert.deepEqual(rows.map((row) => row[5]), ['0.0', '0.0', '1.0', '0.0', '0.0'], 'the clicked item earns the reward');
+    assert.ok(rows.every((row) => row[6] === '1.0' && row[7] === version && row[9] === list.exposure));
+    assert.match(rows[0][1], /^v[0-9a-f]{16}$/);
+    // The log feeds off-policy evaluation of the model that served it.
+    const ope = execFileSync(cs, ['--log', 'warn', 'ope', '--exposures', csv, '--policy', 'model', '--model', join(tmp, 'm1'), '--resamples', '50'], { encoding: 'utf8' });
+    assert.match(ope, /IPS/);
+
+    // EXPOSURES=off: no log, no id in the answer.
+    const quiet = workerMiniflare({ SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', INGEST_URL: `${ingest.base}/v1/events`, INGEST_TOKEN: 'ingest-secret', EXPOSURES: 'off' });
+    try {
+      await copyDirToKv(kvDir, await quiet.getKVNamespace('MODELS'));
+      const body = await (await quiet.dispatchFetch(`http://localhost/v1/recommendations?k=5&${ctx}`)).json();
+      assert.equal(body.fallback, false);
+      assert.equal(body.exposure, null);
+    } finally {
+      await quiet.dispose();
+    }
+  } finally {
+    await edge.dispose();
+    ingest.stop();
+  }
+});
+
+test('exposures are sent in batches per isolate, to the sibling /v1/exposures, spooled when the ingest is down', async () => {
+  let up = true;
+  const { received, url, close } = await fakeIngest(() => (up ? 200 : 503));
+  const edge = workerMiniflare({ SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', INGEST_URL: url, INGEST_TOKEN: 'ingest-secret', EXPOSURE_BATCH: '3', EXPOSURE_FLUSH_SECONDS: '600' });
+  const list = async () => (await (await edge.dispatchFetch(`http://localhost/v1/recommendations?k=4&${ctx}`)).json()).exposure;
+  const settle = () => new Promise((ok) => setTimeout(ok, 300));
+  try {
+    const store = await edge.getKVNamespace('MODELS');
+    await copyDirToKv(kvDir, store);
+    const ids = [await list(), await list()];
+    await settle();
+    assert.equal(received.length, 0, 'two lists wait in the isolate');
+    ids.push(await list());
+    for (let i = 0; i < 50 && received.length === 0; i++) await new Promise((ok) => setTimeout(ok, 100));
+    assert.equal(received.length, 1, 'the third list sends the batch');
+    assert.equal(received[0].path, '/v1/exposures');
+    assert.equal(received[0].auth, 'Bearer ingest-secret');
+    assert.deepEqual(received[0].body.map((x) => x.id), ids);
+    assert.ok(received[0].body.every((x) => x.items.length === 4 && x.items.every((it, i) => it.position === i && it.propensity === 1)));
+    // Down: the batch goes to its own spool after the retries; the cron delivers it.
+    up = false;
+    for (let i = 0; i < 3; i++) await list();
+    const spooled = async () => (await store.list({ prefix: 'spool-exposures/' })).keys;
+    for (let i = 0; i < 150 && (await spooled()).length === 0; i++) await new Promise((ok) => setTimeout(ok, 100));
+    assert.equal((await spooled()).length, 1);
+    assert.equal((await store.list({ prefix: 'spool/' })).keys.length, 0, 'the event spool is separate');
+    up = true;
+    await (await edge.getWorker()).scheduled({ cron: '*/5 * * * *' });
+    assert.equal((await spooled()).length, 0, 'delivered and removed');
+    const last = received[received.length - 1];
+    assert.equal(last.path, '/v1/exposures');
+    assert.equal(last.body.length, 3);
+  } finally {
+    await edge.dispose();
+    close();
+  }
+});

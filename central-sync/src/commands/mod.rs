@@ -2,6 +2,7 @@
 //! its `run`, and the binary's `main.rs` only parses and dispatches.
 
 pub mod eval;
+pub mod exposures;
 pub mod forget;
 pub mod import;
 pub mod ope;
