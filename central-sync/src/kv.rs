@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use edgerec_contract::keys;
 pub use edgerec_contract::keys::{CURRENT, FALLBACK};
+use edgerec_contract::pointer::Pointer;
 
 /// The operations publishing needs from a key-value store.
 pub trait Kv {
@@ -513,10 +514,20 @@ fn version_time(name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The text of `models/current`: a version, or an A/B split (`v1=90,v2=10`).
 pub fn current(kv: &mut dyn Kv) -> Result<Option<String>> {
     Ok(kv
         .get(CURRENT)?
         .map(|b| String::from_utf8_lossy(&b).trim().to_string()))
+}
+
+/// `models/current` parsed.
+pub fn pointer(kv: &mut dyn Kv) -> Result<Option<Pointer>> {
+    current(kv)?
+        .map(|text| {
+            Pointer::parse(&text).map_err(|e| anyhow::anyhow!("{CURRENT} is not valid: {e}"))
+        })
+        .transpose()
 }
 
 /// What a publish did.
@@ -547,7 +558,12 @@ pub fn check_edge_budget(manifest: &model::Manifest) -> Result<()> {
     Ok(())
 }
 
-pub fn publish(kv: &mut dyn Kv, model_dir: &Path, keep: usize) -> Result<Published> {
+/// A key and its value.
+type Entry = (String, Vec<u8>);
+
+/// Writes a model directory's shards and manifest (not the pointer); returns the manifest and
+/// the entries written.
+fn upload(kv: &mut dyn Kv, model_dir: &Path) -> Result<(Manifest, Vec<Entry>)> {
     let (manifest, shards) = model::read_dir(model_dir)?;
     check_edge_budget(&manifest)?;
     let v = &manifest.version;
@@ -558,21 +574,85 @@ pub fn publish(kv: &mut dyn Kv, model_dir: &Path, keep: usize) -> Result<Publish
         .map(|(s, bytes)| (keys::shard(v, &s.file), bytes))
         .collect();
     entries.push((keys::manifest(v), serde_json::to_vec(&manifest)?));
-    let previous = current(kv)?;
     kv.put_many(&entries)
         .context("writing shards and manifest")?;
+    Ok((manifest, entries))
+}
+
+/// Writes the fallback list, then the pointer (last: until this write the edge keeps serving
+/// what it served), records the primary as served and collects old versions.
+fn point_at(
+    kv: &mut dyn Kv,
+    pointer: &Pointer,
+    popular: &[String],
+    keep: usize,
+) -> Result<Vec<String>> {
     let fallback = edgerec_contract::manifest::Fallback {
-        version: v.clone(),
-        items: manifest.popular.clone(),
+        version: pointer.primary().to_string(),
+        items: popular.to_vec(),
     };
     kv.put_many(&[(FALLBACK.to_string(), serde_json::to_vec(&fallback)?)])?;
-    // The pointer goes last: until this write the edge keeps serving the previous version.
-    kv.put_many(&[(CURRENT.to_string(), v.as_bytes().to_vec())])
+    kv.put_many(&[(CURRENT.to_string(), pointer.to_string().into_bytes())])
         .context("writing the pointer")?;
-    record_served(kv, v)?;
-    let collected = collect(kv, keep.max(2), v)?;
+    record_served(kv, pointer.primary())?;
+    collect(kv, keep.max(2), pointer)
+}
+
+pub fn publish(kv: &mut dyn Kv, model_dir: &Path, keep: usize) -> Result<Published> {
+    let previous = current(kv)?;
+    let (manifest, entries) = upload(kv, model_dir)?;
+    let v = &manifest.version;
+    let collected = point_at(kv, &Pointer::single(v), &manifest.popular, keep)?;
     Ok(Published {
         version: v.clone(),
+        previous,
+        keys_written: entries.len() + 2,
+        bytes_written: entries.iter().map(|e| e.1.len() as u64).sum(),
+        collected,
+    })
+}
+
+/// Points `models/current` at an A/B split (`publish --split v1=90,v2=10`), after uploading
+/// `model_dir` (whose version must be one of the arms) if given. Every arm is read back and
+/// validated as the edge loads it, and the arms together must fit one isolate's budget, before
+/// the pointer moves. One arm (`v2=100`) ends an experiment.
+pub fn publish_split(
+    kv: &mut dyn Kv,
+    model_dir: Option<&Path>,
+    split: &Pointer,
+    keep: usize,
+) -> Result<Published> {
+    let previous = current(kv)?;
+    let mut entries = Vec::new();
+    if let Some(dir) = model_dir {
+        let (manifest, _) = model::read_dir(dir)?;
+        ensure!(
+            split.versions().any(|v| v == manifest.version),
+            "the model in {} is version {}, which is not an arm of {split}",
+            dir.display(),
+            manifest.version
+        );
+        entries = upload(kv, dir)?.1;
+    }
+    let mut total = 0u64;
+    let mut popular = Vec::new();
+    for version in split.versions() {
+        let manifest = stored_manifest(kv, version)?;
+        load_version(kv, version)?;
+        total += manifest.shard_bytes();
+        if version == split.primary() {
+            popular = manifest.popular;
+        }
+    }
+    let budget = edgerec_contract::manifest::EDGE_MODEL_BUDGET_BYTES;
+    ensure!(
+        total <= budget,
+        "the arms of {split} have {total} bytes of shards together; an edge worker holds at most \
+         {budget}, and every isolate loads every arm"
+    );
+    let collected = point_at(kv, split, &popular, keep)?;
+    Ok(Published {
+        version: split.to_string(),
         previous,
         keys_written: entries.len() + 2,
         bytes_written: entries.iter().map(|e| e.1.len() as u64).sum(),
@@ -603,11 +683,14 @@ fn record_served(kv: &mut dyn Kv, version: &str) -> Result<()> {
     kv.put_many(&[(keys::HISTORY.to_string(), serde_json::to_vec(&served)?)])
 }
 
-/// Deletes every version except the current one and the versions served last before it (the
-/// rollback targets), `keep` in all; versions written but never served (a failed publish) go too.
-fn collect(kv: &mut dyn Kv, keep: usize, current: &str) -> Result<Vec<String>> {
+/// Deletes every version except the current ones (every arm) and the versions served last
+/// before them (the rollback targets), `keep` besides the arms; versions written but never
+/// served (a failed publish) go too.
+fn collect(kv: &mut dyn Kv, keep: usize, current: &Pointer) -> Result<Vec<String>> {
     let served = history(kv)?;
-    let mut protected: Vec<&str> = vec![current];
+    let arms = current.arms().len();
+    let keep = keep + arms - 1;
+    let mut protected: Vec<&str> = current.versions().collect();
     for v in served.iter().rev() {
         if protected.len() >= keep {
             break;
@@ -630,11 +713,7 @@ fn collect(kv: &mut dyn Kv, keep: usize, current: &str) -> Result<Vec<String>> {
 /// Reads every shard of `version` back from the store and validates it as the edge will: sizes
 /// and checksums against the manifest, then the core's full validation of the model.
 pub fn load_version(kv: &mut dyn Kv, version: &str) -> Result<edgerec::Engine> {
-    let manifest = kv
-        .get(&keys::manifest(version))?
-        .with_context(|| format!("version {version} is not in the store"))?;
-    let m: Manifest = serde_json::from_slice(&manifest)
-        .with_context(|| format!("version {version}: manifest is not valid"))?;
+    let m = stored_manifest(kv, version)?;
     let mut shards = Vec::with_capacity(m.shards.len());
     for s in &m.shards {
         let key = keys::shard(version, &s.file);
@@ -645,6 +724,15 @@ pub fn load_version(kv: &mut dyn Kv, version: &str) -> Result<edgerec::Engine> {
     }
     edgerec::Engine::from_shards(shards)
         .with_context(|| format!("version {version}: the shards do not form one model"))
+}
+
+/// The manifest of a version in the store.
+fn stored_manifest(kv: &mut dyn Kv, version: &str) -> Result<Manifest> {
+    let manifest = kv
+        .get(&keys::manifest(version))?
+        .with_context(|| format!("version {version} is not in the store"))?;
+    serde_json::from_slice(&manifest)
+        .with_context(|| format!("version {version}: manifest is not valid"))
 }
 
 /// Points `models/current` at `to` (default: the version served before the current one), after
@@ -738,6 +826,42 @@ mod tests {
         let left = versions(kv.as_mut()).unwrap();
         assert_eq!(left, vec!["v1000-good", "v3000-new"], "{published:?}");
         assert_eq!(rollback(kv.as_mut(), None).unwrap().1, "v1000-good");
+    }
+
+    #[test]
+    fn a_split_names_published_versions_and_keeps_every_arm() {
+        let root = tempfile::tempdir().unwrap();
+        let mut kv = store(root.path());
+        publish(kv.as_mut(), &model_dir(root.path(), "v1000-a", 1), 2).unwrap();
+        let b = model_dir(root.path(), "v2000-b", 2);
+        let split = Pointer::parse("v1000-a=50,v2000-b=50").unwrap();
+        // The model is uploaded first, then every arm is read back; the pointer moves last.
+        let p = publish_split(kv.as_mut(), Some(&b), &split, 2).unwrap();
+        assert_eq!(p.previous.as_deref(), Some("v1000-a"));
+        assert_eq!(
+            current(kv.as_mut()).unwrap().as_deref(),
+            Some("v1000-a=50,v2000-b=50")
+        );
+        assert_eq!(pointer(kv.as_mut()).unwrap(), Some(split.clone()));
+        // Neither arm is collected by later publishes of arms.
+        publish_split(kv.as_mut(), None, &split, 2).unwrap();
+        assert_eq!(versions(kv.as_mut()).unwrap(), ["v1000-a", "v2000-b"]);
+        // An arm that is not in the store, or a model that is not an arm: refused, and the
+        // pointer stays.
+        let missing = Pointer::parse("v1000-a=50,v9-missing=50").unwrap();
+        let e = publish_split(kv.as_mut(), None, &missing, 2).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("v9-missing is not in the store"),
+            "{e:#}"
+        );
+        let c = model_dir(root.path(), "v3000-c", 3);
+        let e = publish_split(kv.as_mut(), Some(&c), &split, 2).unwrap_err();
+        assert!(format!("{e:#}").contains("not an arm"), "{e:#}");
+        assert_eq!(pointer(kv.as_mut()).unwrap(), Some(split));
+        // One arm ends the experiment.
+        let end = Pointer::parse("v2000-b=100").unwrap();
+        publish_split(kv.as_mut(), None, &end, 2).unwrap();
+        assert_eq!(current(kv.as_mut()).unwrap().as_deref(), Some("v2000-b"));
     }
 
     #[test]

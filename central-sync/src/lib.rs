@@ -2,6 +2,7 @@
 //! evaluation, packing and publishing, and one module per command of the binary (`commands`).
 //! `main.rs` parses the command line and calls `commands::<name>::run`.
 
+pub mod ab;
 pub mod commands;
 pub mod dataset;
 pub mod drift;

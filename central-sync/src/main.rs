@@ -78,7 +78,8 @@ enum Command {
         after_help = "Example:\n  central-sync pack --embeddings vectors.npy --ids ids.txt --out models/external --dtype i8"
     )]
     Pack(commands::pack::Args),
-    /// Publish a model directory to edge KV: shards and manifest first, the pointer last.
+    /// Publish a model directory to edge KV: shards and manifest first, the pointer last; or an
+    /// A/B split of published versions (`--split V1=90,V2=10`).
     #[command(
         after_help = "Targets: local (wrangler's local KV, served by `wrangler dev`), cloudflare (KV REST API;\nCLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID, EDGEREC_KV_NAMESPACE_ID), dir:PATH (one file per key).\nExample:\n  central-sync publish --model models/ml100k --to local"
     )]
@@ -100,6 +101,11 @@ enum Command {
         after_help = "Example:\n  central-sync exposures --out exposures.csv\n  central-sync ope --exposures exposures.csv --policy model --model models/candidate"
     )]
     Exposures(commands::exposures::Args),
+    /// A/B splits: compare the arms on the exposure log (`ab report`).
+    #[command(
+        after_help = "Example:\n  central-sync publish --model models/candidate --to local --split v1764000000000-aa=50,v1764100000000-bb=50\n  central-sync ab report --from local"
+    )]
+    Ab(commands::ab::Args),
     /// A self-contained HTML page: quality by session length, off-policy estimates, the last
     /// sync's gate and drift.
     #[command(
@@ -159,6 +165,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Forget(args) => commands::forget::run(args, &out),
         Command::Ope(args) => commands::ope::run(args, &out),
         Command::Exposures(args) => commands::exposures::run(args, &out),
+        Command::Ab(args) => commands::ab::run(args, &out),
         Command::Report(args) => commands::report::run(args, &out),
     }
 }

@@ -229,8 +229,9 @@ pub fn score(engine: &Engine, d: &Dataset, holdout: &Holdout) -> Vec<f64> {
 
 /// The model the target serves now, read back and validated as the edge loads it. A served
 /// model that does not load is reported and treated as absent (the candidate replaces it).
+/// With an A/B split, that is the primary arm.
 fn served_model(target: &mut dyn Kv) -> Result<Option<(String, Engine)>> {
-    let Some(version) = kv::current(target)? else {
+    let Some(version) = kv::pointer(target)?.map(|p| p.primary().to_string()) else {
         return Ok(None);
     };
     match kv::load_version(target, &version) {
@@ -479,6 +480,7 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
 
     if let Err(reason) = gate(&per_query, served_per_query.as_deref(), opts.margin)
         .and_then(|()| drift_gate(report.drift.as_ref(), &opts.drift))
+        .and_then(|()| split_gate(target.as_mut()))
     {
         tracing::warn!("{reason}");
         report.status = "held_back";
@@ -506,6 +508,17 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
     report.version = Some(published.version);
     report.reason = format!("hold-out NDCG@10 {:.4}", scored.ndcg10);
     Ok((0, report))
+}
+
+/// A running A/B split is the experimenter's: `sync` does not end it by publishing over it.
+fn split_gate(target: &mut dyn Kv) -> Result<(), String> {
+    match kv::pointer(target) {
+        Ok(Some(p)) if p.is_split() => Err(format!(
+            "an A/B split is live ({p}); sync does not publish over it (change or end it with \
+             `central-sync publish --split`, then sync publishes again)"
+        )),
+        _ => Ok(()),
+    }
 }
 
 pub fn now() -> i64 {
@@ -576,6 +589,8 @@ mod tests {
         store.insert(&events(0..40, 12, 978_300_000)).unwrap();
         (dir, store, target)
     }
+
+    use edgerec_contract::pointer::Pointer;
 
     #[test]
     fn the_gate_scores_exactly_the_published_model_on_events_neither_model_saw() {
@@ -715,5 +730,29 @@ mod tests {
         let state = SyncState::load(&store).unwrap();
         assert_eq!(state.last_seq, cursor, "held-back events stay new");
         assert_eq!(state.published, Some(false));
+    }
+
+    #[test]
+    fn a_live_split_is_compared_with_its_primary_and_never_published_over() {
+        let (dir, mut store, target) = fixture();
+        let work = dir.path().join("work");
+        let (_, a) = run(&mut store, &options(&target, &work, 1.0)).unwrap();
+        store.insert(&events(40..50, 12, 978_900_000)).unwrap();
+        let (_, b) = run(&mut store, &options(&target, &work, 1.0)).unwrap();
+        let (a, b) = (a.version.unwrap(), b.version.unwrap());
+        let mut kv = kv::open(&target).unwrap();
+        let split = Pointer::parse(&format!("{a}=50,{b}=50")).unwrap();
+        kv::publish_split(kv.as_mut(), None, &split, 3).unwrap();
+        store.insert(&events(50..60, 12, 979_500_000)).unwrap();
+        let (code, held) = run(&mut store, &options(&target, &work, 1.0)).unwrap();
+        assert_eq!((code, held.status), (3, "held_back"));
+        assert!(held.reason.contains("A/B split is live"), "{}", held.reason);
+        assert_eq!(held.served_version.as_deref(), Some(a.as_str()));
+        assert_eq!(kv::pointer(kv.as_mut()).unwrap(), Some(split));
+        // Ended (one arm): the next sync publishes again.
+        let end = Pointer::parse(&format!("{b}=100")).unwrap();
+        kv::publish_split(kv.as_mut(), None, &end, 3).unwrap();
+        let (code, published) = run(&mut store, &options(&target, &work, 1.0)).unwrap();
+        assert_eq!((code, published.status), (0, "published"));
     }
 }

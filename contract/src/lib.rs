@@ -3,6 +3,7 @@
 //!
 //! - [`manifest`]: the model manifest (`manifest.json`) and its shard entries;
 //! - [`keys`]: where a model lives in KV, and the pointer that is written last;
+//! - [`pointer`]: what the pointer says: one version, or an A/B split with sticky assignment;
 //! - [`events`]: interaction events, their one validation (used by the edge's
 //!   `POST /v1/events`, the ingest endpoint and the CSV import) and the batch envelope;
 //! - [`exposures`]: what a visitor was shown (model, arm, items with positions, scores and
@@ -17,6 +18,7 @@ pub mod events;
 pub mod exposures;
 pub mod keys;
 pub mod manifest;
+pub mod pointer;
 
 pub use error::ApiError;
 pub use events::{Event, EventError, EventKind, RawEvent};

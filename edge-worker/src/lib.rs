@@ -11,6 +11,10 @@
 //! - `GET /v1/health`: which model serves, when it was checked, the last load error.
 //! - `GET /v1/model`, `GET /v1/model/<version>/shard-<i>.bin`: the served model, for browsers.
 //!
+//! `models/current` names one version or an A/B split (`v1=90,v2=10`, [`Pointer`]): every arm
+//! is loaded, each visitor is served by the arm their visitor id hashes to, and the arm travels
+//! in the answer and the exposure log.
+//!
 //! The model lives in the isolate (`MODEL`), is reloaded when `models/current` changes (checked
 //! at most every `CHECK_INTERVAL_SECONDS`, and on the cron trigger), and is swapped in only
 //! after full validation: a missing, partial or corrupt new model leaves the old one serving.
@@ -34,6 +38,7 @@ use worker::{
 use edgerec_contract::exposures::{Exposure, Shown};
 use edgerec_contract::keys;
 use edgerec_contract::manifest::{Fallback, Manifest};
+use edgerec_contract::pointer::Pointer;
 use futures_util::StreamExt;
 
 struct Loaded {
@@ -42,9 +47,39 @@ struct Loaded {
     loaded_at_ms: u64,
 }
 
+/// What serves: the pointer and one loaded model per arm, in the pointer's order.
+struct Live {
+    pointer: Pointer,
+    models: Vec<Rc<Loaded>>,
+}
+
+impl Live {
+    /// The first arm's model: `/v1/model` for browsers, `/v1/health`'s `model`.
+    fn primary(&self) -> &Rc<Loaded> {
+        &self.models[0]
+    }
+
+    /// The model of the visitor's arm, and the arm's name when the pointer splits traffic.
+    fn for_visitor(&self, visitor: u64) -> (&Rc<Loaded>, Option<&str>) {
+        let arm = self.pointer.assign(visitor);
+        let i = self
+            .pointer
+            .arms()
+            .iter()
+            .position(|a| a.version == arm.version)
+            .unwrap_or(0);
+        let label = self.pointer.is_split().then_some(arm.version.as_str());
+        (&self.models[i], label)
+    }
+
+    fn version(&self, version: &str) -> Option<&Rc<Loaded>> {
+        self.models.iter().find(|m| m.manifest.version == version)
+    }
+}
+
 #[derive(Default)]
 struct ModelCache {
-    current: Option<Rc<Loaded>>,
+    current: Option<Rc<Live>>,
     fallback: Option<Rc<Vec<String>>>,
     last_check_ms: u64,
     /// When the last load failed, and its code.
@@ -253,6 +288,7 @@ const OVER_BUDGET: &str = "over_budget";
 const CORRUPT_SHARD: &str = "corrupt_shard";
 const BAD_MODEL: &str = "bad_model";
 const NO_BINDING: &str = "no_binding";
+const BAD_POINTER: &str = "bad_pointer";
 
 /// The public text of a load failure's code: fixed, so nothing internal reaches a client.
 fn failure_summary(code: &str) -> &'static str {
@@ -265,18 +301,19 @@ fn failure_summary(code: &str) -> &'static str {
         CORRUPT_SHARD => "a shard of the current version failed validation",
         BAD_MODEL => "the current version's shards do not form one model",
         NO_BINDING => "the worker has no model store binding",
+        BAD_POINTER => "models/current is neither a version nor a split of versions",
         _ => "the model could not be loaded",
     }
 }
 
 /// Loads the version `models/current` names, unless it is already serving. `Ok(None)` means
 /// nothing to do.
-async fn load(env: &Env) -> Result<Option<Loaded>, LoadFailure> {
+async fn load(env: &Env) -> Result<Option<Live>, LoadFailure> {
     let kv = env
         .kv("MODELS")
         .map_err(|e| LoadFailure::new(NO_BINDING, format!("KV binding MODELS: {e}")))?;
     let pointer_ttl = var(env, "POINTER_CACHE_TTL_SECONDS", 60).max(60);
-    let version = kv
+    let text = kv
         .get(keys::CURRENT)
         .cache_ttl(pointer_ttl)
         .text()
@@ -284,25 +321,71 @@ async fn load(env: &Env) -> Result<Option<Loaded>, LoadFailure> {
         .map_err(|e| LoadFailure::new(KV_UNAVAILABLE, format!("reading models/current: {e}")))?
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty());
-    let Some(version) = version else {
+    let Some(text) = text else {
         return Err(LoadFailure {
             backoff: false,
             ..LoadFailure::new(NO_MODEL, "no model published (models/current is missing)")
         });
     };
-    if MODEL.with(|m| {
-        m.borrow()
-            .current
-            .as_ref()
-            .is_some_and(|c| c.manifest.version == version)
-    }) {
+    let pointer = Pointer::parse(&text)
+        .map_err(|e| LoadFailure::new(BAD_POINTER, format!("models/current: {e}")))?;
+    let live = MODEL.with(|m| m.borrow().current.clone());
+    if live.as_ref().is_some_and(|l| l.pointer == pointer) {
         return Ok(None);
     }
-    let manifest = read_manifest(&kv, &version).await?;
+    // Every arm's manifest first: the arms together must fit the isolate before any shard is
+    // read. Arms already loaded are kept, not downloaded again.
+    let mut arms = Vec::with_capacity(pointer.arms().len());
+    let mut total = 0u64;
+    for arm in pointer.arms() {
+        let next = match live.as_ref().and_then(|l| l.version(&arm.version)) {
+            Some(loaded) => ArmLoad::Kept(loaded.clone()),
+            None => ArmLoad::Fetch(read_manifest(&kv, &arm.version).await?),
+        };
+        total += next.manifest().shard_bytes();
+        arms.push(next);
+    }
+    if total > MODEL_BUDGET_BYTES {
+        return Err(LoadFailure::new(
+            OVER_BUDGET,
+            format!(
+                "the arms of {text} have {total} bytes of shards together, above this worker's \
+                 budget of {MODEL_BUDGET_BYTES} bytes"
+            ),
+        ));
+    }
+    let mut models = Vec::with_capacity(arms.len());
+    for arm in arms {
+        models.push(match arm {
+            ArmLoad::Kept(loaded) => loaded,
+            ArmLoad::Fetch(manifest) => Rc::new(load_shards(&kv, manifest).await?),
+        });
+    }
+    Ok(Some(Live { pointer, models }))
+}
+
+/// One arm of a new pointer: a model this isolate already has, or a version to download.
+enum ArmLoad {
+    Kept(Rc<Loaded>),
+    Fetch(Manifest),
+}
+
+impl ArmLoad {
+    fn manifest(&self) -> &Manifest {
+        match self {
+            ArmLoad::Kept(loaded) => &loaded.manifest,
+            ArmLoad::Fetch(manifest) => manifest,
+        }
+    }
+}
+
+/// Downloads and validates the shards of one version.
+async fn load_shards(kv: &worker::KvStore, manifest: Manifest) -> Result<Loaded, LoadFailure> {
+    let version = manifest.version.clone();
     let mut shards = Vec::with_capacity(manifest.shards.len());
     for (position, s) in manifest.shards.iter().enumerate() {
         let key = keys::shard(&version, &s.file);
-        let bytes = read_shard(&kv, &key, s.bytes).await?;
+        let bytes = read_shard(kv, &key, s.bytes).await?;
         let shard = edgerec::Shard::from_aligned(bytes).map_err(|e| {
             let detail = format!("model {version}: shard {position} ({key}): {e}");
             LoadFailure::new(CORRUPT_SHARD, detail)
@@ -321,11 +404,11 @@ async fn load(env: &Env) -> Result<Option<Loaded>, LoadFailure> {
             ),
         ));
     }
-    Ok(Some(Loaded {
+    Ok(Loaded {
         manifest,
         engine,
         loaded_at_ms: now_ms(),
-    }))
+    })
 }
 
 /// Reads a version's manifest and refuses a model above the isolate's budget before any shard
@@ -359,7 +442,7 @@ async fn read_manifest(kv: &worker::KvStore, version: &str) -> Result<Manifest, 
     Ok(manifest)
 }
 
-fn current() -> (Option<Rc<Loaded>>, Option<Rc<Vec<String>>>) {
+fn current() -> (Option<Rc<Live>>, Option<Rc<Vec<String>>>) {
     MODEL.with(|m| {
         let m = m.borrow();
         (m.current.clone(), m.fallback.clone())
@@ -498,8 +581,10 @@ async fn route(mut req: Request, env: &Env, ctx: &worker::Context) -> Result<Res
         (Method::Get, "/v1/model") => {
             refresh(env, false).await;
             let (model, _) = current();
-            let m = model.ok_or_else(|| ApiError::new(503, "no_model", "no model is loaded"))?;
-            json(&serde_json::to_value(&m.manifest).unwrap_or_default(), 200).map_err(internal)
+            let live = model.ok_or_else(|| ApiError::new(503, "no_model", "no model is loaded"))?;
+            // Browsers score with the primary arm: splits are assigned at the edge.
+            let manifest = &live.primary().manifest;
+            json(&serde_json::to_value(manifest).unwrap_or_default(), 200).map_err(internal)
         }
         (Method::Get, p) if p.starts_with("/v1/model/") => shard(p, env).await,
         (_, "/v1/health" | "/v1/recommendations" | "/v1/events" | "/v1/model") => {
@@ -531,12 +616,21 @@ fn health() -> worker::Result<Response> {
         (Some(_), Some(_)) => "degraded",
         (None, _) => "fallback",
     };
-    let body = serde_json::json!({
-        "status": status,
-        "model": model.as_ref().map(|m| serde_json::json!({
+    let describe = |m: &Loaded| {
+        serde_json::json!({
             "version": m.manifest.version, "items": m.manifest.items, "dim": m.manifest.dim,
             "dtype": m.manifest.dtype, "shards": m.manifest.shards.len(), "loaded_at_ms": m.loaded_at_ms,
-        })),
+        })
+    };
+    let body = serde_json::json!({
+        "status": status,
+        "model": model.as_ref().map(|live| describe(live.primary())),
+        // With an A/B split: every arm, its weight and model.
+        "arms": model.as_ref().filter(|live| live.pointer.is_split()).map(|live| {
+            live.pointer.arms().iter().zip(&live.models).map(|(arm, m)| {
+                serde_json::json!({"version": arm.version, "weight": arm.weight, "model": describe(m)})
+            }).collect::<Vec<_>>()
+        }),
         "fallback": model.is_none(),
         "fallback_items": fallback.map_or(0, |f| f.len()),
         "last_check_ms": last_check,
@@ -567,7 +661,7 @@ async fn shard(path: &str, env: &Env) -> Result<Response, ApiError> {
         return Err(not_found());
     }
     let (model, _) = current();
-    let bytes = match model.filter(|m| m.manifest.version == version) {
+    let bytes = match model.as_ref().and_then(|live| live.version(version)) {
         Some(m) => m.engine.shard_bytes(index).ok_or_else(not_found)?.to_vec(),
         None => {
             let kv = env.kv("MODELS").map_err(internal)?;
@@ -613,14 +707,15 @@ async fn recommendations(
     let ctx = context::from_request(req, &o);
     let key = session_key(env);
     let visitor = read_session(req, key.as_deref());
-    let (model, fallback) = current();
-    let Some(model) = model else {
+    let (live, fallback) = current();
+    let Some(live) = live else {
         return fallback_list(fallback.as_deref(), &o.exclude, k, visitor.session.len());
     };
+    let (model, arm) = live.for_visitor(visitor.visitor);
     // Only lists without a session or exclusions are shared; the rest of the answer is always
     // this request's own.
     let cache_url = (visitor.session.is_empty() && o.exclude.is_empty())
-        .then(|| list_cache_url(&model, k, &ctx));
+        .then(|| list_cache_url(model, k, &ctx));
     let cached = match &cache_url {
         Some(url) => cached_list(url).await,
         None => None,
@@ -629,18 +724,19 @@ async fn recommendations(
     let items = match cached {
         Some(items) => items,
         None => {
-            let items = rank(&model, &visitor.session, &ctx, &o.exclude, k);
+            let items = rank(model, &visitor.session, &ctx, &o.exclude, k);
             if let Some(url) = &cache_url {
                 store_list(url, &items, var(env, "PRECOMPUTED_TTL_SECONDS", 60)).await;
             }
             items
         }
     };
-    let exposure = log_exposure(env, worker_ctx, &model, visitor.visitor, &items);
+    let exposure = log_exposure(env, worker_ctx, model, arm, visitor.visitor, &items);
     let body = serde_json::json!({
         "items": items,
         "model": model.manifest.version,
         "exposure": exposure,
+        "arm": arm,
         "fallback": false,
         "session_events": visitor.session.len(),
         "context": {
@@ -763,6 +859,7 @@ fn log_exposure(
     env: &Env,
     ctx: &worker::Context,
     model: &Loaded,
+    arm: Option<&str>,
     visitor: u64,
     items: &serde_json::Value,
 ) -> Option<String> {
@@ -785,7 +882,7 @@ fn log_exposure(
         user: visitor_user(visitor),
         ts: (now_ms() / 1000) as i64,
         model: model.manifest.version.clone(),
-        arm: None,
+        arm: arm.map(str::to_string),
         items,
     };
     let exposure = serde_json::to_string(&exposure).ok()?;
@@ -841,8 +938,8 @@ fn events(
             e.device = Some(edgerec::Device::Bot.name().to_string());
         }
     }
-    if let (Some(model), _) = current() {
-        check_known_items(&model, &posted)?;
+    if let (Some(live), _) = current() {
+        check_known_items(live.for_visitor(visitor.visitor).0, &posted)?;
     }
     for e in &posted {
         visitor

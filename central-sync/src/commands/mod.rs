@@ -1,6 +1,7 @@
 //! One module per command of the `central-sync` binary: each holds its clap arguments and
 //! its `run`, and the binary's `main.rs` only parses and dispatches.
 
+pub mod ab;
 pub mod eval;
 pub mod exposures;
 pub mod forget;
