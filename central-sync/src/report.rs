@@ -1,11 +1,11 @@
 //! `central-sync report`: one self-contained HTML page (inline CSS and SVG, no scripts, nothing
 //! fetched) from what the other commands measured: quality by session length (`eval --json`),
-//! off-policy estimates (`ope --json`) and the last sync's gate and drift (the sync state in the
+//! off-policy estimates (`ope --json`), A/B arms (`ab report --json`) and the last sync's gate and drift (the sync state in the
 //! event log). Each section appears when its input is given.
 
-use crate::ope;
 use crate::pipeline::LengthRow;
 use crate::sync_state::SyncState;
+use crate::{ab, ope};
 use serde::Deserialize;
 use std::fmt::Write as _;
 
@@ -20,6 +20,7 @@ pub struct EvalSummary {
 pub struct Inputs {
     pub eval: Option<EvalSummary>,
     pub ope: Option<ope::Report>,
+    pub ab: Option<ab::Report>,
     pub sync: Option<SyncState>,
     /// When the page was made (unix seconds), printed in its header.
     pub generated_at: i64,
@@ -66,11 +67,15 @@ pub fn render(inputs: &Inputs) -> String {
     if let Some(e) = &inputs.eval {
         html += &quality_section(e);
     }
+    if let Some(r) = &inputs.ab {
+        html += &ab_section(r);
+    }
     if let Some(o) = &inputs.ope {
         html += &ope_section(o);
     }
-    if inputs.sync.is_none() && inputs.eval.is_none() && inputs.ope.is_none() {
-        html += "<p>Nothing to report: give <code>--eval</code>, <code>--ope</code> or an event log with a sync behind it.</p>";
+    if inputs.sync.is_none() && inputs.eval.is_none() && inputs.ope.is_none() && inputs.ab.is_none()
+    {
+        html += "<p>Nothing to report: give <code>--eval</code>, <code>--ope</code>, <code>--ab</code> or an event log with a sync behind it.</p>";
     }
     html += "</body></html>\n";
     html
@@ -266,17 +271,32 @@ fn ope_section(o: &ope::Report) -> String {
     h
 }
 
-/// One row per estimator: its interval as a line, its estimate as a dot; the observed value
-/// (when given) as a shaded band and a dashed line.
+/// The OPE estimates with their intervals; the observed value (when given) as a band.
 fn ope_chart(o: &ope::Report) -> String {
-    let n = o.estimates.len() + usize::from(o.on_policy.is_some());
-    let (w, left, right, row_h, top) = (760.0, 170.0, 30.0, 34.0, 10.0);
-    let h = top + row_h * n as f64 + 30.0;
-    let all = o
+    let rows: Vec<(&str, ope::Interval, &str)> = o
         .estimates
         .iter()
-        .map(|(_, i)| *i)
-        .chain(o.on_policy)
+        .map(|(name, i)| (name.as_str(), *i, "#1f6feb"))
+        .chain(o.on_policy.map(|i| ("observed", i, "#2ca58d")))
+        .collect();
+    interval_chart("ope-chart", &rows, o.on_policy, 4)
+}
+
+/// One row per entry: its interval as a line, its value as a dot; `band` (when given) as a
+/// shaded band and a dashed line across all rows.
+fn interval_chart(
+    id: &str,
+    rows: &[(&str, ope::Interval, &str)],
+    band: Option<ope::Interval>,
+    digits: usize,
+) -> String {
+    let n = rows.len();
+    let (w, left, right, row_h, top) = (760.0, 170.0, 30.0, 34.0, 10.0);
+    let h = top + row_h * n as f64 + 30.0;
+    let all = rows
+        .iter()
+        .map(|r| r.1)
+        .chain(band)
         .flat_map(|i| [i.low, i.high, i.estimate]);
     let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
         (a.min(v), b.max(v))
@@ -285,9 +305,9 @@ fn ope_chart(o: &ope::Report) -> String {
     let (lo, hi) = ((lo - pad).max(0.0), hi + pad);
     let x = |v: f64| left + (w - left - right) * (v - lo) / (hi - lo);
     let mut s = format!(
-        "<svg class=\"chart\" id=\"ope-chart\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"estimates with intervals\">"
+        "<svg class=\"chart\" id=\"{id}\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"values with intervals\">"
     );
-    if let Some(obs) = o.on_policy {
+    if let Some(obs) = band {
         let _ = write!(
             s,
             "<rect x=\"{:.1}\" y=\"{top}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#2ca58d\" opacity=\"0.12\"/>\
@@ -300,18 +320,13 @@ fn ope_chart(o: &ope::Report) -> String {
             top + row_h * n as f64
         );
     }
-    let rows = o
-        .estimates
-        .iter()
-        .map(|(name, i)| (name.as_str(), *i, "#1f6feb"))
-        .chain(o.on_policy.map(|i| ("observed", i, "#2ca58d")));
-    for (r, (name, i, colour)) in rows.enumerate() {
+    for (r, (name, i, colour)) in rows.iter().enumerate() {
         let y = top + row_h * (r as f64 + 0.5);
         let _ = write!(
             s,
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\
              <line class=\"interval\" x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"{colour}\" stroke-width=\"3\"/>\
-             <circle cx=\"{:.1}\" cy=\"{y:.1}\" r=\"5\" fill=\"{colour}\"><title>{:.5} [{:.5}, {:.5}]</title></circle>",
+             <circle cx=\"{:.1}\" cy=\"{y:.1}\" r=\"5\" fill=\"{colour}\"><title>{:.digits$} [{:.digits$}, {:.digits$}]</title></circle>",
             left - 10.0,
             y + 4.0,
             escape(name),
@@ -327,13 +342,92 @@ fn ope_chart(o: &ope::Report) -> String {
         let v = lo + (hi - lo) * f64::from(k) / 4.0;
         let _ = write!(
             s,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{v:.4}</text>",
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{v:.digits$}</text>",
             x(v),
             h - 8.0
         );
     }
     s += "</svg>";
     s
+}
+
+/// The arms of an A/B split (`ab report --json`): CTR per arm with its interval, the
+/// differences to the control, the sample-ratio check and the better arm.
+fn ab_section(r: &ab::Report) -> String {
+    let z = statrs::distribution::ContinuousCDF::inverse_cdf(
+        &statrs::distribution::Normal::standard(),
+        0.5 + r.level / 2.0,
+    );
+    let mut h = String::from("<h2 id=\"ab\">A/B arms</h2>");
+    if let Some(srm) = &r.srm {
+        let _ = write!(
+            h,
+            "<p class=\"{}\">Sample ratio: χ² {:.2} ({} df), p = {:.3}: {}.</p>",
+            if srm.mismatch { "bad" } else { "muted" },
+            srm.chi_squared,
+            srm.degrees_of_freedom,
+            srm.p_value,
+            if srm.mismatch {
+                "mismatch: assignment or logging is broken, do not trust the comparison"
+            } else {
+                "consistent with the split"
+            }
+        );
+    }
+    let rows: Vec<(&str, ope::Interval, &str)> = r
+        .arms
+        .iter()
+        .enumerate()
+        .map(|(k, a)| {
+            let i = ope::Interval {
+                estimate: a.ctr,
+                low: (a.ctr - z * a.ctr_se).max(0.0),
+                high: a.ctr + z * a.ctr_se,
+            };
+            (a.arm.as_str(), i, COLOURS[k % COLOURS.len()])
+        })
+        .collect();
+    h += &interval_chart("ab-chart", &rows, None, 3);
+    h += "<table><tr><th>arm</th><th>share</th><th>visitors</th><th>lists</th><th>clicked</th>\
+          <th>CTR</th><th>± s.e.</th><th>conversions</th></tr>";
+    for a in &r.arms {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{:.0}%</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}%</td><td>{:.2}%</td><td>{}</td></tr>",
+            escape(&a.arm),
+            100.0 * a.expected_share,
+            a.visitors,
+            a.lists,
+            a.lists_clicked,
+            100.0 * a.ctr,
+            100.0 * a.ctr_se,
+            a.conversions
+        );
+    }
+    h += "</table><table><tr><th>arm vs control</th><th>CTR difference</th><th>interval</th><th>relative</th><th>p</th></tr>";
+    for d in &r.differences {
+        let _ = write!(
+            h,
+            "<tr><td>{} vs {}</td><td>{:+.2} points</td><td>[{:+.2}, {:+.2}]</td><td>{:+.1}%</td><td>{:.3}</td></tr>",
+            escape(&d.arm),
+            escape(&d.control),
+            100.0 * d.ctr_difference,
+            100.0 * d.low,
+            100.0 * d.high,
+            100.0 * d.relative,
+            d.p_value
+        );
+    }
+    h += "</table>";
+    let _ = write!(
+        h,
+        "<p>Better arm: <strong>{}</strong> ({:.0}% intervals over visitors).</p>",
+        r.winner
+            .as_deref()
+            .map_or_else(|| "none yet".to_string(), escape),
+        100.0 * r.level
+    );
+    h
 }
 
 #[cfg(test)]
@@ -357,6 +451,21 @@ mod tests {
             trending_30d: m(best),
             markov_last_item: m(0.02),
             knn_last5: m(0.015),
+        }
+    }
+
+    fn arm(name: &str, ctr: f64, visitors: usize) -> ab::ArmReport {
+        ab::ArmReport {
+            arm: name.into(),
+            expected_share: 0.5,
+            visitors,
+            lists: 2 * visitors,
+            lists_clicked: 0,
+            clicks: 0,
+            conversions: 0,
+            ctr,
+            ctr_se: 0.005,
+            conversion_rate: 0.0,
         }
     }
 
@@ -385,6 +494,26 @@ mod tests {
                 estimates: vec![("IPS".into(), interval(0.0024))],
                 on_policy: Some(interval(0.0038)),
             }),
+            ab: Some(ab::Report {
+                level: 0.95,
+                arms: vec![arm("v1", 0.4471, 1020), arm("v2", 0.1153, 980)],
+                differences: vec![ab::Difference {
+                    arm: "v2".into(),
+                    control: "v1".into(),
+                    ctr_difference: -0.3318,
+                    low: -0.3480,
+                    high: -0.3155,
+                    relative: -0.742,
+                    p_value: 0.0,
+                }],
+                srm: Some(ab::Srm {
+                    chi_squared: 0.8,
+                    degrees_of_freedom: 1,
+                    p_value: 0.371,
+                    mismatch: false,
+                }),
+                winner: Some("v1".into()),
+            }),
             sync: Some(SyncState {
                 model_version: Some("v1\"><script>".into()),
                 published: Some(false),
@@ -412,6 +541,15 @@ mod tests {
         assert!(html.contains("v1&quot;&gt;&lt;script&gt;") && !html.contains("<script>"));
         assert!(html.contains("held back") && html.contains("<td>0.128</td>"));
         assert!(html.contains("2025-12-04 00:00"));
+        // A/B: arms, the difference, the sample-ratio check, the better arm.
+        assert!(
+            html.contains("<td>v1</td><td>50%</td><td>1020</td>"),
+            "{html}"
+        );
+        assert!(html.contains("<td>v2 vs v1</td><td>-33.18 points</td><td>[-34.80, -31.55]</td>"));
+        assert!(html.contains("p = 0.371: consistent with the split"));
+        assert!(html.contains("Better arm: <strong>v1</strong>"));
+        assert!(html.contains("id=\"ab-chart\""));
         // Nothing given: a page that says so.
         assert!(render(&Inputs::default()).contains("Nothing to report"));
     }

@@ -1,5 +1,5 @@
-//! `central-sync report`: a self-contained HTML page of quality, off-policy estimates and the
-//! last sync's gate and drift.
+//! `central-sync report`: a self-contained HTML page of quality, A/B arms, off-policy estimates
+//! and the last sync's gate and drift.
 
 use super::Output;
 use crate::report::{self, EvalSummary, Inputs};
@@ -20,6 +20,9 @@ pub struct Args {
     /// The output of `central-sync ope --json` (off-policy estimates).
     #[arg(long)]
     pub ope: Option<PathBuf>,
+    /// The output of `central-sync ab report --json` (A/B arms).
+    #[arg(long)]
+    pub ab: Option<PathBuf>,
 }
 
 fn read_json<T: DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
@@ -39,6 +42,11 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
         .as_deref()
         .map(|p| read_json(p, "`central-sync ope --json`"))
         .transpose()?;
+    let ab = args
+        .ab
+        .as_deref()
+        .map(|p| read_json(p, "`central-sync ab report --json`"))
+        .transpose()?;
     // The sync section only when the event log exists and a sync has run (opening would create
     // an empty log).
     let sync = if global.db.exists() {
@@ -50,6 +58,7 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
     let html = report::render(&Inputs {
         eval,
         ope,
+        ab,
         sync,
         generated_at: crate::sync::now(),
     });
