@@ -4,8 +4,10 @@
 //! `Authorization: Bearer <token>`. Each event is validated on its own: valid ones are stored
 //! (deduplicated by `id`), invalid ones are listed with their index and reason, and one bad
 //! event never rejects the rest. `POST /v1/exposures` takes the lists the edge served in the
-//! same envelope, validated and stored the same way. `GET /healthz` and Prometheus `GET /metrics` report the log and
-//! the last sync.
+//! same envelope, validated and stored the same way. `POST /v1/edge-metrics` takes the edge
+//! isolates' per-request counts (`edgerec_contract::edge_metrics`), summed in memory into
+//! `/metrics`. `GET /healthz` and Prometheus `GET /metrics` report the log, the last sync and
+//! the edge.
 
 use crate::store::{Inserted, Store};
 use crate::sync_state::SyncState;
@@ -15,6 +17,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use edgerec_contract::edge_metrics::{validate_edge_report_json, Tallies, LATENCY_BOUNDS_MS};
 use edgerec_contract::events::{parse_batch, validate_json, Defaults};
 use edgerec_contract::exposures::validate_exposure_json;
 use edgerec_contract::ApiError;
@@ -49,7 +52,15 @@ struct AppState {
     duplicates: AtomicU64,
     exposures: AtomicU64,
     exposures_rejected: AtomicU64,
+    /// The edge's request counts, summed over every report since this process started.
+    edge: Mutex<Tallies>,
+    edge_reports: AtomicU64,
+    edge_reports_rejected: AtomicU64,
 }
+
+/// The most distinct label sets of edge requests `/metrics` keeps (routes × statuses × models ×
+/// cache states × error codes stays far below it; a bug or a forged report cannot grow memory).
+const EDGE_SERIES_CAP: usize = 4096;
 
 /// Runs `f` on the store on a blocking thread.
 async fn with_store<T: Send + 'static>(
@@ -172,6 +183,94 @@ async fn ingest_exposures(
     batch_answer(count, inserted, rejected)
 }
 
+/// `POST /v1/edge-metrics`: isolates' request counts since their last report, validated one by
+/// one and added to the totals `/metrics` shows. Kept in memory only: Prometheus stores them,
+/// and its `rate()` handles this process restarting.
+async fn ingest_edge_metrics(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let items = match authorized_batch(&app, &headers, body).await {
+        Ok(items) => items,
+        Err(answer) => return answer,
+    };
+    let mut valid = Vec::new();
+    let mut rejected = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match validate_edge_report_json(item) {
+            Ok(r) => valid.push(r),
+            Err(e) => rejected.push(json!({"index": index, "error": e.to_string()})),
+        }
+    }
+    let count = valid.len();
+    if let Ok(mut edge) = app.edge.lock() {
+        for r in &valid {
+            edge.merge(r, EDGE_SERIES_CAP);
+        }
+    }
+    app.edge_reports.fetch_add(count as u64, Ordering::Relaxed);
+    app.edge_reports_rejected
+        .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+    let inserted = Inserted {
+        stored: count,
+        duplicates: 0,
+    };
+    batch_answer(count, inserted, rejected)
+}
+
+/// Escapes a Prometheus label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The edge's series in the exposition format: request counts by every label, and a latency
+/// histogram per route.
+fn edge_exposition(edge: &Tallies) -> String {
+    use std::collections::BTreeMap;
+    use std::fmt::Write;
+    let mut out = String::from(
+        "# HELP edgerec_edge_requests_total Requests the edge answered, by route, status, model version, list cache state and error code (summed over isolate reports).\n# TYPE edgerec_edge_requests_total counter\n",
+    );
+    let mut by_route: BTreeMap<&str, edgerec_contract::edge_metrics::Tally> = BTreeMap::new();
+    for (l, t) in edge.iter() {
+        let _ = writeln!(
+            out,
+            "edgerec_edge_requests_total{{route=\"{}\",status=\"{}\",model=\"{}\",cache=\"{}\",error=\"{}\"}} {}",
+            label(&l.route),
+            l.status,
+            label(&l.model),
+            label(&l.cache),
+            label(&l.error),
+            t.count
+        );
+        by_route.entry(&l.route).or_default().merge(t);
+    }
+    out += "# HELP edgerec_edge_request_duration_seconds Time from request to response at the edge, as the Workers clock sees it (it advances on I/O: KV and cache waits count, CPU time does not).\n# TYPE edgerec_edge_request_duration_seconds histogram\n";
+    for (route, t) in &by_route {
+        let route = label(route);
+        let mut cumulative = 0;
+        for (bound, n) in LATENCY_BOUNDS_MS.iter().zip(&t.buckets) {
+            cumulative += n;
+            let _ = writeln!(
+                out,
+                "edgerec_edge_request_duration_seconds_bucket{{route=\"{route}\",le=\"{}\"}} {cumulative}",
+                bound / 1000.0
+            );
+        }
+        let _ = writeln!(
+            out,
+            "edgerec_edge_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}\nedgerec_edge_request_duration_seconds_sum{{route=\"{route}\"}} {}\nedgerec_edge_request_duration_seconds_count{{route=\"{route}\"}} {}",
+            t.count,
+            t.ms_sum / 1000.0,
+            t.count
+        );
+    }
+    out
+}
+
 async fn ingest(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let items = match authorized_batch(&app, &headers, body).await {
         Ok(items) => items,
@@ -266,11 +365,32 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         "Exposures rejected as invalid by this process.",
         app.exposures_rejected.load(Ordering::Relaxed).to_string(),
     );
+    gauge(
+        "edgerec_edge_reports_total",
+        "Edge isolate metric reports received by this process.",
+        app.edge_reports.load(Ordering::Relaxed).to_string(),
+    );
+    gauge(
+        "edgerec_edge_reports_rejected_total",
+        "Edge isolate metric reports rejected as invalid by this process.",
+        app.edge_reports_rejected
+            .load(Ordering::Relaxed)
+            .to_string(),
+    );
+    let edge = app.edge.lock().map(|e| e.clone()).unwrap_or_default();
+    gauge(
+        "edgerec_edge_requests_dropped_total",
+        "Edge requests counted without labels: an isolate or this process had kept its most series.",
+        edge.dropped.to_string(),
+    );
     for (name, help, value) in state.gauges() {
         gauge(name, help, value);
     }
     if let Some(v) = &state.model_version {
         out += &format!("# HELP edgerec_model_version_info The published model version.\n# TYPE edgerec_model_version_info gauge\nedgerec_model_version_info{{version=\"{}\"}} 1\n", v.replace('"', ""));
+    }
+    if !edge.is_empty() {
+        out += &edge_exposition(&edge);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
@@ -291,10 +411,14 @@ pub async fn run(store: Store, sink: Sink, addr: &str, token: String) -> anyhow:
         duplicates: AtomicU64::new(0),
         exposures: AtomicU64::new(0),
         exposures_rejected: AtomicU64::new(0),
+        edge: Mutex::new(Tallies::default()),
+        edge_reports: AtomicU64::new(0),
+        edge_reports_rejected: AtomicU64::new(0),
     });
     let router = Router::new()
         .route("/v1/events", post(ingest))
         .route("/v1/exposures", post(ingest_exposures))
+        .route("/v1/edge-metrics", post(ingest_edge_metrics))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES + 1))

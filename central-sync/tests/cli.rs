@@ -931,6 +931,49 @@ fn serve_ingests_validates_and_reports_metrics() {
         &db,
     ));
     assert!(ope.contains("IPS"), "{ope}");
+
+    // Edge metrics: two isolates' reports add up; a bad one is refused with its reason.
+    let report = |isolate: &str, hits: u64| {
+        format!(
+            r#"{{"isolate":"{isolate}","ts":978300800,"series":[
+              {{"route":"recommendations","status":200,"model":"m1","cache":"hit","error":"",
+                "count":{hits},"ms_sum":{hits}.0,"buckets":[{hits},0,0,0,0,0,0,0,0,0,0]}},
+              {{"route":"events","status":400,"model":"none","cache":"none","error":"unknown_item",
+                "count":1,"ms_sum":30.0,"buckets":[0,0,0,0,0,1,0,0,0,0,0]}}]}}"#
+        )
+    };
+    assert_eq!(post_to("/v1/edge-metrics", &report("a", 3), "wrong").0, 401);
+    let two = format!("[{},{}]", report("a", 3), report("b", 2));
+    let (status, body) = post_to("/v1/edge-metrics", &two, "secret-token");
+    assert_eq!(
+        (status, body.contains(r#""stored":2"#)),
+        (200, true),
+        "{body}"
+    );
+    let (status, body) = post_to(
+        "/v1/edge-metrics",
+        &report("c", 1).replace("recommendations", "admin"),
+        "secret-token",
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("`route`"), "{body}");
+    let metrics = ureq::get(&format!("{base}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    for line in [
+        r#"edgerec_edge_requests_total{route="recommendations",status="200",model="m1",cache="hit",error=""} 5"#,
+        r#"edgerec_edge_requests_total{route="events",status="400",model="none",cache="none",error="unknown_item"} 2"#,
+        r#"edgerec_edge_request_duration_seconds_bucket{route="events",le="0.025"} 0"#,
+        r#"edgerec_edge_request_duration_seconds_bucket{route="events",le="0.05"} 2"#,
+        r#"edgerec_edge_request_duration_seconds_count{route="recommendations"} 5"#,
+        r#"edgerec_edge_request_duration_seconds_sum{route="events"} 0.06"#,
+        "edgerec_edge_reports_total 2",
+        "edgerec_edge_reports_rejected_total 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
 }
 
 #[test]

@@ -8,11 +8,13 @@
 //!   `POST /v1/events`, the ingest endpoint and the CSV import) and the batch envelope;
 //! - [`exposures`]: what a visitor was shown (model, arm, items with positions, scores and
 //!   propensities), which clicks name;
+//! - [`edge_metrics`]: per-request counts and latencies an isolate reports to central-sync;
 //! - [`error`]: the JSON error body `{"error": {"code": ..., "message": ...}}`.
 //!
 //! Serde-based and free of platform types: it builds natively and for wasm32. The scoring core
 //! (`edgerec`) stays serde-free; this crate stands on it, never the other way round.
 
+pub mod edge_metrics;
 pub mod error;
 pub mod events;
 pub mod exposures;

@@ -11,6 +11,11 @@
 //! - `GET /v1/health`: which model serves, when it was checked, the last load error.
 //! - `GET /v1/model`, `GET /v1/model/<version>/shard-<i>.bin`: the served model, for browsers.
 //!
+//! Every answer is counted by route, status, model, list-cache state and error code with its
+//! latency ([`metrics`]): reported per isolate to central-sync's `POST /v1/edge-metrics`, and
+//! written to Workers Analytics Engine (`EDGE_ANALYTICS`) and Workers Logs (`REQUEST_LOG`)
+//! where configured.
+//!
 //! `models/current` names one version or an A/B split (`v1=90,v2=10`, [`Pointer`]): every arm
 //! is loaded, each visitor is served by the arm their visitor id hashes to, and the arm travels
 //! in the answer and the exposure log.
@@ -22,6 +27,7 @@
 
 pub mod api;
 mod context;
+pub mod metrics;
 pub mod token;
 
 use api::ApiError;
@@ -115,6 +121,14 @@ thread_local! {
 
 fn now_ms() -> u64 {
     Date::now().as_millis()
+}
+
+/// A variable's trimmed text, `None` when unset or empty.
+fn setting(env: &Env, name: &str) -> Option<String> {
+    env.var(name)
+        .map(|v| v.to_string().trim().to_string())
+        .ok()
+        .filter(|v| !v.is_empty())
 }
 
 fn var(env: &Env, name: &str, default: u64) -> u64 {
@@ -506,16 +520,110 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: worker::Context) -> worker::Result<Response> {
-    match route(req, &env, &ctx).await {
-        Ok(r) => Ok(r),
-        Err(e) => error_response(&e),
+    let started = Date::now().as_millis();
+    let route_label = metrics::route_label(&req.path());
+    let (answer, error) = match route(req, &env, &ctx).await {
+        Ok(r) => (Ok(r), ""),
+        Err(e) => (error_response(&e), e.code),
+    };
+    if let Ok(r) = &answer {
+        let header = |name: &str| r.headers().get(name).ok().flatten();
+        let labels = metrics::labels(
+            route_label,
+            r.status_code(),
+            header("X-Edgerec-Model").as_deref(),
+            header("X-Edgerec-Cache").as_deref(),
+            error,
+        );
+        let ms = Date::now().as_millis().saturating_sub(started) as f64;
+        record_request(&env, &ctx, labels, ms);
     }
+    answer
 }
 
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     refresh(&env, true).await;
     drain_spool(&env).await;
+    // An isolate that served requests since its last report sends it now (the cron's isolate
+    // only; others send on their next request after the interval).
+    if let Some(ingest) = Ingest::edge_metrics(&env) {
+        let report = EDGE.with(|e| e.borrow_mut().due(now_ms(), 0, &isolate_id()));
+        if let Some(report) = report {
+            send_edge_report(&ingest, &report).await;
+        }
+    }
+}
+
+thread_local! {
+    static EDGE: RefCell<metrics::IsolateTallies> = const { RefCell::new(metrics::IsolateTallies::new()) };
+    static ISOLATE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// This isolate's id in its metric reports, picked at its first report.
+fn isolate_id() -> String {
+    ISOLATE.with(|i| {
+        let mut i = i.borrow_mut();
+        if i.is_empty() {
+            *i = format!("i{:016x}", random_u64());
+        }
+        i.clone()
+    })
+}
+
+/// Counts one answer (`metrics`): into the isolate's report to central-sync (sent after the
+/// response once `EDGE_METRICS_FLUSH_SECONDS`, default 60, have passed), one Analytics Engine
+/// data point when the `EDGE_ANALYTICS` binding exists, one log line when `REQUEST_LOG` is
+/// `json`. Latency is what the Workers clock shows: it advances on I/O (KV, cache, fetches),
+/// not during computation, so CPU time is not in it (Workers' own analytics has CPU time).
+fn record_request(
+    env: &Env,
+    ctx: &worker::Context,
+    labels: edgerec_contract::edge_metrics::Labels,
+    ms: f64,
+) {
+    if let Ok(dataset) = env.analytics_engine("EDGE_ANALYTICS") {
+        let p = metrics::data_point(&labels, ms);
+        let point = worker::AnalyticsEngineDataPointBuilder::new()
+            .indexes([p.index.as_str()])
+            .blobs(p.blobs.to_vec())
+            .doubles(p.doubles.to_vec())
+            .build();
+        if let Err(e) = dataset.write_data_point(&point) {
+            worker::console_warn!("edgerec: analytics engine write failed: {e}");
+        }
+    }
+    if setting(env, "REQUEST_LOG").is_some_and(|v| v.eq_ignore_ascii_case("json")) {
+        worker::console_log!("{}", metrics::log_line(&labels, ms));
+    }
+    let Some(ingest) = Ingest::edge_metrics(env) else {
+        return;
+    };
+    let flush_ms = var(env, "EDGE_METRICS_FLUSH_SECONDS", 60) * 1000;
+    let isolate = isolate_id();
+    let report = EDGE.with(|e| {
+        e.borrow_mut()
+            .observe(labels, ms, now_ms(), flush_ms, &isolate)
+    });
+    if let Some(report) = report {
+        ctx.wait_until(async move { send_edge_report(&ingest, &report).await });
+    }
+}
+
+/// One attempt: metrics are not worth a retry or the spool (the next report carries on).
+async fn send_edge_report(ingest: &Ingest, report: &edgerec_contract::edge_metrics::EdgeReport) {
+    let Ok(body) = serde_json::to_string(report) else {
+        return;
+    };
+    match ingest.send(&body).await {
+        Delivery::Stored => {}
+        Delivery::Refused(code) => {
+            worker::console_error!("edgerec: ingest refused an edge metrics report ({code})");
+        }
+        Delivery::Failed(why) => {
+            worker::console_warn!("edgerec: edge metrics report lost: ingest {why}");
+        }
+    }
 }
 
 /// Bytes of this module's linear memory.
@@ -584,7 +692,12 @@ async fn route(mut req: Request, env: &Env, ctx: &worker::Context) -> Result<Res
             let live = model.ok_or_else(|| ApiError::new(503, "no_model", "no model is loaded"))?;
             // Browsers score with the primary arm: splits are assigned at the edge.
             let manifest = &live.primary().manifest;
-            json(&serde_json::to_value(manifest).unwrap_or_default(), 200).map_err(internal)
+            let mut r =
+                json(&serde_json::to_value(manifest).unwrap_or_default(), 200).map_err(internal)?;
+            r.headers_mut()
+                .set("X-Edgerec-Model", &manifest.version)
+                .map_err(internal)?;
+            Ok(r)
         }
         (Method::Get, p) if p.starts_with("/v1/model/") => shard(p, env).await,
         (_, "/v1/health" | "/v1/recommendations" | "/v1/events" | "/v1/model") => {
@@ -750,8 +863,12 @@ async fn recommendations(
         (Some(_), true) => "hit",
         (Some(_), false) => "miss",
     };
-    r.headers_mut()
+    let headers = r.headers_mut();
+    headers
         .set("X-Edgerec-Cache", cache_state)
+        .map_err(internal)?;
+    headers
+        .set("X-Edgerec-Model", &model.manifest.version)
         .map_err(internal)?;
     Ok(r)
 }
@@ -1145,33 +1262,44 @@ enum Delivery {
 
 impl Ingest {
     fn from_env(env: &Env, stream: Stream) -> Option<Ingest> {
-        let setting = |name: &str| {
-            env.var(name)
-                .map(|v| v.to_string().trim().to_string())
-                .ok()
-                .filter(|v| !v.is_empty())
-        };
-        let events = setting("INGEST_URL")?;
-        let url = match stream {
-            Stream::Events => events,
-            Stream::Exposures => {
-                if setting("EXPOSURES").is_some_and(|v| v.eq_ignore_ascii_case("off")) {
-                    return None;
-                }
-                match setting("EXPOSURE_URL") {
-                    Some(url) => url,
-                    None => format!(
-                        "{}/v1/exposures",
-                        events.trim_end_matches('/').trim_end_matches("/v1/events")
-                    ),
-                }
-            }
-        };
-        let token = env
-            .secret("INGEST_TOKEN")
+        match stream {
+            Stream::Events => Some(Ingest {
+                url: setting(env, "INGEST_URL")?,
+                token: Ingest::token(env),
+            }),
+            Stream::Exposures => Ingest::sibling(env, "EXPOSURES", "EXPOSURE_URL", "/v1/exposures"),
+        }
+    }
+
+    /// Where isolates report their request metrics (`EDGE_METRICS_URL`, else `INGEST_URL`'s
+    /// sibling `/v1/edge-metrics`); `None` without an ingest or with `EDGE_METRICS = "off"`.
+    fn edge_metrics(env: &Env) -> Option<Ingest> {
+        Ingest::sibling(env, "EDGE_METRICS", "EDGE_METRICS_URL", "/v1/edge-metrics")
+    }
+
+    /// An endpoint beside the event ingest: `url_var` when set, else `INGEST_URL` with its
+    /// `/v1/events` replaced by `path`; `None` without `INGEST_URL` or when `switch` is `off`.
+    fn sibling(env: &Env, switch: &str, url_var: &str, path: &str) -> Option<Ingest> {
+        let events = setting(env, "INGEST_URL")?;
+        if setting(env, switch).is_some_and(|v| v.eq_ignore_ascii_case("off")) {
+            return None;
+        }
+        let url = setting(env, url_var).unwrap_or_else(|| {
+            format!(
+                "{}{path}",
+                events.trim_end_matches('/').trim_end_matches("/v1/events")
+            )
+        });
+        Some(Ingest {
+            url,
+            token: Ingest::token(env),
+        })
+    }
+
+    fn token(env: &Env) -> String {
+        env.secret("INGEST_TOKEN")
             .map(|s| s.to_string())
-            .unwrap_or_default();
-        Some(Ingest { url, token })
+            .unwrap_or_default()
     }
 
     async fn send(&self, body: &str) -> Delivery {

@@ -134,9 +134,9 @@ class PrometheusAgainstCentral(unittest.TestCase):
         cls.log.close()
         cls.tmp.cleanup()
 
-    def post_events(self, body):
+    def post_events(self, body, path="/v1/events"):
         req = urllib.request.Request(
-            f"{self.central}/v1/events", data=body.encode(), method="POST",
+            f"{self.central}{path}", data=body.encode(), method="POST",
             headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(req, timeout=10) as r:
@@ -150,6 +150,18 @@ class PrometheusAgainstCentral(unittest.TestCase):
             {"id": "ops-3", "user": "u2", "item": "m8", "ts": 978_999_002},
         ]))
         self.assertEqual(stored["stored"], 2)
+        # An edge isolate's report: lists served and cached, and a KV outage's 503s.
+        def series(route, status, model, cache, error, count, ms):
+            buckets = [0] * 11
+            buckets[3] = count
+            return {"route": route, "status": status, "model": model, "cache": cache, "error": error,
+                    "count": count, "ms_sum": ms * count, "buckets": buckets}
+        report = {"isolate": "i-ops", "ts": 978_999_100, "series": [
+            series("recommendations", 200, "v1", "miss", "", 40, 8.0),
+            series("recommendations", 200, "v1", "hit", "", 60, 6.0),
+            series("recommendations", 503, "none", "none", "kv_unavailable", 1, 7.0),
+        ]}
+        self.assertEqual(self.post_events(json.dumps(report), "/v1/edge-metrics")["stored"], 1)
 
         # The exposition passes Prometheus' own linter.
         with urllib.request.urlopen(f"{self.central}/metrics", timeout=10) as r:
@@ -185,12 +197,13 @@ class PrometheusAgainstCentral(unittest.TestCase):
             return rules if rules and all(r.get("lastEvaluation", "").startswith("20") for r in rules) else None
 
         rules = wait_for("every rule to be evaluated", rules_evaluated)
-        self.assertEqual(len(rules), 7)
+        self.assertEqual(len(rules), 9)
         for r in rules:
             self.assertEqual(r["health"], "ok", f"{r['name']}: {r.get('lastError')}")
         active = {a["labels"]["alertname"] for a in get_json(f"{self.prom}/api/v1/alerts")["data"]["alerts"]}
         self.assertNotIn("EdgerecNoModel", active)
         self.assertNotIn("EdgerecCentralDown", active)
+        self.assertNotIn("EdgerecEdgeFallback", active)
 
 
 if __name__ == "__main__":

@@ -475,7 +475,8 @@ test('a batch the ingest does not take goes to the KV spool; the cron delivers i
     up = true;
     await worker.scheduled({ cron: '*/5 * * * *' });
     assert.equal((await spooled()).length, 0, 'delivered and removed');
-    const last = received[received.length - 1];
+    const posts = received.filter((x) => x.path === '/v1/events');
+    const last = posts[posts.length - 1];
     assert.deepEqual(last.body.map((e) => e.id), received[0].body.map((e) => e.id), 'the same ids: a re-delivery is stored once');
     assert.equal(last.auth, 'Bearer ingest-secret');
   } finally {
@@ -621,11 +622,81 @@ test('exposures are sent in batches per isolate, to the sibling /v1/exposures, s
     up = true;
     await (await edge.getWorker()).scheduled({ cron: '*/5 * * * *' });
     assert.equal((await spooled()).length, 0, 'delivered and removed');
-    const last = received[received.length - 1];
-    assert.equal(last.path, '/v1/exposures');
+    // (The cron also sends the isolate's request metrics, to /v1/edge-metrics.)
+    const lists = received.filter((r) => r.path === '/v1/exposures');
+    const last = lists[lists.length - 1];
     assert.equal(last.body.length, 3);
+    assert.ok(received.some((r) => r.path === '/v1/edge-metrics' && r.auth === 'Bearer ingest-secret'));
   } finally {
     await edge.dispose();
     close();
   }
 });
+
+test('every answer is counted by route, status, model, cache state and error, and the counts reach central-sync\'s /metrics (issue 15)', async () => {
+  const ingest = await realIngest(join(tmp, 'edge-metrics.db'));
+  try {
+    await edgeMetricsReachCentral(ingest);
+  } finally {
+    ingest.stop();
+  }
+});
+
+async function edgeMetricsReachCentral(ingest) {
+  const scrape = async () => (await (await fetch(`${ingest.base}/metrics`)).text());
+  const value = (text, series) => {
+    const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+    return line === undefined ? undefined : Number(line.slice(series.length + 1));
+  };
+  const waitFor = async (check) => {
+    for (let i = 0; i < 100; i++) {
+      const text = await scrape();
+      if (check(text)) return text;
+      await new Promise((ok) => setTimeout(ok, 100));
+    }
+    return scrape();
+  };
+  const bindings = { SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', INGEST_URL: `${ingest.base}/v1/events`, INGEST_TOKEN: 'ingest-secret', EXPOSURES: 'off', REQUEST_LOG: 'json' };
+  // A report per request, and the Analytics Engine binding present (Miniflare's local dataset
+  // accepts and drops data points: writing one must not disturb the answer).
+  const edge = workerMiniflare({ ...bindings, EDGE_METRICS_FLUSH_SECONDS: '0' }, { analyticsEngineDatasets: { EDGE_ANALYTICS: { dataset: 'edgerec_requests' } } });
+  try {
+    await copyDirToKv(kvDir, await edge.getKVNamespace('MODELS'));
+    const version = readFileSync(join(kvDir, 'models/current'), 'utf8');
+    const call = async (path, init) => { const r = await edge.dispatchFetch(`http://localhost${path}`, init); await r.arrayBuffer(); return r; };
+    const first = await call(`/v1/recommendations?k=5&${ctx}`);
+    assert.equal(first.headers.get('X-Edgerec-Model'), version);
+    assert.equal((await call(`/v1/recommendations?k=5&${ctx}`)).headers.get('X-Edgerec-Cache'), 'hit');
+    assert.equal((await call('/v1/health')).status, 200);
+    assert.equal((await call('/nope')).status, 404);
+    assert.equal((await call('/v1/events', { method: 'POST', body: JSON.stringify({ item: 'no-such-film', type: 'click' }), headers: { 'Content-Type': 'application/json' } })).status, 400);
+    const series = (route, status, model, cache, error) =>
+      `edgerec_edge_requests_total{route="${route}",status="${status}",model="${model}",cache="${cache}",error="${error}"}`;
+    const text = await waitFor((t) => value(t, 'edgerec_edge_reports_total') >= 5);
+    assert.equal(value(text, 'edgerec_edge_reports_total'), 5, text);
+    assert.equal(value(text, series('recommendations', 200, version, 'miss', '')), 1, text);
+    assert.equal(value(text, series('recommendations', 200, version, 'hit', '')), 1, text);
+    assert.equal(value(text, series('health', 200, 'none', 'none', '')), 1, text);
+    assert.equal(value(text, series('other', 404, 'none', 'none', 'not_found')), 1, text);
+    assert.equal(value(text, series('events', 400, 'none', 'none', 'unknown_item')), 1, text);
+    assert.equal(value(text, 'edgerec_edge_request_duration_seconds_count{route="recommendations"}'), 2, text);
+    assert.equal(value(text, 'edgerec_edge_request_duration_seconds_bucket{route="recommendations",le="+Inf"}'), 2, text);
+    assert.equal(value(text, 'edgerec_edge_reports_rejected_total'), 0);
+  } finally {
+    await edge.dispose();
+  }
+  // The default: counts wait in the isolate for the flush interval; the cron sends them.
+  const batching = workerMiniflare({ ...bindings, REQUEST_LOG: '', EDGE_METRICS_FLUSH_SECONDS: '600' });
+  try {
+    await copyDirToKv(kvDir, await batching.getKVNamespace('MODELS'));
+    for (let i = 0; i < 3; i++) await (await batching.dispatchFetch('http://localhost/v1/health')).arrayBuffer();
+    await new Promise((ok) => setTimeout(ok, 300));
+    assert.equal(value(await scrape(), 'edgerec_edge_reports_total'), 5, 'nothing sent before the interval');
+    await (await batching.getWorker()).scheduled({ cron: '*/5 * * * *' });
+    const text = await waitFor((t) => value(t, 'edgerec_edge_reports_total') >= 6);
+    assert.equal(value(text, 'edgerec_edge_reports_total'), 6, 'one report for the three requests');
+    assert.equal(value(text, 'edgerec_edge_requests_total{route="health",status="200",model="none",cache="none",error=""}'), 4, text);
+  } finally {
+    await batching.dispose();
+  }
+}
