@@ -40,6 +40,13 @@ export interface RecommendOptions {
   pool?: number;
 }
 
+/** What a page sends to the worker's `POST /v1/exposures` for a list it showed. */
+export interface ExposureRecord {
+  id: string;
+  model: string;
+  items: { item: string; position: number; score: number | null; propensity: number }[];
+}
+
 /** One ranked item. `propensity` is present when exploring. */
 export interface Recommendation {
   id: string;
@@ -58,7 +65,12 @@ extern "C" {
     pub type ShardList;
     #[wasm_bindgen(typescript_type = "string[]")]
     pub type StringList;
+    #[wasm_bindgen(typescript_type = "ExposureRecord")]
+    pub type ExposureRecord;
 }
+
+/// The most items one exposure lists (the contract's limit).
+const MAX_EXPOSED_ITEMS: u32 = 100;
 
 fn js_err(e: impl core::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
@@ -115,6 +127,59 @@ impl WasmEngine {
             out.set(i as u32, o.into());
         }
         Ok(out.unchecked_into())
+    }
+
+    /// The exposure record of a list this engine ranked and the page showed, for the worker's
+    /// `POST /v1/exposures` (issue 15's exposure log): the list's items in order with their
+    /// positions, scores and propensities (1 when the list was not explored), under `model`,
+    /// the served version (`/v1/model`'s `version`). `id` defaults to a random one. Throws when
+    /// the list is empty or longer than 100, or names an item this model does not have.
+    pub fn exposure(
+        &self,
+        list: RecommendationList,
+        model: &str,
+        id: Option<String>,
+    ) -> Result<ExposureRecord, JsError> {
+        let list: JsValue = list.into();
+        if !Array::is_array(&list) {
+            return Err(JsError::new("the list must be an array of recommendations"));
+        }
+        let list = Array::from(&list);
+        if list.length() == 0 || list.length() > MAX_EXPOSED_ITEMS {
+            return Err(JsError::new(&format!(
+                "an exposure lists 1 to {MAX_EXPOSED_ITEMS} items, got {}",
+                list.length()
+            )));
+        }
+        if model.is_empty() {
+            return Err(JsError::new("`model` must be the served version"));
+        }
+        let items = Array::new();
+        for (position, r) in list.iter().enumerate() {
+            let item = string(&r, "id")?
+                .filter(|i| self.inner.find(i).is_some())
+                .ok_or_else(|| {
+                    JsError::new(&format!("list[{position}] is not an item of this model"))
+                })?;
+            let o = Object::new();
+            set(&o, "item", &JsValue::from_str(&item))?;
+            set(&o, "position", &JsValue::from_f64(position as f64))?;
+            let score = number(&r, "score", f64::MIN, f64::MAX)?;
+            set(&o, "score", &score.map_or(JsValue::NULL, JsValue::from_f64))?;
+            let propensity = number(&r, "propensity", f64::MIN_POSITIVE, 1.0)?.unwrap_or(1.0);
+            set(&o, "propensity", &JsValue::from_f64(propensity))?;
+            items.push(&o);
+        }
+        let id = id.unwrap_or_else(|| {
+            // Unique per page view, not secret: the worker scopes it to the visitor.
+            let word = || (js_sys::Math::random() * 4_294_967_296.0) as u32;
+            format!("b{:08x}{:08x}{:08x}{:08x}", word(), word(), word(), word())
+        });
+        let out = Object::new();
+        set(&out, "id", &JsValue::from_str(&id))?;
+        set(&out, "model", &JsValue::from_str(model))?;
+        set(&out, "items", &items)?;
+        Ok(JsValue::from(out).unchecked_into())
     }
 
     /// The query vector `recommend` would score with (session vector, transform and context

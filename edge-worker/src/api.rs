@@ -151,6 +151,54 @@ pub fn parse_events(body: &[u8], visitor: &str, now: i64) -> Result<Vec<Event>, 
         .collect()
 }
 
+/// Most lists accepted in one `POST /v1/exposures` (from a page scoring in the browser).
+pub const MAX_EXPOSURES_PER_REQUEST: usize = 20;
+
+/// A client's record id scoped to its visitor, so a client cannot pre-claim ids that would make
+/// the ingest drop another visitor's records as duplicates: `<user>:<id>`, or the id's hash when
+/// that would pass the contract's id length.
+pub fn scoped_id(user: &str, id: &str) -> String {
+    if user.len() + 1 + id.len() <= edgerec_contract::events::MAX_ID_LEN {
+        format!("{user}:{id}")
+    } else {
+        format!("{user}:{:016x}", edgerec::hash::text_key(id))
+    }
+}
+
+/// Parses the lists a page ranked in the browser and showed (`POST /v1/exposures`): one
+/// exposure object or an array (the batch envelope), each with the client's `id`, `model`,
+/// optional `arm` and `items` as the contract has them. The visitor, the time and the id's
+/// scope are the edge's: `user` is set to `visitor`, `ts` to `now`, `id` to [`scoped_id`].
+pub fn parse_exposures(
+    body: &[u8],
+    visitor: &str,
+    now: i64,
+) -> Result<Vec<edgerec_contract::Exposure>, ApiError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(body_too_large());
+    }
+    let invalid = |i: usize, e: &dyn std::fmt::Display| {
+        ApiError::new(400, "invalid_exposure", format!("exposure {i}: {e}"))
+    };
+    parse_batch(body, MAX_EXPOSURES_PER_REQUEST)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut v)| {
+            let Some(fields) = v.as_object_mut() else {
+                return Err(invalid(i, &"not an object"));
+            };
+            let id = match fields.get("id") {
+                Some(serde_json::Value::String(id)) => scoped_id(visitor, id),
+                _ => return Err(invalid(i, &"`id` must be a string")),
+            };
+            fields.insert("id".into(), id.into());
+            fields.insert("user".into(), visitor.into());
+            fields.insert("ts".into(), now.into());
+            edgerec_contract::exposures::validate_exposure_json(v).map_err(|e| invalid(i, &e))
+        })
+        .collect()
+}
+
 /// Query-string overrides of the request context, validated.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Overrides {
@@ -278,6 +326,34 @@ mod tests {
                 .status,
             413
         );
+    }
+
+    #[test]
+    fn browser_exposures_are_the_visitors_and_now() {
+        let now = 1_700_000_000;
+        let body = br#"[{"id": "b1", "user": "someone-else", "ts": 978300000, "model": "v3",
+            "items": [{"item": "50", "position": 0, "score": 0.9, "propensity": 1}]}]"#;
+        let x = parse_exposures(body, "v00ff", now).unwrap();
+        assert_eq!(
+            (x[0].id.as_str(), x[0].user.as_str(), x[0].ts),
+            ("v00ff:b1", "v00ff", now)
+        );
+        let err = |b: &str| parse_exposures(b.as_bytes(), "v00ff", now).unwrap_err();
+        assert_eq!(
+            err(r#"{"model": "v3", "items": []}"#).code,
+            "invalid_exposure"
+        );
+        let e = err(
+            r#"[{"id": "b1", "model": "v3", "items": [{"item": "50", "position": 0, "propensity": 2}]}]"#,
+        );
+        assert!(e.message.starts_with("exposure 0:") && e.message.contains("propensity"));
+        let many = format!(
+            "[{}]",
+            vec![r#"{"id":"b"}"#; MAX_EXPOSURES_PER_REQUEST + 1].join(",")
+        );
+        assert_eq!(err(&many).status, 413);
+        let long = "b".repeat(300);
+        assert_eq!(scoped_id("v00ff", &long).len(), "v00ff:".len() + 16);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //!   Each list served is recorded as an exposure (model, items, positions, scores,
 //!   propensities), batched per isolate and sent to the ingest's `POST /v1/exposures`; the
 //!   answer's `exposure` id is what a click names to link back to it.
+//! - `POST /v1/exposures`: lists a page ranked in the browser and showed, logged the same way.
 //! - `GET /v1/health`: which model serves, when it was checked, the last load error.
 //! - `GET /v1/model`, `GET /v1/model/<version>/shard-<i>.bin`: the served model, for browsers.
 //!
@@ -686,6 +687,11 @@ async fn route(mut req: Request, env: &Env, ctx: &worker::Context) -> Result<Res
             let body = read_body_capped(&mut req, api::MAX_BODY_BYTES).await?;
             events(&req, env, ctx, &body)
         }
+        (Method::Post, "/v1/exposures") => {
+            refresh(env, false).await;
+            let body = read_body_capped(&mut req, api::MAX_BODY_BYTES).await?;
+            browser_exposures(&req, env, ctx, &body)
+        }
         (Method::Get, "/v1/model") => {
             refresh(env, false).await;
             let (model, _) = current();
@@ -700,13 +706,14 @@ async fn route(mut req: Request, env: &Env, ctx: &worker::Context) -> Result<Res
             Ok(r)
         }
         (Method::Get, p) if p.starts_with("/v1/model/") => shard(p, env).await,
-        (_, "/v1/health" | "/v1/recommendations" | "/v1/events" | "/v1/model") => {
-            Err(ApiError::new(
-                405,
-                "method_not_allowed",
-                format!("{method:?} is not allowed on {path}"),
-            ))
-        }
+        (
+            _,
+            "/v1/health" | "/v1/recommendations" | "/v1/events" | "/v1/exposures" | "/v1/model",
+        ) => Err(ApiError::new(
+            405,
+            "method_not_allowed",
+            format!("{method:?} is not allowed on {path}"),
+        )),
         _ => Err(ApiError::new(
             404,
             "not_found",
@@ -1002,7 +1009,15 @@ fn log_exposure(
         arm: arm.map(str::to_string),
         items,
     };
-    let exposure = serde_json::to_string(&exposure).ok()?;
+    buffer_exposure(env, ctx, ingest, &exposure);
+    Some(id)
+}
+
+/// Adds an exposure to the isolate's batch, sending the batch when it is due (`log_exposure`).
+fn buffer_exposure(env: &Env, ctx: &worker::Context, ingest: Ingest, exposure: &Exposure) {
+    let Ok(exposure) = serde_json::to_string(exposure) else {
+        return;
+    };
     let now = now_ms();
     let batch = var(env, "EXPOSURE_BATCH", 25).clamp(1, 500) as usize;
     let flush_ms = var(env, "EXPOSURE_FLUSH_SECONDS", 10) * 1000;
@@ -1022,7 +1037,72 @@ fn log_exposure(
         let body = format!("[{}]", ready.pending.join(","));
         send_later(env, ctx, ingest, Stream::Exposures, body);
     }
-    Some(id)
+}
+
+/// `POST /v1/exposures`: lists a page ranked in the browser (with the npm package's
+/// `Engine.exposure`) and showed. Same guards as events (session key, cross-site check, rate
+/// limit); the visitor, time and id scope are the edge's (`api::parse_exposures`); the model
+/// must be one this isolate serves and every item one it knows. Logged like the edge's own
+/// lists; the answer lists the stored ids, which clicks name in their `exposure` field.
+fn browser_exposures(
+    req: &Request,
+    env: &Env,
+    ctx: &worker::Context,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let key = session_key(env).ok_or_else(|| {
+        ApiError::new(
+            503,
+            "no_session_key",
+            "the SESSION_KEY secret is not set (at least 16 bytes)",
+        )
+    })?;
+    let headers = req.headers();
+    let header = |name: &str| headers.get(name).ok().flatten();
+    check_cross_site(env, &header)?;
+    let now = now_ms() / 1000;
+    let visitor = read_session(req, Some(&key));
+    let user = visitor_user(visitor.visitor);
+    let lists = api::parse_exposures(body, &user, now as i64)?;
+    let ip = header("CF-Connecting-IP").unwrap_or_default();
+    admit(env, &user, &ip, lists.len() as u32, now)?;
+    let (live, _) = current();
+    let live = live.ok_or_else(|| ApiError::new(503, "no_model", "no model is loaded"))?;
+    for (i, x) in lists.iter().enumerate() {
+        let model = live.version(&x.model).ok_or_else(|| {
+            ApiError::new(
+                400,
+                "unknown_model",
+                format!("exposure {i}: model {:?} is not served here", x.model),
+            )
+        })?;
+        if let Some(s) = x
+            .items
+            .iter()
+            .find(|s| model.engine.find(&s.item).is_none())
+        {
+            return Err(ApiError::new(
+                400,
+                "unknown_item",
+                format!(
+                    "exposure {i}: item {:?} is not in model {}",
+                    s.item, x.model
+                ),
+            ));
+        }
+    }
+    let ids: Vec<&str> = lists.iter().map(|x| x.id.as_str()).collect();
+    let logged = match Ingest::from_env(env, Stream::Exposures) {
+        Some(ingest) => {
+            for x in &lists {
+                buffer_exposure(env, ctx, ingest.clone(), x);
+            }
+            true
+        }
+        None => false,
+    };
+    let body = serde_json::json!({"accepted": if logged { lists.len() } else { 0 }, "exposures": ids, "logged": logged});
+    json(&body, 200).map_err(internal)
 }
 
 fn events(
@@ -1148,10 +1228,7 @@ fn forward(env: &Env, ctx: &worker::Context, posted: &[api::Event]) {
             // Ids are scoped to the visitor: a client cannot pre-claim ids that would make
             // the ingest drop another visitor's events as duplicates.
             e.id = Some(match e.id.take() {
-                Some(id) if e.user.len() + 1 + id.len() <= edgerec_contract::events::MAX_ID_LEN => {
-                    format!("{}:{id}", e.user)
-                }
-                Some(id) => format!("{}:{:016x}", e.user, edgerec::hash::text_key(&id)),
+                Some(id) => api::scoped_id(&e.user, &id),
                 None => {
                     let key = edgerec::hash::text_key(&format!("{}/{kind}", e.item));
                     format!("{}-{}-{key:016x}", e.user, e.ts)
@@ -1245,6 +1322,7 @@ fn send_later(env: &Env, ctx: &worker::Context, ingest: Ingest, stream: Stream, 
 const SPOOL_TTL_SECONDS: u64 = 7 * 86_400;
 
 /// Where `forward` and the spool drain deliver events: central-sync's ingest.
+#[derive(Clone)]
 struct Ingest {
     url: String,
     token: String,

@@ -13,6 +13,7 @@ pub fn route_label(path: &str) -> &'static str {
     match path {
         "/v1/recommendations" => "recommendations",
         "/v1/events" => "events",
+        "/v1/exposures" => "exposures",
         "/v1/health" => "health",
         "/v1/model" => "model",
         p if p.starts_with("/v1/model/") => "shard",

@@ -79,3 +79,28 @@ test('unknown items are ignored and session items never returned', () => {
   const filtered = engine.recommend(s, { k: 10, allowCategories: ['cat4'] });
   assert.ok(filtered.every((r) => engine.itemCategories(r.id).includes('cat4')));
 });
+
+test('exposure records a ranked list as the worker takes it: positions, scores, propensities', () => {
+  const engine = Engine.fromShards(shards);
+  const session = new Session();
+  session.observe('item-42', 'click', 1_700_000_000);
+  const plain = engine.recommend(session, { k: 5 });
+  const x = engine.exposure(plain, 'v1700000000-abc');
+  assert.match(x.id, /^b[0-9a-f]{32}$/);
+  assert.notEqual(engine.exposure(plain, 'v1').id, x.id, 'a fresh id per list');
+  assert.equal(x.model, 'v1700000000-abc');
+  assert.deepEqual(x.items.map((it) => it.item), plain.map((r) => r.id));
+  assert.deepEqual(x.items.map((it) => it.position), [0, 1, 2, 3, 4]);
+  assert.deepEqual(x.items.map((it) => it.score), plain.map((r) => r.score));
+  assert.ok(x.items.every((it) => it.propensity === 1), 'a deterministic list: propensity 1');
+  // An explored list carries the core's propensities.
+  const explored = engine.recommend(session, { k: 5, explore: { epsilon: 0.3, seed: 7 } });
+  const y = engine.exposure(explored, 'v1', 'page-view-1');
+  assert.equal(y.id, 'page-view-1');
+  assert.deepEqual(y.items.map((it) => it.propensity), explored.map((r) => r.propensity));
+  assert.ok(y.items.some((it) => it.propensity < 1));
+  assert.throws(() => engine.exposure([], 'v1'), /1 to 100 items/);
+  assert.throws(() => engine.exposure([{ id: 'item-3000', score: 1 }], 'v1'), /list\[0\] is not an item/);
+  assert.throws(() => engine.exposure(plain, ''), /served version/);
+  assert.throws(() => engine.exposure([{ id: 'item-1', propensity: 2 }], 'v1'), /propensity/);
+});

@@ -577,6 +577,43 @@ test('each list served is logged as an exposure; a click naming it comes back as
     const ope = execFileSync(cs, ['--log', 'warn', 'ope', '--exposures', csv, '--policy', 'model', '--model', join(tmp, 'm1'), '--resamples', '50'], { encoding: 'utf8' });
     assert.match(ope, /IPS/);
 
+    // A list ranked in the browser by the npm package and shown there: the page posts its
+    // exposure to the edge, which logs it for the visitor its session names; a click names it.
+    initSync({ module: readFileSync(join(root, 'pkg/edgerec_bg.wasm')) });
+    const manifest = await (await edge.dispatchFetch('http://localhost/v1/model')).json();
+    const shards = await Promise.all(manifest.shards.map(async (_, i) => new Uint8Array(await (await edge.dispatchFetch(`http://localhost/v1/model/${manifest.version}/shard-${i}.bin`)).arrayBuffer())));
+    const engine = Engine.fromShards(shards);
+    const session = new Session();
+    session.observe(clicked, 'click', 893286600);
+    const local = engine.recommend(session, { k: 4, explore: { epsilon: 0.5, seed: 3 } });
+    const record = engine.exposure(local, manifest.version);
+    const started = await edge.dispatchFetch('http://localhost/v1/events', { method: 'POST', body: JSON.stringify({ item: clicked, type: 'view' }), headers: { 'Content-Type': 'application/json' } });
+    const visitor = (await started.json()).session;
+    const postExposure = (body, session = visitor) => edge.dispatchFetch('http://localhost/v1/exposures', { method: 'POST', body: JSON.stringify(body), headers: { 'Content-Type': 'application/json', 'X-Edgerec-Session': session } });
+    const answer = await postExposure(record);
+    assert.equal(answer.status, 200);
+    const { exposures: [stored], logged } = await answer.json();
+    assert.equal(logged, true);
+    assert.match(stored, new RegExp(`^v[0-9a-f]{16}:${record.id}$`), 'the id is scoped to the visitor');
+    const bad = await postExposure({ ...record, model: 'v0-not-served' });
+    assert.equal(bad.status, 400);
+    assert.equal((await bad.json()).error.code, 'unknown_model');
+    const cross = await edge.dispatchFetch('http://localhost/v1/exposures', { method: 'POST', body: JSON.stringify(record), headers: { 'Content-Type': 'application/json', 'Sec-Fetch-Site': 'cross-site', Origin: 'https://evil.example' } });
+    assert.equal(cross.status, 403);
+    await cross.arrayBuffer();
+    const second = local[1].id;
+    await (await edge.dispatchFetch('http://localhost/v1/events', { method: 'POST', body: JSON.stringify({ item: second, type: 'click', exposure: stored }), headers: { 'Content-Type': 'application/json', 'X-Edgerec-Session': visitor } })).arrayBuffer();
+    let browserRows = [];
+    for (let i = 0; i < 50; i++) {
+      execFileSync(cs, ['--log', 'warn', '--db', db, 'exposures', '--out', csv]);
+      browserRows = readFileSync(csv, 'utf8').trim().split('\n').slice(1).map((l) => l.split(',')).filter((row) => row[9] === stored);
+      if (browserRows.some((row) => row[5] === '1.0')) break;
+      await new Promise((ok) => setTimeout(ok, 100));
+    }
+    assert.deepEqual(browserRows.map((row) => row[3]), local.map((x) => x.id));
+    assert.deepEqual(browserRows.map((row) => Number(row[6])), local.map((x) => x.propensity), 'the browser\'s propensities are kept');
+    assert.deepEqual(browserRows.map((row) => row[5]), ['0.0', '1.0', '0.0', '0.0'], 'the click names the browser list');
+
     // EXPOSURES=off: no log, no id in the answer.
     const quiet = workerMiniflare({ SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', INGEST_URL: `${ingest.base}/v1/events`, INGEST_TOKEN: 'ingest-secret', EXPOSURES: 'off' });
     try {
