@@ -12,6 +12,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(events) = edge_worker::api::parse_events(data, "v0123456789abcdef", 1_700_000_000) {
         assert!(events.iter().all(|e| e.user == "v0123456789abcdef"));
     }
+    if let Ok(lists) = edge_worker::api::parse_exposures(data, "v0123456789abcdef", 1_700_000_000) {
+        assert!(lists
+            .iter()
+            .all(|x| x.user == "v0123456789abcdef" && x.id.starts_with("v0123456789abcdef:")));
+    }
     if let Ok(items) = parse_batch(data, 1000) {
         for item in items {
             let _ = validate_json(item.clone(), Defaults::default());
