@@ -131,6 +131,26 @@ async fn authorized_batch(
     parse_batch(&body, MAX_BATCH).map_err(api_error)
 }
 
+/// An authorized batch validated record by record: the valid ones, and the index and reason of
+/// each invalid one (one bad record never rejects the rest).
+async fn validated_batch<T, E: std::fmt::Display>(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    validate: impl Fn(serde_json::Value) -> Result<T, E>,
+) -> Result<(Vec<T>, Vec<serde_json::Value>), Response> {
+    let items = authorized_batch(app, headers, body).await?;
+    let mut valid = Vec::new();
+    let mut rejected = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match validate(item) {
+            Ok(x) => valid.push(x),
+            Err(e) => rejected.push(json!({"index": index, "error": e.to_string()})),
+        }
+    }
+    Ok((valid, rejected))
+}
+
 /// The answer to a batch: 400 when nothing in it was valid, else 200, with what was stored.
 fn batch_answer(count: usize, inserted: Inserted, rejected: Vec<serde_json::Value>) -> Response {
     let status = if count == 0 && !rejected.is_empty() {
@@ -156,18 +176,11 @@ async fn ingest_exposures(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let items = match authorized_batch(&app, &headers, body).await {
-        Ok(items) => items,
-        Err(answer) => return answer,
-    };
-    let mut valid = Vec::new();
-    let mut rejected = Vec::new();
-    for (index, item) in items.into_iter().enumerate() {
-        match validate_exposure_json(item) {
-            Ok(x) => valid.push(x),
-            Err(e) => rejected.push(json!({"index": index, "error": e.to_string()})),
-        }
-    }
+    let (valid, rejected) =
+        match validated_batch(&app, &headers, body, validate_exposure_json).await {
+            Ok(batch) => batch,
+            Err(answer) => return answer,
+        };
     let count = valid.len();
     let inserted = match with_store(&app, move |store| store.insert_exposures(&valid)).await {
         Ok(i) => i,
@@ -191,18 +204,11 @@ async fn ingest_edge_metrics(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let items = match authorized_batch(&app, &headers, body).await {
-        Ok(items) => items,
-        Err(answer) => return answer,
-    };
-    let mut valid = Vec::new();
-    let mut rejected = Vec::new();
-    for (index, item) in items.into_iter().enumerate() {
-        match validate_edge_report_json(item) {
-            Ok(r) => valid.push(r),
-            Err(e) => rejected.push(json!({"index": index, "error": e.to_string()})),
-        }
-    }
+    let (valid, rejected) =
+        match validated_batch(&app, &headers, body, validate_edge_report_json).await {
+            Ok(batch) => batch,
+            Err(answer) => return answer,
+        };
     let count = valid.len();
     if let Ok(mut edge) = app.edge.lock() {
         for r in &valid {
@@ -272,18 +278,14 @@ fn edge_exposition(edge: &Tallies) -> String {
 }
 
 async fn ingest(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let items = match authorized_batch(&app, &headers, body).await {
-        Ok(items) => items,
+    let (valid, rejected) = match validated_batch(&app, &headers, body, |item| {
+        validate_json(item, Defaults::default())
+    })
+    .await
+    {
+        Ok(batch) => batch,
         Err(answer) => return answer,
     };
-    let mut valid = Vec::new();
-    let mut rejected = Vec::new();
-    for (index, item) in items.into_iter().enumerate() {
-        match validate_json(item, Defaults::default()) {
-            Ok(e) => valid.push(e),
-            Err(e) => rejected.push(json!({"index": index, "error": e.to_string()})),
-        }
-    }
     let count = valid.len();
     let inserted = match &app.sink {
         Sink::Sqlite => with_store(&app, move |store| store.insert(&valid)).await,

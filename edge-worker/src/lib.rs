@@ -1050,16 +1050,9 @@ fn browser_exposures(
     ctx: &worker::Context,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let key = session_key(env).ok_or_else(|| {
-        ApiError::new(
-            503,
-            "no_session_key",
-            "the SESSION_KEY secret is not set (at least 16 bytes)",
-        )
-    })?;
+    let key = guard_visitor_post(req, env)?;
     let headers = req.headers();
     let header = |name: &str| headers.get(name).ok().flatten();
-    check_cross_site(env, &header)?;
     let now = now_ms() / 1000;
     let visitor = read_session(req, Some(&key));
     let user = visitor_user(visitor.visitor);
@@ -1111,16 +1104,9 @@ fn events(
     ctx: &worker::Context,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let key = session_key(env).ok_or_else(|| {
-        ApiError::new(
-            503,
-            "no_session_key",
-            "the SESSION_KEY secret is not set (at least 16 bytes)",
-        )
-    })?;
+    let key = guard_visitor_post(req, env)?;
     let headers = req.headers();
     let header = |name: &str| headers.get(name).ok().flatten();
-    check_cross_site(env, &header)?;
     let now = now_ms() / 1000;
     let mut visitor = read_session(req, Some(&key));
     let user = visitor_user(visitor.visitor);
@@ -1153,6 +1139,21 @@ fn events(
         .set("Set-Cookie", &token::cookie(&token, ttl))
         .map_err(internal)?;
     Ok(r)
+}
+
+/// What every post into a visitor's session passes first: the session key must be set, and
+/// the post must not come from another site. Returns the session key.
+fn guard_visitor_post(req: &Request, env: &Env) -> Result<Vec<u8>, ApiError> {
+    let key = session_key(env).ok_or_else(|| {
+        ApiError::new(
+            503,
+            "no_session_key",
+            "the SESSION_KEY secret is not set (at least 16 bytes)",
+        )
+    })?;
+    let headers = req.headers();
+    check_cross_site(env, &|name: &str| headers.get(name).ok().flatten())?;
+    Ok(key)
 }
 
 /// CSRF: JSON only, from this site or an allowed origin (`api::check_event_post`).
