@@ -291,7 +291,10 @@ fn interval_chart(
     digits: usize,
 ) -> String {
     let n = rows.len();
-    let (w, left, right, row_h, top) = (760.0, 170.0, 30.0, 34.0, 10.0);
+    // Room for the longest label (A/B arms are version names) at about 8 px a character.
+    let longest = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
+    let left = (24.0 + 8.0 * longest as f64).clamp(170.0, 340.0);
+    let (w, right, row_h, top) = (760.0, 30.0, 34.0, 10.0);
     let h = top + row_h * n as f64 + 30.0;
     let all = rows
         .iter()

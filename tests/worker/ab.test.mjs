@@ -7,7 +7,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { workerMiniflare, copyDirToKv } from '../support/edge.mjs';
@@ -97,7 +97,11 @@ test(`A/B split of two models over ${VISITORS} simulated visitors: balanced arms
 
     const text = run('--db', db, 'ab', 'report', '--from', kvDir);
     console.log(text);
-    const report = JSON.parse(run('--db', db, '--json', 'ab', 'report', '--from', kvDir));
+    const json = run('--db', db, '--json', 'ab', 'report', '--from', kvDir);
+    // Kept for `central-sync report --ab` (the README's screenshot).
+    mkdirSync(join(root, 'tests/artifacts'), { recursive: true });
+    writeFileSync(join(root, 'tests/artifacts/ab.json'), json);
+    const report = JSON.parse(json);
     assert.deepEqual(report.arms.map((a) => a.arm), [good, bad]);
     assert.equal(report.srm.mismatch, false, `visitors per arm: ${report.arms.map((a) => a.visitors).join(' / ')}`);
     assert.ok(report.arms.every((a) => Math.abs(a.visitors / VISITORS - 0.5) < 0.05));
