@@ -37,7 +37,9 @@ function context() {
   return { device: $('device').value, geohash: $('geo').value, ts, tzOffsetMin: 0 };
 }
 
-function renderList(el, list) {
+// Each list shown is logged as an exposure (the edge logs its own; the browser's is posted to
+// /v1/exposures once the visitor has a session); a click on a list names it.
+function renderList(el, list, exposure = null) {
   el.innerHTML = '';
   for (const r of list) {
     const it = item(r.id);
@@ -47,7 +49,7 @@ function renderList(el, list) {
     li.innerHTML = `<span class="score">${r.score == null ? '' : r.score.toFixed(2)}</span><span class="title"></span><span class="meta"></span>`;
     li.querySelector('.title').textContent = it.title;
     li.querySelector('.meta').textContent = [it.year, it.genres.slice(0, 2).join(', ')].filter(Boolean).join(' · ');
-    li.addEventListener('click', () => click(r.id));
+    li.addEventListener('click', () => click(r.id, exposure));
     el.appendChild(li);
   }
 }
@@ -57,8 +59,23 @@ function rankLocal() {
   const list = state.engine.recommend(state.session, { k: 10, ...context() });
   const ms = performance.now() - t0;
   renderList($('local-list'), list);
+  if (state.token && state.version && list.length) logLocalList(list);
   $('local-timing').textContent = `ranked ${state.engine.itemCount.toLocaleString()} items in ${ms < 1 ? ms.toFixed(3) : ms.toFixed(1)} ms`;
   $('local-timing').dataset.ms = String(ms);
+}
+
+async function logLocalList(list) {
+  const el = $('local-list');
+  try {
+    const res = await fetch('/v1/exposures', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'X-Edgerec-Session': state.token },
+      body: JSON.stringify(state.engine.exposure(list, state.version)),
+    });
+    const body = await res.json();
+    // Only if the list on screen is still this one.
+    if (res.ok && body.logged && el.firstChild?.dataset.id === list[0].id) renderList(el, list, body.exposures[0]);
+  } catch { /* the log is best effort; the list stays */ }
 }
 
 async function rankEdge() {
@@ -70,14 +87,14 @@ async function rankEdge() {
     const body = await res.json();
     const ms = performance.now() - t0;
     if (!res.ok) throw new Error(body.error?.message ?? `HTTP ${res.status}`);
-    renderList($('edge-list'), body.items);
+    renderList($('edge-list'), body.items, body.exposure ?? null);
     $('edge-timing').textContent = `${body.fallback ? 'fallback list' : `model ${body.model}`} · round trip ${ms.toFixed(1)} ms`;
   } catch (e) {
     $('edge-timing').textContent = `edge unavailable: ${e.message}`;
   }
 }
 
-async function click(id) {
+async function click(id, exposure = null) {
   state.session.observe(id, 'click', Math.floor(Date.now() / 1000));
   state.clicked.push(id);
   renderSession();
@@ -86,7 +103,7 @@ async function click(id) {
     const res = await fetch('/v1/events', {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', ...(state.token ? { 'X-Edgerec-Session': state.token } : {}) },
-      body: JSON.stringify({ item: id, type: 'click' }),
+      body: JSON.stringify({ item: id, type: 'click', ...(exposure ? { exposure } : {}) }),
     });
     const body = await res.json();
     if (res.ok) state.token = body.session;

@@ -69,6 +69,10 @@ test('clicking three horror films moves both lists toward horror, without errors
   const errors = [];
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
   page.on('pageerror', (e) => errors.push(String(e)));
+  const exposurePosts = [];
+  page.on('response', async (r) => {
+    if (r.url().endsWith('/v1/exposures')) exposurePosts.push({ status: r.status(), body: await r.json().catch(() => null), sent: JSON.parse(r.request().postData()) });
+  });
   await page.goto(base);
   await page.waitForSelector('body[data-ready="true"]', { timeout: 30_000 });
   assert.equal(await page.$$eval('#local-list li', (l) => l.length), 10);
@@ -89,7 +93,17 @@ test('clicking three horror films moves both lists toward horror, without errors
   assert.ok(after.edge > before.edge, `edge horror share ${before.edge} -> ${after.edge}`);
   const localIds = await page.$$eval('#local-list li', (l) => l.map((li) => li.dataset.id));
   assert.ok(ids.every((id) => !localIds.includes(id)), 'clicked films are not recommended again');
-  const ms = Number(await page.$eval('#local-timing', (e) => e.dataset.ms));
+  // Once the visitor has a session, each in-browser list is posted as an exposure; the edge
+  // takes it (this worker has no ingest, so it says it did not log it).
+  for (let i = 0; i < 50 && exposurePosts.length < 2; i++) await new Promise((ok) => setTimeout(ok, 100));
+  assert.ok(exposurePosts.length >= 2, `${exposurePosts.length} exposure posts`);
+  for (const x of exposurePosts) {
+    assert.equal(x.status, 200, JSON.stringify(x.body));
+    assert.equal(x.body.logged, false);
+    assert.equal(x.sent.items.length, 10);
+    assert.ok(x.sent.items.every((it, i) => it.position === i && it.propensity === 1));
+  }
+    const ms = Number(await page.$eval('#local-timing', (e) => e.dataset.ms));
   console.log(`[browser] in-browser ranking of 1,682 items took ${ms.toFixed(3)} ms; horror share local ${before.local} -> ${after.local}, edge ${before.edge} -> ${after.edge}`);
   mkdirSync(artifacts, { recursive: true });
   await page.screenshot({ path: join(artifacts, 'browser.png'), fullPage: true });
