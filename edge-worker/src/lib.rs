@@ -548,9 +548,10 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     drain_spool(&env).await;
     // An isolate that served requests since its last report sends it now (the cron's isolate
     // only; others send on their next request after the interval).
+    let now = now_ms();
     if let Some(ingest) = Ingest::edge_metrics(&env) {
-        let report = EDGE.with(|e| e.borrow_mut().due(now_ms(), 0, &isolate_id()));
-        if let Some(report) = report {
+        if EDGE.with(|e| e.borrow().is_due(now, 0)) {
+            let report = EDGE.with(|e| e.borrow_mut().take_report(now, &isolate_id()));
             send_edge_report(&ingest, &report).await;
         }
     }
@@ -597,19 +598,32 @@ fn record_request(
     if setting(env, "REQUEST_LOG").is_some_and(|v| v.eq_ignore_ascii_case("json")) {
         worker::console_log!("{}", metrics::log_line(&labels, ms));
     }
+    if !Ingest::sibling_on(env, EDGE_METRICS_SWITCH) {
+        return;
+    }
+    let now = now_ms();
+    let flush_ms = var(env, "EDGE_METRICS_FLUSH_SECONDS", 60) * 1000;
+    let due = EDGE.with(|e| {
+        let mut e = e.borrow_mut();
+        e.observe(labels, ms, now);
+        e.is_due(now, flush_ms)
+    });
+    if due {
+        send_edge_report_later(env, ctx, now);
+    }
+}
+
+/// Takes the isolate's report and sends it after the response (`waitUntil`).
+fn send_edge_report_later(env: &Env, ctx: &worker::Context, now: u64) {
     let Some(ingest) = Ingest::edge_metrics(env) else {
         return;
     };
-    let flush_ms = var(env, "EDGE_METRICS_FLUSH_SECONDS", 60) * 1000;
-    let isolate = isolate_id();
-    let report = EDGE.with(|e| {
-        e.borrow_mut()
-            .observe(labels, ms, now_ms(), flush_ms, &isolate)
-    });
-    if let Some(report) = report {
-        ctx.wait_until(async move { send_edge_report(&ingest, &report).await });
-    }
+    let report = EDGE.with(|e| e.borrow_mut().take_report(now, &isolate_id()));
+    ctx.wait_until(async move { send_edge_report(&ingest, &report).await });
 }
+
+/// The variable that turns the edge's metric reports off.
+const EDGE_METRICS_SWITCH: &str = "EDGE_METRICS";
 
 /// One attempt: metrics are not worth a retry or the spool (the next report carries on).
 async fn send_edge_report(ingest: &Ingest, report: &edgerec_contract::edge_metrics::EdgeReport) {
@@ -1050,15 +1064,9 @@ fn browser_exposures(
     ctx: &worker::Context,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let key = guard_visitor_post(req, env)?;
-    let headers = req.headers();
-    let header = |name: &str| headers.get(name).ok().flatten();
-    let now = now_ms() / 1000;
-    let visitor = read_session(req, Some(&key));
-    let user = visitor_user(visitor.visitor);
-    let lists = api::parse_exposures(body, &user, now as i64)?;
-    let ip = header("CF-Connecting-IP").unwrap_or_default();
-    admit(env, &user, &ip, lists.len() as u32, now)?;
+    let post = VisitorPost::check(req, env)?;
+    let lists = api::parse_exposures(body, &post.user, post.now as i64)?;
+    post.admit(env, lists.len())?;
     let (live, _) = current();
     let live = live.ok_or_else(|| ApiError::new(503, "no_model", "no model is loaded"))?;
     for (i, x) in lists.iter().enumerate() {
@@ -1069,20 +1077,10 @@ fn browser_exposures(
                 format!("exposure {i}: model {:?} is not served here", x.model),
             )
         })?;
-        if let Some(s) = x
-            .items
-            .iter()
-            .find(|s| model.engine.find(&s.item).is_none())
-        {
-            return Err(ApiError::new(
-                400,
-                "unknown_item",
-                format!(
-                    "exposure {i}: item {:?} is not in model {}",
-                    s.item, x.model
-                ),
-            ));
-        }
+        check_known_items(model, x.items.iter().map(|s| s.item.as_str())).map_err(|mut e| {
+            e.message = format!("exposure {i}: {}", e.message);
+            e
+        })?;
     }
     let ids: Vec<&str> = lists.iter().map(|x| x.id.as_str()).collect();
     let logged = match Ingest::from_env(env, Stream::Exposures) {
@@ -1104,15 +1102,16 @@ fn events(
     ctx: &worker::Context,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let key = guard_visitor_post(req, env)?;
-    let headers = req.headers();
-    let header = |name: &str| headers.get(name).ok().flatten();
-    let now = now_ms() / 1000;
-    let mut visitor = read_session(req, Some(&key));
-    let user = visitor_user(visitor.visitor);
+    let VisitorPost {
+        key,
+        mut visitor,
+        user,
+        now,
+        ip,
+    } = VisitorPost::check(req, env)?;
     let mut posted = api::parse_events(body, &user, now as i64)?;
-    let ip = header("CF-Connecting-IP").unwrap_or_default();
     admit(env, &user, &ip, posted.len() as u32, now)?;
+    let header = |name: &str| req.headers().get(name).ok().flatten();
     // Automated clients stay out of training: their events are marked with the bot device
     // class (central-sync stores them but does not learn from them).
     let ua = header("User-Agent").unwrap_or_default();
@@ -1122,7 +1121,10 @@ fn events(
         }
     }
     if let (Some(live), _) = current() {
-        check_known_items(live.for_visitor(visitor.visitor).0, &posted)?;
+        check_known_items(
+            live.for_visitor(visitor.visitor).0,
+            posted.iter().map(|e| e.item.as_str()),
+        )?;
     }
     for e in &posted {
         visitor
@@ -1141,19 +1143,44 @@ fn events(
     Ok(r)
 }
 
-/// What every post into a visitor's session passes first: the session key must be set, and
-/// the post must not come from another site. Returns the session key.
-fn guard_visitor_post(req: &Request, env: &Env) -> Result<Vec<u8>, ApiError> {
-    let key = session_key(env).ok_or_else(|| {
-        ApiError::new(
-            503,
-            "no_session_key",
-            "the SESSION_KEY secret is not set (at least 16 bytes)",
-        )
-    })?;
-    let headers = req.headers();
-    check_cross_site(env, &|name: &str| headers.get(name).ok().flatten())?;
-    Ok(key)
+/// A post into a visitor's session, past the checks every such post passes first: the session
+/// key must be set and the post must not come from another site.
+struct VisitorPost {
+    key: Vec<u8>,
+    visitor: token::Verified,
+    /// The event log's id of the visitor.
+    user: String,
+    /// Unix seconds.
+    now: u64,
+    ip: String,
+}
+
+impl VisitorPost {
+    fn check(req: &Request, env: &Env) -> Result<VisitorPost, ApiError> {
+        let key = session_key(env).ok_or_else(|| {
+            ApiError::new(
+                503,
+                "no_session_key",
+                "the SESSION_KEY secret is not set (at least 16 bytes)",
+            )
+        })?;
+        let headers = req.headers();
+        let header = |name: &str| headers.get(name).ok().flatten();
+        check_cross_site(env, &header)?;
+        let visitor = read_session(req, Some(&key));
+        Ok(VisitorPost {
+            user: visitor_user(visitor.visitor),
+            ip: header("CF-Connecting-IP").unwrap_or_default(),
+            now: now_ms() / 1000,
+            key,
+            visitor,
+        })
+    }
+
+    /// The rate limits (`admit`) for `n` records.
+    fn admit(&self, env: &Env, n: usize) -> Result<(), ApiError> {
+        admit(env, &self.user, &self.ip, n as u32, self.now)
+    }
 }
 
 /// CSRF: JSON only, from this site or an allowed origin (`api::check_event_post`).
@@ -1191,16 +1218,19 @@ fn admit(env: &Env, user: &str, ip: &str, n: u32, now: u64) -> Result<(), ApiErr
     })
 }
 
-/// Events for items the served model does not know are refused: they cannot move a session
-/// and would only be noise (or poison) in the training log.
-fn check_known_items(model: &Loaded, posted: &[api::Event]) -> Result<(), ApiError> {
-    match posted.iter().find(|e| model.engine.find(&e.item).is_none()) {
+/// Events (and browser exposures) naming items the served model does not know are refused: they
+/// cannot move a session and would only be noise (or poison) in the training log.
+fn check_known_items<'a>(
+    model: &Loaded,
+    mut items: impl Iterator<Item = &'a str>,
+) -> Result<(), ApiError> {
+    match items.find(|item| model.engine.find(item).is_none()) {
         Some(unknown) => Err(ApiError::new(
             400,
             "unknown_item",
             format!(
-                "item {:?} is not in model {}",
-                unknown.item, model.manifest.version
+                "item {unknown:?} is not in model {}",
+                model.manifest.version
             ),
         )),
         None => Ok(()),
@@ -1353,16 +1383,21 @@ impl Ingest {
     /// Where isolates report their request metrics (`EDGE_METRICS_URL`, else `INGEST_URL`'s
     /// sibling `/v1/edge-metrics`); `None` without an ingest or with `EDGE_METRICS = "off"`.
     fn edge_metrics(env: &Env) -> Option<Ingest> {
-        Ingest::sibling(env, "EDGE_METRICS", "EDGE_METRICS_URL", "/v1/edge-metrics")
+        Ingest::sibling(
+            env,
+            EDGE_METRICS_SWITCH,
+            "EDGE_METRICS_URL",
+            "/v1/edge-metrics",
+        )
     }
 
     /// An endpoint beside the event ingest: `url_var` when set, else `INGEST_URL` with its
     /// `/v1/events` replaced by `path`; `None` without `INGEST_URL` or when `switch` is `off`.
     fn sibling(env: &Env, switch: &str, url_var: &str, path: &str) -> Option<Ingest> {
-        let events = setting(env, "INGEST_URL")?;
-        if setting(env, switch).is_some_and(|v| v.eq_ignore_ascii_case("off")) {
+        if !Ingest::sibling_on(env, switch) {
             return None;
         }
+        let events = setting(env, "INGEST_URL")?;
         let url = setting(env, url_var).unwrap_or_else(|| {
             format!(
                 "{}{path}",
@@ -1373,6 +1408,13 @@ impl Ingest {
             url,
             token: Ingest::token(env),
         })
+    }
+
+    /// Whether a sibling endpoint is used: `INGEST_URL` is set and `switch` is not `off` (the
+    /// cheap part of `sibling`, for the request path).
+    fn sibling_on(env: &Env, switch: &str) -> bool {
+        setting(env, "INGEST_URL").is_some()
+            && !setting(env, switch).is_some_and(|v| v.eq_ignore_ascii_case("off"))
     }
 
     fn token(env: &Env) -> String {

@@ -5,7 +5,7 @@
 //! exist, writes one Workers Analytics Engine data point (`EDGE_ANALYTICS`) and one structured
 //! log line (`REQUEST_LOG = "json"`, which Workers Logs indexes) per request.
 
-use edgerec_contract::edge_metrics::{Labels, Tallies, CACHE_STATES, MAX_SERIES};
+use edgerec_contract::edge_metrics::{EdgeReport, Labels, Tallies, CACHE_STATES, MAX_SERIES};
 use std::fmt::Write;
 
 /// The route label of a request path (one of `edge_metrics::ROUTES`).
@@ -108,38 +108,25 @@ impl IsolateTallies {
         }
     }
 
-    /// Counts a request; returns the report to send when `flush_ms` have passed since the
-    /// counting started.
-    pub fn observe(
-        &mut self,
-        labels: Labels,
-        ms: f64,
-        now_ms: u64,
-        flush_ms: u64,
-        isolate: &str,
-    ) -> Option<edgerec_contract::edge_metrics::EdgeReport> {
+    /// Counts a request that took `ms` at `now_ms`.
+    pub fn observe(&mut self, labels: Labels, ms: f64, now_ms: u64) {
         if self.since_ms == 0 {
             self.since_ms = now_ms;
         }
         self.tallies.observe(labels, ms, MAX_SERIES);
-        self.due(now_ms, flush_ms, isolate)
     }
 
-    /// The report, when one is due (and there is something to send).
-    pub fn due(
-        &mut self,
-        now_ms: u64,
-        flush_ms: u64,
-        isolate: &str,
-    ) -> Option<edgerec_contract::edge_metrics::EdgeReport> {
-        if self.tallies.is_empty() && self.tallies.dropped == 0 {
-            return None;
-        }
-        if now_ms.saturating_sub(self.since_ms) < flush_ms {
-            return None;
-        }
+    /// Whether a report is due: something was counted and `flush_ms` have passed since the
+    /// counting started.
+    pub fn is_due(&self, now_ms: u64, flush_ms: u64) -> bool {
+        !(self.tallies.is_empty() && self.tallies.dropped == 0)
+            && now_ms.saturating_sub(self.since_ms) >= flush_ms
+    }
+
+    /// The report of what was counted; counting starts again at `now_ms`.
+    pub fn take_report(&mut self, now_ms: u64, isolate: &str) -> EdgeReport {
         self.since_ms = now_ms;
-        Some(self.tallies.take_report(isolate, (now_ms / 1000) as i64))
+        self.tallies.take_report(isolate, (now_ms / 1000) as i64)
     }
 }
 
@@ -168,20 +155,18 @@ mod tests {
     fn reports_are_due_after_the_flush_interval_and_valid() {
         let mut t = IsolateTallies::new();
         let l = labels("recommendations", 200, Some("v1"), Some("miss"), "");
-        assert!(t
-            .observe(l.clone(), 3.0, 1_700_000_000_000, 10_000, "i")
-            .is_none());
-        assert!(t
-            .observe(l.clone(), 4.0, 1_700_000_005_000, 10_000, "i")
-            .is_none());
-        let r = t.observe(l, 5.0, 1_700_000_010_000, 10_000, "i").unwrap();
+        assert!(!t.is_due(1_700_000_000_000, 0), "nothing counted yet");
+        t.observe(l.clone(), 3.0, 1_700_000_000_000);
+        assert!(!t.is_due(1_700_000_000_000, 10_000));
+        t.observe(l.clone(), 4.0, 1_700_000_005_000);
+        assert!(!t.is_due(1_700_000_005_000, 10_000));
+        t.observe(l, 5.0, 1_700_000_010_000);
+        assert!(t.is_due(1_700_000_010_000, 10_000));
+        let r = t.take_report(1_700_000_010_000, "i");
         assert_eq!(r.series[0].count, 3);
         let back = validate_edge_report_json(serde_json::to_value(&r).unwrap()).unwrap();
         assert_eq!(back, r);
-        assert!(
-            t.due(1_700_000_100_000, 10_000, "i").is_none(),
-            "nothing new to send"
-        );
+        assert!(!t.is_due(1_700_000_100_000, 10_000), "nothing new to send");
     }
 
     #[test]
