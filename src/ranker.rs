@@ -313,18 +313,20 @@ impl<'a> Ranker<'a> {
                 out.extend(targets.iter().zip(weights).map(|(&g, &x)| (g, w * x)));
             }
         }
-        self.trend_boosts(ts, profile.trend, &mut out);
-        let mut merged = sum_by_item(out);
+        let mut merged = self.with_trend(ts, profile.trend, sum_by_item(out));
         merged.retain(|e| e.1 > 0.0);
         merged
     }
 
-    /// Appends `weight × count / max count` for every item counted in the trend window before
-    /// `ts` (the end of the model's data when `ts` is absent or later).
-    fn trend_boosts(&self, ts: Option<i64>, weight: f32, out: &mut Vec<(u32, f32)>) {
+    /// Adds `weight × count / max count` to the summed sequence boosts `seq` (sorted by item,
+    /// one entry each) for every item counted in the trend window before `ts` (the end of the
+    /// model's data when `ts` is absent or later). The trend shares are already sorted by item,
+    /// so this is a linear merge rather than a sort of the (often thousand-entry) trend, and each
+    /// item's trend is added after its sequence boosts, the order the sums always had.
+    fn with_trend(&self, ts: Option<i64>, weight: f32, seq: Vec<(u32, f32)>) -> Vec<(u32, f32)> {
         let window = trend_window(self.meta(), ts);
         if weight <= 0.0 || window.is_empty() {
-            return;
+            return seq;
         }
         let (latest_window, latest) = &self.engine.latest_trend;
         let computed;
@@ -334,7 +336,7 @@ impl<'a> Ranker<'a> {
             computed = self.trend_shares(window);
             &computed
         };
-        out.extend(shares.iter().map(|&(g, share)| (g, weight * share)));
+        merge_trend(&seq, shares, weight)
     }
 
     /// Each item's count over the trend buckets `window`, divided by the largest such count.
@@ -343,7 +345,7 @@ impl<'a> Ranker<'a> {
             return Vec::new();
         };
         let (items, counts) = table.buckets(window.start, window.end);
-        let mut merged = sum_by_item(items.iter().copied().zip(counts.iter().copied()).collect());
+        let mut merged = sum_counts(items, counts, self.meta().total_items as usize);
         let max = merged.iter().fold(0.0f32, |m, e| m.max(e.1));
         if max <= 0.0 {
             return Vec::new();
@@ -614,6 +616,68 @@ fn block_max(scores: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
 }
 
+/// `seq` (sorted by item, one entry each) plus `weight × share` of each trend entry (sorted by
+/// item, one entry each): the sums `sum_by_item` gives for the two lists appended, in one pass.
+fn merge_trend(seq: &[(u32, f32)], shares: &[(u32, f32)], weight: f32) -> Vec<(u32, f32)> {
+    let mut out = Vec::with_capacity(seq.len() + shares.len());
+    let (mut seq, mut shares) = (seq.iter().peekable(), shares.iter().peekable());
+    loop {
+        let next = match (seq.peek(), shares.peek()) {
+            (Some(&&(a, x)), Some(&&(b, share))) if a == b => {
+                seq.next();
+                shares.next();
+                (a, x + weight * share)
+            }
+            (Some(&&(a, x)), Some(&&(b, _))) if a < b => {
+                seq.next();
+                (a, x)
+            }
+            (_, Some(&&(b, share))) => {
+                shares.next();
+                (b, weight * share)
+            }
+            (Some(&&e), None) => {
+                seq.next();
+                e
+            }
+            (None, None) => break,
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// [`sum_by_item`] of `items` zipped with `counts`, by dense accumulation when the items are
+/// few enough for a table of all of them to cost less than sorting the entries (eval and
+/// requests about a past time sum a month of buckets per request). Each item's counts are added
+/// in their original order from 0, exactly as the stable sort adds them, so both paths give the
+/// same bits.
+fn sum_counts(items: &[u32], counts: &[f32], total_items: usize) -> Vec<(u32, f32)> {
+    if total_items > DENSE_SUM_PER_ENTRY * items.len() {
+        return sum_by_item(items.iter().copied().zip(counts.iter().copied()).collect());
+    }
+    let mut sums = vec![0.0f32; total_items];
+    let mut seen = vec![false; total_items];
+    let mut touched: Vec<u32> = Vec::new();
+    for (&g, &c) in items.iter().zip(counts) {
+        let (Some(sum), Some(seen)) = (sums.get_mut(g as usize), seen.get_mut(g as usize)) else {
+            continue;
+        };
+        if !*seen {
+            *seen = true;
+            touched.push(g);
+            *sum = c;
+        } else {
+            *sum += c;
+        }
+    }
+    touched.sort_unstable();
+    touched.into_iter().map(|g| (g, sums[g as usize])).collect()
+}
+
+/// Items per trend entry up to which [`sum_counts`] accumulates densely.
+const DENSE_SUM_PER_ENTRY: usize = 16;
+
 /// One entry per item with the sum of its values. The sort is stable, so each item's values are
 /// added in their original order and the sums are the same on every platform.
 fn sum_by_item(mut entries: Vec<(u32, f32)>) -> Vec<(u32, f32)> {
@@ -653,4 +717,47 @@ pub fn trend_window(meta: &Meta, ts: Option<i64>) -> core::ops::Range<usize> {
 #[inline(always)]
 fn i8_score(dot: i32, query_scale: f32, row_scale: f32, bias: f32) -> f32 {
     dot as f32 * query_scale * row_scale + bias
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The dense path of `sum_counts` gives the stable sort's sums bit for bit.
+        #[test]
+        fn dense_and_sorted_sums_agree(
+            entries in prop::collection::vec((0u32..50, 0.0f32..1000.0), 0..400)
+        ) {
+            let (items, counts): (Vec<u32>, Vec<f32>) = entries.iter().copied().unzip();
+            let sorted = sum_by_item(entries.clone());
+            let dense = sum_counts(&items, &counts, 50);
+            prop_assert_eq!(sorted.len(), dense.len());
+            for (a, b) in sorted.iter().zip(&dense) {
+                prop_assert_eq!(a.0, b.0);
+                prop_assert_eq!(a.1.to_bits(), b.1.to_bits());
+            }
+        }
+
+        /// Merging the trend into the summed sequence boosts gives the sums of one stable sort
+        /// of both lists appended, bit for bit.
+        #[test]
+        fn merged_trend_equals_one_sort_of_both(
+            seq in prop::collection::vec((0u32..60, 0.0f32..10.0), 0..200),
+            trend in prop::collection::vec((0u32..60, 0.0f32..1.0), 0..200),
+            weight in 0.0f32..300.0,
+        ) {
+            let shares = sum_by_item(trend);
+            let mut appended = seq.clone();
+            appended.extend(shares.iter().map(|&(g, x)| (g, weight * x)));
+            let expected = sum_by_item(appended);
+            let merged = merge_trend(&sum_by_item(seq), &shares, weight);
+            prop_assert_eq!(expected.len(), merged.len());
+            for (a, b) in expected.iter().zip(&merged) {
+                prop_assert_eq!(a.0, b.0);
+                prop_assert_eq!(a.1.to_bits(), b.1.to_bits());
+            }
+        }
+    }
 }
