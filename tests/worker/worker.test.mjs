@@ -252,6 +252,24 @@ test('requests whose cf lacks a timezone or carries bad coordinates never crash 
   assert.equal((await get('/v1/health')).status, 200, 'the isolate still serves');
 });
 
+test('the visitor\'s cf timezone sets the offset, the same for repeated and interleaved zones', async () => {
+  // The worker computes a zone's offset once per quarter hour and reuses it: every answer must
+  // still carry the offset Intl gives for the zone now, whichever zones came before it.
+  const offset = (zone) => {
+    const parts = Object.fromEntries(new Intl.DateTimeFormat('en-US', { timeZone: zone, hourCycle: 'h23', year: 'numeric', month: 'numeric', day: 'numeric', hour: 'numeric', minute: 'numeric' })
+      .formatToParts(new Date()).map((p) => [p.type, Number(p.value)]));
+    const local = Date.UTC(parts.year, parts.month - 1, parts.day, parts.hour, parts.minute);
+    return Math.round((local - Math.floor(Date.now() / 60_000) * 60_000) / 60_000);
+  };
+  const zones = ['Asia/Kolkata', 'America/New_York', 'Asia/Kathmandu', 'Asia/Kolkata', 'Not/AZone', 'America/New_York', 'Australia/Eucla'];
+  for (const timezone of zones) {
+    const r = await mf.dispatchFetch('http://localhost/v1/recommendations?k=3', { cf: { timezone } });
+    assert.equal(r.status, 200, timezone);
+    const want = timezone === 'Not/AZone' ? 0 : offset(timezone);
+    assert.equal((await r.json()).context.tz_offset_min, want, timezone);
+  }
+});
+
 test('an oversized event body is refused before it is read (H1)', async () => {
   // A chunked body of up to 256 MiB, written only as fast as the worker reads it: the worker must
   // stop reading once it passes the 64 KiB limit instead of buffering it all into the isolate.
