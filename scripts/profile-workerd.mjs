@@ -1,0 +1,77 @@
+// A CPU profile of the built worker under load, on workerd itself: Miniflare runs `workerd serve`
+// with its inspector on, the Chrome DevTools protocol's `Profiler` samples the user worker while
+// wrk sends ranked requests (100,000 x 64 int8 model, session token), and the functions with the
+// most self time are printed (the worker's wasm keeps its names, so these are Rust functions).
+// Usage: node scripts/profile-workerd.mjs [PATH] [OUT.cpuprofile]; the profile also opens in
+// Chrome DevTools. Not part of `make test` or `make bench`: a tool for finding what to remove.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import WebSocket from 'ws';
+import { workerMiniflare, copyDirToKv } from '../tests/support/edge.mjs';
+import { writeRandomNpy } from '../tests/support/npy.mjs';
+
+const root = new URL('../', import.meta.url).pathname;
+const cs = join(root, 'target/release/central-sync');
+const tmp = mkdtempSync(join(tmpdir(), 'edgerec-profile-'));
+const [N, DIM, INSPECTOR] = [100_000, 64, 9239];
+const path = process.argv[2] ?? '/v1/recommendations?k=10&device=mobile&geohash=9q8yy';
+const out = process.argv[3] ?? join(tmp, 'worker.cpuprofile');
+
+writeRandomNpy(join(tmp, 'v.npy'), N, DIM, 11);
+writeFileSync(join(tmp, 'ids.txt'), Array.from({ length: N }, (_, i) => `sku-${i}\n`).join(''));
+execFileSync(cs, ['--log', 'warn', 'pack', '--embeddings', join(tmp, 'v.npy'), '--ids', join(tmp, 'ids.txt'), '--out', join(tmp, 'model')]);
+execFileSync(cs, ['--log', 'warn', 'publish', '--model', join(tmp, 'model'), '--to', `dir:${join(tmp, 'kv')}`]);
+
+const mf = workerMiniflare(
+  { SESSION_KEY: 'profile-workerd-session-key-0123456789', CHECK_INTERVAL_SECONDS: '600', INGEST_URL: '' },
+  { host: '127.0.0.1', port: 0, inspectorPort: INSPECTOR },
+);
+try {
+  const base = (await mf.ready).toString().replace(/\/$/, '');
+  await copyDirToKv(join(tmp, 'kv'), await mf.getKVNamespace('MODELS'));
+  for (let i = 0; i < 500; i++) {
+    const r = await (await fetch(`${base}/v1/recommendations?k=1`)).json();
+    if (r.model && !r.fallback) break;
+    await new Promise((ok) => setTimeout(ok, 5));
+  }
+  const post = await fetch(`${base}/v1/events`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify([{ item: 'sku-1' }, { item: 'sku-2' }, { item: 'sku-3' }]),
+  });
+  const token = (await post.json()).session;
+  // Miniflare's own workers (entry, KV, cache) are separate targets; the user worker is `core:user:`.
+  const targets = await (await fetch(`http://127.0.0.1:${INSPECTOR}/json/list`)).json();
+  const target = targets.find((t) => t.title.endsWith('core:user:'));
+  if (!target) throw new Error(`no user worker among ${targets.map((t) => t.title).join(', ')}`);
+  const ws = new WebSocket(target.webSocketDebuggerUrl);
+  await new Promise((ok, fail) => { ws.on('open', ok); ws.on('error', fail); });
+  let id = 0;
+  const pending = new Map();
+  ws.on('message', (m) => { const d = JSON.parse(m); pending.get(d.id)?.(d); pending.delete(d.id); });
+  const send = (method, params = {}) => new Promise((ok) => { id += 1; pending.set(id, ok); ws.send(JSON.stringify({ id, method, params })); });
+  await send('Profiler.enable');
+  await send('Profiler.setSamplingInterval', { interval: 100 });
+  await send('Profiler.start');
+  const wrk = execFileSync('wrk', ['-t1', '-c4', '-d5s', '-H', `X-Edgerec-Session: ${token}`, base + path], { encoding: 'utf8' });
+  const { result } = await send('Profiler.stop');
+  ws.close();
+  writeFileSync(out, JSON.stringify(result.profile));
+  const { nodes, samples, timeDeltas } = result.profile;
+  const byId = new Map(nodes.map((n) => [n.id, n]));
+  const self = new Map();
+  samples.forEach((s, i) => {
+    const f = byId.get(s).callFrame;
+    const name = `${f.functionName || '(anonymous)'} ${f.url.split('/').pop()}`.trim();
+    self.set(name, (self.get(name) ?? 0) + timeDeltas[i]);
+  });
+  const total = [...self.values()].reduce((a, b) => a + b, 0);
+  console.log(`[profile-workerd] ${path}: ${wrk.match(/Requests\/sec:\s+[\d.]+/)[0]} while profiling; self time of the user worker:`);
+  for (const [name, t] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 15)) {
+    console.log(`[profile-workerd] ${(100 * t / total).toFixed(1).padStart(5)}% ${name}`);
+  }
+  console.log(`[profile-workerd] profile written to ${out}`);
+} finally {
+  await mf.dispose();
+}
