@@ -3,26 +3,20 @@
 // loads the model and `/v1/health` reports its wasm linear memory, which never shrinks: the
 // peak of the wasm heap. Printed beside the shard bytes and the 48 MiB budget central-sync
 // enforces (`EDGE_MODEL_BUDGET_BYTES`).
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { workerMiniflare, copyDirToKv } from '../tests/support/edge.mjs';
-import { writeRandomNpy } from '../tests/support/npy.mjs';
+import { publishRandomModel } from '../tests/support/npy.mjs';
 
-const root = new URL('../', import.meta.url).pathname;
-const cs = join(root, 'target/release/central-sync');
 const tmp = mkdtempSync(join(tmpdir(), 'edgerec-memory-'));
 const DIM = 64;
 
 console.log('[bench-memory] items x 64 int8 | shard bytes | worker wasm memory after the load | ratio');
 for (const n of [10_000, 100_000, 400_000]) {
   const dir = join(tmp, `m${n}`);
-  writeRandomNpy(join(tmp, `v${n}.npy`), n, DIM, n);
-  writeFileSync(join(tmp, `ids${n}.txt`), Array.from({ length: n }, (_, i) => `sku-${i}\n`).join(''));
-  execFileSync(cs, ['--log', 'warn', 'pack', '--embeddings', join(tmp, `v${n}.npy`), '--ids', join(tmp, `ids${n}.txt`), '--out', dir]);
-  const kvDir = join(tmp, `kv${n}`);
-  execFileSync(cs, ['--log', 'warn', 'publish', '--model', dir, '--to', `dir:${kvDir}`]);
+  mkdirSync(dir);
+  const kvDir = publishRandomModel(dir, n, DIM, n);
   const mf = workerMiniflare({ SESSION_KEY: 'bench-memory-session-key-0123456789', CHECK_INTERVAL_SECONDS: '60' });
   try {
     await copyDirToKv(kvDir, await mf.getKVNamespace('MODELS'));

@@ -6,22 +6,17 @@
 // 100,000 x 64 int8 model; plus the cold start: from workerd being ready with the model in KV to
 // the first answer ranked by that model. Loopback only; wrk stops by itself.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { workerMiniflare, copyDirToKv } from '../tests/support/edge.mjs';
-import { writeRandomNpy } from '../tests/support/npy.mjs';
+import { publishRandomModel } from '../tests/support/npy.mjs';
 
-const root = new URL('../', import.meta.url).pathname;
-const cs = join(root, 'target/release/central-sync');
 const tmp = mkdtempSync(join(tmpdir(), 'edgerec-workerd-'));
 const N = 100_000;
 const DIM = 64;
 
-writeRandomNpy(join(tmp, 'v.npy'), N, DIM, 11);
-writeFileSync(join(tmp, 'ids.txt'), Array.from({ length: N }, (_, i) => `sku-${i}\n`).join(''));
-execFileSync(cs, ['--log', 'warn', 'pack', '--embeddings', join(tmp, 'v.npy'), '--ids', join(tmp, 'ids.txt'), '--out', join(tmp, 'model')]);
-execFileSync(cs, ['--log', 'warn', 'publish', '--model', join(tmp, 'model'), '--to', `dir:${join(tmp, 'kv')}`]);
+const kvDir = publishRandomModel(tmp, N, DIM, 11);
 
 const mf = workerMiniflare(
   { SESSION_KEY: 'bench-workerd-session-key-0123456789', CHECK_INTERVAL_SECONDS: '600', INGEST_URL: '' },
@@ -29,7 +24,7 @@ const mf = workerMiniflare(
 );
 try {
   const base = (await mf.ready).toString().replace(/\/$/, '');
-  await copyDirToKv(join(tmp, 'kv'), await mf.getKVNamespace('MODELS'));
+  await copyDirToKv(kvDir, await mf.getKVNamespace('MODELS'));
   const query = '/v1/recommendations?k=10&device=mobile&geohash=9q8yy';
   // Cold start: a fresh isolate answers the first requests from the fallback list while it
   // loads the model; the cold start ends with the first answer the model ranked.

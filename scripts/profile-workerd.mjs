@@ -10,19 +10,14 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import WebSocket from 'ws';
 import { workerMiniflare, copyDirToKv } from '../tests/support/edge.mjs';
-import { writeRandomNpy } from '../tests/support/npy.mjs';
+import { publishRandomModel } from '../tests/support/npy.mjs';
 
-const root = new URL('../', import.meta.url).pathname;
-const cs = join(root, 'target/release/central-sync');
 const tmp = mkdtempSync(join(tmpdir(), 'edgerec-profile-'));
 const [N, DIM, INSPECTOR] = [100_000, 64, 9239];
 const path = process.argv[2] ?? '/v1/recommendations?k=10&device=mobile&geohash=9q8yy';
 const out = process.argv[3] ?? join(tmp, 'worker.cpuprofile');
 
-writeRandomNpy(join(tmp, 'v.npy'), N, DIM, 11);
-writeFileSync(join(tmp, 'ids.txt'), Array.from({ length: N }, (_, i) => `sku-${i}\n`).join(''));
-execFileSync(cs, ['--log', 'warn', 'pack', '--embeddings', join(tmp, 'v.npy'), '--ids', join(tmp, 'ids.txt'), '--out', join(tmp, 'model')]);
-execFileSync(cs, ['--log', 'warn', 'publish', '--model', join(tmp, 'model'), '--to', `dir:${join(tmp, 'kv')}`]);
+const kvDir = publishRandomModel(tmp, N, DIM, 11);
 
 const mf = workerMiniflare(
   { SESSION_KEY: 'profile-workerd-session-key-0123456789', CHECK_INTERVAL_SECONDS: '600', INGEST_URL: '' },
@@ -30,7 +25,7 @@ const mf = workerMiniflare(
 );
 try {
   const base = (await mf.ready).toString().replace(/\/$/, '');
-  await copyDirToKv(join(tmp, 'kv'), await mf.getKVNamespace('MODELS'));
+  await copyDirToKv(kvDir, await mf.getKVNamespace('MODELS'));
   for (let i = 0; i < 500; i++) {
     const r = await (await fetch(`${base}/v1/recommendations?k=1`)).json();
     if (r.model && !r.fallback) break;

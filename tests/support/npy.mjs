@@ -1,6 +1,8 @@
 // Random float32 matrices as .npy files, for packing synthetic models with `central-sync pack`
 // (benchmarks and fault runs). Written in blocks, so large models never sit in memory twice.
-import { openSync, writeSync, closeSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { openSync, writeSync, closeSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 /** Writes a `rows x dim` float32 .npy of uniform values in [-1, 1) from a seeded LCG. */
 export function writeRandomNpy(path, rows, dim, seed) {
@@ -16,4 +18,15 @@ export function writeRandomNpy(path, rows, dim, seed) {
     writeSync(fd, Buffer.from(block.buffer, 0, count * dim * 4));
   }
   closeSync(fd);
+}
+
+/** A random `rows x dim` model (ids `sku-0`…) packed by `central-sync pack` into `dir/model` and
+ * published to a directory KV, `dir/kv` (returned), as the benchmarks and profiles load it. */
+export function publishRandomModel(dir, rows, dim, seed) {
+  const cs = new URL('../../target/release/central-sync', import.meta.url).pathname;
+  writeRandomNpy(join(dir, 'v.npy'), rows, dim, seed);
+  writeFileSync(join(dir, 'ids.txt'), Array.from({ length: rows }, (_, i) => `sku-${i}\n`).join(''));
+  execFileSync(cs, ['--log', 'warn', 'pack', '--embeddings', join(dir, 'v.npy'), '--ids', join(dir, 'ids.txt'), '--out', join(dir, 'model')]);
+  execFileSync(cs, ['--log', 'warn', 'publish', '--model', join(dir, 'model'), '--to', `dir:${join(dir, 'kv')}`]);
+  return join(dir, 'kv');
 }
