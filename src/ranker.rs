@@ -656,23 +656,23 @@ fn sum_counts(items: &[u32], counts: &[f32], total_items: usize) -> Vec<(u32, f3
     if total_items > DENSE_SUM_PER_ENTRY * items.len() {
         return sum_by_item(items.iter().copied().zip(counts.iter().copied()).collect());
     }
-    let mut sums = vec![0.0f32; total_items];
-    let mut seen = vec![false; total_items];
+    let mut sums: Vec<Option<f32>> = vec![None; total_items];
     let mut touched: Vec<u32> = Vec::new();
     for (&g, &c) in items.iter().zip(counts) {
-        let (Some(sum), Some(seen)) = (sums.get_mut(g as usize), seen.get_mut(g as usize)) else {
-            continue;
-        };
-        if !*seen {
-            *seen = true;
-            touched.push(g);
-            *sum = c;
-        } else {
-            *sum += c;
+        match sums.get_mut(g as usize) {
+            Some(Some(sum)) => *sum += c,
+            Some(slot) => {
+                *slot = Some(c);
+                touched.push(g);
+            }
+            None => {}
         }
     }
     touched.sort_unstable();
-    touched.into_iter().map(|g| (g, sums[g as usize])).collect()
+    touched
+        .into_iter()
+        .filter_map(|g| Some((g, sums[g as usize]?)))
+        .collect()
 }
 
 /// Items per trend entry up to which [`sum_counts`] accumulates densely.

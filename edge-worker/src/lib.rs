@@ -280,8 +280,7 @@ async fn read_shard(
             bytes.length()
         )));
     }
-    let len = usize::try_from(expected).map_err(|_| corrupt(format!("{key}: {expected} bytes")))?;
-    let mut out = AlignedBytes::zeroed(len);
+    let mut out = AlignedBytes::zeroed(bytes.length() as usize);
     bytes.copy_to(out.as_bytes_mut());
     Ok(out)
 }
