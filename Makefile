@@ -22,12 +22,14 @@ lint: setup
 	@$(STAGE) fmt-fuzz cargo fmt --manifest-path fuzz/Cargo.toml --check
 	@$(STAGE) clippy cargo clippy --workspace --all-targets -- -D warnings
 	@$(STAGE) clippy-wasm cargo clippy -p edgerec -p edgerec-contract -p edge-worker --target wasm32-unknown-unknown -- -D warnings
+	@$(STAGE) clippy-wasm-relaxed env CARGO_TARGET_DIR=target/relaxed RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" \
+		cargo clippy -p edgerec --target wasm32-unknown-unknown -- -D warnings
 
 test-native: setup
 	@$(STAGE) native-tests cargo test --workspace
 
 test-wasm: setup
-	@$(STAGE) wasm-tests cargo test --target wasm32-unknown-unknown -p edgerec --test wasm
+	@$(STAGE) wasm-tests bash scripts/test-wasm.sh
 
 test-js: pkg
 	@$(STAGE) js-tests bash scripts/test-js.sh

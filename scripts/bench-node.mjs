@@ -10,7 +10,7 @@ import { initSync, Engine, Session } from '../pkg/edgerec.js';
 const require = createRequire(import.meta.url);
 const root = new URL('../', import.meta.url).pathname;
 const dir = process.argv[2] ?? join(root, 'target/bench');
-const wasmBytes = readFileSync(join(root, 'pkg/edgerec_bg.wasm'));
+const wasmBytes = readFileSync(process.env.EDGEREC_WASM ?? join(root, 'pkg/edgerec_bg.wasm'));
 initSync({ module: wasmBytes });
 
 const now = () => Number(process.hrtime.bigint()) / 1e6; // ms

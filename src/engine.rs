@@ -20,13 +20,15 @@
 //!
 //! Session items and the request's exclude list are never returned.
 
+use crate::coarse::RowBounds;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::{Meta, Profile};
+use crate::format::{Dtype, Meta, Profile};
 use crate::hash::item_key;
+use crate::kernels;
 use crate::ranker::Ranker;
 use crate::session::Session;
-use crate::shard::Shard;
+use crate::shard::{Rows, Shard};
 
 /// Most candidates diversity and exploration consider: their work grows with pool × k, so a
 /// caller's pool (from JS, from a query string) is clamped here rather than trusted.
@@ -103,6 +105,9 @@ pub struct Engine {
     /// every request made after the model was built: computed once at load, so the request path
     /// only copies them.
     pub(crate) latest_trend: (core::ops::Range<usize>, Vec<(u32, f32)>),
+    /// Per shard, the row sums and norms of the certified coarse pass (`crate::coarse`); empty
+    /// when the pass is off (by default, builds without a fast coarse kernel).
+    pub(crate) row_bounds: Vec<Option<RowBounds>>,
 }
 
 impl core::fmt::Debug for Engine {
@@ -177,11 +182,33 @@ impl Engine {
             starts,
             meta,
             latest_trend: (0..0, Vec::new()),
+            row_bounds: Vec::new(),
         };
         let window = trend_window(&engine.meta, None);
         let shares = engine.ranker().trend_shares(window.clone());
         engine.latest_trend = (window, shares);
+        engine.set_coarse_pass(kernels::FAST_COARSE);
         Ok(engine)
+    }
+
+    /// Turns the certified coarse pass of int8 models on or off. It is on by default where the
+    /// build has a fast coarse kernel (wasm with relaxed SIMD). Rankings are identical either
+    /// way (that is what the tests check, on every build); only the time differs. On, it keeps
+    /// 4 bytes per item.
+    #[doc(hidden)]
+    pub fn set_coarse_pass(&mut self, on: bool) {
+        self.row_bounds = if on && self.meta.dtype == Dtype::I8 {
+            let stride = self.meta.row_stride() as usize;
+            self.shards
+                .iter()
+                .map(|s| match s.view().rows {
+                    Rows::I8 { rows, .. } => RowBounds::of(rows, stride),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
     }
 
     /// Validates shard bytes (any order) and assembles the model.

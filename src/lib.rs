@@ -20,6 +20,7 @@
 //! # Ok::<(), edgerec::Error>(())
 //! ```
 
+pub mod coarse;
 pub mod context;
 pub mod engine;
 pub mod error;

@@ -3,11 +3,12 @@
 //! shard's rows, merges the boosted items exactly, and selects `k` (by score, or by diversity
 //! and exploration). [`crate::Engine`] owns the model; a `Ranker` borrows it for one request.
 
+use crate::coarse::CoarseQuery;
 use crate::context::Context;
 use crate::engine::{Engine, Exploration, Recommendation, Request, MAX_POOL};
 use crate::format::{profile_bucket, Dtype, Meta, Profile, PROFILE_FIELDS};
 use crate::hash::item_key;
-use crate::kernels;
+use crate::kernels::{self, i8_score};
 use crate::math::{exp, SplitMix64};
 use crate::session::{EventType, Session};
 use crate::shard::{GlobalTables, Rows, Shard, ShardView};
@@ -386,47 +387,78 @@ impl<'a> Ranker<'a> {
     /// The fused scan: per block of rows, the kernel's dot products become scores in a
     /// branch-free (vectorisable) loop, then a plain comparison against the cached heap
     /// threshold lets the rare winners through to the exclusion test, the filter and the heap.
+    /// Where the engine keeps row bounds (`crate::coarse`), int8 blocks first go through the
+    /// coarse kernel, and only rows whose score bound beats the threshold are scored exactly.
     fn scan(&self, query: &Query, skip: &[u32], filter: &dyn Fn(u32) -> bool, top: &mut TopK) {
         let stride = self.meta().row_stride() as usize;
-        let mut threshold = top.threshold();
-        let mut scores = [0f32; BLOCK_ROWS];
-        let mut offer_block = |scores: &[f32], first: u32, top: &mut TopK| {
-            // Once the heap is full, almost no block holds a winner: a lane-wise maximum (which
-            // the compiler vectorises) rules the whole block out in a few instructions.
-            if block_max(scores) <= threshold {
-                return;
-            }
-            for (j, &score) in scores.iter().enumerate() {
-                if score > threshold {
-                    let g = first + j as u32;
-                    if skip.binary_search(&g).is_err() && filter(g) {
-                        top.push(score, g);
-                        threshold = top.threshold();
-                    }
-                }
-            }
+        let mut offer = Offer {
+            threshold: top.threshold(),
+            skip,
+            filter,
         };
-        for (view, &start) in self.views.iter().zip(&self.engine.starts) {
+        let mut scores = [0f32; BLOCK_ROWS];
+        let coarse_query = match query {
+            Query::I8 { q, .. } if !self.engine.row_bounds.is_empty() => {
+                CoarseQuery::new(q, stride)
+            }
+            _ => None,
+        };
+        for (s, (view, &start)) in self.views.iter().zip(&self.engine.starts).enumerate() {
             let n = view.header.item_count as usize;
             match (query, view.rows) {
                 (Query::I8 { q, scale }, Rows::I8 { rows, scales }) => {
+                    let bounds = self.engine.row_bounds.get(s).and_then(Option::as_ref);
+                    if let Some((bounds, cq)) = bounds.zip(coarse_query.as_ref()) {
+                        // The fused coarse kernel needs no score buffer: one call per shard.
+                        let shard_rows = kernels::CoarseRows {
+                            rows,
+                            sum: &bounds.sum,
+                            l1: &bounds.l1,
+                            row_scales: scales,
+                            bias: view.bias,
+                        };
+                        let threshold = offer.threshold;
+                        let mut exact = |j: usize| {
+                            let mut dot = [0i32; 1];
+                            let row = rows.get(j * stride..(j + 1) * stride).unwrap_or(&[]);
+                            kernels::dot_i8_block(q, row, stride, &mut dot);
+                            let (row_scale, bias) = (scales.get(j), view.bias.get(j));
+                            let score = i8_score(
+                                dot[0],
+                                *scale,
+                                row_scale.copied().unwrap_or(0.0),
+                                bias.copied().unwrap_or(f32::NEG_INFINITY),
+                            );
+                            offer.one(score, start + j as u32, top);
+                            offer.threshold
+                        };
+                        kernels::coarse_candidates(
+                            cq,
+                            *scale,
+                            &shard_rows,
+                            stride,
+                            threshold,
+                            &mut exact,
+                        );
+                        continue;
+                    }
                     let mut dots = [0i32; BLOCK_ROWS];
                     for b in (0..n).step_by(BLOCK_ROWS) {
                         let m = BLOCK_ROWS.min(n - b);
                         let block = rows.get(b * stride..(b + m) * stride).unwrap_or(&[]);
-                        kernels::dot_i8_block(q, block, stride, &mut dots[..m]);
                         let (Some(row_scales), Some(row_bias)) =
                             (scales.get(b..b + m), view.bias.get(b..b + m))
                         else {
                             continue;
                         };
+                        kernels::dot_i8_block(q, block, stride, &mut dots[..m]);
                         // Equal-length slices and an index loop: no bounds checks, so the
                         // compiler vectorises the conversion (same IEEE operations per lane).
                         let (out, dots) = (&mut scores[..m], &dots[..m]);
                         for j in 0..m {
                             out[j] = i8_score(dots[j], *scale, row_scales[j], row_bias[j]);
                         }
-                        offer_block(&scores[..m], start + b as u32, top);
+                        offer.block(out, start + b as u32, top);
                     }
                 }
                 (Query::Float { q }, rows @ (Rows::F16 { .. } | Rows::F32 { .. })) => {
@@ -444,7 +476,7 @@ impl<'a> Ranker<'a> {
                         for ((s, &dot), &bias) in scores.iter_mut().zip(&dots[..m]).zip(row_bias) {
                             *s = dot + bias;
                         }
-                        offer_block(&scores[..m], start + b as u32, top);
+                        offer.block(&scores[..m], start + b as u32, top);
                     }
                 }
                 _ => {}
@@ -596,6 +628,41 @@ fn float_dots(
     }
 }
 
+/// The scan's gate to the heap: the cached threshold (scores at or below it cannot enter), the
+/// items never to offer (sorted) and the request's filter.
+struct Offer<'r> {
+    threshold: f32,
+    skip: &'r [u32],
+    filter: &'r dyn Fn(u32) -> bool,
+}
+
+impl Offer<'_> {
+    /// Offers item `index` with `score` if it beats the threshold.
+    #[inline]
+    fn one(&mut self, score: f32, index: u32, top: &mut TopK) {
+        if score > self.threshold
+            && self.skip.binary_search(&index).is_err()
+            && (self.filter)(index)
+        {
+            top.push(score, index);
+            self.threshold = top.threshold();
+        }
+    }
+
+    /// Offers a block of consecutive items starting at `first`.
+    #[inline]
+    fn block(&mut self, scores: &[f32], first: u32, top: &mut TopK) {
+        // Once the heap is full, almost no block holds a winner: a lane-wise maximum (which
+        // the compiler vectorises) rules the whole block out in a few instructions.
+        if block_max(scores) <= self.threshold {
+            return;
+        }
+        for (j, &score) in scores.iter().enumerate() {
+            self.one(score, first + j as u32, top);
+        }
+    }
+}
+
 /// The maximum of `scores` (−∞ when empty), over 8 independent lanes so it vectorises without
 /// reassociating floating-point operations. NaN never wins, so a NaN score is never offered,
 /// which matches `score > threshold` being false for NaN.
@@ -710,13 +777,6 @@ pub fn trend_window(meta: &Meta, ts: Option<i64>) -> core::ops::Range<usize> {
     let span = (i128::from(meta.trend_window_s) + width - 1) / width;
     let lo = (hi - span).clamp(0, n);
     lo as usize..hi as usize
-}
-
-/// Score of an int8 row from its integer dot product. One definition for the scan and for
-/// single items, so both give bit-identical scores.
-#[inline(always)]
-fn i8_score(dot: i32, query_scale: f32, row_scale: f32, bias: f32) -> f32 {
-    dot as f32 * query_scale * row_scale + bias
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]

@@ -1,11 +1,15 @@
-//! Tests that run inside wasm (Node, via wasm-bindgen-test-runner): the simd128 kernel against
-//! the scalar reference, and the frozen golden shard ranking exactly as the native build ranks
-//! it (the golden ranking file was produced natively).
+//! Tests that run inside wasm (Node, via wasm-bindgen-test-runner): the SIMD kernels against
+//! the scalar references, and the frozen golden shard ranking exactly as the native build ranks
+//! it (the golden ranking file was produced natively). `make test-wasm` runs them twice: the
+//! simd128 build, and the relaxed-SIMD build (Node 20 needs `--experimental-wasm-relaxed-simd`,
+//! and `--no-liftoff` because its baseline compiler gets relaxed dot products wrong).
 #![cfg(target_arch = "wasm32")]
 
-use edgerec::kernels::{dot_i8_block, scalar};
+use edgerec::coarse::{CoarseQuery, RowBounds};
+use edgerec::kernels::{self, coarse_candidates, coarse_dot_block, dot_i8_block, scalar};
 use edgerec::math::SplitMix64;
-use edgerec::Shard;
+use edgerec::testing::Synthetic;
+use edgerec::{Engine, EventType, Request, Session, Shard};
 use wasm_bindgen_test::wasm_bindgen_test;
 
 const GOLDEN: &[u8] = include_bytes!("golden/v1-tiny.shard");
@@ -49,5 +53,114 @@ fn corrupt_shards_are_errors_not_panics() {
         assert!(Shard::from_bytes(&bytes).is_err());
         let cut = rng.below(bytes.len());
         assert!(Shard::from_bytes(&GOLDEN[..cut]).is_err());
+    }
+}
+
+/// The rows a coarse pass offers, with `candidate` raising the threshold to each offered row's
+/// exact score when that is higher (as the ranker's heap does).
+fn offered(
+    cq: &CoarseQuery,
+    query: &[i16],
+    block: &kernels::CoarseRows<'_>,
+    stride: usize,
+    threshold: f32,
+    reference: bool,
+) -> Vec<usize> {
+    let mut got = Vec::new();
+    let mut current = threshold;
+    let mut candidate = |j: usize| {
+        got.push(j);
+        let mut dot = [0];
+        scalar::dot_i8_block(
+            query,
+            &block.rows[j * stride..(j + 1) * stride],
+            stride,
+            &mut dot,
+        );
+        let score = kernels::i8_score(dot[0], 0.01, block.row_scales[j], block.bias[j]);
+        current = current.max(score);
+        current
+    };
+    if reference {
+        scalar::coarse_candidates(cq, 0.01, block, stride, threshold, &mut candidate);
+    } else {
+        coarse_candidates(cq, 0.01, block, stride, threshold, &mut candidate);
+    }
+    got
+}
+
+#[wasm_bindgen_test]
+fn coarse_kernels_match_scalar() {
+    let mut rng = SplitMix64::new(12);
+    for stride in [16usize, 32, 48, 64, 128, 256] {
+        for n in [0usize, 1, 3, 7, 8, 9, 33, 300] {
+            let query: Vec<i16> = (0..stride).map(|_| rng.next_u64() as i16).collect();
+            let rows: Vec<i8> = (0..n * stride).map(|_| rng.next_u64() as i8).collect();
+            let cq = CoarseQuery::new(&query, stride).unwrap();
+            let (mut a, mut b) = (vec![0; n], vec![0; n]);
+            scalar::coarse_dot_block(&cq.digits, &rows, stride, &mut a);
+            coarse_dot_block(&cq.digits, &rows, stride, &mut b);
+            assert_eq!(a, b, "coarse dots: stride {stride}, rows {n}");
+
+            let bounds = RowBounds::of(&rows, stride).unwrap();
+            let scales: Vec<f32> = (0..n).map(|_| rng.next_f32() * 0.02).collect();
+            let bias: Vec<f32> = (0..n).map(|_| rng.next_f32() - 0.5).collect();
+            let block = kernels::CoarseRows {
+                rows: &rows,
+                sum: &bounds.sum,
+                l1: &bounds.l1,
+                row_scales: &scales,
+                bias: &bias,
+            };
+            for threshold in [f32::NEG_INFINITY, -1e3, 0.0, 1e3, f32::INFINITY] {
+                assert_eq!(
+                    offered(&cq, &query, &block, stride, threshold, false),
+                    offered(&cq, &query, &block, stride, threshold, true),
+                    "coarse candidates: stride {stride}, rows {n}, threshold {threshold}"
+                );
+            }
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+fn coarse_pass_never_changes_a_ranking() {
+    assert_eq!(
+        kernels::FAST_COARSE,
+        cfg!(target_feature = "relaxed-simd"),
+        "the coarse pass is on by default exactly in the relaxed-SIMD build"
+    );
+    for (seed, dim) in [(1u64, 64usize), (2, 32), (3, 100), (4, 128)] {
+        let syn = Synthetic {
+            items: 2000,
+            dim,
+            clusters: 9,
+            seed,
+            with_trend: true,
+            ..Synthetic::default()
+        };
+        let shards = syn.shards(256 * 1024);
+        let mut coarse = Engine::from_bytes(shards.iter().map(|s| s.as_slice())).unwrap();
+        coarse.set_coarse_pass(true);
+        let mut exact = coarse.clone();
+        exact.set_coarse_pass(false);
+        let mut rng = SplitMix64::new(seed);
+        for case in 0..40 {
+            let mut session = Session::new();
+            for t in 0..case % 6 {
+                let id = format!("item-{}", rng.below(2000));
+                session.observe(&id, EventType::Click, 1_700_000_000 + t as u64);
+            }
+            let request = Request {
+                k: 1 + case % 25,
+                diversity: if case % 4 == 3 { 0.3 } else { 0.0 },
+                ..Request::default()
+            };
+            assert_eq!(
+                exact.recommend(&session, &request),
+                coarse.recommend(&session, &request),
+                "dim {dim}, case {case}"
+            );
+        }
     }
 }

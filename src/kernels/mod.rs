@@ -8,7 +8,11 @@
 //! Rows are `stride` elements, a multiple of 16 (see `format::row_stride`), zero-padded, and the
 //! query is padded with zeros to the same stride: no kernel needs a tail loop.
 
+#[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+pub mod relaxed;
 pub mod scalar;
+
+use crate::coarse::CoarseQuery;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub mod wasm;
 #[cfg(target_arch = "x86_64")]
@@ -40,6 +44,91 @@ pub fn dot_i8_block(query: &[i16], rows: &[i8], stride: usize, out: &mut [i32]) 
     {
         scalar::dot_i8_block(query, rows, stride, out)
     }
+}
+
+/// Whether [`coarse_candidates`] has a kernel much faster than [`dot_i8_block`] in this build,
+/// which is when the ranker runs the certified coarse pass (`crate::coarse`) before exact
+/// scoring: wasm builds with relaxed SIMD. Elsewhere the coarse kernels are the scalar
+/// reference, kept for tests and for checking the relaxed build.
+pub const FAST_COARSE: bool = cfg!(all(target_arch = "wasm32", target_feature = "relaxed-simd"));
+
+/// Writes `out[r] = Σ_d digits[d] * rows[r * stride + d]` for each row `r`: the coarse pass's
+/// 8-bit × 6-bit dot products. Digits must be in `[0, 63]` (see `crate::coarse`); lengths as
+/// for [`dot_i8_block`].
+#[inline]
+pub fn coarse_dot_block(digits: &[i8], rows: &[i8], stride: usize, out: &mut [i32]) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    {
+        relaxed::coarse_dot_block(digits, rows, stride, out)
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "relaxed-simd")))]
+    {
+        scalar::coarse_dot_block(digits, rows, stride, out)
+    }
+}
+
+/// A block of int8 rows with what the coarse pass's score bound needs per row: the rows
+/// (`stride` elements each), their sums and L1 norms (`crate::coarse::RowBounds`), scales and
+/// biases. Slices of unequal length are a caller bug; the kernels then use the rows all cover.
+#[derive(Debug, Clone, Copy)]
+pub struct CoarseRows<'a> {
+    pub rows: &'a [i8],
+    pub sum: &'a [i16],
+    pub l1: &'a [u16],
+    pub row_scales: &'a [f32],
+    pub bias: &'a [f32],
+}
+
+impl CoarseRows<'_> {
+    /// Rows every slice covers.
+    #[inline]
+    pub fn len(&self, stride: usize) -> usize {
+        let rows = self.rows.len().checked_div(stride).unwrap_or(0);
+        rows.min(self.sum.len())
+            .min(self.l1.len())
+            .min(self.row_scales.len())
+            .min(self.bias.len())
+    }
+}
+
+/// The coarse pass over one block, fused: calls `candidate(j)`, in row order, for every row
+/// `j` whose score bound (`crate::coarse`) is not at or below the threshold, which starts at
+/// `threshold` and is whatever `candidate` last returned. A NaN bound counts as a candidate.
+/// Every build calls `candidate` for the same rows given the same returns.
+#[inline]
+pub fn coarse_candidates(
+    query: &CoarseQuery,
+    query_scale: f32,
+    block: &CoarseRows<'_>,
+    stride: usize,
+    threshold: f32,
+    candidate: &mut dyn FnMut(usize) -> f32,
+) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    {
+        relaxed::coarse_candidates(query, query_scale, block, stride, threshold, candidate)
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "relaxed-simd")))]
+    {
+        scalar::coarse_candidates(query, query_scale, block, stride, threshold, candidate)
+    }
+}
+
+/// Whether a row with score bound `bound` must be scored exactly: its bound is not at or below
+/// `threshold` (so a NaN bound is scored, and the exact score decides).
+#[inline(always)]
+pub fn may_beat(bound: f32, threshold: f32) -> bool {
+    !matches!(
+        bound.partial_cmp(&threshold),
+        Some(core::cmp::Ordering::Less | core::cmp::Ordering::Equal)
+    )
+}
+
+/// The score of an int8 row from its integer dot product: one definition for the scan, single
+/// items and the coarse bound, so all of them perform the same IEEE operations in the same order.
+#[inline(always)]
+pub fn i8_score(dot: i32, query_scale: f32, row_scale: f32, bias: f32) -> f32 {
+    dot as f32 * query_scale * row_scale + bias
 }
 
 /// Float dot products of a query with f16 rows (the optional f16 dtype). Scalar on every

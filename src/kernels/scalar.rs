@@ -1,6 +1,9 @@
 //! The reference kernel: plain Rust, obviously correct, used to check the SIMD versions and as
 //! the fallback where none applies.
 
+use super::{i8_score, may_beat, CoarseRows};
+use crate::coarse::CoarseQuery;
+
 /// See [`super::dot_i8_block`]. Wrapping arithmetic matches the SIMD lanes exactly in the
 /// (engine-excluded) overflow case, so the two never disagree.
 pub fn dot_i8_block(query: &[i16], rows: &[i8], stride: usize, out: &mut [i32]) {
@@ -13,5 +16,41 @@ pub fn dot_i8_block(query: &[i16], rows: &[i8], stride: usize, out: &mut [i32]) 
             acc = acc.wrapping_add(i32::from(q) * i32::from(r));
         }
         *o = acc;
+    }
+}
+
+/// See [`super::coarse_dot_block`]: `out[r] = Σ_d digits[d] * rows[r * stride + d]`.
+pub fn coarse_dot_block(digits: &[i8], rows: &[i8], stride: usize, out: &mut [i32]) {
+    if stride == 0 {
+        return;
+    }
+    for (o, row) in out.iter_mut().zip(rows.chunks_exact(stride)) {
+        let mut acc = 0i32;
+        for (&h, &r) in digits.iter().zip(row) {
+            acc += i32::from(h) * i32::from(r);
+        }
+        *o = acc;
+    }
+}
+
+/// See [`super::coarse_candidates`]; row by row, the bound exactly as `crate::coarse` states it.
+pub fn coarse_candidates(
+    query: &CoarseQuery,
+    query_scale: f32,
+    block: &CoarseRows<'_>,
+    stride: usize,
+    threshold: f32,
+    candidate: &mut dyn FnMut(usize) -> f32,
+) {
+    let mut threshold = threshold;
+    let mut dot = [0i32; 1];
+    for j in 0..block.len(stride) {
+        let row = &block.rows[j * stride..(j + 1) * stride];
+        coarse_dot_block(&query.digits, row, stride, &mut dot);
+        let hi = query.upper_bound(dot[0], block.sum[j], block.l1[j]);
+        let bound = i8_score(hi, query_scale, block.row_scales[j], block.bias[j]);
+        if may_beat(bound, threshold) {
+            threshold = candidate(j);
+        }
     }
 }

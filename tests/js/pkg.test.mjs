@@ -1,17 +1,41 @@
 // The npm package (pkg/) in Node: the JS API of DESIGN.md, its errors, and exact parity with the
 // native engine on the cases written by `cargo run --example parity_fixture` (PARITY_DIR).
+// EDGEREC_PKG_WASM names the build under test (default edgerec_bg.wasm); scripts/test-js.sh runs
+// the file once per build.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { initSync, Engine, Session } from '../../pkg/edgerec.js';
+import { initSync, Engine, Session, wasmFileName } from '../../pkg/edgerec.js';
 
 const root = new URL('../../', import.meta.url).pathname;
-initSync({ module: readFileSync(join(root, 'pkg/edgerec_bg.wasm')) });
+const build = process.env.EDGEREC_PKG_WASM ?? 'edgerec_bg.wasm';
+initSync({ module: readFileSync(join(root, 'pkg', build)) });
 const dir = process.env.PARITY_DIR ?? join(root, 'target/parity');
 const shardFiles = readdirSync(dir).filter((f) => f.startsWith('shard-')).sort();
 const shards = shardFiles.map((f) => new Uint8Array(readFileSync(join(dir, f))));
 const cases = JSON.parse(readFileSync(join(dir, 'cases.json'), 'utf8'));
+
+test('the loader picks a build this engine runs correctly', () => {
+  const relaxedBytes = readFileSync(join(root, 'pkg/edgerec_relaxed_bg.wasm'));
+  const choice = wasmFileName();
+  if (!WebAssembly.validate(relaxedBytes)) {
+    assert.equal(choice, 'edgerec_bg.wasm');
+  } else if (build === 'edgerec_relaxed_bg.wasm') {
+    // This run has relaxed SIMD and a working compiler for it (see scripts/test-js.sh).
+    assert.equal(choice, 'edgerec_relaxed_bg.wasm');
+  }
+  assert.equal(wasmFileName(), choice, 'the choice is made once');
+});
+
+test("Node 20's baseline compiler, which gets relaxed dot products wrong, gets the simd128 build", { skip: !process.versions.v8.startsWith('11.3.') }, async () => {
+  const { execFileSync } = await import('node:child_process');
+  const script = `import('${join(root, 'pkg/edgerec.js')}').then((m) => console.log(m.wasmFileName()))`;
+  const pick = (flags) => execFileSync(process.execPath, [...flags, '--input-type=module', '-e', script], { encoding: 'utf8' }).trim();
+  assert.equal(pick([]), 'edgerec_bg.wasm');
+  assert.equal(pick(['--experimental-wasm-relaxed-simd']), 'edgerec_bg.wasm');
+  assert.equal(pick(['--experimental-wasm-relaxed-simd', '--no-liftoff']), 'edgerec_relaxed_bg.wasm');
+});
 
 test('fromShards loads a multi-shard model in any order', () => {
   assert.ok(shards.length > 1);
