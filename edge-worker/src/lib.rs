@@ -785,6 +785,8 @@ fn health() -> worker::Result<Response> {
         // Linear memory never shrinks, so this is the isolate's peak wasm heap so far (the
         // model, one load's buffers, the requests): what the 128 MB isolate limit bounds.
         "wasm_memory_bytes": wasm_memory_bytes(),
+        // Which of the bundle's two builds this isolate runs (see scripts/build-worker.sh).
+        "wasm_build": if cfg!(target_feature = "relaxed-simd") { "relaxed-simd" } else { "simd128" },
         "last_error": last_error.map(|(at, code)| serde_json::json!({
             "at_ms": at, "code": code, "message": failure_summary(code),
         })),

@@ -7,12 +7,13 @@ import { Miniflare } from 'miniflare';
 const root = new URL('../../', import.meta.url).pathname;
 
 /** The real built worker (edge-worker/build) in workerd, with a MODELS KV namespace; `options`
- * are more Miniflare options (e.g. `host` and `port` to serve HTTP from workerd's own socket). */
-export function workerMiniflare(bindings, options = {}) {
+ * are more Miniflare options (e.g. `host` and `port` to serve HTTP from workerd's own socket);
+ * `scriptPath` another bundle in edge-worker/build (the benches' variants). */
+export function workerMiniflare(bindings, options = {}, scriptPath = join(root, 'edge-worker/build/index.js')) {
   return new Miniflare({
     ...options,
     modules: true,
-    scriptPath: join(root, 'edge-worker/build/index.js'),
+    scriptPath,
     modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'], fallthrough: true }],
     compatibilityDate: '2026-04-01',
     kvNamespaces: ['MODELS'],
