@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: native criterion benchmarks, then the Node benchmark with its peers (hnswlib-wasm,
-# usearch) in the same run, training time, the worker under load, then the summary lines with
-# ratios. Figures are written to
+# usearch) in the same run, both wasm builds in Node and in headless Chromium, training time,
+# the worker under load, then the summary lines with ratios. Figures are written to
 # target/bench/summary.txt as well; docs/FIGURES.md records measured runs.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -33,6 +33,11 @@ PY
 
 echo "[bench] Node (V8) with peers"
 node scripts/bench-node.mjs target/bench 2> target/bench/node-stderr.log | tee -a "$summary"
+echo "[bench] Node (V8), the relaxed-SIMD build (Node 20: behind a flag, and without its baseline compiler, which gets relaxed dot products wrong)"
+EDGEREC_BENCH_BUILD=relaxed node --experimental-wasm-relaxed-simd --no-liftoff scripts/bench-node.mjs target/bench \
+  2>> target/bench/node-stderr.log | grep '^\[bench-node' | tee -a "$summary"
+echo "[bench] headless Chromium: both wasm builds, alternating rounds, rankings compared"
+node scripts/bench-browser.mjs target/bench | tee -a "$summary"
 echo "[bench] training time (central-sync train, one core, ML-100k at 25/50/100% and a 1M-event log)"
 cargo build -q --release -p central-sync
 python3 scripts/bench-train.py target/release/central-sync target/bench/train | tee -a "$summary"
