@@ -418,18 +418,10 @@ impl<'a> Ranker<'a> {
                             bias: view.bias,
                         };
                         let threshold = offer.threshold;
+                        // The rows whose bound passes are scored as single items are.
                         let mut exact = |j: usize| {
-                            let mut dot = [0i32; 1];
-                            let row = rows.get(j * stride..(j + 1) * stride).unwrap_or(&[]);
-                            kernels::dot_i8_block(q, row, stride, &mut dot);
-                            let (row_scale, bias) = (scales.get(j), view.bias.get(j));
-                            let score = i8_score(
-                                dot[0],
-                                *scale,
-                                row_scale.copied().unwrap_or(0.0),
-                                bias.copied().unwrap_or(f32::NEG_INFINITY),
-                            );
-                            offer.one(score, start + j as u32, top);
+                            let index = start + j as u32;
+                            offer.one(self.dense_score(query, index), index, top);
                             offer.threshold
                         };
                         kernels::coarse_candidates(

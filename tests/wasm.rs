@@ -6,7 +6,7 @@
 #![cfg(target_arch = "wasm32")]
 
 use edgerec::coarse::{CoarseQuery, RowBounds};
-use edgerec::kernels::{self, coarse_candidates, coarse_dot_block, dot_i8_block, scalar};
+use edgerec::kernels::{self, coarse_candidates, dot_i8_block, scalar};
 use edgerec::math::SplitMix64;
 use edgerec::testing::Synthetic;
 use edgerec::{Engine, EventType, Request, Session, Shard};
@@ -89,6 +89,17 @@ fn offered(
     got
 }
 
+/// The largest f32 below `x` (finite `x`).
+fn float_below(x: f32) -> f32 {
+    if x > 0.0 {
+        f32::from_bits(x.to_bits() - 1)
+    } else if x < 0.0 {
+        f32::from_bits(x.to_bits() + 1)
+    } else {
+        -f32::from_bits(1)
+    }
+}
+
 #[wasm_bindgen_test]
 fn coarse_kernels_match_scalar() {
     let mut rng = SplitMix64::new(12);
@@ -97,11 +108,6 @@ fn coarse_kernels_match_scalar() {
             let query: Vec<i16> = (0..stride).map(|_| rng.next_u64() as i16).collect();
             let rows: Vec<i8> = (0..n * stride).map(|_| rng.next_u64() as i8).collect();
             let cq = CoarseQuery::new(&query, stride).unwrap();
-            let (mut a, mut b) = (vec![0; n], vec![0; n]);
-            scalar::coarse_dot_block(&cq.digits, &rows, stride, &mut a);
-            coarse_dot_block(&cq.digits, &rows, stride, &mut b);
-            assert_eq!(a, b, "coarse dots: stride {stride}, rows {n}");
-
             let bounds = RowBounds::of(&rows, stride).unwrap();
             let scales: Vec<f32> = (0..n).map(|_| rng.next_f32() * 0.02).collect();
             let bias: Vec<f32> = (0..n).map(|_| rng.next_f32() - 0.5).collect();
@@ -118,6 +124,31 @@ fn coarse_kernels_match_scalar() {
                     offered(&cq, &query, &block, stride, threshold, true),
                     "coarse candidates: stride {stride}, rows {n}, threshold {threshold}"
                 );
+            }
+            // Each row's bound exactly: at a threshold equal to the reference bound the row is
+            // not a candidate, one float below it the row is (the candidate never raises the
+            // threshold here). Rows 0..40 and the last 8 cover the fused quads and the tail.
+            let mut coarse = vec![0; n];
+            scalar::coarse_dot_block(&cq.digits, &rows, stride, &mut coarse);
+            let reference: Vec<f32> = (0..n)
+                .map(|j| {
+                    let hi = cq.upper_bound(coarse[j], bounds.sum[j], bounds.l1[j]);
+                    kernels::i8_score(hi, 0.01, scales[j], bias[j])
+                })
+                .collect();
+            let checked = (0..n.min(40)).chain(n.saturating_sub(8)..n);
+            for j in checked {
+                for threshold in [reference[j], float_below(reference[j])] {
+                    let mut got = Vec::new();
+                    coarse_candidates(&cq, 0.01, &block, stride, threshold, &mut |i| {
+                        got.push(i);
+                        threshold
+                    });
+                    let expected: Vec<usize> = (0..n)
+                        .filter(|&i| kernels::may_beat(reference[i], threshold))
+                        .collect();
+                    assert_eq!(got, expected, "bounds: stride {stride}, rows {n}, row {j}");
+                }
             }
         }
     }

@@ -52,21 +52,6 @@ pub fn dot_i8_block(query: &[i16], rows: &[i8], stride: usize, out: &mut [i32]) 
 /// reference, kept for tests and for checking the relaxed build.
 pub const FAST_COARSE: bool = cfg!(all(target_arch = "wasm32", target_feature = "relaxed-simd"));
 
-/// Writes `out[r] = Σ_d digits[d] * rows[r * stride + d]` for each row `r`: the coarse pass's
-/// 8-bit × 6-bit dot products. Digits must be in `[0, 63]` (see `crate::coarse`); lengths as
-/// for [`dot_i8_block`].
-#[inline]
-pub fn coarse_dot_block(digits: &[i8], rows: &[i8], stride: usize, out: &mut [i32]) {
-    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
-    {
-        relaxed::coarse_dot_block(digits, rows, stride, out)
-    }
-    #[cfg(not(all(target_arch = "wasm32", target_feature = "relaxed-simd")))]
-    {
-        scalar::coarse_dot_block(digits, rows, stride, out)
-    }
-}
-
 /// A block of int8 rows with what the coarse pass's score bound needs per row: the rows
 /// (`stride` elements each), their sums and L1 norms (`crate::coarse::RowBounds`), scales and
 /// biases. Slices of unequal length are a caller bug; the kernels then use the rows all cover.

@@ -7,26 +7,10 @@
 //! digits are in `[1, 63]`, so it is, and two chunks' lanes (each at most `2 · 128 · 63`) are
 //! summed in 16 bits before one widening add, which is exact below `2^15`.
 
-use super::wasm::{by_four_rows, reduce4};
+use super::wasm::reduce4;
 use super::{may_beat, CoarseRows};
 use crate::coarse::{CoarseQuery, DIGIT_OFFSET};
 use core::arch::wasm32::*;
-
-/// See [`super::coarse_dot_block`].
-pub fn coarse_dot_block(digits: &[i8], rows: &[i8], stride: usize, out: &mut [i32]) {
-    if digits.len() < stride || stride == 0 || stride % 16 != 0 {
-        return super::scalar::coarse_dot_block(digits, rows, stride, out);
-    }
-    match stride {
-        32 => fixed::<2>(digits, rows, out),
-        64 => fixed::<4>(digits, rows, out),
-        128 => fixed::<8>(digits, rows, out),
-        _ => {
-            let hv = digit_vectors(digits, stride);
-            by_four_rows(rows, stride, out, |row| row_acc(row, &hv));
-        }
-    }
-}
 
 fn digit_vectors(digits: &[i8], stride: usize) -> Vec<v128> {
     digits[..stride].chunks_exact(16).map(load16).collect()
@@ -213,13 +197,4 @@ fn row_acc(row: &[i8], hv: &[v128]) -> v128 {
         acc = i32x4_add(acc, i32x4_extadd_pairwise_i16x8(a));
     }
     acc
-}
-
-fn fixed<const C: usize>(digits: &[i8], rows: &[i8], out: &mut [i32]) {
-    let mut hv = [i32x4_splat(0); 8];
-    for (i, v) in hv.iter_mut().take(C).enumerate() {
-        *v = load16(&digits[i * 16..]);
-    }
-    let hv = &hv[..C];
-    by_four_rows(rows, C * 16, out, |row| row_acc(row, hv));
 }

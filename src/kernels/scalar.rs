@@ -19,7 +19,8 @@ pub fn dot_i8_block(query: &[i16], rows: &[i8], stride: usize, out: &mut [i32]) 
     }
 }
 
-/// See [`super::coarse_dot_block`]: `out[r] = Σ_d digits[d] * rows[r * stride + d]`.
+/// `out[r] = Σ_d digits[d] * rows[r * stride + d]`: the coarse pass's 8-bit × 6-bit dot
+/// products (digits in `[0, 63]`, see `crate::coarse`), lengths as for [`dot_i8_block`].
 pub fn coarse_dot_block(digits: &[i8], rows: &[i8], stride: usize, out: &mut [i32]) {
     if stride == 0 {
         return;

@@ -65,30 +65,19 @@ pub(super) fn reduce4(a: v128, b: v128, c: v128, d: v128) -> v128 {
 }
 
 fn fixed<const C: usize>(query: &[i16], rows: &[i8], out: &mut [i32]) {
+    let stride = C * 16;
     let mut qv = [i16x8_splat(0); 16];
     for (i, v) in qv.iter_mut().take(2 * C).enumerate() {
         *v = query_lanes(&query[i * 8..]);
     }
     let qv = &qv[..2 * C];
-    by_four_rows(rows, C * 16, out, |row| row_acc::<C>(row, qv));
-}
-
-/// Runs `row_acc` (a row's four partial lane sums) over `rows` of `stride` bytes, four rows at
-/// a time with one transposed horizontal sum for the four, and writes each row's total.
-#[inline(always)]
-pub(super) fn by_four_rows(
-    rows: &[i8],
-    stride: usize,
-    out: &mut [i32],
-    row_acc: impl Fn(&[i8]) -> v128,
-) {
     let mut quads = rows.chunks_exact(4 * stride);
     let mut outs = out.chunks_exact_mut(4);
     for (block, o) in (&mut quads).zip(&mut outs) {
-        let a = row_acc(&block[..stride]);
-        let b = row_acc(&block[stride..2 * stride]);
-        let c = row_acc(&block[2 * stride..3 * stride]);
-        let d = row_acc(&block[3 * stride..]);
+        let a = row_acc::<C>(&block[..stride], qv);
+        let b = row_acc::<C>(&block[stride..2 * stride], qv);
+        let c = row_acc::<C>(&block[2 * stride..3 * stride], qv);
+        let d = row_acc::<C>(&block[3 * stride..], qv);
         let sums = reduce4(a, b, c, d);
         o[0] = i32x4_extract_lane::<0>(sums);
         o[1] = i32x4_extract_lane::<1>(sums);
@@ -100,7 +89,7 @@ pub(super) fn by_four_rows(
         .chunks_exact(stride)
         .zip(outs.into_remainder())
     {
-        let acc = row_acc(row);
+        let acc = row_acc::<C>(row, qv);
         let sums = reduce4(acc, acc, acc, acc);
         *o = i32x4_extract_lane::<0>(sums);
     }
