@@ -281,10 +281,12 @@ fn train_candidate(
             log.is_new(step) || pending.contains(&log.seq(step))
         })
         .collect();
-    // One lighter pass (half the sampled negatives) over the new targets only.
+    // One lighter pass over the new targets only, with at most 32 sampled negatives: an
+    // incremental sync has to keep up with the event stream more than it needs the full fit's
+    // precision, and the next full retrain restores it.
     let one_pass = TrainConfig {
         epochs: 1,
-        negatives: (cfg.negatives / 2).max(8),
+        negatives: (cfg.negatives / 2).clamp(8, 32),
         ..cfg.clone()
     };
     let started = Instant::now();

@@ -70,8 +70,10 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             dim: 32,
-            epochs: 12,
-            negatives: 64,
+            // 24 epochs with 256 negatives scored above 12 with 64 at every session length on
+            // MovieLens-100k validation (full history 0.1424 vs 0.1396), for 2.4x the time.
+            epochs: 24,
+            negatives: 256,
             learning_rate: 0.05,
             l2: 1e-5,
             window: edgerec::session::MAX_SESSION_EVENTS,

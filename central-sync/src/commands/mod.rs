@@ -63,7 +63,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 32)]
     pub dim: usize,
     /// Training epochs.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 24)]
     pub epochs: usize,
     /// Random seed (training is deterministic for a seed).
     #[arg(long, default_value_t = 7)]
