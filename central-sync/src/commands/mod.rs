@@ -16,6 +16,7 @@ pub mod serve;
 pub mod sync;
 pub mod train;
 
+use crate::train::TrainConfig;
 use anyhow::Result;
 use std::path::PathBuf;
 
@@ -56,37 +57,38 @@ impl DtypeArg {
     }
 }
 
-/// The training settings shared by `train`, `eval` and `sync`.
+/// The training settings shared by `train`, `eval` and `sync`. Their defaults are
+/// [`TrainConfig::default`]'s, so the library and the CLI cannot drift apart.
 #[derive(clap::Args, Clone)]
 pub struct TrainArgs {
     /// Embedding dimension.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = TrainConfig::default().dim)]
     pub dim: usize,
     /// Training epochs.
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
     pub epochs: usize,
     /// Random seed (training is deterministic for a seed).
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
     pub seed: u64,
     /// The trend window: anonymous and short sessions see what was popular this many days
     /// before the request.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = TrainConfig::default().trend_window_days)]
     pub trend_window_days: u32,
     /// Width of one trend bucket in seconds (finer follows the last hours more closely; the
     /// shard grows with the number of buckets).
-    #[arg(long, default_value_t = 21_600)]
+    #[arg(long, default_value_t = TrainConfig::default().trend_bucket_s)]
     pub trend_bucket_s: u32,
 }
 
 impl TrainArgs {
-    pub fn config(&self) -> crate::train::TrainConfig {
-        crate::train::TrainConfig {
+    pub fn config(&self) -> TrainConfig {
+        TrainConfig {
             dim: self.dim,
             epochs: self.epochs,
             seed: self.seed,
             trend_window_days: self.trend_window_days,
             trend_bucket_s: self.trend_bucket_s,
-            ..crate::train::TrainConfig::default()
+            ..TrainConfig::default()
         }
     }
 }
