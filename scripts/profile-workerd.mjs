@@ -3,7 +3,9 @@
 // wrk sends ranked requests (100,000 x 64 int8 model, session token), and the functions with the
 // most self time are printed (the worker's wasm keeps its names, so these are Rust functions).
 // Usage: node scripts/profile-workerd.mjs [PATH] [OUT.cpuprofile]; the profile also opens in
-// Chrome DevTools. Not part of `make test` or `make bench`: a tool for finding what to remove.
+// Chrome DevTools. With `--cold` it profiles the cold start instead: the isolate's first request
+// with the model in KV (KV reads, shard copies and validation, the first ranking).
+// Not part of `make test` or `make bench`: a tool for finding what to remove.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,8 +16,10 @@ import { publishRandomModel } from '../tests/support/npy.mjs';
 
 const tmp = mkdtempSync(join(tmpdir(), 'edgerec-profile-'));
 const [N, DIM, INSPECTOR] = [100_000, 64, 9239];
-const path = process.argv[2] ?? '/v1/recommendations?k=10&device=mobile&geohash=9q8yy';
-const out = process.argv[3] ?? join(tmp, 'worker.cpuprofile');
+const cold = process.argv.includes('--cold');
+const args = process.argv.slice(2).filter((a) => a !== '--cold');
+const path = args[0] ?? '/v1/recommendations?k=10&device=mobile&geohash=9q8yy';
+const out = args[1] ?? join(tmp, 'worker.cpuprofile');
 
 const kvDir = publishRandomModel(tmp, N, DIM, 11);
 
@@ -26,30 +30,49 @@ const mf = workerMiniflare(
 try {
   const base = (await mf.ready).toString().replace(/\/$/, '');
   await copyDirToKv(kvDir, await mf.getKVNamespace('MODELS'));
-  for (let i = 0; i < 500; i++) {
-    const r = await (await fetch(`${base}/v1/recommendations?k=1`)).json();
-    if (r.model && !r.fallback) break;
-    await new Promise((ok) => setTimeout(ok, 5));
+  // The inspector of the user worker (Miniflare's own workers, entry, KV and cache, are separate
+  // targets; the user worker is `core:user:`), with the sampling profiler enabled.
+  const profiler = async () => {
+    const targets = await (await fetch(`http://127.0.0.1:${INSPECTOR}/json/list`)).json();
+    const target = targets.find((t) => t.title.endsWith('core:user:'));
+    if (!target) throw new Error(`no user worker among ${targets.map((t) => t.title).join(', ')}`);
+    const ws = new WebSocket(target.webSocketDebuggerUrl);
+    await new Promise((ok, fail) => { ws.on('open', ok); ws.on('error', fail); });
+    let id = 0;
+    const pending = new Map();
+    ws.on('message', (m) => { const d = JSON.parse(m); pending.get(d.id)?.(d); pending.delete(d.id); });
+    const send = (method, params = {}) => new Promise((ok) => { id += 1; pending.set(id, ok); ws.send(JSON.stringify({ id, method, params })); });
+    await send('Profiler.enable');
+    await send('Profiler.setSamplingInterval', { interval: 100 });
+    return { send, ws };
+  };
+  let summary;
+  let send;
+  let ws;
+  if (cold) {
+    ({ send, ws } = await profiler());
+    await send('Profiler.start');
+    const t0 = performance.now();
+    const r = await (await fetch(base + path)).json();
+    const ms = performance.now() - t0;
+    if (!r.model || r.fallback) throw new Error(`the first request was not ranked by the model: ${JSON.stringify(r).slice(0, 200)}`);
+    summary = `cold start (first request, model in KV): ${ms.toFixed(1)} ms with the profiler attached`;
+  } else {
+    for (let i = 0; i < 500; i++) {
+      const r = await (await fetch(`${base}/v1/recommendations?k=1`)).json();
+      if (r.model && !r.fallback) break;
+      await new Promise((ok) => setTimeout(ok, 5));
+    }
+    const post = await fetch(`${base}/v1/events`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify([{ item: 'sku-1' }, { item: 'sku-2' }, { item: 'sku-3' }]),
+    });
+    const token = (await post.json()).session;
+    ({ send, ws } = await profiler());
+    await send('Profiler.start');
+    const wrk = execFileSync('wrk', ['-t1', '-c4', '-d5s', '-H', `X-Edgerec-Session: ${token}`, base + path], { encoding: 'utf8' });
+    summary = `${wrk.match(/Requests\/sec:\s+[\d.]+/)[0]} while profiling`;
   }
-  const post = await fetch(`${base}/v1/events`, {
-    method: 'POST', headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify([{ item: 'sku-1' }, { item: 'sku-2' }, { item: 'sku-3' }]),
-  });
-  const token = (await post.json()).session;
-  // Miniflare's own workers (entry, KV, cache) are separate targets; the user worker is `core:user:`.
-  const targets = await (await fetch(`http://127.0.0.1:${INSPECTOR}/json/list`)).json();
-  const target = targets.find((t) => t.title.endsWith('core:user:'));
-  if (!target) throw new Error(`no user worker among ${targets.map((t) => t.title).join(', ')}`);
-  const ws = new WebSocket(target.webSocketDebuggerUrl);
-  await new Promise((ok, fail) => { ws.on('open', ok); ws.on('error', fail); });
-  let id = 0;
-  const pending = new Map();
-  ws.on('message', (m) => { const d = JSON.parse(m); pending.get(d.id)?.(d); pending.delete(d.id); });
-  const send = (method, params = {}) => new Promise((ok) => { id += 1; pending.set(id, ok); ws.send(JSON.stringify({ id, method, params })); });
-  await send('Profiler.enable');
-  await send('Profiler.setSamplingInterval', { interval: 100 });
-  await send('Profiler.start');
-  const wrk = execFileSync('wrk', ['-t1', '-c4', '-d5s', '-H', `X-Edgerec-Session: ${token}`, base + path], { encoding: 'utf8' });
   const { result } = await send('Profiler.stop');
   ws.close();
   writeFileSync(out, JSON.stringify(result.profile));
@@ -62,8 +85,8 @@ try {
     self.set(name, (self.get(name) ?? 0) + timeDeltas[i]);
   });
   const total = [...self.values()].reduce((a, b) => a + b, 0);
-  console.log(`[profile-workerd] ${path}: ${wrk.match(/Requests\/sec:\s+[\d.]+/)[0]} while profiling; self time of the user worker:`);
-  for (const [name, t] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 15)) {
+  console.log(`[profile-workerd] ${path}: ${summary}; self time of the user worker:`);
+  for (const [name, t] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 25)) {
     console.log(`[profile-workerd] ${(100 * t / total).toFixed(1).padStart(5)}% ${name}`);
   }
   console.log(`[profile-workerd] profile written to ${out}`);

@@ -43,18 +43,8 @@ impl RowBounds {
             return None;
         }
         let n = rows.len() / stride;
-        let mut sum = Vec::with_capacity(n);
-        let mut l1 = Vec::with_capacity(n);
-        for row in rows.chunks_exact(stride) {
-            let (mut s, mut a) = (0i32, 0i32);
-            for &x in row {
-                s += i32::from(x);
-                a += i32::from(x).abs();
-            }
-            // In range by the stride check above.
-            sum.push(s as i16);
-            l1.push(a as u16);
-        }
+        let (mut sum, mut l1) = (vec![0; n], vec![0; n]);
+        crate::kernels::row_sums(rows, stride, &mut sum, &mut l1);
         Some(RowBounds { sum, l1 })
     }
 }

@@ -96,8 +96,8 @@ impl WasmEngine {
                 .dyn_into()
                 .map_err(|_| JsError::new(&format!("shard {i} is not a Uint8Array")))?;
             // Copy straight into aligned storage: one copy of the shard, not two.
-            let mut bytes = AlignedBytes::zeroed(array.length() as usize);
-            array.copy_to(bytes.as_bytes_mut());
+            let bytes =
+                AlignedBytes::filled_by(array.length() as usize, |dst| array.copy_to_uninit(dst));
             parsed.push(
                 Shard::from_aligned(bytes).map_err(|e| JsError::new(&format!("shard {i}: {e}")))?,
             );

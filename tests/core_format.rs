@@ -300,6 +300,60 @@ fn int8_minus_128_is_rejected() {
 }
 
 #[test]
+fn ids_are_checked_as_utf8_unless_ascii() {
+    // Non-ASCII ids load and come back unchanged (validation then takes the general UTF-8
+    // path, where ASCII ids take the SIMD ASCII check).
+    let syn = Synthetic::default();
+    let mut spec = syn.spec();
+    spec.ids[0] = "café-0".into();
+    spec.ids[1] = "日本-1".into();
+    let bytes = write_model(&spec, 7, MAX_SHARD_BYTES).unwrap().remove(0);
+    let shard = Shard::from_bytes(&bytes).unwrap();
+    assert_eq!(shard.view().ids.get(0), "café-0");
+    assert_eq!(shard.view().ids.get(1), "日本-1");
+
+    // ASCII ids made invalid, checksum repaired: a byte that is not UTF-8, and a valid
+    // two-byte character split by the offset between two ids ("item-0" | "item-1").
+    let good = one_shard();
+    let text = section(&good, 3);
+    let mut invalid = good.clone();
+    invalid[text.start] = 0xFF;
+    reseal(&mut invalid);
+    let err = Shard::from_bytes(&invalid).unwrap_err().to_string();
+    assert!(err.contains("invalid UTF-8 at byte 0"), "{err}");
+    let mut split = good.clone();
+    split[text.start + 5..text.start + 7].copy_from_slice("é".as_bytes());
+    reseal(&mut split);
+    let err = Shard::from_bytes(&split).unwrap_err().to_string();
+    assert!(err.contains("offset inside a UTF-8 character"), "{err}");
+}
+
+#[test]
+fn aligned_bytes_filled_in_place() {
+    use edgerec::shard::AlignedBytes;
+    let data: Vec<u8> = (0..37u8).collect();
+    let filled = AlignedBytes::filled_by(data.len(), |dst| {
+        for (d, s) in dst.iter_mut().zip(&data) {
+            d.write(*s);
+        }
+        // SAFETY (test): every byte was written just above.
+        unsafe { &mut *(dst as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) }
+    });
+    assert_eq!(filled.as_bytes(), data.as_slice());
+    // A fill that hands back some other buffer is not trusted: the bytes are zeroed instead.
+    let refused = AlignedBytes::filled_by(37, |_| &mut []);
+    assert_eq!(refused.as_bytes(), &[0u8; 37][..]);
+    let leaked: &'static mut [u8] = Vec::leak(vec![9u8; 37]);
+    let refused = AlignedBytes::filled_by(37, |_| leaked);
+    assert_eq!(refused.as_bytes(), &[0u8; 37][..]);
+    let empty = AlignedBytes::filled_by(0, |dst| {
+        assert!(dst.is_empty());
+        &mut []
+    });
+    assert!(empty.as_bytes().is_empty());
+}
+
+#[test]
 fn v2_sections_are_rejected_in_v1_shards() {
     // A v2 shard relabelled as v1 (checksum repaired) must not load: v1 has no such sections.
     let mut bytes = edgerec::testing::tiny_v2_model_shards().remove(0);

@@ -155,6 +155,45 @@ fn coarse_kernels_match_scalar() {
 }
 
 #[wasm_bindgen_test]
+fn row_sum_and_ascii_kernels_match_scalar() {
+    let mut rng = SplitMix64::new(13);
+    for stride in [16usize, 32, 48, 64, 128, 256] {
+        for n in [0usize, 1, 3, 300] {
+            let mut rows: Vec<i8> = (0..n * stride).map(|_| rng.next_u64() as i8).collect();
+            // The extremes: a row of -128s (its sum is i16::MIN at stride 256) and of 127s.
+            if n >= 3 {
+                rows[..stride].fill(i8::MIN);
+                rows[stride..2 * stride].fill(i8::MAX);
+            }
+            let (mut sum, mut l1) = (vec![0; n], vec![0; n]);
+            let (mut sum_ref, mut l1_ref) = (vec![0; n], vec![0; n]);
+            kernels::row_sums(&rows, stride, &mut sum, &mut l1);
+            scalar::row_sums(&rows, stride, &mut sum_ref, &mut l1_ref);
+            assert_eq!(
+                (sum, l1),
+                (sum_ref, l1_ref),
+                "row sums: stride {stride}, rows {n}"
+            );
+        }
+    }
+    // ASCII, then one high byte at every position of lengths around the 64-byte step.
+    for len in [0usize, 1, 15, 16, 63, 64, 65, 127, 128, 200] {
+        let text: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+        assert!(kernels::is_ascii(&text), "ASCII of length {len}");
+        for at in 0..len {
+            let mut t = text.clone();
+            t[at] = 0x80 | (rng.next_u64() as u8);
+            assert_eq!(
+                kernels::is_ascii(&t),
+                scalar::is_ascii(&t),
+                "length {len}, at {at}"
+            );
+            assert!(!kernels::is_ascii(&t), "high byte at {at} of {len}");
+        }
+    }
+}
+
+#[wasm_bindgen_test]
 fn coarse_pass_never_changes_a_ranking() {
     assert_eq!(
         kernels::FAST_COARSE,

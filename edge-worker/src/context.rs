@@ -97,6 +97,14 @@ fn cached_offset_minutes(zone: &str, now_ms: f64) -> Option<i32> {
     offset
 }
 
+/// Builds one `Intl.DateTimeFormat`, so the isolate's first request does not: the first
+/// formatter in a process loads ICU's date and time-zone data. That took 12-25 ms in Node 20
+/// here, and 11.5 ms of an 85 ms cold start in a profile of the worker on workerd. Every later
+/// formatter, for any zone, takes about 0.15 ms. The result is not needed.
+pub fn load_time_zone_data() {
+    let _ = offset_minutes("UTC", js_sys::Date::now());
+}
+
 /// Minutes east of UTC of an IANA zone at `now_ms`, or None (unknown zone, no Intl).
 fn offset_minutes(zone: &str, now_ms: f64) -> Option<i32> {
     if zone.is_empty() {

@@ -280,9 +280,9 @@ async fn read_shard(
             bytes.length()
         )));
     }
-    let mut out = AlignedBytes::zeroed(bytes.length() as usize);
-    bytes.copy_to(out.as_bytes_mut());
-    Ok(out)
+    Ok(AlignedBytes::filled_by(bytes.length() as usize, |dst| {
+        bytes.copy_to_uninit(dst)
+    }))
 }
 
 /// Why a load produced no model: a stable code, which `/v1/health` shows with a fixed text, and
@@ -530,6 +530,15 @@ fn random_bytes<const N: usize>() -> [u8; N] {
         *b = (js_sys::Math::random() * 256.0) as u8;
     }
     bytes
+}
+
+/// Runs once when the isolate loads the script, before it serves anything. Cloudflare loads a
+/// worker's script while the visitor's TLS handshake is still going on, so work done here is
+/// work the first request does not wait for. Only work without I/O can move here (the model
+/// needs KV, which a script cannot read at startup).
+#[event(start)]
+fn start() {
+    context::load_time_zone_data();
 }
 
 #[event(fetch)]

@@ -55,3 +55,25 @@ pub fn coarse_candidates(
         }
     }
 }
+
+/// See [`super::is_ascii`].
+pub fn is_ascii(bytes: &[u8]) -> bool {
+    bytes.is_ascii()
+}
+
+/// See [`super::row_sums`].
+pub fn row_sums(rows: &[i8], stride: usize, sum: &mut [i16], l1: &mut [u16]) {
+    if stride == 0 {
+        return;
+    }
+    for ((row, s), a) in rows.chunks_exact(stride).zip(sum).zip(l1) {
+        let (mut total, mut norm) = (0i32, 0i32);
+        for &x in row {
+            total += i32::from(x);
+            norm += i32::from(x).abs();
+        }
+        // In range by the caller's stride bound (see `super::row_sums`).
+        *s = total as i16;
+        *a = norm as u16;
+    }
+}

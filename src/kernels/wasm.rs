@@ -109,3 +109,56 @@ fn generic(query: &[i16], rows: &[i8], stride: usize, out: &mut [i32]) {
         *o = i32x4_extract_lane::<0>(sums);
     }
 }
+
+/// A 16-byte load from the start of `bytes`, which must hold at least 16.
+#[inline(always)]
+fn load16<T>(bytes: &[T]) -> v128 {
+    assert!(core::mem::size_of_val(bytes) >= 16);
+    // SAFETY: the slice holds at least 16 bytes (checked above), and `v128.load` has no
+    // alignment requirement.
+    unsafe { v128_load(bytes.as_ptr().cast()) }
+}
+
+/// See [`super::is_ascii`]: 64 bytes per step, any high bit found with one `i8x16.bitmask`.
+pub fn is_ascii(bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(64);
+    for c in &mut chunks {
+        let v = v128_or(
+            v128_or(load16(c), load16(&c[16..])),
+            v128_or(load16(&c[32..]), load16(&c[48..])),
+        );
+        if i8x16_bitmask(v) != 0 {
+            return false;
+        }
+    }
+    super::scalar::is_ascii(chunks.remainder())
+}
+
+/// See [`super::row_sums`]. Per 16 bytes: one pairwise widening add for the sum, and `abs`
+/// then an unsigned pairwise widening add for the norm (`i8x16.abs` of −128 is 0x80, which read
+/// unsigned is 128, the right magnitude). A 16-bit lane gathers at most 2·128 per 16 bytes, so
+/// lanes cannot overflow for the strides the caller allows (≤ 256).
+pub fn row_sums(rows: &[i8], stride: usize, sum: &mut [i16], l1: &mut [u16]) {
+    if stride == 0 || stride % 16 != 0 || stride > 256 {
+        return super::scalar::row_sums(rows, stride, sum, l1);
+    }
+    for ((row, s), a) in rows.chunks_exact(stride).zip(sum).zip(l1) {
+        let (mut total, mut norm) = (i16x8_splat(0), u16x8_splat(0));
+        for chunk in row.chunks_exact(16) {
+            let v = load16(chunk);
+            total = i16x8_add(total, i16x8_extadd_pairwise_i8x16(v));
+            norm = i16x8_add(norm, u16x8_extadd_pairwise_u8x16(i8x16_abs(v)));
+        }
+        let total = i32x4_extadd_pairwise_i16x8(total);
+        let norm = u32x4_extadd_pairwise_u16x8(norm);
+        let lanes = |v: v128| {
+            i32x4_extract_lane::<0>(v)
+                + i32x4_extract_lane::<1>(v)
+                + i32x4_extract_lane::<2>(v)
+                + i32x4_extract_lane::<3>(v)
+        };
+        // In range by the stride bound (see `super::row_sums`).
+        *s = lanes(total) as i16;
+        *a = lanes(norm) as u16;
+    }
+}

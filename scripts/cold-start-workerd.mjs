@@ -1,0 +1,32 @@
+// Cold start of the built worker on workerd, repeated: for each run and each bundle, a fresh
+// workerd (Miniflare's config) with the 100,000 x 64 int8 model in local KV, then one ranked
+// request; prints the median time to that answer and to workerd being ready. Several bundles
+// are run interleaved, to compare builds on this noisy machine (a bundle must lie inside the
+// repository, e.g. a copy of edge-worker/build/ at edge-worker/build-before/).
+// Usage: node scripts/cold-start-workerd.mjs [RUNS] [BUNDLE.js ...]. Not part of `make test`;
+// `make bench` reports one cold start per build in scripts/bench-workerd.mjs.
+import { mkdtempSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { workerMiniflare, copyDirToKv } from '../tests/support/edge.mjs';
+import { publishRandomModel } from '../tests/support/npy.mjs';
+const tmp = mkdtempSync(join(tmpdir(), 'edgerec-cold-'));
+const kvDir = publishRandomModel(tmp, 100_000, 64, 11);
+const runs = Number(process.argv[2] ?? 5);
+const scripts = process.argv.length > 3 ? process.argv.slice(3) : ['edge-worker/build/index.js'];
+const res = Object.fromEntries(scripts.map((s) => [s, { cold: [], ready: [] }]));
+for (let i = 0; i < runs; i++) for (const script of scripts) {
+  const s0 = performance.now();
+  const mf = workerMiniflare({ SESSION_KEY: 'bench-workerd-session-key-0123456789', CHECK_INTERVAL_SECONDS: '600', INGEST_URL: '' }, { host: '127.0.0.1', port: 0 }, script);
+  try {
+    const base = (await mf.ready).toString().replace(/\/$/, '');
+    res[script].ready.push(performance.now() - s0);
+    await copyDirToKv(kvDir, await mf.getKVNamespace('MODELS'));
+    const t0 = performance.now();
+    const r = await (await fetch(base + '/v1/recommendations?k=10&device=mobile&geohash=9q8yy')).json();
+    if (!r.model || r.fallback) throw new Error(`the first request was not ranked by the model: ${JSON.stringify(r).slice(0, 200)}`);
+    res[script].cold.push(performance.now() - t0);
+  } finally { await mf.dispose(); }
+}
+const med = (a) => { const s = [...a].sort((x, y) => x - y); return s[Math.floor(s.length / 2)].toFixed(1); };
+for (const s of scripts) console.log(`[cold-start-workerd] ${s}: first ranked answer, median of ${runs}: ${med(res[s].cold)} ms ${JSON.stringify(res[s].cold.map((x) => +x.toFixed(1)))}; workerd ready after ${med(res[s].ready)} ms`);
