@@ -306,6 +306,11 @@ impl Params {
         }
         p
     }
+
+    /// Whether the model has a session-to-query map (see [`Params::transform`]).
+    fn has_map(&self) -> bool {
+        self.transform.len() == self.dim * self.dim
+    }
 }
 
 /// The session fold of a model trained with `cfg` (type weights, position decay, no time
@@ -329,7 +334,7 @@ pub fn sgd_epoch(
     lr: f32,
 ) -> f32 {
     let fold = fold_meta(cfg);
-    if cfg.transform_lr_scale > 0.0 && p.transform.len() != p.dim * p.dim {
+    if cfg.transform_lr_scale > 0.0 && !p.has_map() {
         p.transform = identity(p.dim);
     }
     let mut step = SgdStep::new(p.dim, cfg);
@@ -441,7 +446,7 @@ impl SgdStep {
                 *a += w / self.wsum * v;
             }
         }
-        if p.transform.len() == dim * dim {
+        if p.has_map() {
             for (q, m) in self.s.iter_mut().zip(p.transform.chunks_exact(dim)) {
                 *q = dot(m, &self.pooled);
             }
@@ -509,7 +514,7 @@ impl SgdStep {
         }
         // Through the map, if any: the gradient reaching the folded session is Mᵀ·grad_s,
         // and the map's own gradient is grad_s ⊗ pooled.
-        let grad_pooled = if p.transform.len() == dim * dim {
+        let grad_pooled = if p.has_map() {
             self.grad_pooled.iter_mut().for_each(|x| *x = 0.0);
             let m_lr = lr * self.transform_lr_scale;
             for (m, &g) in p.transform.chunks_exact_mut(dim).zip(&self.grad_s) {
@@ -745,7 +750,7 @@ pub fn model_spec(
         categories: cats,
         category_names: names,
         seq: [tables.neighbours.clone(), tables.transitions.clone()],
-        query_transform: (p.transform.len() == p.dim * p.dim).then(|| p.transform.clone()),
+        query_transform: p.has_map().then(|| p.transform.clone()),
         query_bias: None,
         ctx_time: Some(p.ctx_time.clone()),
         ctx_device: p.has_device.then(|| p.ctx_device.clone()),
