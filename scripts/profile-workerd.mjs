@@ -79,15 +79,18 @@ try {
   const { nodes, samples, timeDeltas } = result.profile;
   const byId = new Map(nodes.map((n) => [n.id, n]));
   const self = new Map();
+  // `timeDeltas[i]` is the time from sample i-1 to sample i. A sample stands for the stack from
+  // its own time until the next sample, so it is credited with `timeDeltas[i + 1]`: crediting
+  // `timeDeltas[i]` would charge a long idle gap (a KV read) to whatever ran just after it.
   samples.forEach((s, i) => {
     const f = byId.get(s).callFrame;
     const name = `${f.functionName || '(anonymous)'} ${f.url.split('/').pop()}`.trim();
-    self.set(name, (self.get(name) ?? 0) + timeDeltas[i]);
+    self.set(name, (self.get(name) ?? 0) + (timeDeltas[i + 1] ?? 0));
   });
   const total = [...self.values()].reduce((a, b) => a + b, 0);
-  console.log(`[profile-workerd] ${path}: ${summary}; self time of the user worker:`);
+  console.log(`[profile-workerd] ${path}: ${summary}; self time of the user worker (${(total / 1000).toFixed(1)} ms sampled):`);
   for (const [name, t] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 25)) {
-    console.log(`[profile-workerd] ${(100 * t / total).toFixed(1).padStart(5)}% ${name}`);
+    console.log(`[profile-workerd] ${(100 * t / total).toFixed(1).padStart(5)}% ${(t / 1000).toFixed(1).padStart(6)} ms ${name}`);
   }
   console.log(`[profile-workerd] profile written to ${out}`);
 } finally {
