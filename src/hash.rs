@@ -9,7 +9,12 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 /// The 64-bit key of an item id. Sessions store these instead of the ids, so a session token
 /// stays small and can outlive the model version it was made under.
 pub fn item_key(id: &str) -> u64 {
-    xxh3_64(id.as_bytes())
+    item_key_of_bytes(id.as_bytes())
+}
+
+/// [`item_key`] of an id's UTF-8 bytes, for ids still in a shard's raw string table.
+pub(crate) fn item_key_of_bytes(id: &[u8]) -> u64 {
+    xxh3_64(id)
 }
 
 /// A 64-bit key of any other identifier (e.g. an event's idempotency key): the same hash as

@@ -31,8 +31,7 @@ impl AlignedBytes {
         }
     }
 
-    /// `len` zero bytes, to be filled in place (e.g. straight from a JS `Uint8Array`, saving a
-    /// copy of a multi-megabyte shard).
+    /// `len` zero bytes.
     pub fn zeroed(len: usize) -> AlignedBytes {
         AlignedBytes {
             words: vec![0u64; len.div_ceil(8)],
@@ -56,9 +55,9 @@ impl AlignedBytes {
         // SAFETY: `spare` is `words * 8 >= len` bytes of allocated, exclusively borrowed memory;
         // viewing it as `MaybeUninit<u8>` asks nothing of its contents.
         let bytes = unsafe { core::slice::from_raw_parts_mut(base, len) };
-        let (start, end) = (bytes.as_ptr() as usize, len);
+        let start = bytes.as_ptr() as usize;
         let written = fill(bytes);
-        if written.as_ptr() as usize != start || written.len() != end {
+        if written.as_ptr() as usize != start || written.len() != len {
             return AlignedBytes::zeroed(len);
         }
         // The padding after `len` (under 8 bytes) is zeroed, so every word is initialised.
@@ -73,11 +72,6 @@ impl AlignedBytes {
             words: storage,
             len,
         }
-    }
-
-    /// The stored bytes, writable.
-    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
-        &mut bytemuck::cast_slice_mut::<u64, u8>(&mut self.words)[..self.len]
     }
 
     /// The stored bytes.
@@ -199,13 +193,16 @@ impl<'a> StrTable<'a> {
 
     /// The `i`-th string, or "" past the end.
     pub fn get(&self, i: usize) -> &'a str {
+        core::str::from_utf8(self.bytes(i)).unwrap_or("")
+    }
+
+    /// The `i`-th string's UTF-8 bytes (empty past the end), without converting them to `str`:
+    /// for work on every id, such as checking their keys at load, where `get` would check each
+    /// id's UTF-8 again after `validate` checked the whole text.
+    pub(crate) fn bytes(&self, i: usize) -> &'a [u8] {
         match (self.offsets.get(i), self.offsets.get(i + 1)) {
-            (Some(&a), Some(&b)) => self
-                .text
-                .get(a as usize..b as usize)
-                .and_then(|s| core::str::from_utf8(s).ok())
-                .unwrap_or(""),
-            _ => "",
+            (Some(&a), Some(&b)) => self.text.get(a as usize..b as usize).unwrap_or(&[]),
+            _ => &[],
         }
     }
 
@@ -853,7 +850,7 @@ fn check_keys(v: &ShardView<'_>) -> Result<()> {
                 "key order names item {local} twice"
             )));
         }
-        if hash::item_key(v.ids.get(local as usize)) != key {
+        if hash::item_key_of_bytes(v.ids.bytes(local as usize)) != key {
             return Err(Error::invalid(format!(
                 "key of item {local} does not match its id"
             )));
