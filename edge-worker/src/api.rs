@@ -107,6 +107,46 @@ impl RateLimiter {
     }
 }
 
+/// Session-less lists this isolate ranked or read recently, by Cache API key, each until its
+/// time to live ends. The Cache API write of a new list runs after the answer (`wait_until`);
+/// this copy lets the isolate's next request for the same bucket skip both the ranking and the
+/// Cache API read, and is what makes that request a hit before the write has landed.
+#[derive(Debug)]
+pub struct RecentLists<T> {
+    /// (key, expiry in ms, list); the newest at the end.
+    entries: std::collections::VecDeque<(String, u64, T)>,
+    capacity: usize,
+}
+
+impl<T: Clone> RecentLists<T> {
+    pub fn new(capacity: usize) -> Self {
+        RecentLists {
+            entries: std::collections::VecDeque::with_capacity(capacity),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The list under `key` if it has not expired at `now_ms`.
+    pub fn get(&self, key: &str, now_ms: u64) -> Option<T> {
+        self.entries
+            .iter()
+            .find(|(k, expires, _)| k == key && now_ms < *expires)
+            .map(|(_, _, list)| list.clone())
+    }
+
+    /// Keeps `list` under `key` for `ttl_ms`, replacing an older copy; the oldest entry goes
+    /// when the isolate holds `capacity` lists.
+    pub fn put(&mut self, key: &str, list: T, now_ms: u64, ttl_ms: u64) {
+        self.entries
+            .retain(|(k, expires, _)| k != key && now_ms < *expires);
+        if self.entries.len() >= self.capacity {
+            self.entries.pop_front();
+        }
+        self.entries
+            .push_back((key.to_string(), now_ms.saturating_add(ttl_ms), list));
+    }
+}
+
 /// The rate-limit key of a client address: the /24 of an IPv4 address, the /48 of an IPv6 one
 /// (one household or office shares it, and rotating within it does not escape the limit).
 pub fn ip_block(ip: &str) -> String {
@@ -435,6 +475,34 @@ mod tests {
         );
         assert_eq!(ip_block("203.0.113.77"), "ip4:203.0.113");
         assert_eq!(ip_block("2001:db8:85a3:1::7"), "ip6:2001:db8:85a3");
+    }
+
+    #[test]
+    fn recent_lists_expire_and_keep_the_newest() {
+        let mut lists = RecentLists::new(2);
+        lists.put("a", 1, 1_000, 500);
+        assert_eq!(lists.get("a", 1_499), Some(1));
+        assert_eq!(lists.get("a", 1_500), None, "expired at its time to live");
+        assert_eq!(lists.get("b", 1_000), None);
+        lists.put("a", 2, 1_000, 500);
+        assert_eq!(
+            lists.get("a", 1_000),
+            Some(2),
+            "a newer copy replaces the older"
+        );
+        lists.put("b", 3, 1_000, 500);
+        lists.put("c", 4, 1_000, 500);
+        assert_eq!(lists.get("a", 1_000), None, "the oldest goes at capacity");
+        assert_eq!(
+            (lists.get("b", 1_000), lists.get("c", 1_000)),
+            (Some(3), Some(4))
+        );
+        lists.put("d", 5, 2_000, 500);
+        assert_eq!(
+            lists.entries.len(),
+            1,
+            "expired entries are dropped on the next put"
+        );
     }
 
     #[test]

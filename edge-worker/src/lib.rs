@@ -118,7 +118,12 @@ impl Drop for LoadingGuard {
 thread_local! {
     static MODEL: RefCell<ModelCache> = RefCell::new(ModelCache::default());
     static RATE: RefCell<api::RateLimiter> = RefCell::new(api::RateLimiter::default());
+    static LISTS: RefCell<api::RecentLists<serde_json::Value>> =
+        RefCell::new(api::RecentLists::new(RECENT_LISTS));
 }
+
+/// Session-less lists an isolate keeps in memory: one per context bucket and `k` in use.
+const RECENT_LISTS: usize = 256;
 
 fn now_ms() -> u64 {
     Date::now().as_millis()
@@ -164,7 +169,8 @@ fn error_response(e: &ApiError) -> worker::Result<Response> {
 
 /// Reads `models/current` and, if it names a new version, loads, validates and swaps it in.
 /// Failures are recorded and the previous model keeps serving.
-async fn refresh(env: &Env, force: bool) {
+/// Loads the published model when it is due; true when this call loaded a new one.
+async fn refresh(env: &Env, force: bool) -> bool {
     let now = now_ms();
     let interval = var(env, "CHECK_INTERVAL_SECONDS", 30) * 1000;
     // One load in flight per isolate, and none during the backoff after a failure: a cold or
@@ -182,11 +188,12 @@ async fn refresh(env: &Env, force: bool) {
         true
     });
     if !start {
-        return;
+        return false;
     }
     let guard = LoadingGuard;
     let result = load(env).await;
     drop(guard);
+    let loaded_new = matches!(result, Ok(Some(_)));
     MODEL.with(|m| {
         let mut m = m.borrow_mut();
         match result {
@@ -225,6 +232,7 @@ async fn refresh(env: &Env, force: bool) {
             }
         }
     }
+    loaded_new
 }
 
 /// The most shard bytes a model may have here: an isolate has 128 MB, and the model lives in
@@ -715,8 +723,8 @@ async fn route(mut req: Request, env: &Env, ctx: &worker::Context) -> Result<Res
             health().map_err(internal)
         }
         (Method::Get, "/v1/recommendations") => {
-            refresh(env, false).await;
-            recommendations(&req, env, ctx).await
+            let loaded_new = refresh(env, false).await;
+            recommendations(&req, env, ctx, loaded_new).await
         }
         (Method::Post, "/v1/events") => {
             refresh(env, false).await;
@@ -853,6 +861,7 @@ async fn recommendations(
     req: &Request,
     env: &Env,
     worker_ctx: &worker::Context,
+    loaded_new: bool,
 ) -> Result<Response, ApiError> {
     let url = req.url().map_err(internal)?;
     let max_k = var(env, "MAX_K", 100) as usize;
@@ -874,8 +883,22 @@ async fn recommendations(
     // this request's own.
     let cache_url = (visitor.session.is_empty() && o.exclude.is_empty())
         .then(|| list_cache_url(model, k, &ctx));
+    let ttl_ms = var(env, "PRECOMPUTED_TTL_SECONDS", 60).saturating_mul(1000);
     let cached = match &cache_url {
-        Some(url) => cached_list(url).await,
+        Some(url) => match LISTS.with(|l| l.borrow().get(url, now_ms())) {
+            Some(items) => Some(items),
+            // A request that has just waited for a model load does not wait for the Cache API
+            // as well: ranking one list costs less than the round trip, and the list is
+            // written to the cache after the answer either way.
+            None if loaded_new => None,
+            None => {
+                let items = cached_list(url).await;
+                if let Some(items) = &items {
+                    remember_list(url, items, ttl_ms);
+                }
+                items
+            }
+        },
         None => None,
     };
     let hit = cached.is_some();
@@ -883,8 +906,12 @@ async fn recommendations(
         Some(items) => items,
         None => {
             let items = rank(model, &visitor.session, &ctx, &o.exclude, k);
-            if let Some(url) = &cache_url {
-                store_list(url, &items, var(env, "PRECOMPUTED_TTL_SECONDS", 60)).await;
+            if let Some(url) = cache_url.clone() {
+                remember_list(&url, &items, ttl_ms);
+                // The write runs after the answer: the first visitor of a bucket does not wait
+                // for it (it was the largest single piece of a cold request's time).
+                let list = items.clone();
+                worker_ctx.wait_until(async move { store_list(&url, &list, ttl_ms / 1000).await });
             }
             items
         }
@@ -961,6 +988,11 @@ fn list_cache_url(model: &Loaded, k: usize, ctx: &edgerec::Context) -> String {
 async fn cached_list(url: &str) -> Option<serde_json::Value> {
     let mut hit = Cache::default().get(url, false).await.ok()??;
     serde_json::from_str(&hit.text().await.ok()?).ok()
+}
+
+/// Keeps a list in the isolate's memory beside the Cache API (`RecentLists`).
+fn remember_list(url: &str, items: &serde_json::Value, ttl_ms: u64) {
+    LISTS.with(|l| l.borrow_mut().put(url, items.clone(), now_ms(), ttl_ms));
 }
 
 /// Caches a list for `ttl` seconds; a failed write only costs the next request a ranking.

@@ -178,6 +178,43 @@ test('session-less lists come from the Cache API per context bucket', async () =
   assert.equal(withSession.headers.get('x-edgerec-cache'), 'bypass');
 });
 
+test('a ranked session-less list reaches the Cache API after the answer, for other isolates', async () => {
+  // Two workerd processes sharing one persisted cache, one after the other: the second has
+  // nothing in memory, so its hit can only come from the Cache API write the first made in
+  // `waitUntil` after answering.
+  const cachePersist = mkdtempSync(join(tmpdir(), 'edgerec-cache-'));
+  const bindings = { SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', INGEST_URL: '' };
+  const path = `http://localhost/v1/recommendations?k=4&${ctx}`;
+  const first = workerMiniflare(bindings, { cachePersist });
+  let ranked;
+  try {
+    await copyDirToKv(kvDir, await first.getKVNamespace('MODELS'));
+    const r = await first.dispatchFetch(path);
+    assert.equal(r.headers.get('x-edgerec-cache'), 'miss');
+    ranked = (await r.json()).items;
+    const again = await first.dispatchFetch(path);
+    assert.equal(again.headers.get('x-edgerec-cache'), 'hit', 'the isolate keeps its own copy');
+    await again.arrayBuffer();
+    // The write is not awaited by the answer; give it time to land before workerd stops.
+    await new Promise((ok) => setTimeout(ok, 500));
+  } finally {
+    await first.dispose();
+  }
+  const second = workerMiniflare(bindings, { cachePersist });
+  try {
+    await copyDirToKv(kvDir, await second.getKVNamespace('MODELS'));
+    // The request that loads the model ranks without reading the cache (it has waited for KV
+    // already); load it first.
+    const cold = await second.dispatchFetch('http://localhost/v1/health');
+    assert.equal((await cold.json()).model.version, readFileSync(join(kvDir, 'models/current'), 'utf8'));
+    const r = await second.dispatchFetch(path);
+    assert.equal(r.headers.get('x-edgerec-cache'), 'hit');
+    assert.deepEqual((await r.json()).items, ranked);
+  } finally {
+    await second.dispose();
+  }
+});
+
 test('a corrupt or partial new model leaves the previous one serving', async () => {
   const good = readFileSync(join(kvDir, 'models/current'), 'utf8');
   publish(join(tmp, 'm2'));
