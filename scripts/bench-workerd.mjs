@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { workerMiniflare, copyDirToKv } from '../tests/support/edge.mjs';
+import { servedWorker } from '../tests/support/edge.mjs';
 import { publishRandomModel } from '../tests/support/npy.mjs';
 
 const tmp = mkdtempSync(join(tmpdir(), 'edgerec-workerd-'));
@@ -21,14 +21,8 @@ const DIM = 64;
 const kvDir = publishRandomModel(tmp, N, DIM, 11);
 
 async function run(scriptPath) {
-  const mf = workerMiniflare(
-    { SESSION_KEY: 'bench-workerd-session-key-0123456789', CHECK_INTERVAL_SECONDS: '600', INGEST_URL: '' },
-    { host: '127.0.0.1', port: 0 },
-    scriptPath,
-  );
+  const { mf, base } = await servedWorker(kvDir, { scriptPath });
   try {
-    const base = (await mf.ready).toString().replace(/\/$/, '');
-    await copyDirToKv(kvDir, await mf.getKVNamespace('MODELS'));
     const query = '/v1/recommendations?k=10&device=mobile&geohash=9q8yy';
     // Cold start: a fresh isolate answers the first requests from the fallback list while it
     // loads the model; the cold start ends with the first answer the model ranked.

@@ -8,7 +8,7 @@
 import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { workerMiniflare, copyDirToKv } from '../tests/support/edge.mjs';
+import { servedWorker } from '../tests/support/edge.mjs';
 import { publishRandomModel } from '../tests/support/npy.mjs';
 const tmp = mkdtempSync(join(tmpdir(), 'edgerec-cold-'));
 const kvDir = publishRandomModel(tmp, 100_000, 64, 11);
@@ -16,12 +16,9 @@ const runs = Number(process.argv[2] ?? 5);
 const scripts = process.argv.length > 3 ? process.argv.slice(3) : ['edge-worker/build/index.js'];
 const res = Object.fromEntries(scripts.map((s) => [s, { cold: [], ready: [] }]));
 for (let i = 0; i < runs; i++) for (const script of scripts) {
-  const s0 = performance.now();
-  const mf = workerMiniflare({ SESSION_KEY: 'bench-workerd-session-key-0123456789', CHECK_INTERVAL_SECONDS: '600', INGEST_URL: '' }, { host: '127.0.0.1', port: 0 }, script);
+  const { mf, base, readyMs } = await servedWorker(kvDir, { scriptPath: script });
   try {
-    const base = (await mf.ready).toString().replace(/\/$/, '');
-    res[script].ready.push(performance.now() - s0);
-    await copyDirToKv(kvDir, await mf.getKVNamespace('MODELS'));
+    res[script].ready.push(readyMs);
     const t0 = performance.now();
     const r = await (await fetch(base + '/v1/recommendations?k=10&device=mobile&geohash=9q8yy')).json();
     if (!r.model || r.fallback) throw new Error(`the first request was not ranked by the model: ${JSON.stringify(r).slice(0, 200)}`);

@@ -11,7 +11,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import WebSocket from 'ws';
-import { workerMiniflare, copyDirToKv } from '../tests/support/edge.mjs';
+import { servedWorker } from '../tests/support/edge.mjs';
 import { publishRandomModel } from '../tests/support/npy.mjs';
 
 const tmp = mkdtempSync(join(tmpdir(), 'edgerec-profile-'));
@@ -23,13 +23,8 @@ const out = args[1] ?? join(tmp, 'worker.cpuprofile');
 
 const kvDir = publishRandomModel(tmp, N, DIM, 11);
 
-const mf = workerMiniflare(
-  { SESSION_KEY: 'profile-workerd-session-key-0123456789', CHECK_INTERVAL_SECONDS: '600', INGEST_URL: '' },
-  { host: '127.0.0.1', port: 0, inspectorPort: INSPECTOR },
-);
+const { mf, base } = await servedWorker(kvDir, { options: { inspectorPort: INSPECTOR } });
 try {
-  const base = (await mf.ready).toString().replace(/\/$/, '');
-  await copyDirToKv(kvDir, await mf.getKVNamespace('MODELS'));
   // The inspector of the user worker (Miniflare's own workers, entry, KV and cache, are separate
   // targets; the user worker is `core:user:`), with the sampling profiler enabled.
   const profiler = async () => {

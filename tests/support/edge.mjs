@@ -21,6 +21,29 @@ export function workerMiniflare(bindings, options = {}, scriptPath = join(root, 
   });
 }
 
+/**
+ * The built worker served over real HTTP on 127.0.0.1 (a free port) with the files under `kvDir`
+ * in its KV, as the workerd benches and the profiler run it. Returns Miniflare, the base URL
+ * (no trailing slash) and how long workerd took to be ready (before the KV copy).
+ */
+export async function servedWorker(kvDir, { scriptPath, options = {}, bindings = {} } = {}) {
+  const started = performance.now();
+  const mf = workerMiniflare(
+    { SESSION_KEY: 'bench-workerd-session-key-0123456789', CHECK_INTERVAL_SECONDS: '600', INGEST_URL: '', ...bindings },
+    { host: '127.0.0.1', port: 0, ...options },
+    scriptPath,
+  );
+  try {
+    const base = (await mf.ready).toString().replace(/\/$/, '');
+    const readyMs = performance.now() - started;
+    await copyDirToKv(kvDir, await mf.getKVNamespace('MODELS'));
+    return { mf, base, readyMs };
+  } catch (e) {
+    await mf.dispose();
+    throw e;
+  }
+}
+
 /** Puts every file under `dir` into `kv`, keyed by its relative path (what `publish --to local` does). */
 export async function copyDirToKv(dir, kv) {
   const walk = (d) => readdirSync(d).flatMap((f) => (statSync(join(d, f)).isDirectory() ? walk(join(d, f)) : [join(d, f)]));
