@@ -2,7 +2,8 @@
 # `make bench`: native criterion benchmarks, then the Node benchmark with its peers (hnswlib-wasm,
 # usearch) in the same run, both wasm builds in Node and in headless Chromium, training time,
 # the worker under load, then the summary lines with ratios. Figures are written to
-# target/bench/summary.txt as well; docs/FIGURES.md records measured runs.
+# target/bench/summary.txt as well, and README.md's performance table is regenerated from it
+# (scripts/readme-perf.py); docs/FIGURES.md records measured runs.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$EDGEREC_ROOT"
@@ -54,3 +55,4 @@ grep '^\[bench-fault\]' target/bench/fault.log | tee -a "$summary"
 echo "[bench] Kafka event log beside SQLite (ingest, sync consumption, end-to-end delay)"
 python3 scripts/bench-kafka.py target/release/central-sync target/bench/kafka | tee -a "$summary"
 echo "[bench] summary written to $summary"
+python3 scripts/readme-perf.py "$summary" README.md

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Regenerates the README's performance table from a `make bench` summary.
+
+Usage: python3 scripts/readme-perf.py [SUMMARY] [README]
+(defaults: target/bench/summary.txt, README.md). `scripts/bench.sh` runs it last.
+
+Every figure is read from the summary's lines with the pattern its bench prints; a figure whose
+line is missing (a bench that did not run or whose output changed) is shown as "not in this
+run", never carried over from an older table. The table goes between the README's
+`<!-- perf:begin -->` and `<!-- perf:end -->` markers.
+"""
+import re
+import sys
+from datetime import date
+
+BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
+NOT_RUN = "not in this run"
+
+
+def ms(value: str, unit: str) -> float:
+    return float(value) / 1000 if unit == "µs" else float(value)
+
+
+def find(text: str, pattern: str):
+    m = re.search(pattern, text, re.MULTILINE)
+    return m.groups() if m else None
+
+
+def wrk_ms(value: str) -> float:
+    """A wrk latency ("629.00us", "54.48ms", "1.02s") in milliseconds."""
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value)
+    if not m:
+        return float("inf")
+    return float(m[1]) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m[2]]
+
+
+def verdict(ok) -> str:
+    return NOT_RUN if ok is None else ("met" if ok else "**missed**")
+
+
+def rows(summary: str):
+    """(figure, measured, target, verdict) for every figure the issues set."""
+    out = []
+
+    def add(figure, measured, target, ok):
+        out.append((figure, measured if measured is not None else NOT_RUN, target, verdict(ok)))
+
+    num = r"([\d.]+) (ms|µs)"
+    node = find(summary, rf"^\[bench-node\] recommend 100k x 64 int8.*?: median {num}")
+    add("Node, simd128: recommend 100k x 64, top-10, median",
+        node and f"{node[0]} {node[1]}", "≤ 0.30 ms", node and ms(*node) <= 0.30)
+    peer = find(summary, r"^\[bench-node\]\s+hnswlib-wasm.*?-> edgerec is ([\d.]+)x faster")
+    add("… vs hnswlib-wasm brute force, same run", peer and f"{peer[0]}x", "≥ 15x",
+        peer and float(peer[0]) >= 15)
+    relaxed = find(summary, rf"^\[bench-node relaxed\] recommend 100k x 64 int8.*?: median {num}")
+    add("Node, relaxed build (where the probe accepts it): 100k median",
+        relaxed and f"{relaxed[0]} {relaxed[1]}", "≤ 0.20 ms", relaxed and ms(*relaxed) <= 0.20)
+    chromium = find(summary, rf"^\[bench-browser\] Chromium ([\d.]+), simd128 build: recommend 100k x 64 median {num}.*?1M x 64 median {num}")
+    add("Chromium, simd128: 100k median", chromium and f"{chromium[1]} {chromium[2]}", "≤ 0.30 ms",
+        chromium and ms(chromium[1], chromium[2]) <= 0.30)
+    chromium_r = find(summary, rf"^\[bench-browser\] Chromium ([\d.]+), relaxed-SIMD build: recommend 100k x 64 median {num}.*?1M x 64 median {num}")
+    add("Chromium, relaxed SIMD: 100k median", chromium_r and f"{chromium_r[1]} {chromium_r[2]}",
+        "≤ 0.20 ms", chromium_r and ms(chromium_r[1], chromium_r[2]) <= 0.20)
+    recall = find(summary, r"^\[bench-node\]\s+recall@10 of int8 path vs exact float32: ([\d.]+)")
+    add("recall@10 vs exact f32 (100k)", recall and recall[0], "≥ 0.95", recall and float(recall[0]) >= 0.95)
+    big = find(summary, rf"^\[bench-node\] recommend 1M x 64 int8 over \d+ shards: median {num}.*?wasm memory ([\d.]+) MiB")
+    add("Node, simd128: recommend 1M x 64, median", big and f"{big[0]} {big[1]}", "≤ 2 ms",
+        big and ms(big[0], big[1]) <= 2)
+    add("Node: wasm memory with the 1M model loaded", big and f"{big[2]} MiB", "≤ 40 MB",
+        big and float(big[2]) * 1.048576 <= 40)
+    if chromium:
+        add("Chromium, simd128: 1M median", f"{chromium[3]} {chromium[4]}", "≤ 2 ms",
+            ms(chromium[3], chromium[4]) <= 2)
+    load = find(summary, rf"^\[bench-node\] Engine.fromShards 100k x 64.*?: median {num}")
+    add("Node: shard load 100k x 64 (checksums verified)", load and f"{load[0]} {load[1]}", "≤ 10 ms",
+        load and ms(*load) <= 10)
+    session = find(summary, rf"^\[bench-node\] session update \+ query vector: median {num}")
+    add("Node: session update + query vector", session and f"{session[0]} {session[1]}", "≤ 50 µs",
+        session and ms(*session) <= 0.05)
+    for wasm, kib in re.findall(r"^\[bench-node(?: relaxed)?\] pkg/(\S+): \d+ bytes, ([\d.]+) KiB gzip",
+                                summary, re.MULTILINE):
+        add(f"`pkg/{wasm}` gzip", f"{kib} KiB", "≤ 150 KB", float(kib) * 1.024 <= 150)
+    for build in ("relaxed-simd", "simd128"):
+        load_line = find(summary, rf"^\[bench-workerd\] .*?, {build} build, .*\n\[bench-workerd\]\s+requests/s ([\d.]+), p50 (\S+), p99 (\S+) .*?errors: (.*)$")
+        add(f"Worker on workerd ({build}), 50 connections: p99",
+            load_line and f"{load_line[2]} ({load_line[0]} req/s, errors: {load_line[3]})", "≤ 10 ms, no errors",
+            load_line and wrk_ms(load_line[2]) <= 10 and load_line[3] == "none")
+    cold = find(summary, r"^\[bench-workerd\] (\S+) vs (\S+): .*?cold start ([\d.]+) vs ([\d.]+) ms")
+    if cold:
+        for build, value in ((cold[0], cold[2]), (cold[1], cold[3])):
+            add(f"Worker on workerd ({build}): cold start, 100k model in KV", f"{value} ms", "≤ 50 ms",
+                float(value) <= 50)
+    else:
+        add("Worker on workerd: cold start, 100k model in KV", None, "≤ 50 ms", None)
+    train = find(summary, r"^\[bench-train\] ML-100k 100% of users: (\d+) events, train \(tuning included, 1 core\) ([\d.]+) s")
+    add("Training ML-100k (one core, tuning included)", train and f"{train[1]} s", "≤ 2 min",
+        train and float(train[1]) <= 120)
+    growth = find(summary, r"^\[bench-train\] growth: 100% / 25% of ML-100k: ([\d.]+)x events, ([\d.]+)x time")
+    add("Training time growth, 4x the events", growth and f"{growth[0]}x events, {growth[1]}x time",
+        "linear", None if growth is None else float(growth[1]) <= 1.25 * float(growth[0]))
+    million = find(summary, r"^\[bench-train\] 1M-event log: ([\d.]+) min")
+    add("Training a 1M-event log (one core)", million and f"{million[0]} min", "≤ 15 min",
+        million and float(million[0]) <= 15)
+    return out
+
+
+def table(summary: str, when: str) -> str:
+    lines = [
+        f"Regenerated from `make bench` (`target/bench/summary.txt`) on {when} by "
+        "`scripts/readme-perf.py`; docs/FIGURES.md has the runs behind each figure and what "
+        "dominates where one misses.",
+        "",
+        "| figure | measured | target | |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows(summary)]
+    return "\n".join(lines)
+
+
+def main():
+    summary_path = sys.argv[1] if len(sys.argv) > 1 else "target/bench/summary.txt"
+    readme_path = sys.argv[2] if len(sys.argv) > 2 else "README.md"
+    summary = open(summary_path, encoding="utf-8").read()
+    readme = open(readme_path, encoding="utf-8").read()
+    if BEGIN not in readme or END not in readme:
+        sys.exit(f"[readme-perf] {readme_path} has no {BEGIN} … {END} markers")
+    head, rest = readme.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    body = table(summary, date.today().isoformat())
+    open(readme_path, "w", encoding="utf-8").write(f"{head}{BEGIN}\n{body}\n{END}{tail}")
+    print(f"[readme-perf] {readme_path}: performance table regenerated from {summary_path}")
+
+
+if __name__ == "__main__":
+    main()
