@@ -1,0 +1,71 @@
+// scripts/readme-perf.py, which `make bench` runs to rewrite the README's performance table:
+// figures read from a bench summary, verdicts against the targets, missing lines reported as
+// missing, and a README without the markers refused.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+
+const root = new URL('../../', import.meta.url).pathname;
+const script = join(root, 'scripts/readme-perf.py');
+const tmp = mkdtempSync(join(tmpdir(), 'edgerec-readme-perf-'));
+
+// Lines in the formats the benches print (scripts/bench-node.mjs, bench-workerd.mjs, bench-train.py).
+const summary = [
+  '[bench-node] recommend 100k x 64 int8, session(5)+context, top-10: median 0.280 ms, p99 0.400 ms (target <= 0.300 ms)',
+  '[bench-node]   hnswlib-wasm BruteforceSearch (ip, f32): median 4.409 ms -> edgerec is 15.7x faster (target >= 5x)',
+  '[bench-node]   recall@10 of int8 path vs exact float32: 0.9400 over 200 queries (target >= 0.95)',
+  '[bench-node] session update + query vector: median 10.2 µs (target <= 50 µs)',
+  '[bench-node] pkg/edgerec_bg.wasm: 186070 bytes, 78.3 KiB gzip (target <= 150 KB)',
+  '[bench-workerd] 100,000 x 64 int8 model, simd128 build, workerd serve (Miniflare\'s config) on 127.0.0.1, wrk 2 threads x 50 connections x 15 s, session token (full ranking per request)',
+  '[bench-workerd]   requests/s 9000.00, p50 1.00ms, p99 900.00us (target p99 <= 10 ms); errors: none',
+  '[bench-workerd] relaxed-simd vs simd128: ranked requests/s 1.24x (50 connections), 1.13x (one connection); cold start 63.3 vs 49.5 ms',
+  '[bench-train] 1M-event log: 16.2 min (target <= 15 min on this machine: NOT met)',
+].join('\n');
+
+function regenerate(readme) {
+  const s = join(tmp, 'summary.txt');
+  const r = join(tmp, 'README.md');
+  writeFileSync(s, summary);
+  writeFileSync(r, readme);
+  const run = spawnSync('python3', [script, s, r], { encoding: 'utf8' });
+  return { run, text: readFileSync(r, 'utf8') };
+}
+
+const row = (text, figure) => text.split('\n').find((l) => l.startsWith(`| ${figure} |`));
+
+test('figures, verdicts and missing lines', () => {
+  const { run, text } = regenerate('# x\n\nbefore\n<!-- perf:begin -->\nold table\n<!-- perf:end -->\nafter\n');
+  assert.equal(run.status, 0, run.stderr);
+  assert.match(text, /^# x\n\nbefore\n<!-- perf:begin -->\n/);
+  assert.match(text, /\n<!-- perf:end -->\nafter\n$/);
+  assert.doesNotMatch(text, /old table/);
+  assert.match(row(text, 'Node, simd128: recommend 100k x 64, top-10, median'), /\| 0\.280 ms \| ≤ 0\.30 ms \| met \|$/);
+  assert.match(row(text, '… vs hnswlib-wasm brute force, same run'), /\| 15\.7x \| ≥ 15x \| met \|$/);
+  assert.match(row(text, 'recall@10 vs exact f32 (100k)'), /\| 0\.9400 \| ≥ 0\.95 \| \*\*missed\*\* \|$/);
+  assert.match(row(text, 'Node: session update + query vector'), /\| 10\.2 µs \| ≤ 50 µs \| met \|$/);
+  assert.match(row(text, '`pkg/edgerec_bg.wasm` gzip'), /\| 78\.3 KiB \| ≤ 150 KB \| met \|$/);
+  // wrk prints sub-millisecond latencies in µs ("us").
+  assert.match(row(text, 'Worker on workerd (simd128), 50 connections: p99'), /\| met \|$/);
+  assert.match(row(text, 'Worker on workerd (relaxed-simd): cold start, 100k model in KV'), /\| 63\.3 ms \| ≤ 50 ms \| \*\*missed\*\* \|$/);
+  assert.match(row(text, 'Worker on workerd (simd128): cold start, 100k model in KV'), /\| 49\.5 ms \| ≤ 50 ms \| met \|$/);
+  assert.match(row(text, 'Training a 1M-event log (one core)'), /\| 16\.2 min \| ≤ 15 min \| \*\*missed\*\* \|$/);
+  // Benches that did not run are reported as such, not carried over.
+  assert.match(row(text, 'Chromium, simd128: 100k median'), /\| not in this run \| ≤ 0\.30 ms \| not in this run \|$/);
+  assert.match(row(text, 'Worker on workerd (relaxed-simd), 50 connections: p99'), /not in this run \|$/);
+});
+
+test('a README without the markers is refused and left as it was', () => {
+  const { run, text } = regenerate('# no markers\n');
+  assert.notEqual(run.status, 0);
+  assert.match(run.stderr, /markers/);
+  assert.equal(text, '# no markers\n');
+});
+
+test('the committed README has the markers', () => {
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const [begin, end] = [readme.indexOf('<!-- perf:begin -->'), readme.indexOf('<!-- perf:end -->')];
+  assert.ok(begin >= 0 && end > begin, 'README.md needs <!-- perf:begin --> before <!-- perf:end -->');
+});
