@@ -167,9 +167,9 @@ fn error_response(e: &ApiError) -> worker::Result<Response> {
     json(&serde_json::to_value(e.body())?, e.status)
 }
 
-/// Reads `models/current` and, if it names a new version, loads, validates and swaps it in.
-/// Failures are recorded and the previous model keeps serving.
-/// Loads the published model when it is due; true when this call loaded a new one.
+/// When a check is due, reads `models/current` and, if it names a new version, loads,
+/// validates and swaps it in. Failures are recorded and the previous model keeps serving.
+/// Returns whether this call swapped in a new model (its request has waited for the load).
 async fn refresh(env: &Env, force: bool) -> bool {
     let now = now_ms();
     let interval = var(env, "CHECK_INTERVAL_SECONDS", 30) * 1000;
