@@ -4,7 +4,8 @@
 //! m100k the float32 vectors with the bias appended as a 65th column (`vectors.f32`), the
 //! engine's float query vectors with a 1 appended (`queries.f32`) and the sessions/contexts
 //! they came from (`sessions.json`). Peers searching `queries.f32` over `vectors.f32` by inner
-//! product therefore rank by exactly the float32 version of edgerec's score.
+//! product therefore rank by exactly the float32 version of edgerec's score. Both models carry
+//! first-pass codes (the two-stage scan); the bench times the one-stage scan on them too.
 
 use edgerec::format::MAX_SHARD_BYTES;
 use edgerec::math::SplitMix64;
@@ -34,6 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         clusters: 256,
         neighbours: 0,
         transitions: false,
+        first_pass: true,
         ..Synthetic::default()
     };
     let spec = syn.spec();
@@ -83,6 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         dim: 64,
         clusters: 1024,
         neighbours: 10,
+        first_pass: true,
         ..Synthetic::default()
     };
     let shards = big.shards(MAX_SHARD_BYTES);

@@ -1,6 +1,9 @@
 //! Writes a synthetic multi-shard model and the native engine's rankings for a set of sessions
 //! and contexts into the directory given as the first argument. The Node and browser tests rank
-//! the same cases through pkg/ and must get identical ids and scores.
+//! the same cases through pkg/ and must get identical ids and scores. The model carries
+//! first-pass codes, and each case is ranked twice: by the exact scan (the default at 3,000
+//! items) and by the two-stage scan with `FIRST_PASS_KEEP` candidates (`twoStage`; the keep is
+//! also written to `first-pass.json` for the JS tests to set).
 
 use edgerec::testing::Synthetic;
 use edgerec::{Context, Device, Engine, EventType, Exploration, Request, Session};
@@ -17,6 +20,31 @@ struct Case {
     explore: Option<(f32, u64)>,
 }
 
+/// Candidates the two-stage cases keep: few enough that the first pass decides the ranking.
+const FIRST_PASS_KEEP: usize = 24;
+
+/// A ranking as JSON array bodies: ids, scores (f32 printed as f64 is exact, so JS can compare
+/// with ===) and propensities.
+fn ranking(engine: &Engine, session: &Session, request: &Request) -> [String; 3] {
+    let recs = engine.recommend(session, request);
+    let ids: Vec<String> = recs
+        .iter()
+        .map(|r| format!("\"{}\"", engine.item_id(r.index).unwrap_or("")))
+        .collect();
+    let scores: Vec<String> = recs
+        .iter()
+        .map(|r| format!("{:?}", f64::from(r.score)))
+        .collect();
+    let props: Vec<String> = recs
+        .iter()
+        .map(|r| {
+            r.propensity
+                .map_or("null".into(), |p| format!("{:?}", f64::from(p)))
+        })
+        .collect();
+    [ids.join(","), scores.join(","), props.join(",")]
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args()
         .nth(1)
@@ -28,6 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         clusters: 12,
         neighbours: 10,
         with_trend: true,
+        first_pass: true,
         ..Synthetic::default()
     };
     let shards = syn.shards(120_000);
@@ -35,6 +64,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::write(format!("{dir}/shard-{i}.bin"), s)?;
     }
     let engine = Engine::from_bytes(shards.iter().map(|s| s.as_slice()))?;
+    let mut two_stage = engine.clone();
+    if !two_stage.set_first_pass(Some(FIRST_PASS_KEEP)) {
+        return Err("the parity model has no first pass".into());
+    }
+    std::fs::write(
+        format!("{dir}/first-pass.json"),
+        format!("{{\"keep\":{FIRST_PASS_KEEP}}}\n"),
+    )?;
     let mut json = String::from("[\n");
     let cases = [
         Case {
@@ -139,7 +176,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }),
             ..Request::default()
         };
-        let recs = engine.recommend(&session, &request);
+        let exact = ranking(&engine, &session, &request);
+        let (ids, scores, props) = (&exact[0], &exact[1], &exact[2]);
+        let twice = ranking(&two_stage, &session, &request);
         let events_json: Vec<String> = events
             .iter()
             .map(|(id, k, t)| format!("[\"{id}\",\"{k}\",{t}]"))
@@ -158,30 +197,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             write!(opts, ",\"explore\":{{\"epsilon\":{e},\"seed\":{s}}}")?;
         }
         opts.push('}');
-        let ids: Vec<String> = recs
-            .iter()
-            .map(|r| format!("\"{}\"", engine.item_id(r.index).unwrap_or("")))
-            .collect();
-        // f32 scores printed as f64 are exact, so JS can compare with ===.
-        let scores: Vec<String> = recs
-            .iter()
-            .map(|r| format!("{:?}", f64::from(r.score)))
-            .collect();
-        let props: Vec<String> = recs
-            .iter()
-            .map(|r| {
-                r.propensity
-                    .map_or("null".into(), |p| format!("{:?}", f64::from(p)))
-            })
-            .collect();
         write!(
             json,
-            "{}  {{\"events\":[{}],\"options\":{opts},\"ids\":[{}],\"scores\":[{}],\"propensities\":[{}]}}",
+            "{}  {{\"events\":[{}],\"options\":{opts},\"ids\":[{ids}],\"scores\":[{scores}],\"propensities\":[{props}],\"twoStage\":{{\"ids\":[{}],\"scores\":[{}],\"propensities\":[{}]}}}}",
             if n > 0 { ",\n" } else { "" },
             events_json.join(","),
-            ids.join(","),
-            scores.join(","),
-            props.join(",")
+            twice[0],
+            twice[1],
+            twice[2]
         )?;
     }
     json.push_str("\n]\n");

@@ -4,15 +4,16 @@
 //! `cargo run --example write_golden --features writer`.
 
 use edgerec::format::VERSION;
-use edgerec::testing::{golden_cases, ranking_line, tiny_v2_model_shards};
+use edgerec::testing::{golden_cases, ranking_line, tiny_v3_model_shards, GOLDEN_FIRST_PASS_KEEP};
 use edgerec::Engine;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
-    let shards = tiny_v2_model_shards();
+    let shards = tiny_v3_model_shards();
     let name = format!("{dir}/v{VERSION}-tiny");
     std::fs::write(format!("{name}.shard"), &shards[0])?;
-    let engine = Engine::from_bytes([shards[0].as_slice()])?;
+    let mut engine = Engine::from_bytes([shards[0].as_slice()])?;
+    assert!(engine.set_first_pass(Some(GOLDEN_FIRST_PASS_KEEP)));
     let lines: Vec<String> = golden_cases(VERSION)
         .iter()
         .map(|(session, request)| ranking_line(&engine, session, request) + "\n")

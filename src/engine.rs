@@ -23,6 +23,7 @@
 use crate::coarse::RowBounds;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
+use crate::first_pass;
 use crate::format::{Dtype, Meta, Profile};
 use crate::hash::item_key;
 use crate::kernels;
@@ -108,6 +109,9 @@ pub struct Engine {
     /// Per shard, the row sums and norms of the certified coarse pass (`crate::coarse`); empty
     /// when the pass is off (by default, builds without a fast coarse kernel).
     pub(crate) row_bounds: Vec<Option<RowBounds>>,
+    /// How many items the two-stage scan's first pass (`crate::first_pass`) keeps for exact
+    /// scoring, at least; `None` when the scan is exact (one stage).
+    pub(crate) first_pass: Option<usize>,
 }
 
 impl core::fmt::Debug for Engine {
@@ -183,12 +187,39 @@ impl Engine {
             meta,
             latest_trend: (0..0, Vec::new()),
             row_bounds: Vec::new(),
+            first_pass: None,
         };
         let window = trend_window(&engine.meta, None);
         let shares = engine.ranker().trend_shares(window.clone());
         engine.latest_trend = (window, shares);
         engine.set_coarse_pass(kernels::FAST_COARSE);
+        if engine.meta.total_items >= first_pass::MIN_ITEMS {
+            engine.set_first_pass(Some(first_pass::MIN_CANDIDATES));
+        }
         Ok(engine)
+    }
+
+    /// Turns the two-stage scan (`crate::first_pass`) on, keeping at least `keep` items for
+    /// exact scoring, or off (`None`: every row is scored exactly). It is on by default for int8
+    /// models of at least [`first_pass::MIN_ITEMS`] items whose shards carry codes. It stays off
+    /// when they do not, or when the shards' centroids or codebooks differ (then their sums are
+    /// not comparable). Returns whether it is on.
+    #[doc(hidden)]
+    pub fn set_first_pass(&mut self, keep: Option<usize>) -> bool {
+        // The parts every shard must share for sums to be comparable across shards.
+        let shared: Vec<_> = self
+            .shards
+            .iter()
+            .map(|s| {
+                s.view()
+                    .first_pass
+                    .map(|f| (f.codebook, f.centroids, f.centroid_scales))
+            })
+            .collect();
+        let usable =
+            self.meta.dtype == Dtype::I8 && shared.iter().all(|b| b.is_some() && *b == shared[0]);
+        self.first_pass = keep.filter(|_| usable);
+        self.first_pass.is_some()
     }
 
     /// Turns the certified coarse pass of int8 models on or off. It is on by default where the

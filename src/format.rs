@@ -1,11 +1,11 @@
-//! The shard wire format, version 2 (version 1 still reads): constants, the header, the model
+//! The shard wire format, version 3 (versions 1 and 2 still read): constants, the header, the model
 //! metadata block and the section kinds. `shard.rs` reads it and `writer.rs` writes it; nothing else knows the layout.
 //!
 //! ```text
 //! offset  size  field
 //!      0     8  magic "EDGERECS"
 //!      8     4  endianness marker 0x01020304 (reads 0x04030201 on a byte-swapped writer)
-//!     12     2  format version (2; 1 is still read)
+//!     12     2  format version (3; 1 and 2 are still read)
 //!     14     2  header length (64)
 //!     16     4  section count
 //!     20     4  flags (reserved, 0)
@@ -27,13 +27,17 @@
 //! the trend fields of `Meta` (words 49–53, zero in version 1), the per-session-length
 //! [`Profile`] table and the trend count table (time-bucketed item counts, so the edge can rank
 //! by popularity over a recent window before the request's time).
+//!
+//! Version 3 added the two-stage scan's first pass (`crate::first_pass`), also optional: per
+//! shard of an int8 model, coarse centroids, a residual codebook, and the items' 4-bit codes
+//! grouped by centroid. Without them the edge scans the int8 rows exactly, as before.
 
 /// The first 8 bytes of every shard.
 pub const MAGIC: [u8; 8] = *b"EDGERECS";
 /// Written as a little-endian u32; a reader that sees it byte-swapped rejects the shard.
 pub const ENDIAN_MARKER: u32 = 0x0102_0304;
 /// The format version this build writes.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// The oldest format version this build still reads.
 pub const MIN_VERSION: u16 = 1;
 /// Size of the fixed header.
@@ -497,6 +501,19 @@ pub(crate) enum SectionKind {
     TransitionTargets = 15,
     TransitionWeights = 16,
     RowsF32 = 17,
+    /// Version 3, int8 models, all six or none (`crate::first_pass`): the residual codebook
+    /// (`first_pass::codebook_len` f32, the same in every shard).
+    FirstPassCodebook = 18,
+    /// Version 3: 4-bit codes, `first_pass::block_bytes` per block of 32 slots.
+    FirstPassCodes = 19,
+    /// Version 3: the coarse centroids, int8 rows of the row stride (the same in every shard).
+    FirstPassCentroids = 20,
+    /// Version 3: one f32 scale (finite, ≥ 0) per coarse centroid.
+    FirstPassCentroidScales = 21,
+    /// Version 3: per centroid, its first block and block count (u32 pairs, back to back).
+    FirstPassLists = 22,
+    /// Version 3: the local item in each slot of each block (u32), or `first_pass::EMPTY_SLOT`.
+    FirstPassSlots = 23,
     QueryTransform = 32,
     QueryBias = 33,
     CtxTime = 34,
@@ -530,7 +547,7 @@ pub(crate) const SEQ_SECTION_KINDS: [[SectionKind; 3]; SEQ_TABLES] = [
 ];
 
 impl SectionKind {
-    pub(crate) const ALL: [SectionKind; 28] = [
+    pub(crate) const ALL: [SectionKind; 34] = [
         SectionKind::Meta,
         SectionKind::IdOffsets,
         SectionKind::IdBytes,
@@ -548,6 +565,12 @@ impl SectionKind {
         SectionKind::TransitionTargets,
         SectionKind::TransitionWeights,
         SectionKind::RowsF32,
+        SectionKind::FirstPassCodebook,
+        SectionKind::FirstPassCodes,
+        SectionKind::FirstPassCentroids,
+        SectionKind::FirstPassCentroidScales,
+        SectionKind::FirstPassLists,
+        SectionKind::FirstPassSlots,
         SectionKind::QueryTransform,
         SectionKind::QueryBias,
         SectionKind::CtxTime,
@@ -583,6 +606,12 @@ impl SectionKind {
             SectionKind::RowsI8 => "rows_i8",
             SectionKind::RowsF16 => "rows_f16",
             SectionKind::RowsF32 => "rows_f32",
+            SectionKind::FirstPassCodebook => "first_pass_codebook",
+            SectionKind::FirstPassCodes => "first_pass_codes",
+            SectionKind::FirstPassCentroids => "first_pass_centroids",
+            SectionKind::FirstPassCentroidScales => "first_pass_centroid_scales",
+            SectionKind::FirstPassLists => "first_pass_lists",
+            SectionKind::FirstPassSlots => "first_pass_slots",
             SectionKind::RowScales => "row_scales",
             SectionKind::ItemBias => "item_bias",
             SectionKind::Categories => "categories",
@@ -613,6 +642,12 @@ impl SectionKind {
             | SectionKind::TrendOffsets
             | SectionKind::TrendItems
             | SectionKind::TrendCounts => 2,
+            SectionKind::FirstPassCodebook
+            | SectionKind::FirstPassCodes
+            | SectionKind::FirstPassCentroids
+            | SectionKind::FirstPassCentroidScales
+            | SectionKind::FirstPassLists
+            | SectionKind::FirstPassSlots => 3,
             _ => 1,
         }
     }

@@ -24,6 +24,7 @@ pub mod coarse;
 pub mod context;
 pub mod engine;
 pub mod error;
+pub mod first_pass;
 pub mod format;
 pub mod hash;
 pub mod kernels;

@@ -6,6 +6,7 @@
 use crate::coarse::CoarseQuery;
 use crate::context::Context;
 use crate::engine::{Engine, Exploration, Recommendation, Request, MAX_POOL};
+use crate::first_pass;
 use crate::format::{profile_bucket, Dtype, Meta, Profile, PROFILE_FIELDS};
 use crate::hash::item_key;
 use crate::kernels::{self, i8_score};
@@ -396,6 +397,10 @@ impl<'a> Ranker<'a> {
             skip,
             filter,
         };
+        if let Some(candidates) = self.first_pass(query, skip, filter, top.capacity()) {
+            self.rescore(query, &candidates, &mut offer, top);
+            return;
+        }
         let mut scores = [0f32; BLOCK_ROWS];
         let coarse_query = match query {
             Query::I8 { q, .. } if !self.engine.row_bounds.is_empty() => {
@@ -473,6 +478,106 @@ impl<'a> Ranker<'a> {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// The two-stage scan's first pass (`crate::first_pass`): the items to score exactly, in
+    /// index order, or `None` when the engine scans exactly (pass off, a float query, or tables
+    /// that cannot tell items apart). Items the request skips or filters out are left out
+    /// here, so a narrow filter still gets its best items scored.
+    fn first_pass(
+        &self,
+        query: &Query,
+        skip: &[u32],
+        filter: &dyn Fn(u32) -> bool,
+        wanted: usize,
+    ) -> Option<Vec<u32>> {
+        let keep = self.engine.first_pass?;
+        let Query::I8 { q, scale } = query else {
+            return None;
+        };
+        let stride = self.meta().row_stride() as usize;
+        // Every shard carries the same centroids and codebook (checked at load).
+        let model = self.views.first()?.first_pass?;
+        let clusters = model.centroid_scales.len();
+        let mut dots = vec![0i32; clusters];
+        kernels::dot_i8_block(q, model.centroids, stride, &mut dots);
+        let coarse: Vec<f32> = dots
+            .iter()
+            .zip(model.centroid_scales)
+            .map(|(&d, &s)| i8_score(d, *scale, s, 0.0))
+            .collect();
+        let query: Vec<f32> = q.iter().map(|&x| f32::from(x) * scale).collect();
+        let luts = first_pass::Luts::new(&query, model.codebook, &coarse, stride)?;
+        // Best coarse score first (ties to the lower cluster), so the bar rises early and the
+        // clusters that cannot reach it end the pass.
+        let mut order: Vec<u32> = (0..clusters as u32).collect();
+        order.sort_by_key(|&k| (core::cmp::Reverse(luts.coarse[k as usize]), k));
+        let block_bytes = first_pass::block_bytes(stride);
+        let mut candidates = first_pass::Candidates::new(keep.max(8 * wanted));
+        let mut sums = [0u16; first_pass::BLOCK_ITEMS];
+        for k in order {
+            let base = luts.coarse[k as usize];
+            if u32::from(base) + u32::from(luts.max_residual) < u32::from(candidates.bar) {
+                break;
+            }
+            for (view, &start) in self.views.iter().zip(&self.engine.starts) {
+                let shard = view.first_pass?;
+                let list = shard.lists.get(2 * k as usize..2 * k as usize + 2)?;
+                for b in list[0] as usize..(list[0] + list[1]) as usize {
+                    let codes = shard.codes.get(b * block_bytes..(b + 1) * block_bytes)?;
+                    if !kernels::fast_scan_block(
+                        &luts.bytes,
+                        codes,
+                        base,
+                        candidates.bar,
+                        &mut sums,
+                    ) {
+                        continue;
+                    }
+                    let slots = shard.slots.get(b * first_pass::BLOCK_ITEMS..)?;
+                    for (&sum, &slot) in sums.iter().zip(slots) {
+                        if sum >= candidates.bar && slot != first_pass::EMPTY_SLOT {
+                            let index = start + slot;
+                            if skip.binary_search(&index).is_err() && filter(index) {
+                                candidates.push(sum, index);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Some(candidates.into_indices())
+    }
+
+    /// Scores the first pass's candidates (ascending indices) exactly, as the one-stage scan
+    /// would: the same kernel on each candidate's int8 row, and the same `i8_score`.
+    fn rescore(&self, query: &Query, candidates: &[u32], offer: &mut Offer<'_>, top: &mut TopK) {
+        let Query::I8 { q, scale } = query else {
+            return;
+        };
+        let stride = self.meta().row_stride() as usize;
+        let mut shard = 0;
+        let mut dot = [0i32; 1];
+        for &index in candidates {
+            // Ascending indices: the shard only moves forward.
+            while shard + 1 < self.engine.starts.len() && self.engine.starts[shard + 1] <= index {
+                shard += 1;
+            }
+            let view = &self.views[shard];
+            let local = (index - self.engine.starts[shard]) as usize;
+            let Rows::I8 { rows, scales } = view.rows else {
+                return;
+            };
+            let (Some(row), Some(&row_scale), Some(&bias)) = (
+                rows.get(local * stride..(local + 1) * stride),
+                scales.get(local),
+                view.bias.get(local),
+            ) else {
+                continue;
+            };
+            kernels::dot_i8_block(q, row, stride, &mut dot);
+            offer.one(i8_score(dot[0], *scale, row_scale, bias), index, top);
         }
     }
 

@@ -9,6 +9,7 @@
 //! tests/core_format.rs).
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::first_pass;
 use crate::format::*;
 use crate::hash;
 
@@ -310,6 +311,8 @@ pub struct ShardView<'a> {
     pub bias: &'a [f32],
     pub categories: Option<&'a [u64]>,
     pub seq: [Option<SeqTable<'a>>; SEQ_TABLES],
+    /// The two-stage scan's first pass (`crate::first_pass`), when the shard carries it.
+    pub first_pass: Option<first_pass::FirstPassShard<'a>>,
     pub global: GlobalTables<'a>,
 }
 
@@ -648,12 +651,67 @@ fn check_lengths(spans: &Spans, header: &Header, meta: &Meta) -> Result<()> {
         l.absent(k)?;
     }
     l.exact(K::ItemBias, 4 * n, true)?;
+    check_first_pass_lengths(&l, n, stride)?;
     l.exact(K::Categories, 8 * n, false)?;
     for kinds in SEQ_SECTION_KINDS {
         let what = format!("sequence table `{}`", kinds[0].name());
         l.csr(kinds, n, &what)?;
     }
     check_global_lengths(&l, header)
+}
+
+/// The first pass's sections: all or none, int8 models only, lengths from the stride, the
+/// number of centroids (from their scales) and the number of blocks (from the codes). The
+/// lists and slots are checked against each other in `check_first_pass_values`.
+fn check_first_pass_lengths(l: &Lengths<'_>, n: u64, stride: u64) -> Result<()> {
+    use SectionKind as K;
+    let kinds = [
+        K::FirstPassCodebook,
+        K::FirstPassCodes,
+        K::FirstPassCentroids,
+        K::FirstPassCentroidScales,
+        K::FirstPassLists,
+        K::FirstPassSlots,
+    ];
+    let present = kinds.map(|k| l.get(k).is_some());
+    if !present.iter().any(|&p| p) {
+        return Ok(());
+    }
+    if !present.iter().all(|&p| p) {
+        return Err(Error::section_table("first-pass sections are incomplete"));
+    }
+    if l.meta.dtype != Dtype::I8 {
+        return l.absent(K::FirstPassCodebook);
+    }
+    let block = first_pass::block_bytes(stride as usize) as u64;
+    l.exact(
+        K::FirstPassCodebook,
+        4 * first_pass::codebook_len(stride as usize) as u64,
+        true,
+    )?;
+    l.multiple(K::FirstPassCentroidScales, 4)?;
+    let k = l.len(K::FirstPassCentroidScales) / 4;
+    if k == 0 || k > first_pass::MAX_CLUSTERS as u64 {
+        return Err(Error::invalid(format!(
+            "{k} first-pass centroids, expected 1..={}",
+            first_pass::MAX_CLUSTERS
+        )));
+    }
+    l.exact(K::FirstPassCentroids, k * stride, true)?;
+    l.exact(K::FirstPassLists, 8 * k, true)?;
+    l.multiple(K::FirstPassCodes, block)?;
+    let blocks = l.len(K::FirstPassCodes) / block;
+    // Every item has a slot, and a cluster pads at most its last block.
+    if blocks * first_pass::BLOCK_ITEMS as u64 > n + k * first_pass::BLOCK_ITEMS as u64 {
+        return Err(Error::invalid(format!(
+            "{blocks} first-pass blocks for {n} items in {k} clusters"
+        )));
+    }
+    l.exact(
+        K::FirstPassSlots,
+        4 * blocks * first_pass::BLOCK_ITEMS as u64,
+        true,
+    )
 }
 
 /// The lengths of the model-wide tables (shard 0).
@@ -745,6 +803,14 @@ impl Layout {
             bias: cast(raw(K::ItemBias)),
             categories: present(K::Categories).then(|| cast::<u64>(raw(K::Categories))),
             seq: SEQ_SECTION_KINDS.map(|[off, tgt, wgt]| seq(off, tgt, wgt)),
+            first_pass: present(K::FirstPassCodes).then(|| first_pass::FirstPassShard {
+                centroids: cast(raw(K::FirstPassCentroids)),
+                centroid_scales: cast(raw(K::FirstPassCentroidScales)),
+                codebook: cast(raw(K::FirstPassCodebook)),
+                lists: cast(raw(K::FirstPassLists)),
+                codes: raw(K::FirstPassCodes),
+                slots: cast(raw(K::FirstPassSlots)),
+            }),
             global: GlobalTables {
                 query_transform: opt_f32(K::QueryTransform),
                 query_bias: opt_f32(K::QueryBias),
@@ -808,6 +874,9 @@ fn check_values(v: &ShardView<'_>) -> Result<()> {
     check_keys(v)?;
     check_rows(&v.rows)?;
     all_finite("item bias", v.bias)?;
+    if let Some(fp) = v.first_pass {
+        check_first_pass_values(&fp, v.header.item_count)?;
+    }
     if let Some(cats) = v.categories {
         let count = v.meta.category_count;
         let allowed = if count >= 64 {
@@ -855,6 +924,64 @@ fn check_keys(v: &ShardView<'_>) -> Result<()> {
                 "key of item {local} does not match its id"
             )));
         }
+    }
+    Ok(())
+}
+
+/// The first pass's values: a finite codebook, centroids like int8 rows (no −128, scales
+/// finite and ≥ 0), each cluster's blocks following the previous cluster's and all of them
+/// covered, and every local item in exactly one slot, padding only after a cluster's items.
+fn check_first_pass_values(fp: &first_pass::FirstPassShard<'_>, items: u32) -> Result<()> {
+    all_finite("first-pass codebook", fp.codebook)?;
+    check_rows(&Rows::I8 {
+        rows: fp.centroids,
+        scales: fp.centroid_scales,
+    })
+    .map_err(|e| Error::invalid(format!("first-pass centroids: {e}")))?;
+    let blocks = fp.slots.len() / first_pass::BLOCK_ITEMS;
+    let mut next = 0u64;
+    for (k, list) in fp.lists.chunks_exact(2).enumerate() {
+        if u64::from(list[0]) != next {
+            return Err(Error::invalid(format!(
+                "first-pass cluster {k} starts at block {}, expected {next}",
+                list[0]
+            )));
+        }
+        next += u64::from(list[1]);
+    }
+    if next != blocks as u64 {
+        return Err(Error::invalid(format!(
+            "first-pass clusters cover {next} blocks of {blocks}"
+        )));
+    }
+    let mut seen = vec![false; items as usize];
+    for (k, list) in fp.lists.chunks_exact(2).enumerate() {
+        let (start, end) = (list[0] as usize, (list[0] + list[1]) as usize);
+        let slots = &fp.slots[start * first_pass::BLOCK_ITEMS..end * first_pass::BLOCK_ITEMS];
+        let filled = slots
+            .iter()
+            .position(|&s| s == first_pass::EMPTY_SLOT)
+            .unwrap_or(slots.len());
+        if slots[filled..].iter().any(|&s| s != first_pass::EMPTY_SLOT)
+            || slots.len() - filled >= first_pass::BLOCK_ITEMS
+        {
+            return Err(Error::invalid(format!(
+                "first-pass cluster {k} has empty slots before its last block's items"
+            )));
+        }
+        for &slot in &slots[..filled] {
+            match seen.get_mut(slot as usize) {
+                Some(s) if !*s => *s = true,
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "first-pass slot names item {slot} twice or out of range"
+                    )))
+                }
+            }
+        }
+    }
+    if let Some(i) = seen.iter().position(|&s| !s) {
+        return Err(Error::invalid(format!("item {i} has no first-pass slot")));
     }
     Ok(())
 }

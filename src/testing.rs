@@ -21,6 +21,8 @@ pub struct Synthetic {
     pub with_context: bool,
     /// Whether the model carries session-length profiles and a trend table (format v2).
     pub with_trend: bool,
+    /// Whether int8 shards carry first-pass codes (format v3).
+    pub first_pass: bool,
 }
 
 /// Start of the synthetic trend table (unix seconds).
@@ -40,6 +42,7 @@ impl Default for Synthetic {
             transitions: true,
             with_context: true,
             with_trend: false,
+            first_pass: false,
         }
     }
 }
@@ -122,6 +125,7 @@ impl Synthetic {
                 })
             }),
             trend: self.with_trend.then(|| self.trend(&mut rng)),
+            first_pass: self.first_pass,
         }
     }
 
@@ -211,12 +215,16 @@ pub fn ranking_line(
 }
 
 /// Ranks a golden shard's cases and compares them with its ranking file (one line per case of
-/// [`golden_cases`]); the first difference, if any.
+/// [`golden_cases`]); the first difference, if any. From format 3 on, the ranking goes through
+/// the two-stage scan, keeping [`GOLDEN_FIRST_PASS_KEEP`] candidates.
 pub fn golden_mismatch(format_version: u16, shard: &[u8], ranking: &str) -> Option<String> {
-    let engine = match crate::Engine::from_bytes([shard]) {
+    let mut engine = match crate::Engine::from_bytes([shard]) {
         Ok(e) => e,
         Err(e) => return Some(format!("format {format_version}: golden shard: {e}")),
     };
+    if format_version >= 3 && !engine.set_first_pass(Some(GOLDEN_FIRST_PASS_KEEP)) {
+        return Some(format!("format {format_version}: no first pass"));
+    }
     let cases = golden_cases(format_version);
     let lines: Vec<&str> = ranking.lines().collect();
     if lines.len() != cases.len() {
@@ -234,6 +242,22 @@ pub fn golden_mismatch(format_version: u16, shard: &[u8], ranking: &str) -> Opti
             let got = ranking_line(&engine, session, request);
             (got != want).then(|| format!("format {format_version}, case {i}: {got} != {want}"))
         })
+}
+
+/// Items the golden model of format 3 keeps for exact scoring: few enough that the first
+/// pass decides most of the ranking, so the golden rankings pin its arithmetic down.
+pub const GOLDEN_FIRST_PASS_KEEP: usize = 12;
+
+/// The golden model of format 3: 400 items with profiles, a trend table and first-pass codes
+/// (3 coarse clusters).
+pub fn tiny_v3_model_shards() -> Vec<Vec<u8>> {
+    Synthetic {
+        items: 400,
+        with_trend: true,
+        first_pass: true,
+        ..Synthetic::default()
+    }
+    .shards(crate::format::MAX_SHARD_BYTES)
 }
 
 /// The golden model of format 2: the tiny model with profiles and a trend table.

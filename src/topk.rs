@@ -26,6 +26,12 @@ impl TopK {
         }
     }
 
+    /// The most items kept.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
     /// Scores at or below this cannot enter (−∞ until the heap is full).
     #[inline]
     pub fn threshold(&self) -> f32 {

@@ -194,6 +194,15 @@ impl WasmEngine {
         Ok(self.inner.query_vector(&session.inner, &request.context))
     }
 
+    /// The two-stage scan: keep at least `keep` items (by their 4-bit codes) for exact scoring,
+    /// or 0 to score every row exactly. Returns whether the two-stage scan is on, which needs a
+    /// model whose shards carry codes. For benchmarks and tests; the default suits serving.
+    #[wasm_bindgen(js_name = setFirstPass)]
+    pub fn set_first_pass(&mut self, keep: u32) -> bool {
+        self.inner
+            .set_first_pass((keep > 0).then_some(keep as usize))
+    }
+
     /// Number of items in the model.
     #[wasm_bindgen(getter, js_name = itemCount)]
     pub fn item_count(&self) -> u32 {

@@ -38,6 +38,9 @@ pub struct ModelSpec {
     pub profiles: Option<[Profile; PROFILE_BUCKETS]>,
     /// Optional time-bucketed item counts; sets the trend fields of the meta.
     pub trend: Option<TrendSpec>,
+    /// Whether int8 shards carry the two-stage scan's first-pass codes (`crate::first_pass`,
+    /// format 3). Ignored for f16 and f32 models.
+    pub first_pass: bool,
 }
 
 /// Item counts per time bucket, for the edge's "popular right now" signal.
@@ -88,9 +91,31 @@ pub fn write_model(spec: &ModelSpec, model_id: u64, max_shard_bytes: u64) -> Res
     check_ids(&spec.ids)?;
     let ranges = plan_shards(spec, &meta, max_shard_bytes)?;
     let count = ranges.len() as u32;
+    let first_pass = first_pass_model(spec, &meta);
     let mut out = Vec::with_capacity(ranges.len());
     for (index, range) in ranges.into_iter().enumerate() {
-        let sections = shard_sections(spec, &meta, index, range.clone());
+        let mut sections = shard_sections(spec, &meta, index, range.clone());
+        if let Some(model) = &first_pass {
+            let rows: Vec<f32> = range
+                .clone()
+                .flat_map(|i| served_row(spec, &meta, i))
+                .collect();
+            let bias: Vec<f32> = range.clone().map(|i| bias_of(spec, i)).collect();
+            let encoded = model.encode(&rows, &bias);
+            for (kind, bytes) in [
+                (SectionKind::FirstPassCodebook, le(&model.codebook)),
+                (SectionKind::FirstPassCentroids, le(&model.centroids)),
+                (
+                    SectionKind::FirstPassCentroidScales,
+                    le(&model.centroid_scales),
+                ),
+                (SectionKind::FirstPassLists, le(&encoded.lists)),
+                (SectionKind::FirstPassCodes, encoded.codes),
+                (SectionKind::FirstPassSlots, le(&encoded.slots)),
+            ] {
+                sections.push(SectionBuf { kind, bytes });
+            }
+        }
         let bytes = assemble(
             &sections,
             model_id,
@@ -108,6 +133,41 @@ pub fn write_model(spec: &ModelSpec, model_id: u64, max_shard_bytes: u64) -> Res
         out.push(bytes);
     }
     Ok(out)
+}
+
+/// Item `i`'s vector as the edge scores it (int8 row × row scale), `stride` wide.
+fn served_row(spec: &ModelSpec, meta: &Meta, i: usize) -> Vec<f32> {
+    let dim = meta.dim as usize;
+    let mut q = vec![0i8; dim];
+    let scale = quantize_row_i8(&spec.vectors[i * dim..(i + 1) * dim], &mut q);
+    let mut row = vec![0f32; meta.row_stride() as usize];
+    for (r, &x) in row.iter_mut().zip(&q) {
+        *r = f32::from(x) * scale;
+    }
+    row
+}
+
+fn bias_of(spec: &ModelSpec, i: usize) -> f32 {
+    spec.bias.get(i).copied().unwrap_or(0.0)
+}
+
+/// The model's first-pass centroids and codebook, trained on a sample of its items as served,
+/// when the spec asks for them and the model is int8.
+fn first_pass_model(spec: &ModelSpec, meta: &Meta) -> Option<crate::first_pass::train::Model> {
+    if !spec.first_pass || meta.dtype != Dtype::I8 {
+        return None;
+    }
+    let n = spec.ids.len();
+    let picked = crate::first_pass::train::training_items(n);
+    let rows: Vec<f32> = picked
+        .iter()
+        .flat_map(|&i| served_row(spec, meta, i))
+        .collect();
+    let bias: Vec<f32> = picked.iter().map(|&i| bias_of(spec, i)).collect();
+    let stride = meta.row_stride() as usize;
+    Some(crate::first_pass::train::Model::train(
+        &rows, &bias, stride, n,
+    ))
 }
 
 /// The meta written into every shard: the spec's parameters with the counts taken from the data.
@@ -235,16 +295,34 @@ fn plan_shards(
 ) -> Result<Vec<core::ops::Range<usize>>> {
     let n = spec.ids.len();
     let row = (meta.row_stride() as usize * meta.dtype.size()) as u64;
+    let stride = meta.row_stride() as usize;
+    let with_codes = spec.first_pass && meta.dtype == Dtype::I8;
+    // Per item: half a byte per column (rounded up) and its 4-byte slot. Per shard: the
+    // codebook, the centroids and their lists, and up to one padded block per cluster.
+    let codes = if with_codes {
+        crate::first_pass::columns(stride).div_ceil(2) as u64 + 4
+    } else {
+        0
+    };
+    let codes_fixed = if with_codes {
+        let k = crate::first_pass::train::clusters(n) as u64;
+        let block =
+            (crate::first_pass::block_bytes(stride) + 4 * crate::first_pass::BLOCK_ITEMS) as u64;
+        4 * crate::first_pass::codebook_len(stride) as u64 + k * (stride as u64 + 4 + 8 + block)
+    } else {
+        0
+    };
     let item_cost = |i: usize| -> u64 {
         let seq: u64 = spec
             .seq
             .iter()
             .map(|t| t.get(i).map_or(0, |l| 8 * l.len() as u64 + 4))
             .sum();
-        row + 4 + 4 + 8 + 12 + 4 + spec.ids[i].len() as u64 + seq
+        row + 4 + 4 + 8 + 12 + 4 + spec.ids[i].len() as u64 + seq + codes
     };
     let fixed = (HEADER_LEN + MAX_SECTIONS as usize * SECTION_ENTRY_LEN + META_LEN) as u64
-        + 32 * SECTION_ALIGN as u64;
+        + 32 * SECTION_ALIGN as u64
+        + codes_fixed;
     let mut ranges = Vec::new();
     let mut start = 0usize;
     let mut used = fixed + global_cost(spec);

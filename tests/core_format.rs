@@ -163,12 +163,12 @@ fn error_paths_are_named() {
     swapped[8..12].copy_from_slice(&0x0102_0304u32.to_be_bytes());
     assert_eq!(kind(&swapped), Some(ErrorKind::WrongEndianness));
     let mut version = good.clone();
-    version[12] = 3;
+    version[12] = 4;
     assert_eq!(
         kind(&version),
         Some(ErrorKind::UnsupportedVersion {
-            found: 3,
-            supported: 2
+            found: 4,
+            supported: 3
         })
     );
     version[12] = 0;
@@ -176,7 +176,7 @@ fn error_paths_are_named() {
         kind(&version),
         Some(ErrorKind::UnsupportedVersion {
             found: 0,
-            supported: 2
+            supported: 3
         })
     );
     assert!(matches!(
@@ -273,6 +273,11 @@ fn golden_shards_still_load() {
     let v2 = include_bytes!("golden/v2-tiny.shard");
     assert_eq!(
         golden_mismatch(2, v2, include_str!("golden/v2-tiny.ranking")),
+        None
+    );
+    let v3 = include_bytes!("golden/v3-tiny.shard");
+    assert_eq!(
+        golden_mismatch(3, v3, include_str!("golden/v3-tiny.ranking")),
         None
     );
 }

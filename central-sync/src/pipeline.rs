@@ -60,6 +60,8 @@ pub struct Trained<'a> {
     pub combination: &'a Combination,
     pub categories: Option<&'a train::Categories>,
     pub dtype: Dtype,
+    /// Leave out the first-pass codes even where the catalog is large (`--dtype i8-exact`).
+    pub one_stage: bool,
 }
 
 /// Writes a trained model directory: the shards (the core's writer, through `model_spec`), the
@@ -72,7 +74,7 @@ pub fn write(
     out: &Path,
     info: serde_json::Value,
 ) -> Result<Manifest> {
-    let spec = train::model_spec(
+    let mut spec = train::model_spec(
         t.params,
         t.tables,
         cfg,
@@ -80,6 +82,7 @@ pub fn write(
         t.combination,
         t.categories,
     );
+    spec.first_pass &= !t.one_stage;
     let manifest = model::write_dir(&spec, out, d.most_popular(50), info, MAX_SHARD_BYTES)?;
     std::fs::write(out.join("params.json"), serde_json::to_vec(t.params)?)?;
     Ok(manifest)

@@ -346,6 +346,7 @@ fn write_candidate(
         combination,
         categories: None,
         dtype: Dtype::I8,
+        one_stage: false,
     };
     pipeline::write(d, &trained, &opts.config, &dir, info)?;
     let (_, engine) = model::load_engine(&dir)?;

@@ -757,6 +757,8 @@ pub fn model_spec(
         ctx_geo: p.has_geo.then(|| p.ctx_geo.clone()),
         profiles: Some(combination.profiles),
         trend: tables.trend.clone(),
+        // Large catalogs get the two-stage scan; small ones are scanned exactly anyway.
+        first_pass: dtype == Dtype::I8 && n >= edgerec::first_pass::MIN_ITEMS as usize,
     }
 }
 

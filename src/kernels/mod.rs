@@ -13,6 +13,7 @@ pub mod relaxed;
 pub mod scalar;
 
 use crate::coarse::CoarseQuery;
+use crate::first_pass::BLOCK_ITEMS;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub mod wasm;
 #[cfg(target_arch = "x86_64")]
@@ -96,6 +97,37 @@ pub fn coarse_candidates(
     #[cfg(not(all(target_arch = "wasm32", target_feature = "relaxed-simd")))]
     {
         scalar::coarse_candidates(query, query_scale, block, stride, threshold, candidate)
+    }
+}
+
+/// The first pass's sums for one block of codes (`crate::first_pass`): `out[j]` is `base` plus
+/// the sum, over the columns, of column `c`'s 16-entry table `luts[16c..16c + 16]` at item `j`'s code in
+/// `codes[16c..16c + 16]` (low nibbles items 0–15, high nibbles items 16–31). Sums wrap at
+/// `u16`, which valid tables (`Luts` keeps base + columns × 255 within it) never reach. Columns beyond the
+/// shorter of the two slices are ignored. Returns whether any sum is at least `bar`, so the
+/// caller can pass over a block with no candidate without reading its sums.
+#[inline]
+pub fn fast_scan_block(
+    luts: &[u8],
+    codes: &[u8],
+    base: u16,
+    bar: u16,
+    out: &mut [u16; BLOCK_ITEMS],
+) -> bool {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        wasm::fast_scan_block(luts, codes, base, bar, out)
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86::fast_scan_block(luts, codes, base, bar, out)
+    }
+    #[cfg(not(any(
+        all(target_arch = "wasm32", target_feature = "simd128"),
+        target_arch = "x86_64"
+    )))]
+    {
+        scalar::fast_scan_block(luts, codes, base, bar, out)
     }
 }
 

@@ -3,6 +3,7 @@
 
 use super::{i8_score, may_beat, CoarseRows};
 use crate::coarse::CoarseQuery;
+use crate::first_pass::{BLOCK_ITEMS, CENTROIDS, COLUMN_BYTES};
 
 /// See [`super::dot_i8_block`]. Wrapping arithmetic matches the SIMD lanes exactly in the
 /// (engine-excluded) overflow case, so the two never disagree.
@@ -76,4 +77,26 @@ pub fn row_sums(rows: &[i8], stride: usize, sum: &mut [i16], l1: &mut [u16]) {
         *s = total as i16;
         *a = norm as u16;
     }
+}
+
+/// See [`super::fast_scan_block`]: per item, the sum of its column tables' entries at its codes.
+pub fn fast_scan_block(
+    luts: &[u8],
+    codes: &[u8],
+    base: u16,
+    bar: u16,
+    out: &mut [u16; BLOCK_ITEMS],
+) -> bool {
+    out.fill(base);
+    for (table, column) in luts
+        .chunks_exact(CENTROIDS)
+        .zip(codes.chunks_exact(COLUMN_BYTES))
+    {
+        for (j, &byte) in column.iter().enumerate() {
+            let (lo, hi) = (usize::from(byte & 15), usize::from(byte >> 4));
+            out[j] = out[j].wrapping_add(u16::from(table[lo]));
+            out[j + COLUMN_BYTES] = out[j + COLUMN_BYTES].wrapping_add(u16::from(table[hi]));
+        }
+    }
+    out.iter().any(|&s| s >= bar)
 }

@@ -162,3 +162,82 @@ pub fn row_sums(rows: &[i8], stride: usize, sum: &mut [i16], l1: &mut [u16]) {
         *a = lanes(norm) as u16;
     }
 }
+
+/// See [`super::fast_scan_block`]. Per column: one load of 16 code bytes, and the low and high
+/// nibbles (items 0–15 and 16–31) looked up in the column's table, 16 items per lookup. The
+/// looked-up bytes are added as u16 lanes without widening (FAISS's trick): a lane then
+/// accumulates its even byte plus 256 × its odd byte, and a second accumulator the odd bytes
+/// alone (the lanes shifted right by 8), so the even items' sums are the difference at the end.
+/// The first accumulator wraps, but the difference is exact because the true sums fit in u16.
+pub fn fast_scan_block(
+    luts: &[u8],
+    codes: &[u8],
+    base: u16,
+    bar: u16,
+    out: &mut [u16; crate::first_pass::BLOCK_ITEMS],
+) -> bool {
+    let nibble = u8x16_splat(15);
+    let zero = u16x8_splat(0);
+    let (mut lo_mixed, mut lo_odd, mut hi_mixed, mut hi_odd) = (zero, zero, zero, zero);
+    for (table, column) in luts.chunks_exact(16).zip(codes.chunks_exact(16)) {
+        // SAFETY: both chunks are exactly 16 bytes; the loads have no alignment requirement.
+        let (t, c) = unsafe {
+            (
+                v128_load(table.as_ptr() as *const v128),
+                v128_load(column.as_ptr() as *const v128),
+            )
+        };
+        let lo = lookup(t, v128_and(c, nibble));
+        let hi = lookup(t, u8x16_shr(c, 4));
+        lo_mixed = u16x8_add(lo_mixed, lo);
+        lo_odd = u16x8_add(lo_odd, u16x8_shr(lo, 8));
+        hi_mixed = u16x8_add(hi_mixed, hi);
+        hi_odd = u16x8_add(hi_odd, u16x8_shr(hi, 8));
+    }
+    let lo_even = u16x8_sub(lo_mixed, u16x8_shl(lo_odd, 8));
+    let hi_even = u16x8_sub(hi_mixed, u16x8_shl(hi_odd, 8));
+    let base = u16x8_splat(base);
+    let sums = [
+        u16x8_add(
+            base,
+            u16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>(lo_even, lo_odd),
+        ),
+        u16x8_add(
+            base,
+            u16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>(lo_even, lo_odd),
+        ),
+        u16x8_add(
+            base,
+            u16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>(hi_even, hi_odd),
+        ),
+        u16x8_add(
+            base,
+            u16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>(hi_even, hi_odd),
+        ),
+    ];
+    for (v, chunk) in sums.iter().zip(out.chunks_exact_mut(8)) {
+        // SAFETY: each chunk is 8 u16 = 16 bytes; the store has no alignment requirement.
+        unsafe { v128_store(chunk.as_mut_ptr() as *mut v128, *v) };
+    }
+    let bar = u16x8_splat(bar);
+    let at_least = v128_or(
+        v128_or(u16x8_ge(sums[0], bar), u16x8_ge(sums[1], bar)),
+        v128_or(u16x8_ge(sums[2], bar), u16x8_ge(sums[3], bar)),
+    );
+    v128_any_true(at_least)
+}
+
+/// A 16-entry table lookup with indices below 16. The relaxed build uses
+/// `i8x16.relaxed_swizzle`, which is one instruction where the strict swizzle is two (its result
+/// differs only for indices of 16 and above, which nibbles never are).
+#[inline(always)]
+fn lookup(table: v128, indices: v128) -> v128 {
+    #[cfg(target_feature = "relaxed-simd")]
+    {
+        i8x16_relaxed_swizzle(table, indices)
+    }
+    #[cfg(not(target_feature = "relaxed-simd"))]
+    {
+        u8x16_swizzle(table, indices)
+    }
+}

@@ -41,3 +41,49 @@ unsafe fn dot_i8_block_avx2(query: &[i16], rows: &[i8], stride: usize, out: &mut
         *o = _mm_cvtsi128_si32(s);
     }
 }
+
+/// See [`super::fast_scan_block`]; the wasm kernel's steps with `pshufb` as the lookup. Falls
+/// back to the reference without AVX2 (which implies the SSSE3 it uses).
+pub fn fast_scan_block(
+    luts: &[u8],
+    codes: &[u8],
+    base: u16,
+    bar: u16,
+    out: &mut [u16; crate::first_pass::BLOCK_ITEMS],
+) -> bool {
+    if !avx2_available() {
+        return super::scalar::fast_scan_block(luts, codes, base, bar, out);
+    }
+    // SAFETY: AVX2 (and so SSSE3) is present, checked above; the function reads only whole
+    // 16-byte chunks of the slices it is given and writes within `out`.
+    unsafe { fast_scan_block_ssse3(luts, codes, base, out) };
+    out.iter().any(|&s| s >= bar)
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn fast_scan_block_ssse3(
+    luts: &[u8],
+    codes: &[u8],
+    base: u16,
+    out: &mut [u16; crate::first_pass::BLOCK_ITEMS],
+) {
+    let nibble = _mm_set1_epi8(15);
+    let zero = _mm_setzero_si128();
+    let mut acc = [_mm_set1_epi16(base as i16); 4];
+    for (table, column) in luts.chunks_exact(16).zip(codes.chunks_exact(16)) {
+        // SAFETY: both chunks are exactly 16 bytes; loadu has no alignment requirement.
+        let t = _mm_loadu_si128(table.as_ptr() as *const __m128i);
+        let c = _mm_loadu_si128(column.as_ptr() as *const __m128i);
+        // Nibbles are at most 15, so pshufb's "zero when the top bit is set" never applies.
+        let lo = _mm_shuffle_epi8(t, _mm_and_si128(c, nibble));
+        let hi = _mm_shuffle_epi8(t, _mm_and_si128(_mm_srli_epi16::<4>(c), nibble));
+        acc[0] = _mm_add_epi16(acc[0], _mm_unpacklo_epi8(lo, zero));
+        acc[1] = _mm_add_epi16(acc[1], _mm_unpackhi_epi8(lo, zero));
+        acc[2] = _mm_add_epi16(acc[2], _mm_unpacklo_epi8(hi, zero));
+        acc[3] = _mm_add_epi16(acc[3], _mm_unpackhi_epi8(hi, zero));
+    }
+    for (a, chunk) in acc.iter().zip(out.chunks_exact_mut(8)) {
+        // SAFETY: each chunk is 8 u16 = 16 bytes; storeu has no alignment requirement.
+        _mm_storeu_si128(chunk.as_mut_ptr() as *mut __m128i, *a);
+    }
+}

@@ -1,7 +1,8 @@
 // Both wasm builds of pkg/ in headless Chromium: the loader's choice (Chromium has relaxed SIMD,
 // so `init()` must load edgerec_relaxed_bg.wasm), exact parity of each build with the native
-// engine on the parity fixture (target/parity, ids, scores and propensities), and a
-// deterministic sweep of sessions and options on which the two builds must agree exactly.
+// engine on the parity fixture (target/parity, ids, scores and propensities; exact and two-stage
+// scans), and a deterministic sweep of sessions and options, ranked through the two-stage scan,
+// on which the two builds must agree exactly.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
@@ -56,6 +57,10 @@ async function run(build) {
       return r.map((x) => [x.id, x.score, x.propensity ?? null]);
     };
     const parity = cases.map((c) => rank(c.events, c.options));
+    // The same cases through the two-stage scan (first-pass codes, then int8 rescoring).
+    const { keep } = await (await fetch('/parity/first-pass.json')).json();
+    if (!engine.setFirstPass(keep)) throw new Error('no first pass');
+    const twoStage = cases.map((c) => rank(c.events, c.options));
     // The sweep: sessions of 0..7 clicks and varied options, from a fixed linear congruential
     // sequence, so both builds see the same requests.
     let x = 12345;
@@ -66,7 +71,7 @@ async function run(build) {
       const options = { k: 1 + next(30), diversity: next(4) === 0 ? 0.3 : 0, device: ['mobile', 'desktop', 'tablet'][next(3)], ts: 1_700_000_000 + next(86_400 * 30) };
       sweep.push(rank(events, options));
     }
-    return { chosen: glue.wasmFileName(), parity, sweep };
+    return { chosen: glue.wasmFileName(), parity, twoStage, sweep };
   }, { build, shards: shardUrls() });
   await page.close();
   assert.deepEqual(errors, []);
@@ -83,6 +88,10 @@ test('init() picks the relaxed-SIMD build in Chromium, and both builds equal the
       assert.deepEqual(ranking.map((r) => r[0]), cases[i].ids, `case ${i}`);
       assert.deepEqual(ranking.map((r) => r[1]), cases[i].scores, `case ${i}`);
       assert.deepEqual(ranking.map((r) => r[2]), cases[i].propensities, `case ${i}`);
+    });
+    got.twoStage.forEach((ranking, i) => {
+      assert.deepEqual(ranking.map((r) => r[0]), cases[i].twoStage.ids, `two-stage case ${i}`);
+      assert.deepEqual(ranking.map((r) => r[1]), cases[i].twoStage.scores, `two-stage case ${i}`);
     });
   }
   assert.equal(auto.sweep.length, 300);

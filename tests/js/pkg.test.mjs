@@ -15,6 +15,7 @@ const dir = process.env.PARITY_DIR ?? join(root, 'target/parity');
 const shardFiles = readdirSync(dir).filter((f) => f.startsWith('shard-')).sort();
 const shards = shardFiles.map((f) => new Uint8Array(readFileSync(join(dir, f))));
 const cases = JSON.parse(readFileSync(join(dir, 'cases.json'), 'utf8'));
+const firstPass = JSON.parse(readFileSync(join(dir, 'first-pass.json'), 'utf8'));
 
 test('the loader picks a build this engine runs correctly', () => {
   const relaxedBytes = readFileSync(join(root, 'pkg/edgerec_relaxed_bg.wasm'));
@@ -58,6 +59,21 @@ test('rankings equal the native engine, ids and scores bit for bit', () => {
     assert.deepEqual(got.map((r) => r.score), c.scores);
     assert.deepEqual(got.map((r) => r.propensity ?? null), c.propensities);
   }
+});
+
+test('two-stage rankings (first-pass codes, then int8) equal the native engine too', () => {
+  const engine = Engine.fromShards(shards);
+  // 3,000 items is below the size where the two-stage scan is on by default.
+  assert.equal(engine.setFirstPass(firstPass.keep), true);
+  for (const c of cases) {
+    const session = new Session();
+    for (const [id, type, ts] of c.events) session.observe(id, type, ts);
+    const got = engine.recommend(session, c.options);
+    assert.deepEqual(got.map((r) => r.id), c.twoStage.ids, JSON.stringify(c.options));
+    assert.deepEqual(got.map((r) => r.score), c.twoStage.scores);
+    assert.deepEqual(got.map((r) => r.propensity ?? null), c.twoStage.propensities);
+  }
+  assert.equal(engine.setFirstPass(0), false);
 });
 
 test('session bytes round-trip and stay small', () => {

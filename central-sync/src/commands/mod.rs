@@ -42,15 +42,24 @@ pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
 /// Row type of the shards, as a flag.
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum DtypeArg {
+    /// int8 rows; catalogs of 16,384 items or more also get 4-bit first-pass codes, so the edge
+    /// scans them in two stages (codes for every item, int8 for the best few hundred).
     I8,
+    /// int8 rows without first-pass codes: the edge scores every row exactly (one stage).
+    I8Exact,
     F16,
     F32,
 }
 
 impl DtypeArg {
+    /// Whether the shards skip the first-pass codes (`i8-exact`).
+    pub fn one_stage(self) -> bool {
+        matches!(self, DtypeArg::I8Exact)
+    }
+
     pub fn core(self) -> edgerec::Dtype {
         match self {
-            DtypeArg::I8 => edgerec::Dtype::I8,
+            DtypeArg::I8 | DtypeArg::I8Exact => edgerec::Dtype::I8,
             DtypeArg::F16 => edgerec::Dtype::F16,
             DtypeArg::F32 => edgerec::Dtype::F32,
         }

@@ -44,6 +44,9 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
         meta: Some(edgerec::Meta::new(d as u32, dtype.core(), n as u32)),
         ids: id_list.clone(),
         vectors,
+        first_pass: !dtype.one_stage()
+            && dtype.core() == edgerec::Dtype::I8
+            && n >= edgerec::first_pass::MIN_ITEMS as usize,
         ..Default::default()
     };
     let info = serde_json::json!({"packed_from": embeddings.display().to_string()});

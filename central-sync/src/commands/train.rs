@@ -82,6 +82,7 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
         combination: &combination,
         categories: categories.as_ref(),
         dtype: dtype.core(),
+        one_stage: dtype.one_stage(),
     };
     let manifest = pipeline::write(&d, &trained, &cfg, &out, info)?;
     if global.json {

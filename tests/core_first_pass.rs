@@ -1,0 +1,244 @@
+#![cfg(not(target_arch = "wasm32"))]
+//! The two-stage scan (`edgerec::first_pass`): what the writer produces, what the reader
+//! rejects, when the engine uses it, and how close its rankings stay to the exact scan's.
+
+use edgerec::first_pass::{self, EMPTY_SLOT};
+use edgerec::format::MAX_SHARD_BYTES;
+use edgerec::testing::{tiny_v3_model_shards, Synthetic};
+use edgerec::{Engine, EventType, Request, Session, Shard};
+use proptest::prelude::*;
+
+/// Section kinds of format 3 (see `format.rs`).
+const CODEBOOK: u32 = 18;
+const CENTROIDS: u32 = 20;
+const LISTS: u32 = 22;
+const SLOTS: u32 = 23;
+
+/// The golden-sized v3 model, written once per test binary.
+fn v3() -> Vec<u8> {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES
+        .get_or_init(|| tiny_v3_model_shards().remove(0))
+        .clone()
+}
+
+fn reseal(bytes: &mut [u8]) {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&bytes[..32]);
+    h.update(&bytes[40..]);
+    let sum = h.digest();
+    bytes[32..40].copy_from_slice(&sum.to_le_bytes());
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
+}
+
+/// The section table entry (its byte offset) and the byte range of the section of `kind`.
+fn section(bytes: &[u8], kind: u32) -> (usize, std::ops::Range<usize>) {
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+    (0..u32_at(bytes, 16) as usize)
+        .map(|i| 64 + 24 * i)
+        .find(|&e| u32_at(bytes, e) == kind)
+        .map(|e| (e, u64_at(e + 8)..u64_at(e + 8) + u64_at(e + 16)))
+        .expect("section present")
+}
+
+fn rejected(bytes: &[u8], needle: &str) {
+    let err = Shard::from_bytes(bytes).unwrap_err().to_string();
+    assert!(err.contains(needle), "{err}");
+}
+
+/// A catalog large enough for the two-stage scan to be on by default.
+fn large() -> Synthetic {
+    Synthetic {
+        items: 20_000,
+        clusters: 64,
+        neighbours: 0,
+        transitions: false,
+        first_pass: true,
+        ..Synthetic::default()
+    }
+}
+
+fn sessions(n_items: usize, count: usize) -> Vec<Session> {
+    let mut rng = edgerec::math::SplitMix64::new(9);
+    (0..count)
+        .map(|_| {
+            let mut s = Session::new();
+            for t in 0..3 {
+                let id = format!("item-{}", rng.below(n_items));
+                s.observe(&id, EventType::Click, 1_700_000_000 + t);
+            }
+            s
+        })
+        .collect()
+}
+
+#[test]
+fn the_writer_lays_out_every_item_once_and_the_reader_accepts_it() {
+    let shard = Shard::from_bytes(&v3()).unwrap();
+    let view = shard.view();
+    assert_eq!(view.header.version, 3);
+    let fp = view.first_pass.expect("codes written");
+    let k = fp.centroid_scales.len();
+    assert_eq!(k, first_pass::train::clusters(400));
+    assert_eq!(fp.lists.len(), 2 * k);
+    let mut slots: Vec<u32> = fp
+        .slots
+        .iter()
+        .copied()
+        .filter(|&s| s != EMPTY_SLOT)
+        .collect();
+    slots.sort_unstable();
+    assert_eq!(slots, (0..400).collect::<Vec<u32>>());
+}
+
+#[test]
+fn forged_first_pass_sections_are_rejected() {
+    let good = v3();
+
+    // A cluster's run moved by one block: its blocks no longer follow the previous cluster's.
+    let mut bytes = good.clone();
+    let (_, lists) = section(&bytes, LISTS);
+    let second = lists.start + 8;
+    let moved = u32_at(&bytes, second) + 1;
+    bytes[second..second + 4].copy_from_slice(&moved.to_le_bytes());
+    reseal(&mut bytes);
+    rejected(&bytes, "first-pass cluster 1 starts at block");
+
+    // One item in two slots (and so another item in none).
+    let mut bytes = good.clone();
+    let (_, slots) = section(&bytes, SLOTS);
+    let first = u32_at(&bytes, slots.start);
+    bytes[slots.start + 4..slots.start + 8].copy_from_slice(&first.to_le_bytes());
+    reseal(&mut bytes);
+    rejected(&bytes, "twice or out of range");
+
+    // An empty slot before a cluster's items end.
+    let mut bytes = good.clone();
+    bytes[slots.start..slots.start + 4].copy_from_slice(&EMPTY_SLOT.to_le_bytes());
+    reseal(&mut bytes);
+    rejected(&bytes, "empty slots before");
+
+    // A centroid element of -128 (the kernels' overflow bound assumes |x| ≤ 127).
+    let mut bytes = good.clone();
+    let (_, centroids) = section(&bytes, CENTROIDS);
+    bytes[centroids.start] = 0x80;
+    reseal(&mut bytes);
+    rejected(&bytes, "first-pass centroids");
+
+    // A codebook value that is not finite.
+    let mut bytes = good.clone();
+    let (_, codebook) = section(&bytes, CODEBOOK);
+    bytes[codebook.start..codebook.start + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    reseal(&mut bytes);
+    rejected(&bytes, "first-pass codebook[0] is not finite");
+
+    // One of the six sections turned into an unknown optional one: the rest is incomplete.
+    let mut bytes = good.clone();
+    let (entry, _) = section(&bytes, SLOTS);
+    bytes[entry..entry + 4].copy_from_slice(&999u32.to_le_bytes());
+    bytes[entry + 4..entry + 8].copy_from_slice(&1u32.to_le_bytes());
+    reseal(&mut bytes);
+    rejected(&bytes, "first-pass sections are incomplete");
+
+    // Relabelled as format 2, which has no such sections.
+    let mut bytes = good.clone();
+    bytes[12] = 2;
+    reseal(&mut bytes);
+    rejected(&bytes, "does not exist in format version 2");
+}
+
+#[test]
+fn the_engine_uses_the_first_pass_only_where_it_pays_and_can() {
+    // Small catalogs are scanned exactly even with codes; the switch turns it on for tests.
+    let mut small = Engine::from_bytes([v3().as_slice()]).unwrap();
+    assert!(!small.set_first_pass(None));
+    assert!(small.set_first_pass(Some(8)));
+    // Without codes it cannot be turned on.
+    let plain = Synthetic::default().shards(MAX_SHARD_BYTES);
+    let mut plain = Engine::from_bytes(plain.iter().map(|s| s.as_slice())).unwrap();
+    assert!(!plain.set_first_pass(Some(8)));
+}
+
+#[test]
+fn two_stage_rankings_stay_close_to_the_exact_scan_and_honour_filters() {
+    let syn = large();
+    // Several shards: sums must compare across them (one codebook for all).
+    let shards = syn.shards(400_000);
+    assert!(shards.len() > 1);
+    let mut engine = Engine::from_bytes(shards.iter().map(|s| s.as_slice())).unwrap();
+    let request = Request {
+        k: 10,
+        ..Request::default()
+    };
+    let sessions = sessions(syn.items, 40);
+    assert!(!engine.set_first_pass(None));
+    let exact: Vec<Vec<u32>> = sessions
+        .iter()
+        .map(|s| {
+            engine
+                .recommend(s, &request)
+                .iter()
+                .map(|r| r.index)
+                .collect()
+        })
+        .collect();
+    // On by default at this size.
+    let engine = Engine::from_bytes(shards.iter().map(|s| s.as_slice())).unwrap();
+    let mut hits = 0;
+    for (s, want) in sessions.iter().zip(&exact) {
+        let got = engine.recommend(s, &request);
+        assert_eq!(got.len(), 10);
+        // Scores are the exact scan's scores for the items the first pass kept.
+        hits += got.iter().filter(|r| want.contains(&r.index)).count();
+    }
+    let recall = hits as f64 / (10 * sessions.len()) as f64;
+    assert!(recall >= 0.9, "recall@10 against the exact scan: {recall}");
+
+    // A narrow filter (one cluster's category of 64) still fills the list from that category:
+    // the first pass leaves filtered items out before it keeps its best.
+    let narrow = Request {
+        k: 10,
+        allow_categories: 1 << 5,
+        ..Request::default()
+    };
+    for s in &sessions[..5] {
+        let got = engine.recommend(s, &narrow);
+        assert_eq!(got.len(), 10);
+        assert!(got.iter().all(|r| syn.cluster_of(r.index as usize) == 5));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    // A v3 shard with bytes changed anywhere (checksum repaired): an error, or an engine that
+    // ranks through the first pass without panicking.
+    #[test]
+    fn never_panics_on_mutated_first_pass_shards(edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+        let mut bytes = v3();
+        let (_, codebook) = section(&bytes, CODEBOOK);
+        let (_, slots) = section(&bytes, SLOTS);
+        for (at, v) in edits {
+            // Half the edits land in the first pass's sections.
+            let i = if at % 2 == 0 {
+                codebook.start + at / 2 % (slots.end - codebook.start)
+            } else {
+                at % bytes.len()
+            };
+            if !(32..40).contains(&i) {
+                bytes[i] = v;
+            }
+        }
+        reseal(&mut bytes);
+        if let Ok(shard) = Shard::from_bytes(&bytes) {
+            if let Ok(mut engine) = Engine::from_shards(vec![shard]) {
+                engine.set_first_pass(Some(4));
+                let mut s = Session::new();
+                s.observe("item-2", EventType::Click, 1);
+                let _ = engine.recommend(&s, &Request::default());
+            }
+        }
+    }
+}
