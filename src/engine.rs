@@ -194,16 +194,25 @@ impl Engine {
         engine.latest_trend = (window, shares);
         engine.set_coarse_pass(kernels::FAST_COARSE);
         if engine.meta.total_items >= first_pass::MIN_ITEMS {
-            engine.set_first_pass(Some(first_pass::MIN_CANDIDATES));
+            engine.set_first_pass(Some(first_pass::default_keep(engine.meta.total_items)));
         }
         Ok(engine)
     }
 
-    /// Turns the two-stage scan (`crate::first_pass`) on, keeping at least `keep` items for
+    /// How many items the two-stage scan keeps for exact scoring, at least; `None` when it is
+    /// off.
+    ///
+    /// [`Self::set_first_pass`] turns the two-stage scan (`crate::first_pass`) on, keeping at least `keep` items for
     /// exact scoring, or off (`None`: every row is scored exactly). It is on by default for int8
     /// models of at least [`first_pass::MIN_ITEMS`] items whose shards carry codes. It stays off
     /// when they do not, or when the shards' centroids or codebooks differ (then their sums are
     /// not comparable). Returns whether it is on.
+    #[doc(hidden)]
+    pub fn first_pass_keep(&self) -> Option<usize> {
+        self.first_pass
+    }
+
+    /// See [`Self::first_pass_keep`]; sets it.
     #[doc(hidden)]
     pub fn set_first_pass(&mut self, keep: Option<usize>) -> bool {
         // The parts every shard must share for sums to be comparable across shards.

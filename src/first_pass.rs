@@ -46,6 +46,14 @@ pub const MAX_CLUSTERS: usize = 4096;
 pub const MIN_ITEMS: u32 = 16_384;
 /// Items kept for exact scoring, at least (and 8 × the items the request asks for, if more).
 pub const MIN_CANDIDATES: usize = 256;
+
+/// Items kept for exact scoring by default in a catalog of `items`: [`MIN_CANDIDATES`], or one
+/// per thousand items in larger catalogs. With more items per coarse cluster (their number is
+/// capped) the codes tell fewer apart; on the bench's 1M model, 256 candidates kept 89% of the
+/// exact top 10 and 1,000 kept 98% (docs/FIGURES.md).
+pub fn default_keep(items: u32) -> usize {
+    MIN_CANDIDATES.max(items as usize / 1000)
+}
 /// Coarse scores use at most this many units, so that with the residual columns (at most 257 ×
 /// 255 = 65,535 when the stride is 1024) every sum fits `u16`. `Luts::new` widens the step
 /// when needed: `coarse units + columns × 255 ≤ 65,535` always.

@@ -203,6 +203,13 @@ impl WasmEngine {
             .set_first_pass((keep > 0).then_some(keep as usize))
     }
 
+    /// How many items the two-stage scan keeps for exact scoring (0 when it is off): for
+    /// benchmarks and tests, to restore the default after [`Self::set_first_pass`].
+    #[wasm_bindgen(getter, js_name = firstPassKeep)]
+    pub fn first_pass_keep(&self) -> u32 {
+        self.inner.first_pass_keep().map_or(0, |k| k as u32)
+    }
+
     /// Number of items in the model.
     #[wasm_bindgen(getter, js_name = itemCount)]
     pub fn item_count(&self) -> u32 {
