@@ -199,20 +199,18 @@ impl Engine {
         Ok(engine)
     }
 
-    /// How many items the two-stage scan keeps for exact scoring, at least; `None` when it is
-    /// off.
-    ///
-    /// [`Self::set_first_pass`] turns the two-stage scan (`crate::first_pass`) on, keeping at least `keep` items for
-    /// exact scoring, or off (`None`: every row is scored exactly). It is on by default for int8
-    /// models of at least [`first_pass::MIN_ITEMS`] items whose shards carry codes. It stays off
-    /// when they do not, or when the shards' centroids or codebooks differ (then their sums are
-    /// not comparable). Returns whether it is on.
+    /// How many items the two-stage scan (`crate::first_pass`) keeps for exact scoring, at
+    /// least; `None` when it is off.
     #[doc(hidden)]
     pub fn first_pass_keep(&self) -> Option<usize> {
         self.first_pass
     }
 
-    /// See [`Self::first_pass_keep`]; sets it.
+    /// Turns the two-stage scan on, keeping at least `keep` items for exact scoring, or off
+    /// (`None`: every row is scored exactly). It is on by default for int8 models of at least
+    /// [`first_pass::MIN_ITEMS`] items whose shards carry codes. It stays off when they do not,
+    /// or when the shards' centroids or codebooks differ (then their sums are not comparable).
+    /// Returns whether it is on.
     #[doc(hidden)]
     pub fn set_first_pass(&mut self, keep: Option<usize>) -> bool {
         // The parts every shard must share for sums to be comparable across shards.

@@ -398,7 +398,10 @@ impl<'a> Ranker<'a> {
             filter,
         };
         if let Some(candidates) = self.first_pass(query, skip, filter, top.capacity()) {
-            self.rescore(query, &candidates, &mut offer, top);
+            // Scored as single items are: the row kernel and `i8_score`, as in every scan.
+            for index in candidates {
+                offer.one(self.dense_score(query, index), index, top);
+            }
             return;
         }
         let mut scores = [0f32; BLOCK_ROWS];
@@ -548,37 +551,6 @@ impl<'a> Ranker<'a> {
             }
         }
         Some(candidates.into_indices())
-    }
-
-    /// Scores the first pass's candidates (ascending indices) exactly, as the one-stage scan
-    /// would: the same kernel on each candidate's int8 row, and the same `i8_score`.
-    fn rescore(&self, query: &Query, candidates: &[u32], offer: &mut Offer<'_>, top: &mut TopK) {
-        let Query::I8 { q, scale } = query else {
-            return;
-        };
-        let stride = self.meta().row_stride() as usize;
-        let mut shard = 0;
-        let mut dot = [0i32; 1];
-        for &index in candidates {
-            // Ascending indices: the shard only moves forward.
-            while shard + 1 < self.engine.starts.len() && self.engine.starts[shard + 1] <= index {
-                shard += 1;
-            }
-            let view = &self.views[shard];
-            let local = (index - self.engine.starts[shard]) as usize;
-            let Rows::I8 { rows, scales } = view.rows else {
-                return;
-            };
-            let (Some(row), Some(&row_scale), Some(&bias)) = (
-                rows.get(local * stride..(local + 1) * stride),
-                scales.get(local),
-                view.bias.get(local),
-            ) else {
-                continue;
-            };
-            kernels::dot_i8_block(q, row, stride, &mut dot);
-            offer.one(i8_score(dot[0], *scale, row_scale, bias), index, top);
-        }
     }
 
     /// Picks `k` of the candidates (best first) by MMR and/or exploration.
