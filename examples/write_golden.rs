@@ -4,12 +4,14 @@
 //! `cargo run --example write_golden --features writer`.
 
 use edgerec::format::VERSION;
-use edgerec::testing::{golden_cases, ranking_line, tiny_v3_model_shards, GOLDEN_FIRST_PASS_KEEP};
+use edgerec::testing::{
+    golden_cases, ranking_line, tiny_golden_model_shards, GOLDEN_FIRST_PASS_KEEP,
+};
 use edgerec::Engine;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
-    let shards = tiny_v3_model_shards();
+    let shards = tiny_golden_model_shards();
     let name = format!("{dir}/v{VERSION}-tiny");
     std::fs::write(format!("{name}.shard"), &shards[0])?;
     let mut engine = Engine::from_bytes([shards[0].as_slice()])?;

@@ -1,11 +1,11 @@
-//! The shard wire format, version 3 (versions 1 and 2 still read): constants, the header, the model
+//! The shard wire format, version 4 (versions 1 to 3 still read): constants, the header, the model
 //! metadata block and the section kinds. `shard.rs` reads it and `writer.rs` writes it; nothing else knows the layout.
 //!
 //! ```text
 //! offset  size  field
 //!      0     8  magic "EDGERECS"
 //!      8     4  endianness marker 0x01020304 (reads 0x04030201 on a byte-swapped writer)
-//!     12     2  format version (3; 1 and 2 are still read)
+//!     12     2  format version (4; 1 to 3 are still read)
 //!     14     2  header length (64)
 //!     16     4  section count
 //!     20     4  flags (reserved, 0)
@@ -31,13 +31,18 @@
 //! Version 3 added the two-stage scan's first pass (`crate::first_pass`), also optional: per
 //! shard of an int8 model, coarse centroids, a residual codebook, and the items' 4-bit codes
 //! grouped by centroid. Without them the edge scans the int8 rows exactly, as before.
+//!
+//! Version 4 added narrow sequence tables: a neighbour or transition table may hold its targets
+//! as u16 (models of at most 65,536 items) and its weights as f16, in sections of their own
+//! that replace the u32 and f32 ones. In trained models these tables are most of the bytes
+//! (100 neighbours per item against 32 int8 dimensions), so the narrow forms halve them.
 
 /// The first 8 bytes of every shard.
 pub const MAGIC: [u8; 8] = *b"EDGERECS";
 /// Written as a little-endian u32; a reader that sees it byte-swapped rejects the shard.
 pub const ENDIAN_MARKER: u32 = 0x0102_0304;
 /// The format version this build writes.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// The oldest format version this build still reads.
 pub const MIN_VERSION: u16 = 1;
 /// Size of the fixed header.
@@ -514,6 +519,15 @@ pub(crate) enum SectionKind {
     FirstPassLists = 22,
     /// Version 3: the local item in each slot of each block (u32), or `first_pass::EMPTY_SLOT`.
     FirstPassSlots = 23,
+    /// Version 4: neighbour targets as u16, in place of `NeighbourTargets` (models of at most
+    /// 65,536 items).
+    NeighbourTargetsU16 = 24,
+    /// Version 4: neighbour weights as f16 bits (finite, ≥ 0), in place of `NeighbourWeights`.
+    NeighbourWeightsF16 = 25,
+    /// Version 4: transition targets as u16, in place of `TransitionTargets`.
+    TransitionTargetsU16 = 26,
+    /// Version 4: transition weights as f16 bits, in place of `TransitionWeights`.
+    TransitionWeightsF16 = 27,
     QueryTransform = 32,
     QueryBias = 33,
     CtxTime = 34,
@@ -531,23 +545,42 @@ pub(crate) enum SectionKind {
     TrendCounts = 42,
 }
 
-/// The (offsets, targets, weights) sections of each sequence table, in `Meta::seq_weights`
-/// order: neighbours, then transitions.
-pub(crate) const SEQ_SECTION_KINDS: [[SectionKind; 3]; SEQ_TABLES] = [
-    [
-        SectionKind::NeighbourOffsets,
-        SectionKind::NeighbourTargets,
-        SectionKind::NeighbourWeights,
-    ],
-    [
-        SectionKind::TransitionOffsets,
-        SectionKind::TransitionTargets,
-        SectionKind::TransitionWeights,
-    ],
+/// The sections of one sequence table: offsets, and its targets and weights each in one of two
+/// widths (version 4 added the narrow ones; a table has exactly one of each pair).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SeqSectionKinds {
+    pub offsets: SectionKind,
+    /// u32 targets.
+    pub targets: SectionKind,
+    /// u16 targets.
+    pub targets_u16: SectionKind,
+    /// f32 weights.
+    pub weights: SectionKind,
+    /// f16 weights.
+    pub weights_f16: SectionKind,
+}
+
+/// The sections of each sequence table, in `Meta::seq_weights` order: neighbours, then
+/// transitions.
+pub(crate) const SEQ_SECTION_KINDS: [SeqSectionKinds; SEQ_TABLES] = [
+    SeqSectionKinds {
+        offsets: SectionKind::NeighbourOffsets,
+        targets: SectionKind::NeighbourTargets,
+        targets_u16: SectionKind::NeighbourTargetsU16,
+        weights: SectionKind::NeighbourWeights,
+        weights_f16: SectionKind::NeighbourWeightsF16,
+    },
+    SeqSectionKinds {
+        offsets: SectionKind::TransitionOffsets,
+        targets: SectionKind::TransitionTargets,
+        targets_u16: SectionKind::TransitionTargetsU16,
+        weights: SectionKind::TransitionWeights,
+        weights_f16: SectionKind::TransitionWeightsF16,
+    },
 ];
 
 impl SectionKind {
-    pub(crate) const ALL: [SectionKind; 34] = [
+    pub(crate) const ALL: [SectionKind; 38] = [
         SectionKind::Meta,
         SectionKind::IdOffsets,
         SectionKind::IdBytes,
@@ -571,6 +604,10 @@ impl SectionKind {
         SectionKind::FirstPassCentroidScales,
         SectionKind::FirstPassLists,
         SectionKind::FirstPassSlots,
+        SectionKind::NeighbourTargetsU16,
+        SectionKind::NeighbourWeightsF16,
+        SectionKind::TransitionTargetsU16,
+        SectionKind::TransitionWeightsF16,
         SectionKind::QueryTransform,
         SectionKind::QueryBias,
         SectionKind::CtxTime,
@@ -621,6 +658,10 @@ impl SectionKind {
             SectionKind::TransitionOffsets => "transition_offsets",
             SectionKind::TransitionTargets => "transition_targets",
             SectionKind::TransitionWeights => "transition_weights",
+            SectionKind::NeighbourTargetsU16 => "neighbour_targets_u16",
+            SectionKind::NeighbourWeightsF16 => "neighbour_weights_f16",
+            SectionKind::TransitionTargetsU16 => "transition_targets_u16",
+            SectionKind::TransitionWeightsF16 => "transition_weights_f16",
             SectionKind::QueryTransform => "query_transform",
             SectionKind::QueryBias => "query_bias",
             SectionKind::CtxTime => "ctx_time",
@@ -648,6 +689,10 @@ impl SectionKind {
             | SectionKind::FirstPassCentroidScales
             | SectionKind::FirstPassLists
             | SectionKind::FirstPassSlots => 3,
+            SectionKind::NeighbourTargetsU16
+            | SectionKind::NeighbourWeightsF16
+            | SectionKind::TransitionTargetsU16
+            | SectionKind::TransitionWeightsF16 => 4,
             _ => 1,
         }
     }

@@ -311,8 +311,7 @@ impl<'a> Ranker<'a> {
                 if w <= 0.0 {
                     continue;
                 }
-                let (targets, weights) = table.row(local);
-                out.extend(targets.iter().zip(weights).map(|(&g, &x)| (g, w * x)));
+                table.extend_scaled(local, w, &mut out);
             }
         }
         let mut merged = self.with_trend(ts, profile.trend, sum_by_item(out));

@@ -225,18 +225,104 @@ pub enum Rows<'a> {
 }
 
 /// A sparse item-to-item table in CSR form: for local item `i`, entries
-/// `offsets[i]..offsets[i+1]` of `targets` (global item indices) and `weights` (≥ 0).
+/// `offsets[i]..offsets[i+1]` of `targets` (global item indices) and `weights` (≥ 0), each
+/// stored wide or, from format 4, narrow.
 #[derive(Debug, Clone, Copy)]
 pub struct SeqTable<'a> {
     pub offsets: &'a [u32],
-    pub targets: &'a [u32],
-    pub weights: &'a [f32],
+    pub targets: SeqTargets<'a>,
+    pub weights: SeqWeights<'a>,
+}
+
+/// The targets of a sequence table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SeqTargets<'a> {
+    U32(&'a [u32]),
+    /// Format 4, models of at most 65,536 items.
+    U16(&'a [u16]),
+}
+
+/// The weights of a sequence table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SeqWeights<'a> {
+    F32(&'a [f32]),
+    /// Format 4: f16 bits.
+    F16(&'a [u16]),
+}
+
+impl SeqTargets<'_> {
+    fn len(&self) -> usize {
+        match self {
+            SeqTargets::U32(t) => t.len(),
+            SeqTargets::U16(t) => t.len(),
+        }
+    }
 }
 
 impl<'a> SeqTable<'a> {
-    /// The (targets, weights) of local item `i`; empty when out of range.
-    pub fn row(&self, i: usize) -> (&'a [u32], &'a [f32]) {
-        csr_slices(self.offsets, i, i + 1, self.targets, self.weights)
+    /// Appends `(target, scale × weight)` for each entry of local item `i` (none when out of
+    /// range). The product is taken in f32 after widening, so a wide table gives exactly the
+    /// sums it always gave.
+    pub fn extend_scaled(&self, i: usize, scale: f32, out: &mut Vec<(u32, f32)>) {
+        let Some(r) = csr_range(self.offsets, i, i + 1) else {
+            return;
+        };
+        let f16 = |b: u16| half::f16::from_bits(b).to_f32();
+        match (self.targets, self.weights) {
+            (SeqTargets::U32(t), SeqWeights::F32(w)) => {
+                if let (Some(t), Some(w)) = (t.get(r.clone()), w.get(r)) {
+                    out.extend(t.iter().zip(w).map(|(&g, &x)| (g, scale * x)));
+                }
+            }
+            (SeqTargets::U32(t), SeqWeights::F16(w)) => {
+                if let (Some(t), Some(w)) = (t.get(r.clone()), w.get(r)) {
+                    out.extend(t.iter().zip(w).map(|(&g, &x)| (g, scale * f16(x))));
+                }
+            }
+            (SeqTargets::U16(t), SeqWeights::F32(w)) => {
+                if let (Some(t), Some(w)) = (t.get(r.clone()), w.get(r)) {
+                    out.extend(t.iter().zip(w).map(|(&g, &x)| (u32::from(g), scale * x)));
+                }
+            }
+            (SeqTargets::U16(t), SeqWeights::F16(w)) => {
+                if let (Some(t), Some(w)) = (t.get(r.clone()), w.get(r)) {
+                    out.extend(
+                        t.iter()
+                            .zip(w)
+                            .map(|(&g, &x)| (u32::from(g), scale * f16(x))),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Bytes per entry as stored: target and weight, each wide or narrow.
+    pub fn entry_bytes(&self) -> usize {
+        let target = match self.targets {
+            SeqTargets::U32(_) => 4,
+            SeqTargets::U16(_) => 2,
+        };
+        let weight = match self.weights {
+            SeqWeights::F32(_) => 4,
+            SeqWeights::F16(_) => 2,
+        };
+        target + weight
+    }
+
+    /// The `(target, weight)` entries of local item `i`; empty when out of range.
+    pub fn row(&self, i: usize) -> Vec<(u32, f32)> {
+        let mut out = Vec::new();
+        self.extend_scaled(i, 1.0, &mut out);
+        out
+    }
+}
+
+/// The entry range `offsets[from]..offsets[to]`; `None` when an index is out of range or the
+/// offsets decrease.
+fn csr_range(offsets: &[u32], from: usize, to: usize) -> Option<core::ops::Range<usize>> {
+    match (offsets.get(from), offsets.get(to)) {
+        (Some(&start), Some(&end)) if start <= end => Some(start as usize..end as usize),
+        _ => None,
     }
 }
 
@@ -249,14 +335,8 @@ fn csr_slices<'a, A, B>(
     a: &'a [A],
     b: &'a [B],
 ) -> (&'a [A], &'a [B]) {
-    match (offsets.get(from), offsets.get(to)) {
-        (Some(&start), Some(&end)) if start <= end => {
-            let r = start as usize..end as usize;
-            match (a.get(r.clone()), b.get(r)) {
-                (Some(a), Some(b)) => (a, b),
-                _ => (&[], &[]),
-            }
-        }
+    match csr_range(offsets, from, to).map(|r| (a.get(r.clone()), b.get(r))) {
+        Some((Some(a), Some(b))) => (a, b),
         _ => (&[], &[]),
     }
 }
@@ -610,6 +690,44 @@ impl Lengths<'_> {
         }
     }
 
+    /// A sequence table over `rows` items: its offsets, exactly one targets section (u32 or
+    /// u16) and exactly one weights section (f32 or f16), with as many entries each; or none of
+    /// these sections.
+    fn seq_table(&self, k: SeqSectionKinds, rows: u64) -> Result<()> {
+        let what = format!("sequence table `{}`", k.offsets.name());
+        let all = [
+            k.offsets,
+            k.targets,
+            k.targets_u16,
+            k.weights,
+            k.weights_f16,
+        ];
+        if all.iter().all(|&s| self.get(s).is_none()) {
+            return Ok(());
+        }
+        let one_of = |wide: SectionKind, narrow: SectionKind| -> Result<(SectionKind, u64)> {
+            match (self.get(wide).is_some(), self.get(narrow).is_some()) {
+                (true, false) => Ok((wide, 4)),
+                (false, true) => Ok((narrow, 2)),
+                (true, true) => Err(Error::section_table(format!(
+                    "{what} has both `{}` and `{}`",
+                    wide.name(),
+                    narrow.name()
+                ))),
+                (false, false) => Err(Error::section_table(format!("{what} is incomplete"))),
+            }
+        };
+        if self.get(k.offsets).is_none() {
+            return Err(Error::section_table(format!("{what} is incomplete")));
+        }
+        let (targets, target_bytes) = one_of(k.targets, k.targets_u16)?;
+        let (weights, weight_bytes) = one_of(k.weights, k.weights_f16)?;
+        self.exact(k.offsets, 4 * (rows + 1), true)?;
+        self.multiple(targets, target_bytes)?;
+        let entries = self.len(targets) / target_bytes;
+        self.exact(weights, weight_bytes * entries, true)
+    }
+
     /// A CSR table (offsets over `rows`, targets, weights): all three sections or none.
     fn csr(&self, kinds: [SectionKind; 3], rows: u64, what: &str) -> Result<bool> {
         let present = kinds.map(|k| self.get(k).is_some());
@@ -654,8 +772,7 @@ fn check_lengths(spans: &Spans, header: &Header, meta: &Meta) -> Result<()> {
     check_first_pass_lengths(&l, n, stride)?;
     l.exact(K::Categories, 8 * n, false)?;
     for kinds in SEQ_SECTION_KINDS {
-        let what = format!("sequence table `{}`", kinds[0].name());
-        l.csr(kinds, n, &what)?;
+        l.seq_table(kinds, n)?;
     }
     check_global_lengths(&l, header)
 }
@@ -775,11 +892,19 @@ impl Layout {
             text: raw(text),
         };
         let opt_f32 = |k: K| present(k).then(|| cast::<f32>(raw(k)));
-        let seq = |off: K, tgt: K, wgt: K| {
-            present(off).then(|| SeqTable {
-                offsets: cast(raw(off)),
-                targets: cast(raw(tgt)),
-                weights: cast(raw(wgt)),
+        let seq = |k: SeqSectionKinds| {
+            present(k.offsets).then(|| SeqTable {
+                offsets: cast(raw(k.offsets)),
+                targets: if present(k.targets_u16) {
+                    SeqTargets::U16(cast(raw(k.targets_u16)))
+                } else {
+                    SeqTargets::U32(cast(raw(k.targets)))
+                },
+                weights: if present(k.weights_f16) {
+                    SeqWeights::F16(cast(raw(k.weights_f16)))
+                } else {
+                    SeqWeights::F32(cast(raw(k.weights)))
+                },
             })
         };
         ShardView {
@@ -802,7 +927,7 @@ impl Layout {
             },
             bias: cast(raw(K::ItemBias)),
             categories: present(K::Categories).then(|| cast::<u64>(raw(K::Categories))),
-            seq: SEQ_SECTION_KINDS.map(|[off, tgt, wgt]| seq(off, tgt, wgt)),
+            seq: SEQ_SECTION_KINDS.map(seq),
             first_pass: present(K::FirstPassCodes).then(|| first_pass::FirstPassShard {
                 centroids: cast(raw(K::FirstPassCentroids)),
                 centroid_scales: cast(raw(K::FirstPassCentroidScales)),
@@ -893,8 +1018,7 @@ fn check_values(v: &ShardView<'_>) -> Result<()> {
     let total = v.meta.total_items;
     for (t, table) in v.seq.iter().enumerate() {
         if let Some(table) = table {
-            let what = format!("sequence table {t}");
-            check_csr(&what, table.offsets, table.targets, table.weights, total)?;
+            check_seq_table(&format!("sequence table {t}"), table, total)?;
         }
     }
     check_global_values(&v.global, total)
@@ -1029,16 +1153,44 @@ fn check_csr(
     weights: &[f32],
     total: u32,
 ) -> Result<()> {
+    check_offsets(what, offsets, targets.len())?;
+    if targets.iter().any(|&x| x >= total) {
+        return Err(Error::invalid(format!("{what}: target out of range")));
+    }
+    check_weights(what, weights.iter().copied())
+}
+
+/// A sequence table's offsets, targets (each a global item) and weights, in either width.
+fn check_seq_table(what: &str, table: &SeqTable<'_>, total: u32) -> Result<()> {
+    check_offsets(what, table.offsets, table.targets.len())?;
+    let out_of_range = match table.targets {
+        SeqTargets::U32(t) => t.iter().any(|&x| x >= total),
+        SeqTargets::U16(t) => t.iter().any(|&x| u32::from(x) >= total),
+    };
+    if out_of_range {
+        return Err(Error::invalid(format!("{what}: target out of range")));
+    }
+    match table.weights {
+        SeqWeights::F32(w) => check_weights(what, w.iter().copied()),
+        SeqWeights::F16(w) => {
+            check_weights(what, w.iter().map(|&b| half::f16::from_bits(b).to_f32()))
+        }
+    }
+}
+
+/// CSR offsets: from 0, never decreasing, ending at the entry count.
+fn check_offsets(what: &str, offsets: &[u32], entries: usize) -> Result<()> {
     if offsets.first() != Some(&0)
-        || offsets.last().map(|&l| l as usize) != Some(targets.len())
+        || offsets.last().map(|&l| l as usize) != Some(entries)
         || offsets.windows(2).any(|w| w[1] < w[0])
     {
         return Err(Error::invalid(format!("{what}: bad offsets")));
     }
-    if targets.iter().any(|&x| x >= total) {
-        return Err(Error::invalid(format!("{what}: target out of range")));
-    }
-    if !weights.iter().all(|w| w.is_finite() && *w >= 0.0) {
+    Ok(())
+}
+
+fn check_weights(what: &str, mut weights: impl Iterator<Item = f32>) -> Result<()> {
+    if !weights.all(|w| w.is_finite() && w >= 0.0) {
         return Err(Error::invalid(format!(
             "{what}: negative or non-finite weight"
         )));

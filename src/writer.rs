@@ -312,11 +312,13 @@ fn plan_shards(
     } else {
         0
     };
+    let encodings = seq_encodings(spec);
     let item_cost = |i: usize| -> u64 {
         let seq: u64 = spec
             .seq
             .iter()
-            .map(|t| t.get(i).map_or(0, |l| 8 * l.len() as u64 + 4))
+            .zip(&encodings)
+            .map(|(t, e)| t.get(i).map_or(0, |l| e.entry_bytes() * l.len() as u64 + 4))
             .sum();
         row + 4 + 4 + 8 + 12 + 4 + spec.ids[i].len() as u64 + seq + codes
     };
@@ -374,8 +376,44 @@ fn string_table(strings: impl Iterator<Item = impl AsRef<str>>) -> (Vec<u8>, Vec
     (le(&offsets), text)
 }
 
-/// A CSR table (offsets, targets, weights) of sparse per-row lists.
-fn csr<'a>(rows: impl Iterator<Item = &'a Vec<(u32, f32)>>) -> [Vec<u8>; 3] {
+/// How a CSR table is stored. A sequence table takes the narrowest form that holds it. Targets are u16 when
+/// every global item index fits (models of at most 65,536 items); weights are f16 when every
+/// weight stays finite in f16. The weights round to f16's 11 significant bits, which left
+/// MovieLens-100k's validation NDCG@10 unchanged; the tables are most of a trained model's
+/// bytes, so narrow tables let about twice the catalog fit an edge isolate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CsrEncoding {
+    u16_targets: bool,
+    f16_weights: bool,
+}
+
+impl CsrEncoding {
+    /// u32 targets and f32 weights: every table of formats 1 to 3, and the trend table.
+    const WIDE: CsrEncoding = CsrEncoding {
+        u16_targets: false,
+        f16_weights: false,
+    };
+
+    fn entry_bytes(self) -> u64 {
+        (if self.u16_targets { 2 } else { 4 }) + (if self.f16_weights { 2 } else { 4 })
+    }
+}
+
+/// The encoding of each of the spec's sequence tables, chosen over the whole model so every
+/// shard stores a table the same way.
+fn seq_encodings(spec: &ModelSpec) -> [CsrEncoding; SEQ_TABLES] {
+    let u16_targets = spec.ids.len() <= usize::from(u16::MAX) + 1;
+    core::array::from_fn(|t| CsrEncoding {
+        u16_targets,
+        f16_weights: spec.seq[t]
+            .iter()
+            .flatten()
+            .all(|&(_, w)| half::f16::from_f32(w).is_finite()),
+    })
+}
+
+/// A CSR table of sparse per-row lists: offsets, then targets and weights in `encoding`.
+fn csr<'a>(rows: impl Iterator<Item = &'a Vec<(u32, f32)>>, encoding: CsrEncoding) -> [Vec<u8>; 3] {
     let mut offsets = vec![0u32];
     let (mut targets, mut weights) = (Vec::new(), Vec::new());
     for list in rows {
@@ -385,7 +423,21 @@ fn csr<'a>(rows: impl Iterator<Item = &'a Vec<(u32, f32)>>) -> [Vec<u8>; 3] {
         }
         offsets.push(targets.len() as u32);
     }
-    [le(&offsets), le(&targets), le(&weights)]
+    let targets = if encoding.u16_targets {
+        // In range: `seq_encodings` chose u16 only when every item index fits.
+        le(&targets.iter().map(|&g| g as u16).collect::<Vec<u16>>())
+    } else {
+        le(&targets)
+    };
+    let weights = if encoding.f16_weights {
+        le(&weights
+            .iter()
+            .map(|&w| half::f16::from_f32(w).to_bits())
+            .collect::<Vec<u16>>())
+    } else {
+        le(&weights)
+    };
+    [le(&offsets), targets, weights]
 }
 
 /// The sections of one shard, in the order they are written.
@@ -435,11 +487,25 @@ fn shard_sections(
     if !spec.categories.is_empty() {
         s.push(K::Categories, le(&spec.categories[range.clone()]));
     }
-    for (table, kinds) in spec.seq.iter().zip(SEQ_SECTION_KINDS) {
+    let encodings = seq_encodings(spec);
+    for ((table, kinds), encoding) in spec.seq.iter().zip(SEQ_SECTION_KINDS).zip(encodings) {
         if !table.is_empty() {
-            for (kind, bytes) in kinds.into_iter().zip(csr(table[range.clone()].iter())) {
-                s.push(kind, bytes);
-            }
+            let [offsets, targets, weights] = csr(table[range.clone()].iter(), encoding);
+            s.push(kinds.offsets, offsets);
+            let (t, w) = (
+                if encoding.u16_targets {
+                    kinds.targets_u16
+                } else {
+                    kinds.targets
+                },
+                if encoding.f16_weights {
+                    kinds.weights_f16
+                } else {
+                    kinds.weights
+                },
+            );
+            s.push(t, targets);
+            s.push(w, weights);
         }
     }
     if index == 0 {
@@ -503,7 +569,10 @@ fn push_global(s: &mut Sections, spec: &ModelSpec) {
     }
     if let Some(t) = spec.trend.as_ref().filter(|t| !t.buckets.is_empty()) {
         let kinds = [K::TrendOffsets, K::TrendItems, K::TrendCounts];
-        for (kind, bytes) in kinds.into_iter().zip(csr(t.buckets.iter())) {
+        for (kind, bytes) in kinds
+            .into_iter()
+            .zip(csr(t.buckets.iter(), CsrEncoding::WIDE))
+        {
             s.push(kind, bytes);
         }
     }

@@ -4,7 +4,7 @@
 
 use edgerec::first_pass::{self, EMPTY_SLOT};
 use edgerec::format::MAX_SHARD_BYTES;
-use edgerec::testing::{tiny_v3_model_shards, Synthetic};
+use edgerec::testing::{tiny_golden_model_shards, Synthetic};
 use edgerec::{Engine, EventType, Request, Session, Shard};
 use proptest::prelude::*;
 
@@ -18,7 +18,7 @@ const SLOTS: u32 = 23;
 fn v3() -> Vec<u8> {
     static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     BYTES
-        .get_or_init(|| tiny_v3_model_shards().remove(0))
+        .get_or_init(|| tiny_golden_model_shards().remove(0))
         .clone()
 }
 
@@ -79,7 +79,7 @@ fn sessions(n_items: usize, count: usize) -> Vec<Session> {
 fn the_writer_lays_out_every_item_once_and_the_reader_accepts_it() {
     let shard = Shard::from_bytes(&v3()).unwrap();
     let view = shard.view();
-    assert_eq!(view.header.version, 3);
+    assert_eq!(view.header.version, edgerec::format::VERSION);
     let fp = view.first_pass.expect("codes written");
     let k = fp.centroid_scales.len();
     assert_eq!(k, first_pass::train::clusters(400));

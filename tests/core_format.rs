@@ -1,7 +1,8 @@
 #![cfg(not(target_arch = "wasm32"))]
 //! Shard format: round trips, every error path by name, and "never panics" on arbitrary bytes.
 
-use edgerec::format::{Dtype, MAX_SHARD_BYTES};
+use edgerec::format::{Dtype, MAX_SHARD_BYTES, VERSION};
+use edgerec::shard::{SeqTargets, SeqWeights};
 use edgerec::testing::Synthetic;
 use edgerec::writer::write_model;
 use edgerec::{Engine, ErrorKind, Shard};
@@ -163,12 +164,12 @@ fn error_paths_are_named() {
     swapped[8..12].copy_from_slice(&0x0102_0304u32.to_be_bytes());
     assert_eq!(kind(&swapped), Some(ErrorKind::WrongEndianness));
     let mut version = good.clone();
-    version[12] = 4;
+    version[12] = VERSION as u8 + 1;
     assert_eq!(
         kind(&version),
         Some(ErrorKind::UnsupportedVersion {
-            found: 4,
-            supported: 3
+            found: VERSION + 1,
+            supported: VERSION
         })
     );
     version[12] = 0;
@@ -176,7 +177,7 @@ fn error_paths_are_named() {
         kind(&version),
         Some(ErrorKind::UnsupportedVersion {
             found: 0,
-            supported: 3
+            supported: VERSION
         })
     );
     assert!(matches!(
@@ -278,6 +279,11 @@ fn golden_shards_still_load() {
     let v3 = include_bytes!("golden/v3-tiny.shard");
     assert_eq!(
         golden_mismatch(3, v3, include_str!("golden/v3-tiny.ranking")),
+        None
+    );
+    let v4 = include_bytes!("golden/v4-tiny.shard");
+    assert_eq!(
+        golden_mismatch(4, v4, include_str!("golden/v4-tiny.ranking")),
         None
     );
 }
@@ -398,4 +404,123 @@ proptest! {
             }
         }
     }
+}
+
+/// Format 4's narrow sequence tables: u16 targets and f16 weights when they hold the table,
+/// read back entry by entry with each weight rounded to f16.
+#[test]
+fn sequence_tables_are_stored_narrow_when_they_fit() {
+    let syn = Synthetic::default();
+    let mut spec = syn.spec();
+    for (i, list) in spec.seq[0].iter_mut().enumerate() {
+        for entry in list.iter_mut() {
+            entry.1 = 0.1 + i as f32 / 7.0; // mostly not exact in f16
+        }
+    }
+    let shard = Shard::from_bytes(&syn.write(&spec, MAX_SHARD_BYTES)[0]).unwrap();
+    let view = shard.view();
+    assert_eq!(view.header.version, VERSION);
+    for (t, table) in view.seq.iter().enumerate() {
+        let table = table.expect("both tables written");
+        assert!(matches!(table.targets, SeqTargets::U16(_)), "table {t}");
+        assert!(matches!(table.weights, SeqWeights::F16(_)), "table {t}");
+        for (i, list) in spec.seq[t].iter().enumerate() {
+            let want: Vec<(u32, f32)> = list
+                .iter()
+                .map(|&(g, w)| (g, half::f16::from_f32(w).to_f32()))
+                .collect();
+            assert_eq!(table.row(i), want, "table {t}, item {i}");
+        }
+    }
+}
+
+/// A table whose weights f16 cannot hold keeps f32 weights (exact), the other table stays
+/// narrow; a model of more than 65,536 items keeps u32 targets.
+#[test]
+fn sequence_tables_stay_wide_when_narrow_would_not_hold_them() {
+    let syn = Synthetic::default();
+    let mut spec = syn.spec();
+    spec.seq[0][3].push((7, 1.0e6)); // beyond f16's largest finite value, 65504
+    let shard = Shard::from_bytes(&syn.write(&spec, MAX_SHARD_BYTES)[0]).unwrap();
+    let view = shard.view();
+    let [neighbours, transitions] = view.seq.map(Option::unwrap);
+    assert!(matches!(neighbours.weights, SeqWeights::F32(_)));
+    assert!(matches!(neighbours.targets, SeqTargets::U16(_)));
+    assert_eq!(neighbours.row(3), spec.seq[0][3]);
+    assert!(matches!(transitions.weights, SeqWeights::F16(_)));
+
+    let big = Synthetic {
+        items: usize::from(u16::MAX) + 2,
+        dim: 4,
+        neighbours: 1,
+        ..Synthetic::default()
+    };
+    let spec = big.spec();
+    let mut wide_targets = 0;
+    for bytes in big.shards(MAX_SHARD_BYTES) {
+        let shard = Shard::from_bytes(&bytes).unwrap();
+        let view = shard.view();
+        let table = view.seq[0].unwrap();
+        assert!(matches!(table.targets, SeqTargets::U32(_)));
+        let first = view.header.item_start as usize;
+        for local in 0..view.header.item_count as usize {
+            let row = table.row(local);
+            assert_eq!(row, spec.seq[0][first + local]);
+            wide_targets += row.iter().filter(|e| e.0 > u32::from(u16::MAX)).count();
+        }
+    }
+    assert!(wide_targets > 0, "no target past u16 was read back");
+}
+
+/// Forged narrow tables are refused by name: a target section in both widths, a u16 target
+/// past the model's items, a NaN or negative f16 weight, and narrow sections in a shard that
+/// says it is format 3.
+#[test]
+fn forged_narrow_sequence_tables_are_refused() {
+    let good = one_shard();
+    let error = |b: &[u8]| Shard::from_bytes(b).unwrap_err().to_string();
+    let entry_of = |bytes: &[u8], kind: u32| {
+        (0..u32::from_le_bytes(bytes[16..20].try_into().unwrap()) as usize)
+            .map(|i| 64 + 24 * i)
+            .find(|&e| u32::from_le_bytes(bytes[e..e + 4].try_into().unwrap()) == kind)
+            .expect("section present")
+    };
+    // The transitions' u16 targets relabelled as the neighbours' u32 targets.
+    let mut both = good.clone();
+    let e = entry_of(&both, 26);
+    both[e..e + 4].copy_from_slice(&12u32.to_le_bytes());
+    reseal(&mut both);
+    let err = error(&both);
+    assert!(
+        err.contains("has both `neighbour_targets` and `neighbour_targets_u16`"),
+        "{err}"
+    );
+
+    let mut far = good.clone();
+    let targets = section(&far, 24);
+    far[targets.start..targets.start + 2].copy_from_slice(&u16::MAX.to_le_bytes());
+    reseal(&mut far);
+    let err = error(&far);
+    assert!(
+        err.contains("sequence table 0: target out of range"),
+        "{err}"
+    );
+
+    for bits in [0x7e00u16, 0xbc00] {
+        let mut weight = good.clone();
+        let weights = section(&weight, 27);
+        weight[weights.start..weights.start + 2].copy_from_slice(&bits.to_le_bytes());
+        reseal(&mut weight);
+        let err = error(&weight);
+        assert!(
+            err.contains("sequence table 1: negative or non-finite weight"),
+            "{err}"
+        );
+    }
+
+    let mut old = good.clone();
+    old[12..14].copy_from_slice(&3u16.to_le_bytes());
+    reseal(&mut old);
+    let err = error(&old);
+    assert!(err.contains("does not exist in format version 3"), "{err}");
 }

@@ -18,6 +18,8 @@ const GOLDEN_V2: &[u8] = include_bytes!("golden/v2-tiny.shard");
 const GOLDEN_V2_RANKING: &str = include_str!("golden/v2-tiny.ranking");
 const GOLDEN_V3: &[u8] = include_bytes!("golden/v3-tiny.shard");
 const GOLDEN_V3_RANKING: &str = include_str!("golden/v3-tiny.ranking");
+const GOLDEN_V4: &[u8] = include_bytes!("golden/v4-tiny.shard");
+const GOLDEN_V4_RANKING: &str = include_str!("golden/v4-tiny.ranking");
 
 #[wasm_bindgen_test]
 fn simd128_kernel_matches_scalar() {
@@ -46,6 +48,8 @@ fn golden_rankings_match_native() {
     // Format 3 ranks through the two-stage scan: its tables, kernel and candidate selection
     // give the native build's rankings.
     assert_eq!(golden_mismatch(3, GOLDEN_V3, GOLDEN_V3_RANKING), None);
+    // Format 4's narrow sequence tables (u16 targets, f16 weights) widen the same way.
+    assert_eq!(golden_mismatch(4, GOLDEN_V4, GOLDEN_V4_RANKING), None);
 }
 
 /// The first pass's block kernel (swizzle lookups; the relaxed build's relaxed swizzle) against

@@ -770,14 +770,14 @@ mod tests {
     /// A model directory whose version is `name` (names start with their "time", so time order
     /// and publish order can be made to differ).
     fn model_dir(root: &Path, name: &str, seed: u64) -> std::path::PathBuf {
-        let spec = edgerec::testing::Synthetic {
+        let mut spec = edgerec::testing::Synthetic {
             seed,
             ..Default::default()
         }
         .spec();
         let dir = root.join(name);
         let mut manifest = model::write_dir(
-            &spec,
+            &mut spec,
             &dir,
             vec![],
             serde_json::Value::Null,

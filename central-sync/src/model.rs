@@ -16,12 +16,105 @@ fn hex_checksum(shard: &edgerec::Shard) -> String {
     format!("{:016x}", shard.header().checksum)
 }
 
-/// Writes `spec` as a model directory at `out` and returns its manifest.
+/// Room left under the edge budget when sequence tables are trimmed, for what the estimate of
+/// the bytes saved leaves out: section padding, and a shard header if the split moves.
+const BUDGET_SLACK_BYTES: u64 = 64 * 1024;
+
+/// The largest per-item cap on sequence-table entries (each item keeps its strongest `cap`
+/// entries per table) that removes at least `excess` bytes, given each table's bytes per entry;
+/// `None` when emptying the tables would not remove enough.
+fn sequence_cap(spec: &ModelSpec, entry_bytes: [u64; 2], excess: u64) -> Option<usize> {
+    let saved = |cap: usize| -> u64 {
+        spec.seq
+            .iter()
+            .zip(entry_bytes)
+            .map(|(table, bytes)| {
+                bytes
+                    * table
+                        .iter()
+                        .map(|list| list.len().saturating_sub(cap) as u64)
+                        .sum::<u64>()
+            })
+            .sum()
+    };
+    if saved(0) < excess {
+        return None;
+    }
+    // `saved` falls as the cap grows; keep `saved(lo) >= excess`.
+    let (mut lo, mut hi) = (
+        0,
+        spec.seq.iter().flatten().map(Vec::len).max().unwrap_or(0),
+    );
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if saved(mid) >= excess {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Some(lo)
+}
+
+/// Packs `spec` into shards that fit the edge's budget (`EDGE_MODEL_BUDGET_BYTES`) where
+/// that can be done by trimming its sequence tables: each item then keeps its strongest
+/// entries (the lists are sorted by weight) up to one cap for every item and table. In a
+/// trained model these tables are most of the bytes (100 neighbours per item), so without this
+/// a growing catalog would train a model that `publish` refuses. Returns the shards and the cap,
+/// if one was applied. A model that still does not fit is returned as is, for `publish` to
+/// refuse with the budget in its message.
+pub fn pack_for_edge(
+    spec: &mut ModelSpec,
+    model_id: u64,
+    max_shard_bytes: u64,
+) -> Result<(Vec<Vec<u8>>, Option<usize>)> {
+    let budget = edgerec_contract::manifest::EDGE_MODEL_BUDGET_BYTES;
+    pack_within(spec, model_id, max_shard_bytes, budget)
+}
+
+/// [`pack_for_edge`] under any budget.
+fn pack_within(
+    spec: &mut ModelSpec,
+    model_id: u64,
+    max_shard_bytes: u64,
+    budget: u64,
+) -> Result<(Vec<Vec<u8>>, Option<usize>)> {
+    let shards = write_model(spec, model_id, max_shard_bytes).context("packing the model")?;
+    let total: u64 = shards.iter().map(|s| s.len() as u64).sum();
+    if total <= budget {
+        return Ok((shards, None));
+    }
+    let mut entry_bytes = [0u64; 2];
+    let first = edgerec::Shard::from_bytes(&shards[0]).context("re-reading a written shard")?;
+    for (bytes, table) in entry_bytes.iter_mut().zip(first.view().seq) {
+        *bytes = table.map_or(0, |t| t.entry_bytes() as u64);
+    }
+    let Some(cap) = sequence_cap(spec, entry_bytes, total - budget + BUDGET_SLACK_BYTES) else {
+        return Ok((shards, None));
+    };
+    for list in spec.seq.iter_mut().flatten() {
+        list.truncate(cap);
+    }
+    let shards = write_model(spec, model_id, max_shard_bytes).context("packing the model")?;
+    let trimmed: u64 = shards.iter().map(|s| s.len() as u64).sum();
+    tracing::warn!(
+        before = total,
+        after = trimmed,
+        budget,
+        cap,
+        "the model was over the edge budget: each item keeps its {cap} strongest neighbours and transitions"
+    );
+    Ok((shards, Some(cap)))
+}
+
+/// Writes `spec` as a model directory at `out` and returns its manifest. Its sequence tables
+/// are trimmed first if the model would not fit an edge isolate ([`pack_for_edge`]); the cap
+/// is then recorded in the manifest's `info` as `sequence_entries_per_item`.
 pub fn write_dir(
-    spec: &ModelSpec,
+    spec: &mut ModelSpec,
     out: &Path,
     popular: Vec<String>,
-    info: serde_json::Value,
+    mut info: serde_json::Value,
     max_shard_bytes: u64,
 ) -> Result<Manifest> {
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
@@ -29,7 +122,13 @@ pub fn write_dir(
     let seed =
         since_epoch.as_nanos() as u64 ^ (spec.ids.len() as u64) << 32 ^ std::process::id() as u64;
     let model_id = edgerec::math::SplitMix64::new(seed).next_u64();
-    let shards = write_model(spec, model_id, max_shard_bytes).context("packing the model")?;
+    let (shards, cap) = pack_for_edge(spec, model_id, max_shard_bytes)?;
+    if let Some(cap) = cap {
+        if !info.is_object() {
+            info = serde_json::json!({});
+        }
+        info["sequence_entries_per_item"] = cap.into();
+    }
     let meta = spec.meta.as_ref().context("model spec has no meta")?;
     // Milliseconds, so versions published within one second still sort by time.
     let version = format!("v{}-{:08x}", since_epoch.as_millis(), model_id >> 32);
@@ -178,4 +277,80 @@ pub fn load_engine(dir: &Path) -> Result<(Manifest, Engine)> {
     let engine = Engine::from_bytes(shards.iter().map(Vec::as_slice))
         .with_context(|| format!("{}: shards do not form a model", dir.display()))?;
     Ok((manifest, engine))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgerec::testing::Synthetic;
+
+    fn total(shards: &[Vec<u8>]) -> u64 {
+        shards.iter().map(|s| s.len() as u64).sum()
+    }
+
+    #[test]
+    fn the_cap_is_the_largest_that_saves_enough() {
+        let mut spec = ModelSpec::default();
+        // Lists of 10, 4 and 1 entries in the first table, 6 in the second.
+        let list = |n: usize| vec![(0u32, 1.0f32); n];
+        spec.seq = [vec![list(10), list(4), list(1)], vec![list(6)]];
+        // Cap 5 saves 5 + 1 = 6 entries; cap 4 saves 6 + 2 = 8.
+        assert_eq!(sequence_cap(&spec, [1, 1], 6), Some(5));
+        assert_eq!(sequence_cap(&spec, [1, 1], 7), Some(4));
+        assert_eq!(sequence_cap(&spec, [4, 2], 4 * 6 + 2), Some(4));
+        assert_eq!(sequence_cap(&spec, [1, 1], 0), Some(10));
+        assert_eq!(sequence_cap(&spec, [1, 1], 21), Some(0));
+        assert_eq!(sequence_cap(&spec, [1, 1], 22), None);
+    }
+
+    #[test]
+    fn a_model_over_the_budget_keeps_each_items_strongest_entries() {
+        let syn = Synthetic {
+            items: 3000,
+            neighbours: 40,
+            ..Synthetic::default()
+        };
+        let mut spec = syn.spec();
+        for list in spec.seq[0].iter_mut() {
+            for (s, entry) in list.iter_mut().enumerate() {
+                entry.1 = 1.0 / (s + 1) as f32; // strongest first, as training sorts them
+            }
+        }
+        let original = spec.seq.clone();
+        let (full, cap) = pack_within(&mut spec.clone(), 1, MAX_SHARD, u64::MAX).unwrap();
+        assert_eq!(cap, None);
+        let budget = total(&full) - 100_000;
+        let (shards, cap) = pack_within(&mut spec, 1, MAX_SHARD, budget).unwrap();
+        let cap = cap.expect("trimmed");
+        assert!(cap > 0 && cap < 39, "cap {cap}");
+        assert!(total(&shards) <= budget, "{} > {budget}", total(&shards));
+        for (table, before) in spec.seq.iter().zip(&original) {
+            for (list, was) in table.iter().zip(before) {
+                assert_eq!(list.as_slice(), &was[..was.len().min(cap)]);
+            }
+        }
+        // The trimmed model loads, and one more entry per item would not have fitted.
+        let engine = Engine::from_bytes(shards.iter().map(|s| s.as_slice())).unwrap();
+        assert_eq!(engine.item_count(), 3000);
+        let mut roomier = syn.spec();
+        roomier.seq = original.clone();
+        for list in roomier.seq.iter_mut().flatten() {
+            list.truncate(cap + 1);
+        }
+        let wider = write_model(&roomier, 1, MAX_SHARD).unwrap();
+        assert!(total(&wider) + BUDGET_SLACK_BYTES > budget);
+
+        // Rows alone over the budget: nothing to trim that would help; returned as is.
+        let mut spec = syn.spec();
+        let (shards, cap) = pack_within(&mut spec, 1, MAX_SHARD, 10_000).unwrap();
+        assert_eq!(cap, None);
+        assert_eq!(spec.seq, syn.spec().seq);
+        assert_eq!(total(&shards), total(&full_of(&syn)));
+    }
+
+    const MAX_SHARD: u64 = edgerec::format::MAX_SHARD_BYTES;
+
+    fn full_of(syn: &Synthetic) -> Vec<Vec<u8>> {
+        write_model(&syn.spec(), 1, MAX_SHARD).unwrap()
+    }
 }

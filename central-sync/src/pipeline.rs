@@ -83,7 +83,7 @@ pub fn write(
         t.categories,
     );
     spec.first_pass &= !t.one_stage;
-    let manifest = model::write_dir(&spec, out, d.most_popular(50), info, MAX_SHARD_BYTES)?;
+    let manifest = model::write_dir(&mut spec, out, d.most_popular(50), info, MAX_SHARD_BYTES)?;
     std::fs::write(out.join("params.json"), serde_json::to_vec(t.params)?)?;
     Ok(manifest)
 }

@@ -40,7 +40,7 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
         id_list.len(),
         embeddings.display()
     );
-    let spec = edgerec::writer::ModelSpec {
+    let mut spec = edgerec::writer::ModelSpec {
         meta: Some(edgerec::Meta::new(d as u32, dtype.core(), n as u32)),
         ids: id_list.clone(),
         vectors,
@@ -51,7 +51,7 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
     };
     let info = serde_json::json!({"packed_from": embeddings.display().to_string()});
     let manifest = model::write_dir(
-        &spec,
+        &mut spec,
         &out,
         id_list.into_iter().take(50).collect(),
         info,
