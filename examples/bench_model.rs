@@ -14,6 +14,11 @@ use edgerec::{Context, Device, Engine, EventType, Session};
 use std::fmt::Write;
 
 fn write_shards(dir: &str, shards: &[Vec<u8>]) -> std::io::Result<()> {
+    // A fresh directory: the bench loads every `shard-*.bin` in it, and an earlier model may
+    // have had more shards.
+    if std::path::Path::new(dir).exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
     std::fs::create_dir_all(dir)?;
     for (i, s) in shards.iter().enumerate() {
         std::fs::write(format!("{dir}/shard-{i}.bin"), s)?;

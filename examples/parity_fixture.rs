@@ -49,6 +49,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args()
         .nth(1)
         .ok_or("usage: parity_fixture OUT_DIR")?;
+    // A fresh directory: shard files of an earlier, larger fixture would otherwise stay
+    // beside the new ones (the tests load every `shard-*.bin` there).
+    if std::path::Path::new(&dir).exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
     std::fs::create_dir_all(&dir)?;
     let syn = Synthetic {
         items: 3000,
