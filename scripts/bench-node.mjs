@@ -193,5 +193,27 @@ if (BIG_KEEP > 0) {
   }
   bigOneStage = { one: median(one), two: median(two), overlap: same / 500 };
 }
+// What the 1M model's memory is made of: bytes per section kind over all shards (read from each
+// shard's section table; names as in src/format.rs).
+const SECTION_NAMES = {
+  2: 'id offsets', 3: 'id bytes', 4: 'keys', 5: 'key order', 6: 'int8 rows', 8: 'row scales', 9: 'bias',
+  10: 'categories', 11: 'neighbour offsets', 12: 'neighbour targets u32', 13: 'neighbour weights f32',
+  14: 'transition offsets', 15: 'transition targets u32', 16: 'transition weights f32', 19: 'first-pass codes',
+  23: 'first-pass slots', 24: 'neighbour targets u16', 25: 'neighbour weights f16', 26: 'transition targets u16',
+  27: 'transition weights f16',
+};
+const bySection = new Map();
+for (const shard of big) {
+  const v = new DataView(shard.buffer, shard.byteOffset, shard.byteLength);
+  for (let i = 0; i < v.getUint32(16, true); i++) {
+    const at = 64 + 24 * i;
+    const name = SECTION_NAMES[v.getUint32(at, true)] ?? 'other';
+    bySection.set(name, (bySection.get(name) ?? 0) + Number(v.getBigUint64(at + 16, true)));
+  }
+}
+const bigItems = bigEngine.itemCount;
+const breakdown = [...bySection].sort((a, b) => b[1] - a[1]).slice(0, 6)
+  .map(([name, bytes]) => `${name} ${(bytes / 2 ** 20).toFixed(1)} MiB (${(bytes / bigItems).toFixed(1)} B/item)`).join(', ');
 line(`recommend 1M x 64 int8 over ${big.length} shards: median ${fmt(median(bigSamples))}, p99 ${fmt(pct(bigSamples, 0.99))} (target <= 2 ms); load ${fmt(bigLoad)}; wasm memory ${memory1m} MiB (target: loaded model <= 40 MB)`);
+line(`  the 1M model's bytes, largest sections: ${breakdown}`);
 if (bigOneStage) line(`  one-stage int8 scan at 1M (two-stage keeps ${BIG_KEEP}), alternating rounds: median ${fmt(bigOneStage.one)} vs two-stage ${fmt(bigOneStage.two)} -> ${(bigOneStage.one / bigOneStage.two).toFixed(2)}x; top-10 overlap with the one-stage scan ${bigOneStage.overlap.toFixed(4)}`);
