@@ -269,30 +269,10 @@ impl<'a> SeqTable<'a> {
         };
         let f16 = |b: u16| half::f16::from_bits(b).to_f32();
         match (self.targets, self.weights) {
-            (SeqTargets::U32(t), SeqWeights::F32(w)) => {
-                if let (Some(t), Some(w)) = (t.get(r.clone()), w.get(r)) {
-                    out.extend(t.iter().zip(w).map(|(&g, &x)| (g, scale * x)));
-                }
-            }
-            (SeqTargets::U32(t), SeqWeights::F16(w)) => {
-                if let (Some(t), Some(w)) = (t.get(r.clone()), w.get(r)) {
-                    out.extend(t.iter().zip(w).map(|(&g, &x)| (g, scale * f16(x))));
-                }
-            }
-            (SeqTargets::U16(t), SeqWeights::F32(w)) => {
-                if let (Some(t), Some(w)) = (t.get(r.clone()), w.get(r)) {
-                    out.extend(t.iter().zip(w).map(|(&g, &x)| (u32::from(g), scale * x)));
-                }
-            }
-            (SeqTargets::U16(t), SeqWeights::F16(w)) => {
-                if let (Some(t), Some(w)) = (t.get(r.clone()), w.get(r)) {
-                    out.extend(
-                        t.iter()
-                            .zip(w)
-                            .map(|(&g, &x)| (u32::from(g), scale * f16(x))),
-                    );
-                }
-            }
+            (SeqTargets::U32(t), SeqWeights::F32(w)) => extend(t, w, r, |x| x, scale, out),
+            (SeqTargets::U32(t), SeqWeights::F16(w)) => extend(t, w, r, f16, scale, out),
+            (SeqTargets::U16(t), SeqWeights::F32(w)) => extend(t, w, r, |x| x, scale, out),
+            (SeqTargets::U16(t), SeqWeights::F16(w)) => extend(t, w, r, f16, scale, out),
         }
     }
 
@@ -314,6 +294,21 @@ impl<'a> SeqTable<'a> {
         let mut out = Vec::new();
         self.extend_scaled(i, 1.0, &mut out);
         out
+    }
+}
+
+/// Appends `(target, scale × widen(weight))` for the entries `range` of one table's targets and
+/// weights, in whichever widths they are stored (one loop, monomorphised per pair of widths).
+fn extend<T: Copy + Into<u32>, W: Copy>(
+    targets: &[T],
+    weights: &[W],
+    range: core::ops::Range<usize>,
+    widen: impl Fn(W) -> f32,
+    scale: f32,
+    out: &mut Vec<(u32, f32)>,
+) {
+    if let (Some(t), Some(w)) = (targets.get(range.clone()), weights.get(range)) {
+        out.extend(t.iter().zip(w).map(|(&g, &x)| (g.into(), scale * widen(x))));
     }
 }
 

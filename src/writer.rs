@@ -89,12 +89,13 @@ pub fn write_model(spec: &ModelSpec, model_id: u64, max_shard_bytes: u64) -> Res
     let meta = model_meta(spec)?;
     check_tables(spec, &meta)?;
     check_ids(&spec.ids)?;
-    let ranges = plan_shards(spec, &meta, max_shard_bytes)?;
+    let encodings = seq_encodings(spec);
+    let ranges = plan_shards(spec, &meta, &encodings, max_shard_bytes)?;
     let count = ranges.len() as u32;
     let first_pass = first_pass_model(spec, &meta);
     let mut out = Vec::with_capacity(ranges.len());
     for (index, range) in ranges.into_iter().enumerate() {
-        let mut sections = shard_sections(spec, &meta, index, range.clone());
+        let mut sections = shard_sections(spec, &meta, &encodings, index, range.clone());
         if let Some(model) = &first_pass {
             let rows: Vec<f32> = range
                 .clone()
@@ -291,6 +292,7 @@ fn check_ids(ids: &[String]) -> Result<()> {
 fn plan_shards(
     spec: &ModelSpec,
     meta: &Meta,
+    encodings: &[CsrEncoding; SEQ_TABLES],
     max_shard_bytes: u64,
 ) -> Result<Vec<core::ops::Range<usize>>> {
     let n = spec.ids.len();
@@ -312,12 +314,11 @@ fn plan_shards(
     } else {
         0
     };
-    let encodings = seq_encodings(spec);
     let item_cost = |i: usize| -> u64 {
         let seq: u64 = spec
             .seq
             .iter()
-            .zip(&encodings)
+            .zip(encodings)
             .map(|(t, e)| t.get(i).map_or(0, |l| e.entry_bytes() * l.len() as u64 + 4))
             .sum();
         row + 4 + 4 + 8 + 12 + 4 + spec.ids[i].len() as u64 + seq + codes
@@ -399,8 +400,8 @@ impl CsrEncoding {
     }
 }
 
-/// The encoding of each of the spec's sequence tables, chosen over the whole model so every
-/// shard stores a table the same way.
+/// The encoding of each of the spec's sequence tables, chosen once over the whole model so
+/// every shard stores a table the same way.
 fn seq_encodings(spec: &ModelSpec) -> [CsrEncoding; SEQ_TABLES] {
     let u16_targets = spec.ids.len() <= usize::from(u16::MAX) + 1;
     core::array::from_fn(|t| CsrEncoding {
@@ -453,6 +454,7 @@ impl Sections {
 fn shard_sections(
     spec: &ModelSpec,
     meta: &Meta,
+    encodings: &[CsrEncoding; SEQ_TABLES],
     index: usize,
     range: core::ops::Range<usize>,
 ) -> Vec<SectionBuf> {
@@ -487,8 +489,7 @@ fn shard_sections(
     if !spec.categories.is_empty() {
         s.push(K::Categories, le(&spec.categories[range.clone()]));
     }
-    let encodings = seq_encodings(spec);
-    for ((table, kinds), encoding) in spec.seq.iter().zip(SEQ_SECTION_KINDS).zip(encodings) {
+    for ((table, kinds), &encoding) in spec.seq.iter().zip(SEQ_SECTION_KINDS).zip(encodings) {
         if !table.is_empty() {
             let [offsets, targets, weights] = csr(table[range.clone()].iter(), encoding);
             s.push(kinds.offsets, offsets);

@@ -290,12 +290,17 @@ fn golden_shards_still_load() {
 
 /// Byte range of the first section of `kind` (see the section table in `format.rs`).
 fn section(bytes: &[u8], kind: u32) -> std::ops::Range<usize> {
-    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+    let e = section_entry(bytes, kind);
+    u64_at(e + 8)..u64_at(e + 8) + u64_at(e + 16)
+}
+
+/// Byte offset of the section table entry of the first section of `kind`.
+fn section_entry(bytes: &[u8], kind: u32) -> usize {
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
     (0..u32_at(16) as usize)
         .map(|i| 64 + 24 * i)
         .find(|&e| u32_at(e) == kind)
-        .map(|e| u64_at(e + 8)..u64_at(e + 8) + u64_at(e + 16))
         .expect("section present")
 }
 
@@ -479,15 +484,17 @@ fn sequence_tables_stay_wide_when_narrow_would_not_hold_them() {
 fn forged_narrow_sequence_tables_are_refused() {
     let good = one_shard();
     let error = |b: &[u8]| Shard::from_bytes(b).unwrap_err().to_string();
-    let entry_of = |bytes: &[u8], kind: u32| {
-        (0..u32::from_le_bytes(bytes[16..20].try_into().unwrap()) as usize)
-            .map(|i| 64 + 24 * i)
-            .find(|&e| u32::from_le_bytes(bytes[e..e + 4].try_into().unwrap()) == kind)
-            .expect("section present")
+    // The error of the shard whose section `kind` starts with the 16 bits `value`.
+    let first_u16_set = |kind: u32, value: u16| {
+        let mut bytes = good.clone();
+        let at = section(&bytes, kind).start;
+        bytes[at..at + 2].copy_from_slice(&value.to_le_bytes());
+        reseal(&mut bytes);
+        error(&bytes)
     };
     // The transitions' u16 targets relabelled as the neighbours' u32 targets.
     let mut both = good.clone();
-    let e = entry_of(&both, 26);
+    let e = section_entry(&both, 26);
     both[e..e + 4].copy_from_slice(&12u32.to_le_bytes());
     reseal(&mut both);
     let err = error(&both);
@@ -496,22 +503,14 @@ fn forged_narrow_sequence_tables_are_refused() {
         "{err}"
     );
 
-    let mut far = good.clone();
-    let targets = section(&far, 24);
-    far[targets.start..targets.start + 2].copy_from_slice(&u16::MAX.to_le_bytes());
-    reseal(&mut far);
-    let err = error(&far);
+    let err = first_u16_set(24, u16::MAX);
     assert!(
         err.contains("sequence table 0: target out of range"),
         "{err}"
     );
 
     for bits in [0x7e00u16, 0xbc00] {
-        let mut weight = good.clone();
-        let weights = section(&weight, 27);
-        weight[weights.start..weights.start + 2].copy_from_slice(&bits.to_le_bytes());
-        reseal(&mut weight);
-        let err = error(&weight);
+        let err = first_u16_set(27, bits);
         assert!(
             err.contains("sequence table 1: negative or non-finite weight"),
             "{err}"
