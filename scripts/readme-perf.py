@@ -85,6 +85,10 @@ def rows(summary: str):
         add(f"Worker on workerd ({build}), 50 connections: p99",
             load_line and f"{load_line[2]} ({load_line[0]} req/s, errors: {load_line[3]})", "≤ 10 ms, no errors",
             load_line and wrk_ms(load_line[2]) <= 10 and load_line[3] == "none")
+    floor = find(summary, r"^\[bench-workerd\] runtime floor, .*?: 50 connections ([\d.]+) req/s, p50 (\S+), p99 (\S+), errors: .*?; one connection p50 (\S+), p99 (\S+)$")
+    out.append(("… a worker answering a fixed JSON body, same workerd and wrk (the runtime's floor): p99",
+                f"{floor[2]} at 50 connections ({floor[0]} req/s), {floor[4]} at one" if floor else NOT_RUN,
+                "(baseline)", "—"))
     cold = find(summary, r"^\[bench-workerd\] (\S+) vs (\S+): .*?cold start ([\d.]+) vs ([\d.]+) ms")
     if cold:
         for build, value in ((cold[0], cold[2]), (cold[1], cold[3])):
