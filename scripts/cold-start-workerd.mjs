@@ -3,27 +3,38 @@
 // request; prints the median time to that answer and to workerd being ready. Several bundles
 // are run interleaved, to compare builds on this noisy machine (a bundle must lie inside the
 // repository, e.g. a copy of edge-worker/build/ at edge-worker/build-before/).
-// Usage: node scripts/cold-start-workerd.mjs [RUNS] [BUNDLE.js ...]. Not part of `make test`;
+// With --direct, workerd runs with the config of tests/support/workerd.mjs (no Miniflare).
+// Usage: node scripts/cold-start-workerd.mjs [--direct] [RUNS] [BUNDLE.js ...]. Not part of `make test`;
 // `make bench` reports one cold start per build in scripts/bench-workerd.mjs.
 import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { servedWorker } from '../tests/support/edge.mjs';
+import { directWorkerd } from '../tests/support/workerd.mjs';
 import { publishRandomModel } from '../tests/support/npy.mjs';
 const tmp = mkdtempSync(join(tmpdir(), 'edgerec-cold-'));
 const kvDir = publishRandomModel(tmp, 100_000, 64, 11);
-const runs = Number(process.argv[2] ?? 5);
-const scripts = process.argv.length > 3 ? process.argv.slice(3) : ['edge-worker/build/index.js'];
+const args = process.argv.slice(2);
+const direct = args[0] === '--direct';
+if (direct) args.shift();
+const runs = Number(args[0] ?? 5);
+const scripts = args.length > 1 ? args.slice(1) : ['edge-worker/build/index.js'];
+// Either way: the base URL, how long workerd took to be ready, and how to stop it.
+const serve = async (scriptPath) => {
+  if (direct) return directWorkerd(kvDir, { scriptPath });
+  const { mf, base, readyMs } = await servedWorker(kvDir, { scriptPath });
+  return { base, readyMs, stop: () => mf.dispose() };
+};
 const res = Object.fromEntries(scripts.map((s) => [s, { cold: [], ready: [] }]));
 for (let i = 0; i < runs; i++) for (const script of scripts) {
-  const { mf, base, readyMs } = await servedWorker(kvDir, { scriptPath: script });
+  const { base, readyMs, stop } = await serve(script);
   try {
     res[script].ready.push(readyMs);
     const t0 = performance.now();
     const r = await (await fetch(base + '/v1/recommendations?k=10&device=mobile&geohash=9q8yy')).json();
     if (!r.model || r.fallback) throw new Error(`the first request was not ranked by the model: ${JSON.stringify(r).slice(0, 200)}`);
     res[script].cold.push(performance.now() - t0);
-  } finally { await mf.dispose(); }
+  } finally { await stop(); }
 }
 const med = (a) => { const s = [...a].sort((x, y) => x - y); return s[Math.floor(s.length / 2)].toFixed(1); };
 for (const s of scripts) console.log(`[cold-start-workerd] ${s}: first ranked answer, median of ${runs}: ${med(res[s].cold)} ms ${JSON.stringify(res[s].cold.map((x) => +x.toFixed(1)))}; workerd ready after ${med(res[s].ready)} ms`);

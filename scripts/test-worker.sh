@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Worker tests: builds central-sync (to train and publish models) and the worker, then runs
-# the Miniflare suite in tests/worker.
+# the suite in tests/worker (under Miniflare, and under workerd run directly).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$EDGEREC_ROOT"

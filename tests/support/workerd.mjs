@@ -1,0 +1,130 @@
+// The built worker under `workerd serve` run directly, with no Miniflare in the path: a config
+// written here (the worker's modules, its bindings, a MODELS KV namespace), and the KV served by a
+// small worker of ours over a read-only `disk` service holding a directory written by
+// `central-sync publish --to dir:`. Miniflare's config puts its own entry worker in front of the
+// user worker and implements KV and the Cache API as more workers; this one has only the user
+// worker and the KV reader, so what is measured is workerd and the worker.
+//
+// The Cache API is not configured, as on a plain `workerd serve`: `caches.default` rejects, and
+// the worker treats that as a miss (session-less lists are then ranked on every request). KV
+// answers gets only; a put, delete or list answers 501, so a code path that needs them fails
+// loudly instead of seeming to work.
+import { spawn } from 'node:child_process';
+import { copyFileSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import workerd from 'workerd';
+
+const root = new URL('../../', import.meta.url).pathname;
+
+/** A TCP port that was free a moment ago on 127.0.0.1. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+// workerd's KV client asks its namespace service for `GET /<percent-encoded key>?urlencoded=true`
+// (as in workerd's own KV tests); the key's path under the published directory is the key.
+const KV_READER = `export default {
+  async fetch(request, env) {
+    const url = new URL(request.url);
+    if (request.method !== 'GET' || url.pathname === '/') {
+      return new Response('this local KV answers gets only', { status: 501 });
+    }
+    const key = decodeURIComponent(url.pathname.slice(1));
+    if (key.split('/').some((part) => part === '' || part === '.' || part === '..')) {
+      return new Response(null, { status: 404 });
+    }
+    const file = await env.DIR.fetch('http://dir/' + key.split('/').map(encodeURIComponent).join('/'));
+    return file.ok ? new Response(file.body) : new Response(null, { status: 404 });
+  },
+};
+`;
+
+/** A capnp string literal. */
+const text = (s) => JSON.stringify(String(s));
+
+/**
+ * Starts `workerd serve` with the built worker (`scriptPath`, default edge-worker/build/index.js,
+ * and the wasm modules beside it) and `kvDir` as its MODELS namespace. Resolves when workerd
+ * accepts connections; returns the base URL (no trailing slash), how long workerd took to be
+ * accepting connections, and `stop()`.
+ */
+export async function directWorkerd(kvDir, { scriptPath = join(root, 'edge-worker/build/index.js'), bindings = {} } = {}) {
+  const started = performance.now();
+  const dir = mkdtempSync(join(tmpdir(), 'edgerec-workerd-direct-'));
+  const buildDir = dirname(scriptPath);
+  const wasm = readdirSync(buildDir).filter((f) => f.endsWith('.wasm'));
+  copyFileSync(scriptPath, join(dir, 'index.js'));
+  for (const f of wasm) copyFileSync(join(buildDir, f), join(dir, f));
+  writeFileSync(join(dir, 'kv-reader.js'), KV_READER);
+  const vars = {
+    SESSION_KEY: 'bench-workerd-session-key-0123456789',
+    CHECK_INTERVAL_SECONDS: '600',
+    INGEST_URL: '',
+    ...bindings,
+  };
+  const port = await freePort();
+  writeFileSync(join(dir, 'config.capnp'), `using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [
+    (name = "edgerec", worker = .edgerec),
+    (name = "kv", worker = .kvReader),
+    (name = "published", disk = (path = ${text(kvDir)}, writable = false)),
+  ],
+  sockets = [(name = "http", address = ${text(`127.0.0.1:${port}`)}, http = (), service = "edgerec")],
+);
+const edgerec :Workerd.Worker = (
+  modules = [
+    (name = "index.js", esModule = embed "index.js"),
+${wasm.map((f) => `    (name = ${text(f)}, wasm = embed ${text(f)}),`).join('\n')}
+  ],
+  compatibilityDate = "2026-04-01",
+  bindings = [
+    (name = "MODELS", kvNamespace = "kv"),
+${Object.entries(vars).map(([k, v]) => `    (name = ${text(k)}, text = ${text(v)}),`).join('\n')}
+  ],
+);
+const kvReader :Workerd.Worker = (
+  modules = [(name = "kv-reader.js", esModule = embed "kv-reader.js")],
+  compatibilityDate = "2026-04-01",
+  bindings = [(name = "DIR", service = "published")],
+);
+`);
+  let log = '';
+  const child = spawn(workerd.default, ['serve', join(dir, 'config.capnp')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.on('data', (d) => { log += d; });
+  child.stderr.on('data', (d) => { log += d; });
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  const stop = async () => {
+    if (child.exitCode === null) child.kill('SIGTERM');
+    await exited;
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const base = `http://127.0.0.1:${port}`;
+  try {
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`workerd exited (${child.exitCode}): ${log}`);
+      if (performance.now() - started > 30_000) throw new Error(`workerd was not ready after 30 s: ${log}`);
+      // A TCP connection, not a request: the first request is left to the caller (a cold start
+      // measures it).
+      const ok = await new Promise((resolve) => {
+        const socket = connect(port, '127.0.0.1', () => { socket.destroy(); resolve(true); });
+        socket.on('error', () => resolve(false));
+      });
+      if (ok) break;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { base, readyMs: performance.now() - started, stop, log: () => log, name: basename(scriptPath) };
+}
