@@ -38,12 +38,6 @@ function wrkRun(url, threads, conns, secs, session = null) {
 
 const QUERY = '/v1/recommendations?k=10&device=mobile&geohash=9q8yy';
 
-/** The worker served by Miniflare's config, with the model copied into its KV after start. */
-async function viaMiniflare(scriptPath) {
-  const { mf, base } = await servedWorker(kvDir, { scriptPath });
-  return { base, stop: () => mf.dispose() };
-}
-
 /** Milliseconds from now to the first answer ranked by the model, and the requests it took. */
 async function firstRanked(base) {
   const t0 = performance.now();
@@ -135,7 +129,7 @@ try {
   cold = await coldStarts([join(buildDir, 'index.js'), simdOnly]);
   relaxed = await run(() => directWorkerd(kvDir, { scriptPath: join(buildDir, 'index.js') }));
   simd = await run(() => directWorkerd(kvDir, { scriptPath: simdOnly }));
-  miniflare = await run(() => viaMiniflare(join(buildDir, 'index.js')));
+  miniflare = await run(() => servedWorker(kvDir, { scriptPath: join(buildDir, 'index.js') }));
   base = await floor();
 } finally {
   rmSync(simdOnly, { force: true });

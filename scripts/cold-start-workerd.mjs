@@ -5,7 +5,8 @@
 // repository, e.g. a copy of edge-worker/build/ at edge-worker/build-before/).
 // With --direct, workerd runs with the config of tests/support/workerd.mjs (no Miniflare).
 // Usage: node scripts/cold-start-workerd.mjs [--direct] [RUNS] [BUNDLE.js ...]. Not part of `make test`;
-// `make bench` reports one cold start per build in scripts/bench-workerd.mjs.
+// `make bench` reports the median of 7 interleaved cold starts per build on workerd run directly
+// (scripts/bench-workerd.mjs).
 import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -20,11 +21,7 @@ if (direct) args.shift();
 const runs = Number(args[0] ?? 5);
 const scripts = args.length > 1 ? args.slice(1) : ['edge-worker/build/index.js'];
 // Either way: the base URL, how long workerd took to be ready, and how to stop it.
-const serve = async (scriptPath) => {
-  if (direct) return directWorkerd(kvDir, { scriptPath });
-  const { mf, base, readyMs } = await servedWorker(kvDir, { scriptPath });
-  return { base, readyMs, stop: () => mf.dispose() };
-};
+const serve = (scriptPath) => (direct ? directWorkerd : servedWorker)(kvDir, { scriptPath });
 const res = Object.fromEntries(scripts.map((s) => [s, { cold: [], ready: [] }]));
 for (let i = 0; i < runs; i++) for (const script of scripts) {
   const { base, readyMs, stop } = await serve(script);

@@ -21,15 +21,24 @@ export function workerMiniflare(bindings, options = {}, scriptPath = join(root, 
   });
 }
 
+/** The bindings the benches and the profiler give the worker (a fixed session key, no model
+ * re-check during a run, no ingest); tests/support/workerd.mjs gives the same. */
+export const BENCH_BINDINGS = {
+  SESSION_KEY: 'bench-workerd-session-key-0123456789',
+  CHECK_INTERVAL_SECONDS: '600',
+  INGEST_URL: '',
+};
+
 /**
  * The built worker served over real HTTP on 127.0.0.1 (a free port) with the files under `kvDir`
  * in its KV, as the workerd benches and the profiler run it. Returns Miniflare, the base URL
- * (no trailing slash) and how long workerd took to be ready (before the KV copy).
+ * (no trailing slash), how long workerd took to be ready (before the KV copy) and `stop()`
+ * (as tests/support/workerd.mjs's `directWorkerd` does).
  */
 export async function servedWorker(kvDir, { scriptPath, options = {}, bindings = {} } = {}) {
   const started = performance.now();
   const mf = workerMiniflare(
-    { SESSION_KEY: 'bench-workerd-session-key-0123456789', CHECK_INTERVAL_SECONDS: '600', INGEST_URL: '', ...bindings },
+    { ...BENCH_BINDINGS, ...bindings },
     { host: '127.0.0.1', port: 0, ...options },
     scriptPath,
   );
@@ -37,7 +46,7 @@ export async function servedWorker(kvDir, { scriptPath, options = {}, bindings =
     const base = (await mf.ready).toString().replace(/\/$/, '');
     const readyMs = performance.now() - started;
     await copyDirToKv(kvDir, await mf.getKVNamespace('MODELS'));
-    return { mf, base, readyMs };
+    return { mf, base, readyMs, stop: () => mf.dispose() };
   } catch (e) {
     await mf.dispose();
     throw e;

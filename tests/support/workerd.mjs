@@ -13,8 +13,9 @@ import { spawn } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
 import workerd from 'workerd';
+import { BENCH_BINDINGS } from './edge.mjs';
 
 const root = new URL('../../', import.meta.url).pathname;
 
@@ -65,12 +66,7 @@ export async function directWorkerd(kvDir, { scriptPath = join(root, 'edge-worke
   copyFileSync(scriptPath, join(dir, 'index.js'));
   for (const f of wasm) copyFileSync(join(buildDir, f), join(dir, f));
   writeFileSync(join(dir, 'kv-reader.js'), KV_READER);
-  const vars = {
-    SESSION_KEY: 'bench-workerd-session-key-0123456789',
-    CHECK_INTERVAL_SECONDS: '600',
-    INGEST_URL: '',
-    ...bindings,
-  };
+  const vars = { ...BENCH_BINDINGS, ...bindings };
   const port = await freePort();
   writeFileSync(join(dir, 'config.capnp'), `using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
@@ -126,5 +122,5 @@ const kvReader :Workerd.Worker = (
     await stop();
     throw e;
   }
-  return { base, readyMs: performance.now() - started, stop, log: () => log, name: basename(scriptPath) };
+  return { base, readyMs: performance.now() - started, stop };
 }
