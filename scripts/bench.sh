@@ -7,6 +7,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$EDGEREC_ROOT"
+bash scripts/setup.sh --bench
 mkdir -p target/bench
 summary=target/bench/summary.txt
 : > "$summary"

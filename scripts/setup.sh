@@ -11,6 +11,7 @@ WASM_BINDGEN_VERSION=0.2.130
 WASM_PACK_VERSION=0.15.1
 WORKER_BUILD_VERSION=0.8.7
 TANSU_VERSION=0.6.0
+OHA_VERSION=1.16.0
 # zlib1g-dev, gcc, g++ and make build librdkafka (the rdkafka crate) from source.
 APT_PACKAGES=(pkg-config libssl-dev zlib1g-dev chromium chromium-driver wrk prometheus)
 
@@ -61,6 +62,18 @@ else
   step "cargo: installing tansu $TANSU_VERSION (a Kafka-protocol broker for the tests)"
   CARGO_TARGET_DIR=/tmp/cargo-install-target cargo install -q tansu --version "$TANSU_VERSION" \
     --locked --features dynostore,libsql --force
+fi
+
+# oha: an HTTP load generator for `make bench` only (`setup.sh --bench`), beside wrk. wrk
+# corrects its latencies for coordinated omission, so its percentiles are not the times requests
+# took; oha's are (scripts/bench-workerd.mjs prints both). ~5 min, once.
+if [ "${1:-}" = "--bench" ]; then
+  if oha --version 2>/dev/null | grep -q "$OHA_VERSION"; then
+    step "cargo: oha $OHA_VERSION present"
+  else
+    step "cargo: installing oha $OHA_VERSION (an HTTP load generator for make bench)"
+    CARGO_TARGET_DIR=/tmp/cargo-install-target cargo install -q oha --version "$OHA_VERSION" --locked --force
+  fi
 fi
 
 # 4. npm packages from the committed lockfile. A stamp holding the lockfile's hash makes this a
