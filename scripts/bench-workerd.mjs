@@ -6,8 +6,9 @@
 // model; plus the cold start: from workerd accepting connections with the model in KV to the
 // first answer ranked by that model (the median of several fresh workerd processes). The same
 // loads again with oha, which reports the time each request took where wrk reports latencies
-// corrected for coordinated omission (see `ohaRun`). Loopback only; wrk and oha stop by themselves. Twice: the bundle as built (workerd runs its relaxed-SIMD build) and
-// a copy that always instantiates the simd128 build, with the ratios. For comparison, the same
+// corrected for coordinated omission (see `ohaRun`). Loopback only; wrk and oha stop by
+// themselves. Twice: the bundle as built (workerd runs its relaxed-SIMD build) and a copy that
+// always instantiates the simd128 build, with the ratios. For comparison, the same
 // bundle under Miniflare's config (its entry worker in front, KV and the Cache API as more
 // workers), as the tests run it, and the runtime's floor: a worker that answers a fixed JSON
 // body, under the same workerd and wrk loads.
@@ -63,6 +64,14 @@ function ohaRun(url, conns, secs, session = null) {
   };
 }
 
+/** The two measured loads (50 connections for 15 s, one for 5 s) under wrk and under oha. */
+function loads(url, session = null) {
+  return {
+    load: wrkRun(url, 2, 50, 15, session), one: wrkRun(url, 1, 1, 5, session),
+    oha: { load: ohaRun(url, 50, 15, session), one: ohaRun(url, 1, 5, session) },
+  };
+}
+
 const QUERY = '/v1/recommendations?k=10&device=mobile&geohash=9q8yy';
 
 /** Milliseconds from now to the first answer ranked by the model, and the requests it took. */
@@ -99,7 +108,7 @@ async function coldStarts(scripts) {
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-/** The first answer, then the wrk loads, on a server `serve()` starts; stopped afterwards. */
+/** The first answer, then the wrk and oha loads, on a server `serve()` starts; stopped afterwards. */
 async function run(serve) {
   const { base, stop } = await serve();
   try {
@@ -114,14 +123,12 @@ async function run(serve) {
     if (!token) throw new Error(`no session token: ${post.status}`);
     const build = (await (await fetch(`${base}/v1/health`)).json()).wasm_build;
     const wrk = (threads, conns, secs, path = QUERY, session = token) => wrkRun(base + path, threads, conns, secs, session);
-    const load = wrk(2, 50, 15);
-    const one = wrk(1, 1, 5);
+    const { load, one, oha } = loads(base + QUERY, token);
     // Where the time goes: the same load on /v1/health (the runtime, routing and a JSON answer,
     // no token and no ranking) and on a session-less list (kept in the isolate's memory, and in
     // the Cache API where there is one), beside the full ranking above.
     const health = wrk(2, 50, 5, '/v1/health', null);
     const anonymous = wrk(2, 50, 5, QUERY, null);
-    const oha = { load: ohaRun(base + QUERY, 50, 15, token), one: ohaRun(base + QUERY, 1, 5, token) };
     return { build, load, one, health, anonymous, oha, first, requests };
   } finally {
     await stop();
@@ -138,10 +145,7 @@ async function floor() {
   writeFileSync(script, 'export default { fetch() { return Response.json({ ok: true }); } };\n');
   const { base, stop } = await directWorkerd(kvDir, { scriptPath: script });
   try {
-    return {
-      load: wrkRun(base, 2, 50, 15), one: wrkRun(base, 1, 1, 5),
-      oha: { load: ohaRun(base, 50, 15), one: ohaRun(base, 1, 5) },
-    };
+    return loads(base);
   } finally {
     await stop();
     rmSync(dir, { recursive: true, force: true });
