@@ -11,8 +11,11 @@
 // always instantiates the simd128 build, with the ratios. For comparison, the same
 // bundle under Miniflare's config (its entry worker in front, KV and the Cache API as more
 // workers), as the tests run it, and the runtime's floor: a worker that answers a fixed JSON
-// body, under the same workerd and wrk loads.
-import { execFileSync } from 'node:child_process';
+// body, under the same workerd and wrk loads. Each server is also run below saturation: 50
+// connections at a fixed rate of half the throughput oha's closed loop reached, every request
+// timed from when it was due; and Node's http server takes the floor's fixed-rate load, so what
+// oha and the machine add to a tail is measured beside what workerd adds.
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -47,8 +50,13 @@ function wrkRun(url, threads, conns, secs, session = null) {
 // a measure of the rarest stalls. oha records each request's own time, uncorrected, so both are
 // printed. Requests still in flight when oha's time runs out are reported as "aborted due to
 // deadline"; they are not failures and are left out of its errors.
-function ohaRun(url, conns, secs, session = null) {
+//
+// With `rate`, oha sends at that fixed rate over the connections (an open loop, `-q`) and, with
+// `--latency-correction`, times each request from when it was due to be sent, so a stall also
+// counts for the requests queued behind it: the latency visitors arriving at that rate see.
+function ohaRun(url, conns, secs, session = null, rate = null) {
   const out = execFileSync('oha', ['-c', String(conns), '-z', `${secs}s`, '--no-tui', '--output-format', 'json',
+    ...(rate ? ['-q', String(rate), '--latency-correction'] : []),
     ...(session ? ['-H', `X-Edgerec-Session: ${session}`] : []), url], { encoding: 'utf8', maxBuffer: 1 << 28 });
   const r = JSON.parse(out);
   const ms = (s) => (s * 1e3).toFixed(3);
@@ -64,12 +72,18 @@ function ohaRun(url, conns, secs, session = null) {
   };
 }
 
-/** The two measured loads (50 connections for 15 s, one for 5 s) under wrk and under oha. */
-function loads(url, session = null) {
-  return {
-    load: wrkRun(url, 2, 50, 15, session), one: wrkRun(url, 1, 1, 5, session),
-    oha: { load: ohaRun(url, 50, 15, session), one: ohaRun(url, 1, 5, session) },
-  };
+/**
+ * The measured loads: 50 connections for 15 s and one for 5 s, each waiting for its answer
+ * before sending again (a closed loop, which saturates the server), under wrk and under oha;
+ * then 50 connections at a fixed rate of half the throughput oha's closed loop reached (an open
+ * loop), which is how a server below saturation, as a deployment is sized to run, serves; or at
+ * `fixedRate`, to compare servers at one rate.
+ */
+function loads(url, session = null, fixedRate = null) {
+  const wrk = { load: wrkRun(url, 2, 50, 15, session), one: wrkRun(url, 1, 1, 5, session) };
+  const oha = { load: ohaRun(url, 50, 15, session), one: ohaRun(url, 1, 5, session) };
+  const rate = fixedRate ?? Math.max(1, Math.round(Number(oha.load.rps) / 2));
+  return { ...wrk, oha: { ...oha, fixed: { rate, ...ohaRun(url, 50, 15, session, rate) } } };
 }
 
 const QUERY = '/v1/recommendations?k=10&device=mobile&geohash=9q8yy';
@@ -137,18 +151,37 @@ async function run(serve) {
 
 // The runtime's floor: a worker that answers a fixed JSON body, served by workerd run directly
 // in the same way, under the same wrk loads: the latency workerd and wrk produce on this machine
-// with no worker code to speak of. (Not a strict lower bound for the p99 of a slower worker:
-// this one is driven at a higher request rate.)
-async function floor() {
+// with no worker code to speak of. Its fixed-rate run uses the worker's rate, `rate`.
+async function floor(rate) {
   const dir = mkdtempSync(join(tmpdir(), 'edgerec-floor-'));
   const script = join(dir, 'index.js');
   writeFileSync(script, 'export default { fetch() { return Response.json({ ok: true }); } };\n');
   const { base, stop } = await directWorkerd(kvDir, { scriptPath: script });
   try {
-    return loads(base);
+    return loads(base, null, rate);
   } finally {
     await stop();
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// The load generator's own floor: Node's http server answering the same fixed body, in a child
+// process (this one blocks while oha runs), at the worker's fixed rate. Its tail is what oha and
+// this machine add; what the workerd floor shows beyond it is workerd's, and what the worker
+// shows beyond that, the worker's.
+async function nodeFloor(rate) {
+  const server = `const s = require('node:http').createServer((q, r) => {
+    r.setHeader('content-type', 'application/json'); r.end('{"ok":true}'); });
+    s.listen(0, '127.0.0.1', () => console.log(s.address().port));`;
+  const child = spawn(process.execPath, ['-e', server], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const port = await new Promise((ok, fail) => {
+      child.stdout.once('data', (d) => ok(Number(String(d).trim())));
+      child.once('exit', (code) => fail(new Error(`the Node http server exited (${code})`)));
+    });
+    return { rate, ...ohaRun(`http://127.0.0.1:${port}/`, 50, 15, null, rate) };
+  } finally {
+    child.kill();
   }
 }
 
@@ -165,7 +198,8 @@ try {
   relaxed = await run(() => directWorkerd(kvDir, { scriptPath: join(buildDir, 'index.js') }));
   simd = await run(() => directWorkerd(kvDir, { scriptPath: simdOnly }));
   miniflare = await run(() => servedWorker(kvDir, { scriptPath: join(buildDir, 'index.js') }));
-  base = await floor();
+  base = await floor(relaxed.oha.fixed.rate);
+  base.node = await nodeFloor(relaxed.oha.fixed.rate);
 } finally {
   rmSync(simdOnly, { force: true });
 }
@@ -174,6 +208,7 @@ simd.cold = cold[1];
 const ohaLine = ({ load, one }) => `as each request took (oha, no correction): 50 connections ${load.rps} req/s, p50 ${load.p50} ms, p99 ${load.p99} ms, p99.9 ${load.p999} ms, max ${load.max} ms, errors: ${load.errors}; one connection ${one.rps} req/s, p50 ${one.p50} ms, p99 ${one.p99} ms`;
 // Little's law: with every one of the 50 connections always waiting on an answer, the mean
 // latency is 50 / throughput whatever the code does, and a p99 cannot be below the mean.
+const fixedLine = ({ fixed }, what = 'half that throughput') => `at a fixed rate, ${what} (oha -q ${fixed.rate} --latency-correction, 50 connections, each request timed from when it was due): ${fixed.rps} req/s, p50 ${fixed.p50} ms, p99 ${fixed.p99} ms, p99.9 ${fixed.p999} ms, max ${fixed.max} ms, errors: ${fixed.errors}`;
 const little = (rps) => `Little's law: 50 connections always waiting at ${Number(rps).toFixed(0)} req/s average ${(50e3 / rps).toFixed(1)} ms per request; a p99 <= 10 ms at 50 connections needs more than 5,000 req/s from this one isolate`;
 const report = (r, how) => {
   const { build, load, one, health, anonymous, oha, first, requests } = r;
@@ -182,6 +217,7 @@ const report = (r, how) => {
   console.log(`[bench-workerd]   one connection: requests/s ${one.rps}, p50 ${one.p50}, p99 ${one.p99}`);
   console.log(`[bench-workerd]   ${ohaLine(oha)}`);
   console.log(`[bench-workerd]   ${little(oha.load.rps)}`);
+  console.log(`[bench-workerd]   ${fixedLine(oha)}`);
   console.log(`[bench-workerd]   where the time goes (50 connections): /v1/health ${health.rps} req/s (p50 ${health.p50}); session-less list ${anonymous.rps} req/s (p50 ${anonymous.p50}); ranked list ${load.rps} req/s`);
   if (r.cold) {
     console.log(`[bench-workerd]   cold start with the model in KV: first model-ranked answer after workerd accepted connections, median of ${r.cold.length} fresh workerd processes ${median(r.cold).toFixed(1)} ms [${r.cold.map((x) => x.toFixed(1)).join(', ')}] (target <= 50 ms)`);
@@ -195,3 +231,6 @@ report(miniflare, "workerd serve under Miniflare's config (for comparison)");
 console.log(`[bench-workerd] run directly vs under Miniflare (${relaxed.build} build): ranked requests/s ${(relaxed.load.rps / miniflare.load.rps).toFixed(2)}x`);
 console.log(`[bench-workerd] runtime floor, a worker that answers a fixed JSON body (workerd run directly, same wrk loads): 50 connections ${base.load.rps} req/s, p50 ${base.load.p50}, p99 ${base.load.p99}, errors: ${base.load.errors}; one connection p50 ${base.one.p50}, p99 ${base.one.p99}`);
 console.log(`[bench-workerd] runtime floor ${ohaLine(base.oha)}`);
+console.log(`[bench-workerd] runtime floor ${fixedLine(base.oha, `the ${relaxed.build} worker's`)}`);
+const n = base.node;
+console.log(`[bench-workerd] load generator's floor, Node's http server answering the same body (no workerd), oha -q ${n.rate} --latency-correction, 50 connections: ${n.rps} req/s, p50 ${n.p50} ms, p99 ${n.p99} ms, p99.9 ${n.p999} ms, max ${n.max} ms, errors: ${n.errors}`);

@@ -93,6 +93,14 @@ def rows(summary: str):
         add(f"… the same, as each request took (oha, no correction): p99",
             oha and f"{oha[1]} ms at 50 connections ({oha[0]} req/s, errors: {oha[2]}); one connection p50 {oha[3]} ms, p99 {oha[4]} ms",
             "≤ 10 ms, no errors", oha and float(oha[1]) <= 10 and oha[2] == "none")
+        # And below saturation: 50 connections at a fixed rate of half that throughput, each
+        # request timed from when it was due (the lines indented under the build's header).
+        fixed = find(summary, rf"^\[bench-workerd\] .*?, {build} build, workerd serve run directly.*\n(?:\[bench-workerd\]   .*\n)*?"
+                              r"\[bench-workerd\]\s+at a fixed rate, half that throughput \(oha -q (\d+) .*?\): ([\d.]+) req/s, "
+                              r"p50 ([\d.]+) ms, p99 ([\d.]+) ms, .*?errors: (.*)$")
+        add("… the same at a fixed rate of half that throughput (open loop, each request timed from when it was due): p99",
+            fixed and f"{fixed[3]} ms at {fixed[0]} req/s over 50 connections (p50 {fixed[2]} ms, errors: {fixed[4]})",
+            "≤ 10 ms, no errors", fixed and float(fixed[3]) <= 10 and fixed[4] == "none")
     floor = find(summary, r"^\[bench-workerd\] runtime floor, .*?: 50 connections ([\d.]+) req/s, p50 (\S+), p99 (\S+), errors: .*?; one connection p50 (\S+), p99 (\S+)$")
     mini = find(summary, r"^\[bench-workerd\] .*?, (\S+) build, workerd serve under Miniflare's config.*\n\[bench-workerd\]\s+requests/s ([\d.]+), p50 (\S+), p99 (\S+) ")
     out.append((f"… the same worker under Miniflare's config ({mini[0] if mini else 'default'} build), 50 connections: p99",
@@ -104,6 +112,12 @@ def rows(summary: str):
     out.append(("… the runtime's floor, as each request took (oha): p99",
                 f"{floor_oha[1]} ms at 50 connections ({floor_oha[0]} req/s), {floor_oha[2]} ms at one" if floor_oha else NOT_RUN,
                 "(baseline)", "—"))
+    floor_fixed = find(summary, r"^\[bench-workerd\] runtime floor at a fixed rate, the \S+ worker's \(oha -q (\d+) .*?\): [\d.]+ req/s, p50 \S+ ms, p99 ([\d.]+) ms")
+    out.append(("… the runtime's floor at the worker's fixed rate: p99",
+                f"{floor_fixed[1]} ms at {floor_fixed[0]} req/s" if floor_fixed else NOT_RUN, "(baseline)", "—"))
+    node_floor = find(summary, r"^\[bench-workerd\] load generator's floor, .*?oha -q (\d+) .*?: [\d.]+ req/s, p50 \S+ ms, p99 ([\d.]+) ms")
+    out.append(("… Node's http server under the same fixed-rate load (what oha and the machine add): p99",
+                f"{node_floor[1]} ms at {node_floor[0]} req/s" if node_floor else NOT_RUN, "(baseline)", "—"))
     cold = find(summary, r"^\[bench-workerd\] (\S+) vs (\S+): .*?cold start ([\d.]+) vs ([\d.]+) ms")
     if cold:
         for build, value in ((cold[0], cold[2]), (cold[1], cold[3])):

@@ -23,11 +23,15 @@ const summary = [
   '[bench-workerd]   requests/s 9000.00, p50 1.00ms, p99 900.00us (target p99 <= 10 ms); errors: none',
   '[bench-workerd]   one connection: requests/s 2021.95, p50 468.00us, p99 20.46ms',
   '[bench-workerd]   as each request took (oha, no correction): 50 connections 1360.47 req/s, p50 37.266 ms, p99 45.805 ms, p99.9 133.843 ms, max 138.159 ms, errors: none; one connection 1324.85 req/s, p50 0.722 ms, p99 0.918 ms',
+  "[bench-workerd]   Little's law: 50 connections always waiting at 1360 req/s average 36.8 ms per request; a p99 <= 10 ms at 50 connections needs more than 5,000 req/s from this one isolate",
+  '[bench-workerd]   at a fixed rate, half that throughput (oha -q 680 --latency-correction, 50 connections, each request timed from when it was due): 680.00 req/s, p50 1.100 ms, p99 8.500 ms, p99.9 20.000 ms, max 31.000 ms, errors: none',
   '[bench-workerd] relaxed-simd vs simd128: ranked requests/s 1.24x (50 connections), 1.13x (one connection); cold start 63.3 vs 49.5 ms (medians)',
   '[bench-workerd] 100,000 x 64 int8 model, relaxed-simd build, workerd serve under Miniflare\'s config (for comparison) on 127.0.0.1, wrk 2 threads x 50 connections x 15 s, session token (full ranking per request)',
   '[bench-workerd]   requests/s 1900.00, p50 20.00ms, p99 53.10ms (target p99 <= 10 ms); errors: none',
   '[bench-workerd] runtime floor, a worker that answers a fixed JSON body (workerd run directly, same wrk loads): 50 connections 21000.00 req/s, p50 2.51ms, p99 187.09ms, errors: none; one connection p50 98.00us, p99 225.93ms',
   '[bench-workerd] runtime floor as each request took (oha, no correction): 50 connections 19923.81 req/s, p50 1.592 ms, p99 18.884 ms, p99.9 272.715 ms, max 399.902 ms, errors: none; one connection 14852.00 req/s, p50 0.053 ms, p99 0.090 ms',
+  "[bench-workerd] runtime floor at a fixed rate, the relaxed-simd worker's (oha -q 9962 --latency-correction, 50 connections, each request timed from when it was due): 9961.50 req/s, p50 0.300 ms, p99 2.600 ms, p99.9 20.000 ms, max 29.000 ms, errors: none",
+  "[bench-workerd] load generator's floor, Node's http server answering the same body (no workerd), oha -q 9962 --latency-correction, 50 connections: 9961.90 req/s, p50 0.200 ms, p99 0.740 ms, p99.9 5.310 ms, max 46.100 ms, errors: none",
   '[bench-train] 1M-event log: 16.2 min (target <= 15 min on this machine: NOT met)',
 ].join('\n');
 
@@ -60,6 +64,10 @@ test('figures, verdicts and missing lines', () => {
   const lines = text.split('\n');
   const oha = lines[lines.indexOf(row(text, wrkRow('simd128'))) + 1];
   assert.equal(oha, '| … the same, as each request took (oha, no correction): p99 | 45.805 ms at 50 connections (1360.47 req/s, errors: none); one connection p50 0.722 ms, p99 0.918 ms | ≤ 10 ms, no errors | **missed** |');
+  // Below saturation: the fixed-rate run sits under the oha row, with its own verdict.
+  assert.equal(lines[lines.indexOf(oha) + 1], '| … the same at a fixed rate of half that throughput (open loop, each request timed from when it was due): p99 | 8.500 ms at 680 req/s over 50 connections (p50 1.100 ms, errors: none) | ≤ 10 ms, no errors | met |');
+  assert.match(row(text, '… the runtime\'s floor at the worker\'s fixed rate: p99'), /\| 2\.600 ms at 9962 req\/s \| \(baseline\) \| — \|$/);
+  assert.match(row(text, '… Node\'s http server under the same fixed-rate load (what oha and the machine add): p99'), /\| 0\.740 ms at 9962 req\/s \| \(baseline\) \| — \|$/);
   assert.match(row(text, '… the runtime\'s floor, as each request took (oha): p99'), /\| 18\.884 ms at 50 connections \(19923\.81 req\/s\), 0\.090 ms at one \| \(baseline\) \| — \|$/);
   assert.match(row(text, 'Worker on workerd run directly (relaxed-simd): cold start, 100k model in KV'), /\| 63\.3 ms \| ≤ 50 ms \| \*\*missed\*\* \|$/);
   assert.match(row(text, 'Worker on workerd run directly (simd128): cold start, 100k model in KV'), /\| 49\.5 ms \| ≤ 50 ms \| met \|$/);
