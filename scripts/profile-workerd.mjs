@@ -4,7 +4,10 @@
 // most self time are printed (the worker's wasm keeps its names, so these are Rust functions).
 // Usage: node scripts/profile-workerd.mjs [PATH] [OUT.cpuprofile]; the profile also opens in
 // Chrome DevTools. With `--cold` it profiles the cold start instead: the isolate's first request
-// with the model in KV (KV reads, shard copies and validation, the first ranking).
+// with the model in KV (KV reads, shard copies and validation, the first ranking). With `--heap`
+// it samples allocations under the same load instead (V8's sampling heap profiler, keeping
+// objects the collector has already freed), and prints the bytes each function allocated per
+// request: the garbage whose collection pauses the isolate (scripts/stalls-workerd.mjs).
 // Not part of `make test` or `make bench`: a tool for finding what to remove.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -17,7 +20,8 @@ import { publishRandomModel } from '../tests/support/npy.mjs';
 const tmp = mkdtempSync(join(tmpdir(), 'edgerec-profile-'));
 const [N, DIM, INSPECTOR] = [100_000, 64, 9239];
 const cold = process.argv.includes('--cold');
-const args = process.argv.slice(2).filter((a) => a !== '--cold');
+const heap = process.argv.includes('--heap');
+const args = process.argv.slice(2).filter((a) => a !== '--cold' && a !== '--heap');
 const path = args[0] ?? '/v1/recommendations?k=10&device=mobile&geohash=9q8yy';
 const out = args[1] ?? join(tmp, 'worker.cpuprofile');
 
@@ -64,9 +68,37 @@ try {
     });
     const token = (await post.json()).session;
     ({ send, ws } = await profiler());
-    await send('Profiler.start');
+    if (heap) {
+      await send('HeapProfiler.enable');
+      await send('HeapProfiler.startSampling', {
+        samplingInterval: 256, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true,
+      });
+    } else {
+      await send('Profiler.start');
+    }
     const wrk = execFileSync('wrk', ['-t1', '-c4', '-d5s', '-H', `X-Edgerec-Session: ${token}`, base + path], { encoding: 'utf8' });
     summary = `${wrk.match(/Requests\/sec:\s+[\d.]+/)[0]} while profiling`;
+    if (heap) {
+      const requests = Number(wrk.match(/(\d+) requests in/)[1]);
+      const { result } = await send('HeapProfiler.stopSampling');
+      ws.close();
+      writeFileSync(out.replace(/\.cpuprofile$/, '.heapprofile'), JSON.stringify(result.profile));
+      // Each node of the tree is a call stack; its selfSize, the bytes sampled as allocated there.
+      const bytes = new Map();
+      const walk = (node) => {
+        const f = node.callFrame;
+        const name = `${f.functionName || '(anonymous)'} ${f.url.split('/').pop()}`.trim();
+        bytes.set(name, (bytes.get(name) ?? 0) + node.selfSize);
+        node.children.forEach(walk);
+      };
+      walk(result.profile.head);
+      const total = [...bytes.values()].reduce((a, b) => a + b, 0);
+      console.log(`[profile-workerd] ${path}: ${summary}; JS heap allocated by the user worker: ${(total / requests).toFixed(0)} bytes per request over ${requests} requests, by function:`);
+      for (const [name, b] of [...bytes].sort((x, y) => y[1] - x[1]).slice(0, 25)) {
+        console.log(`[profile-workerd] ${(100 * b / total).toFixed(1).padStart(5)}% ${(b / requests).toFixed(0).padStart(7)} B/request ${name}`);
+      }
+      process.exit(0);
+    }
   }
   const { result } = await send('Profiler.stop');
   ws.close();

@@ -4,10 +4,11 @@
 // p50/p99, every cluster of slow requests (start, length, how many requests it held) and
 // workerd's resident memory every 5 s. Periodic clusters that grow with memory are the
 // isolate's garbage collections; a cluster at the start is the engine warming up.
-// Usage: node scripts/stalls-workerd.mjs [--floor] [RATE] [SECONDS] [SLOW_MS]
-// (defaults 1000 req/s, 40 s, 10 ms). Without --floor: the built worker with a 100,000 x 64
-// int8 model, ranked requests with a session token. With --floor: a worker that answers a fixed
-// JSON body. Not part of `make test` or `make bench`: a tool for finding what to remove.
+// Usage: node scripts/stalls-workerd.mjs [--floor | --bundle BUNDLE.js] [RATE] [SECONDS] [SLOW_MS]
+// (defaults 1000 req/s, 40 s, 10 ms). Without --floor: the built worker (or another build's
+// bundle, its wasm beside it) with a 100,000 x 64 int8 model, ranked requests with a session
+// token. With --floor: a worker that answers a fixed JSON body. Not part of `make test` or
+// `make bench`: a tool for finding what to remove.
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,11 +19,12 @@ import { publishRandomModel } from '../tests/support/npy.mjs';
 const args = process.argv.slice(2);
 const floor = args[0] === '--floor';
 if (floor) args.shift();
+const bundle = args[0] === '--bundle' ? args.splice(0, 2)[1] : null;
 const [rate, secs, slowMs] = [Number(args[0] ?? 1000), Number(args[1] ?? 40), Number(args[2] ?? 10)];
 const tmp = mkdtempSync(join(tmpdir(), 'edgerec-stalls-'));
 const QUERY = '/v1/recommendations?k=10&device=mobile&geohash=9q8yy';
 
-let scriptPath;
+let scriptPath = bundle;
 if (floor) {
   scriptPath = join(tmp, 'index.js');
   writeFileSync(scriptPath, 'export default { fetch() { return Response.json({ ok: true }); } };\n');

@@ -7,7 +7,7 @@ use edgerec::format::MAX_GEOHASH_PRECISION;
 use edgerec::{Context, Device};
 use js_sys::{Array, Function, Object, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
-use worker::{Date, Request};
+use worker::Request;
 
 /// A field of the request's `cf` object, read through `Reflect`: workers-rs's `Cf` getters
 /// unwrap, and panic on a missing timezone or unparsable coordinates.
@@ -29,7 +29,7 @@ fn cf_number(req: &Request, name: &str) -> Option<f64> {
 }
 
 pub fn from_request(req: &Request, o: &Overrides) -> Context {
-    let now_ms = Date::now().as_millis();
+    let now_ms = crate::now_ms();
     let geohash = o.geohash.clone().or_else(|| {
         let (lat, lon) = (cf_number(req, "latitude")?, cf_number(req, "longitude")?);
         edgerec::context::geohash_encode(lat, lon, MAX_GEOHASH_PRECISION)
