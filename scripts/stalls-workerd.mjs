@@ -4,8 +4,10 @@
 // p50/p99, every cluster of slow requests (start, length, how many requests it held) and
 // workerd's resident memory every 5 s. Periodic clusters that grow with memory are the
 // isolate's garbage collections; a cluster at the start is the engine warming up.
-// Usage: node scripts/stalls-workerd.mjs [--floor | --bundle BUNDLE.js] [RATE] [SECONDS] [SLOW_MS]
-// (defaults 1000 req/s, 40 s, 10 ms). Without --floor: the built worker (or another build's
+// Usage: node scripts/stalls-workerd.mjs [--floor | --bundle BUNDLE.js] [--preload SECONDS]
+// [RATE] [SECONDS] [SLOW_MS] (defaults 1000 req/s, 40 s, 10 ms). `--preload` first saturates the
+// server for that long (50 connections, closed loop), as `make bench` does before its
+// fixed-rate run. Without --floor: the built worker (or another build's
 // bundle, its wasm beside it) with a 100,000 x 64 int8 model, ranked requests with a session
 // token. With --floor: a worker that answers a fixed JSON body. Not part of `make test` or
 // `make bench`: a tool for finding what to remove.
@@ -20,6 +22,7 @@ const args = process.argv.slice(2);
 const floor = args[0] === '--floor';
 if (floor) args.shift();
 const bundle = args[0] === '--bundle' ? args.splice(0, 2)[1] : null;
+const preload = args[0] === '--preload' ? Number(args.splice(0, 2)[1]) : 0;
 const [rate, secs, slowMs] = [Number(args[0] ?? 1000), Number(args[1] ?? 40), Number(args[2] ?? 10)];
 const tmp = mkdtempSync(join(tmpdir(), 'edgerec-stalls-'));
 const QUERY = '/v1/recommendations?k=10&device=mobile&geohash=9q8yy';
@@ -48,6 +51,9 @@ try {
       body: JSON.stringify([{ item: 'sku-1' }, { item: 'sku-2' }, { item: 'sku-3' }]),
     });
     headers.push('-H', `X-Edgerec-Session: ${(await post.json()).session}`);
+  }
+  if (preload > 0) {
+    execFileSync('oha', ['-c', '50', '-z', `${preload}s`, '--no-tui', '--output-format', 'quiet', ...headers, url]);
   }
   const pid = execFileSync('pgrep', ['-n', '-f', 'workerd serve'], { encoding: 'utf8' }).trim();
   const rssMiB = () => Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)[1]) / 1024;
