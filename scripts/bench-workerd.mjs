@@ -13,14 +13,14 @@
 // workers), as the tests run it, and the runtime's floor: a worker that answers a fixed JSON
 // body, under the same workerd and wrk loads. Each server is also run below saturation: 50
 // connections at a fixed rate of half the throughput oha's closed loop reached, every request
-// timed from when it was due; and Node's http server takes the floor's fixed-rate load, so what
-// oha and the machine add to a tail is measured beside what workerd adds.
+// timed from when it was due; the floor and Node's http server take the relaxed worker's rate, so
+// what oha and the machine add to a tail is measured beside what workerd adds.
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { servedWorker } from '../tests/support/edge.mjs';
-import { directWorkerd } from '../tests/support/workerd.mjs';
+import { directWorkerd, firstRanked, FLOOR_WORKER, RANKED_QUERY, sessionToken } from '../tests/support/workerd.mjs';
 import { publishRandomModel } from '../tests/support/npy.mjs';
 
 const tmp = mkdtempSync(join(tmpdir(), 'edgerec-workerd-'));
@@ -86,20 +86,7 @@ function loads(url, session = null, fixedRate = null) {
   return { ...wrk, oha: { ...oha, fixed: { rate, ...ohaRun(url, 50, 15, session, rate) } } };
 }
 
-const QUERY = '/v1/recommendations?k=10&device=mobile&geohash=9q8yy';
-
-/** Milliseconds from now to the first answer ranked by the model, and the requests it took. */
-async function firstRanked(base) {
-  const t0 = performance.now();
-  let requests = 0;
-  while (performance.now() - t0 < 30_000) {
-    const r = await (await fetch(base + QUERY)).json();
-    requests += 1;
-    if (r.model && !r.fallback) return { first: performance.now() - t0, requests };
-    await new Promise((ok) => setTimeout(ok, 2));
-  }
-  throw new Error('the model never loaded');
-}
+const QUERY = RANKED_QUERY;
 
 // Cold starts: per run, one fresh `workerd serve` per bundle (interleaved, so that neither build
 // always comes first: the first workerd a process starts is often slower), each timed from
@@ -129,12 +116,7 @@ async function run(serve) {
     // Wait for the model: a fresh isolate answers the first requests from the fallback list
     // while it loads the model; this one ends with the first answer the model ranked.
     const { first, requests } = await firstRanked(base);
-    const post = await fetch(`${base}/v1/events`, {
-      method: 'POST', headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify([{ item: 'sku-1' }, { item: 'sku-2' }, { item: 'sku-3' }]),
-    });
-    const token = (await post.json()).session;
-    if (!token) throw new Error(`no session token: ${post.status}`);
+    const token = await sessionToken(base);
     const build = (await (await fetch(`${base}/v1/health`)).json()).wasm_build;
     const wrk = (threads, conns, secs, path = QUERY, session = token) => wrkRun(base + path, threads, conns, secs, session);
     const { load, one, oha } = loads(base + QUERY, token);
@@ -155,7 +137,7 @@ async function run(serve) {
 async function floor(rate) {
   const dir = mkdtempSync(join(tmpdir(), 'edgerec-floor-'));
   const script = join(dir, 'index.js');
-  writeFileSync(script, 'export default { fetch() { return Response.json({ ok: true }); } };\n');
+  writeFileSync(script, FLOOR_WORKER);
   const { base, stop } = await directWorkerd(kvDir, { scriptPath: script });
   try {
     return loads(base, null, rate);

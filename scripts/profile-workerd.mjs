@@ -16,11 +16,13 @@ import { tmpdir } from 'node:os';
 import WebSocket from 'ws';
 import { servedWorker } from '../tests/support/edge.mjs';
 import { publishRandomModel } from '../tests/support/npy.mjs';
+import { firstRanked, sessionToken } from '../tests/support/workerd.mjs';
 
 const tmp = mkdtempSync(join(tmpdir(), 'edgerec-profile-'));
 const [N, DIM, INSPECTOR] = [100_000, 64, 9239];
 const cold = process.argv.includes('--cold');
-const heap = process.argv.includes('--heap');
+// --cold wins over --heap: the cold start is profiled for CPU time only.
+const heap = process.argv.includes('--heap') && !cold;
 const args = process.argv.slice(2).filter((a) => a !== '--cold' && a !== '--heap');
 const path = args[0] ?? '/v1/recommendations?k=10&device=mobile&geohash=9q8yy';
 const out = args[1] ?? join(tmp, 'worker.cpuprofile');
@@ -48,6 +50,7 @@ try {
   let summary;
   let send;
   let ws;
+  let heapRequests = 0;
   if (cold) {
     ({ send, ws } = await profiler());
     await send('Profiler.start');
@@ -57,16 +60,8 @@ try {
     if (!r.model || r.fallback) throw new Error(`the first request was not ranked by the model: ${JSON.stringify(r).slice(0, 200)}`);
     summary = `cold start (first request, model in KV): ${ms.toFixed(1)} ms with the profiler attached`;
   } else {
-    for (let i = 0; i < 500; i++) {
-      const r = await (await fetch(`${base}/v1/recommendations?k=1`)).json();
-      if (r.model && !r.fallback) break;
-      await new Promise((ok) => setTimeout(ok, 5));
-    }
-    const post = await fetch(`${base}/v1/events`, {
-      method: 'POST', headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify([{ item: 'sku-1' }, { item: 'sku-2' }, { item: 'sku-3' }]),
-    });
-    const token = (await post.json()).session;
+    await firstRanked(base, '/v1/recommendations?k=1');
+    const token = await sessionToken(base);
     ({ send, ws } = await profiler());
     if (heap) {
       await send('HeapProfiler.enable');
@@ -78,48 +73,48 @@ try {
     }
     const wrk = execFileSync('wrk', ['-t1', '-c4', '-d5s', '-H', `X-Edgerec-Session: ${token}`, base + path], { encoding: 'utf8' });
     summary = `${wrk.match(/Requests\/sec:\s+[\d.]+/)[0]} while profiling`;
-    if (heap) {
-      const requests = Number(wrk.match(/(\d+) requests in/)[1]);
-      const { result } = await send('HeapProfiler.stopSampling');
-      ws.close();
-      writeFileSync(out.replace(/\.cpuprofile$/, '.heapprofile'), JSON.stringify(result.profile));
-      // Each node of the tree is a call stack; its selfSize, the bytes sampled as allocated there.
-      const bytes = new Map();
-      const walk = (node) => {
-        const f = node.callFrame;
-        const name = `${f.functionName || '(anonymous)'} ${f.url.split('/').pop()}`.trim();
-        bytes.set(name, (bytes.get(name) ?? 0) + node.selfSize);
-        node.children.forEach(walk);
-      };
-      walk(result.profile.head);
-      const total = [...bytes.values()].reduce((a, b) => a + b, 0);
-      console.log(`[profile-workerd] ${path}: ${summary}; JS heap allocated by the user worker: ${(total / requests).toFixed(0)} bytes per request over ${requests} requests, by function:`);
-      for (const [name, b] of [...bytes].sort((x, y) => y[1] - x[1]).slice(0, 25)) {
-        console.log(`[profile-workerd] ${(100 * b / total).toFixed(1).padStart(5)}% ${(b / requests).toFixed(0).padStart(7)} B/request ${name}`);
-      }
-      process.exit(0);
+    heapRequests = Number(wrk.match(/(\d+) requests in/)[1]);
+  }
+  // A profile node's function, named the same way in both reports.
+  const frameName = (f) => `${f.functionName || '(anonymous)'} ${f.url.split('/').pop()}`.trim();
+  if (heap) {
+    const { result } = await send('HeapProfiler.stopSampling');
+    ws.close();
+    writeFileSync(out.replace(/\.cpuprofile$/, '.heapprofile'), JSON.stringify(result.profile));
+    // Each node of the tree is a call stack; its selfSize, the bytes sampled as allocated there.
+    const bytes = new Map();
+    const walk = (node) => {
+      const name = frameName(node.callFrame);
+      bytes.set(name, (bytes.get(name) ?? 0) + node.selfSize);
+      node.children.forEach(walk);
+    };
+    walk(result.profile.head);
+    const total = [...bytes.values()].reduce((a, b) => a + b, 0);
+    console.log(`[profile-workerd] ${path}: ${summary}; JS heap allocated by the user worker: ${(total / heapRequests).toFixed(0)} bytes per request over ${heapRequests} requests, by function:`);
+    for (const [name, b] of [...bytes].sort((x, y) => y[1] - x[1]).slice(0, 25)) {
+      console.log(`[profile-workerd] ${(100 * b / total).toFixed(1).padStart(5)}% ${(b / heapRequests).toFixed(0).padStart(7)} B/request ${name}`);
     }
+  } else {
+    const { result } = await send('Profiler.stop');
+    ws.close();
+    writeFileSync(out, JSON.stringify(result.profile));
+    const { nodes, samples, timeDeltas } = result.profile;
+    const byId = new Map(nodes.map((n) => [n.id, n]));
+    const self = new Map();
+    // `timeDeltas[i]` is the time from sample i-1 to sample i. A sample stands for the stack from
+    // its own time until the next sample, so it is credited with `timeDeltas[i + 1]`: crediting
+    // `timeDeltas[i]` would charge a long idle gap (a KV read) to whatever ran just after it.
+    samples.forEach((s, i) => {
+      const name = frameName(byId.get(s).callFrame);
+      self.set(name, (self.get(name) ?? 0) + (timeDeltas[i + 1] ?? 0));
+    });
+    const total = [...self.values()].reduce((a, b) => a + b, 0);
+    console.log(`[profile-workerd] ${path}: ${summary}; self time of the user worker (${(total / 1000).toFixed(1)} ms sampled):`);
+    for (const [name, t] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 25)) {
+      console.log(`[profile-workerd] ${(100 * t / total).toFixed(1).padStart(5)}% ${(t / 1000).toFixed(1).padStart(6)} ms ${name}`);
+    }
+    console.log(`[profile-workerd] profile written to ${out}`);
   }
-  const { result } = await send('Profiler.stop');
-  ws.close();
-  writeFileSync(out, JSON.stringify(result.profile));
-  const { nodes, samples, timeDeltas } = result.profile;
-  const byId = new Map(nodes.map((n) => [n.id, n]));
-  const self = new Map();
-  // `timeDeltas[i]` is the time from sample i-1 to sample i. A sample stands for the stack from
-  // its own time until the next sample, so it is credited with `timeDeltas[i + 1]`: crediting
-  // `timeDeltas[i]` would charge a long idle gap (a KV read) to whatever ran just after it.
-  samples.forEach((s, i) => {
-    const f = byId.get(s).callFrame;
-    const name = `${f.functionName || '(anonymous)'} ${f.url.split('/').pop()}`.trim();
-    self.set(name, (self.get(name) ?? 0) + (timeDeltas[i + 1] ?? 0));
-  });
-  const total = [...self.values()].reduce((a, b) => a + b, 0);
-  console.log(`[profile-workerd] ${path}: ${summary}; self time of the user worker (${(total / 1000).toFixed(1)} ms sampled):`);
-  for (const [name, t] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 25)) {
-    console.log(`[profile-workerd] ${(100 * t / total).toFixed(1).padStart(5)}% ${(t / 1000).toFixed(1).padStart(6)} ms ${name}`);
-  }
-  console.log(`[profile-workerd] profile written to ${out}`);
 } finally {
   await mf.dispose();
 }

@@ -15,7 +15,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { directWorkerd } from '../tests/support/workerd.mjs';
+import { directWorkerd, firstRanked, FLOOR_WORKER, RANKED_QUERY, sessionToken } from '../tests/support/workerd.mjs';
 import { publishRandomModel } from '../tests/support/npy.mjs';
 
 const args = process.argv.slice(2);
@@ -25,12 +25,11 @@ const bundle = args[0] === '--bundle' ? args.splice(0, 2)[1] : null;
 const preload = args[0] === '--preload' ? Number(args.splice(0, 2)[1]) : 0;
 const [rate, secs, slowMs] = [Number(args[0] ?? 1000), Number(args[1] ?? 40), Number(args[2] ?? 10)];
 const tmp = mkdtempSync(join(tmpdir(), 'edgerec-stalls-'));
-const QUERY = '/v1/recommendations?k=10&device=mobile&geohash=9q8yy';
 
 let scriptPath = bundle;
 if (floor) {
   scriptPath = join(tmp, 'index.js');
-  writeFileSync(scriptPath, 'export default { fetch() { return Response.json({ ok: true }); } };\n');
+  writeFileSync(scriptPath, FLOOR_WORKER);
 }
 const kvDir = publishRandomModel(tmp, floor ? 1_000 : 100_000, 64, 11);
 const server = await directWorkerd(kvDir, scriptPath ? { scriptPath } : {});
@@ -38,19 +37,10 @@ try {
   let url = server.base + '/';
   const headers = [];
   if (!floor) {
-    url = server.base + QUERY;
+    url = server.base + RANKED_QUERY;
     // The first answer ranked by the model, then a session token for ranked requests.
-    for (let i = 0; ; i++) {
-      const r = await (await fetch(url)).json();
-      if (r.model && !r.fallback) break;
-      if (i > 3000) throw new Error('the model never loaded');
-      await new Promise((ok) => setTimeout(ok, 5));
-    }
-    const post = await fetch(`${server.base}/v1/events`, {
-      method: 'POST', headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify([{ item: 'sku-1' }, { item: 'sku-2' }, { item: 'sku-3' }]),
-    });
-    headers.push('-H', `X-Edgerec-Session: ${(await post.json()).session}`);
+    await firstRanked(server.base);
+    headers.push('-H', `X-Edgerec-Session: ${await sessionToken(server.base)}`);
   }
   if (preload > 0) {
     execFileSync('oha', ['-c', '50', '-z', `${preload}s`, '--no-tui', '--output-format', 'quiet', ...headers, url]);

@@ -542,10 +542,6 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
-/// Runs once when the isolate loads the script, before it serves anything. Cloudflare loads a
-/// worker's script while the visitor's TLS handshake is still going on, so work done here is
-/// work the first request does not wait for. Only work without I/O can move here (the model
-/// needs KV, which a script cannot read at startup).
 /// The fixed strings every request hands to JS (binding and variable names, header names and
 /// values, `cf` fields), interned once per isolate. Without this, each crossing decodes the
 /// string again into a new JS string through a fresh view of wasm memory: 22 strings and about
@@ -593,6 +589,10 @@ const INTERNED: &[&str] = &[
     "timezone",
 ];
 
+/// Runs once when the isolate loads the script, before it serves anything. Cloudflare loads a
+/// worker's script while the visitor's TLS handshake is still going on, so work done here is
+/// work the first request does not wait for. Only work without I/O can move here (the model
+/// needs KV, which a script cannot read at startup).
 #[event(start)]
 fn start() {
     for s in INTERNED {

@@ -124,3 +124,36 @@ const kvReader :Workerd.Worker = (
   }
   return { base, readyMs: performance.now() - started, stop };
 }
+
+/** A worker that answers a fixed JSON body: the runtime's floor in the latency tools. */
+export const FLOOR_WORKER = 'export default { fetch() { return Response.json({ ok: true }); } };\n';
+
+/** The ranked query the latency tools send (geohash and device given, so no `cf` is needed). */
+export const RANKED_QUERY = '/v1/recommendations?k=10&device=mobile&geohash=9q8yy';
+
+/**
+ * Milliseconds from now to the first answer to `path` ranked by the model (a fresh isolate
+ * answers from the fallback list while it loads the model), and the requests it took.
+ */
+export async function firstRanked(base, path = RANKED_QUERY) {
+  const t0 = performance.now();
+  let requests = 0;
+  while (performance.now() - t0 < 30_000) {
+    const r = await (await fetch(base + path)).json();
+    requests += 1;
+    if (r.model && !r.fallback) return { first: performance.now() - t0, requests };
+    await new Promise((ok) => setTimeout(ok, 2));
+  }
+  throw new Error('the model never loaded');
+}
+
+/** A session token for three clicks, from the worker's own `/v1/events`, so requests rank in full. */
+export async function sessionToken(base) {
+  const post = await fetch(`${base}/v1/events`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify([{ item: 'sku-1' }, { item: 'sku-2' }, { item: 'sku-3' }]),
+  });
+  const token = (await post.json()).session;
+  if (!token) throw new Error(`no session token: ${post.status}`);
+  return token;
+}
