@@ -2,7 +2,7 @@
 // scripts/bench-workerd.mjs) takes 50 connections at a fixed rate for a while (oha -q with
 // --latency-correction, so each request is timed from when it was due), and this prints the
 // p50/p99, every cluster of slow requests (start, length, how many requests it held) and
-// workerd's resident memory every 5 s. Periodic clusters that grow with memory are the
+// workerd's resident memory every 5 s (and the worker's wasm memory, from `/v1/health`). Periodic clusters that grow with memory are the
 // isolate's garbage collections; a cluster at the start is the engine warming up.
 // Usage: node scripts/stalls-workerd.mjs [--floor | --bundle BUNDLE.js] [--preload SECONDS]
 // [RATE] [SECONDS] [SLOW_MS] (defaults 1000 req/s, 40 s, 10 ms). `--preload` first saturates the
@@ -47,8 +47,15 @@ try {
   }
   const pid = execFileSync('pgrep', ['-n', '-f', 'workerd serve'], { encoding: 'utf8' }).trim();
   const rssMiB = () => Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)[1]) / 1024;
+  // The worker's own wasm linear memory (`/v1/health`), beside the process's: flat while resident
+  // memory grows means the growth is workerd's and V8's, not a leak in the worker's heap.
+  const wasmMiB = async () => (await (await fetch(server.base + '/v1/health')).json()).wasm_memory_bytes / 2 ** 20;
   const rss = [rssMiB()];
-  const timer = setInterval(() => rss.push(rssMiB()), 5000);
+  const wasm = floor ? [] : [await wasmMiB()];
+  const timer = setInterval(() => {
+    rss.push(rssMiB());
+    if (!floor) wasmMiB().then((m) => wasm.push(m), () => wasm.push(NaN));
+  }, 5000);
   // oha runs as a child process so this one keeps sampling memory meanwhile.
   const csv = await new Promise((ok, fail) => {
     const oha = spawn('oha', ['-c', '50', '-z', `${secs}s`, '--no-tui', '--output-format', 'csv', '-q', String(rate),
@@ -81,6 +88,7 @@ try {
     console.log(`[stalls-workerd]   at ${c.start.toFixed(2)} s: longest ${c.max.toFixed(1)} ms, ${c.n} requests`);
   }
   console.log(`[stalls-workerd] workerd resident memory every 5 s (MiB): ${rss.map((x) => x.toFixed(0)).join(' ')}`);
+  if (!floor) console.log(`[stalls-workerd] the worker's wasm memory every 5 s (MiB): ${wasm.map((x) => x.toFixed(1)).join(' ')}`);
 } finally {
   await server.stop();
   rmSync(tmp, { recursive: true, force: true });
