@@ -3,7 +3,8 @@
 //! [`Shard::from_bytes`] copies the bytes into 8-byte aligned storage and runs [`validate`]:
 //! header, checksum, the section table (bounds, alignment, exact coverage, no duplicates),
 //! every section's length against the metadata, and every value the scorer trusts later
-//! (finite floats, indices in range, sorted keys, UTF-8 ids). After that, [`Shard::view`] only
+//! (finite floats, indices in range, sorted keys, UTF-8 ids; keys against their ids by sample,
+//! the rest at each lookup, see [`KEY_SAMPLE_STRIDE`]). After that, [`Shard::view`] only
 //! reinterprets validated byte ranges, and no scoring code can fail on shard contents.
 //! None of this panics for any input bytes (see the `never_panics` property tests in
 //! tests/core_format.rs).
@@ -407,9 +408,14 @@ impl<'a> ShardView<'a> {
     }
 
     /// Local index of the item with this key, by binary search.
+    ///
+    /// The item found is the answer only if its id hashes to `key`: loading checks every key's
+    /// place and a sample of them against their ids ([`KEY_SAMPLE_STRIDE`]), and each lookup
+    /// checks the one it returns, so a key that does not match its id never names an item.
     pub fn find_key(&self, key: u64) -> Option<u32> {
         let pos = self.keys_sorted.binary_search(&key).ok()?;
-        self.keys_order.get(pos).copied()
+        let local = self.keys_order.get(pos).copied()?;
+        (hash::item_key_of_bytes(self.ids.bytes(local as usize)) == key).then_some(local)
     }
 }
 
@@ -966,13 +972,13 @@ fn check_strings(what: &str, offsets: &[u32], raw_text: &[u8]) -> Result<()> {
             "{what}: offsets do not span the text"
         )));
     }
-    for w in offsets.windows(2) {
-        if w[1] <= w[0] {
-            return Err(Error::invalid(format!(
-                "{what}: empty string or decreasing offsets"
-            )));
-        }
-        if text.is_some_and(|t| !t.is_char_boundary(w[1] as usize)) {
+    if !crate::kernels::strictly_increasing(offsets) {
+        return Err(Error::invalid(format!(
+            "{what}: empty string or decreasing offsets"
+        )));
+    }
+    if let Some(t) = text {
+        if offsets.iter().any(|&o| !t.is_char_boundary(o as usize)) {
             return Err(Error::invalid(format!(
                 "{what}: offset inside a UTF-8 character"
             )));
@@ -1019,17 +1025,27 @@ fn check_values(v: &ShardView<'_>) -> Result<()> {
     check_global_values(&v.global, total)
 }
 
+/// Every this many keys (and the last), loading checks the key against its item's id.
+///
+/// Checking all of them hashed every id at every model load: on a cold start, where the wasm
+/// still runs in V8's baseline compiler, about 4 ms of a 100k-item load in Node
+/// (docs/FIGURES.md). A writer that gets keys wrong gets most of them wrong, so a sample
+/// rejects its shards with a clear error; and [`ShardView::find_key`] checks the key it
+/// resolves, so an unsampled wrong key makes its item unknown, never another item.
+pub const KEY_SAMPLE_STRIDE: usize = 64;
+
 /// Keys: strictly increasing (so lookups are unambiguous), each naming a distinct local item,
-/// and each equal to the hash of that item's id (so a session's keys find the right items).
+/// and a sample of them (every [`KEY_SAMPLE_STRIDE`]-th and the last) equal to the hash of that
+/// item's id; lookups check the rest as they use them.
 fn check_keys(v: &ShardView<'_>) -> Result<()> {
     let n = v.header.item_count as usize;
-    if v.keys_sorted.windows(2).any(|w| w[1] <= w[0]) {
+    if !crate::kernels::strictly_increasing_u64(v.keys_sorted) {
         return Err(Error::invalid(
             "item keys are not strictly increasing (duplicate ids?)",
         ));
     }
     let mut seen = vec![false; n];
-    for (&key, &local) in v.keys_sorted.iter().zip(v.keys_order) {
+    for (i, (&key, &local)) in v.keys_sorted.iter().zip(v.keys_order).enumerate() {
         let slot = seen
             .get_mut(local as usize)
             .ok_or_else(|| Error::invalid(format!("key order names item {local} of {n}")))?;
@@ -1038,7 +1054,8 @@ fn check_keys(v: &ShardView<'_>) -> Result<()> {
                 "key order names item {local} twice"
             )));
         }
-        if hash::item_key_of_bytes(v.ids.bytes(local as usize)) != key {
+        let sampled = i % KEY_SAMPLE_STRIDE == 0 || i + 1 == n;
+        if sampled && hash::item_key_of_bytes(v.ids.bytes(local as usize)) != key {
             return Err(Error::invalid(format!(
                 "key of item {local} does not match its id"
             )));
@@ -1110,10 +1127,9 @@ fn check_rows(rows: &Rows<'_>) -> Result<()> {
         Rows::I8 { rows, scales } => {
             // The writer maps to [-127, 127]; -128 would let an i32 dot product overflow at
             // the largest dimension (the query bound assumes |row| ≤ 127).
-            // Branch-free per chunk (vectorises), so a 100k-row shard is checked in well under
-            // a millisecond; the position is only looked up on failure.
-            let has_min = |c: &[i8]| c.iter().fold(false, |a, &x| a | (x == i8::MIN));
-            if rows.chunks(4096).any(has_min) {
+            // One SIMD pass (`kernels::contains_i8_min`); the position is only looked up on
+            // failure.
+            if crate::kernels::contains_i8_min(rows) {
                 let i = rows.iter().position(|&x| x == i8::MIN).unwrap_or(0);
                 return Err(Error::invalid(format!(
                     "int8 row element {i} is -128 (rows are quantized to [-127, 127])"

@@ -316,6 +316,56 @@ fn int8_minus_128_is_rejected() {
 }
 
 #[test]
+fn keys_that_do_not_match_their_ids_never_name_an_item() {
+    // Loading checks a sample of the keys against their ids (every KEY_SAMPLE_STRIDE-th in key
+    // order, and the last); lookups check the key they resolve. Keys edited in place, order
+    // kept, checksum repaired.
+    let syn = Synthetic {
+        items: 200,
+        ..Synthetic::default()
+    };
+    let good = syn.shards(MAX_SHARD_BYTES).remove(0);
+    let keys = section(&good, 4);
+    let key_at = |b: &[u8], i: usize| {
+        u64::from_le_bytes(
+            b[keys.start + 8 * i..keys.start + 8 * i + 8]
+                .try_into()
+                .unwrap(),
+        )
+    };
+    let stride = edgerec::shard::KEY_SAMPLE_STRIDE;
+    assert!(syn.items > 2 * stride);
+
+    // A sampled key (the first) one below its true value: the load is refused.
+    let mut sampled = good.clone();
+    patch_u64(&mut sampled, keys.start, key_at(&good, 0) - 1);
+    reseal(&mut sampled);
+    let err = Shard::from_bytes(&sampled).unwrap_err().to_string();
+    assert!(err.contains("does not match its id"), "{err}");
+
+    // An unsampled key (the second) one below its true value: the shard loads, but neither the
+    // forged key nor the item's id finds the item, and every other id still finds its own.
+    let mut unsampled = good.clone();
+    let (true_key, forged) = (key_at(&good, 1), key_at(&good, 1) - 1);
+    assert!(forged > key_at(&good, 0));
+    patch_u64(&mut unsampled, keys.start + 8, forged);
+    reseal(&mut unsampled);
+    let shard = Shard::from_bytes(&unsampled).unwrap();
+    let view = shard.view();
+    assert_eq!(view.find_key(forged), None);
+    assert_eq!(view.find_key(true_key), None);
+    let mut unknown = 0;
+    for i in 0..syn.items {
+        let id = view.ids.get(i);
+        match view.find_key(edgerec::hash::item_key(id)) {
+            Some(found) => assert_eq!(found as usize, i),
+            None => unknown += 1,
+        }
+    }
+    assert_eq!(unknown, 1);
+}
+
+#[test]
 fn ids_are_checked_as_utf8_unless_ascii() {
     // Non-ASCII ids load and come back unchanged (validation then takes the general UTF-8
     // path, where ASCII ids take the SIMD ASCII check).

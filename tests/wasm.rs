@@ -233,6 +233,65 @@ fn row_sum_and_ascii_kernels_match_scalar() {
     }
 }
 
+/// The load-time checks' kernels (int8 −128, increasing offsets and keys) against their
+/// scalar references: lengths around each kernel's step, and one violation at every position,
+/// including the last element and the step boundaries.
+#[wasm_bindgen_test]
+fn validation_kernels_match_scalar() {
+    let mut rng = SplitMix64::new(29);
+    for len in [
+        0usize, 1, 2, 8, 9, 15, 16, 17, 33, 63, 64, 65, 127, 128, 129, 300,
+    ] {
+        // Every value but -128.
+        let bytes: Vec<i8> = (0..len)
+            .map(|_| ((rng.next_u64() % 255) as i16 - 127) as i8)
+            .collect();
+        assert!(!kernels::contains_i8_min(&bytes), "no -128 in {len}");
+        for at in 0..len {
+            let mut b = bytes.clone();
+            b[at] = i8::MIN;
+            assert_eq!(
+                kernels::contains_i8_min(&b),
+                scalar::contains_i8_min(&b),
+                "{len}, {at}"
+            );
+            assert!(kernels::contains_i8_min(&b), "-128 at {at} of {len}");
+        }
+        // Increasing with gaps of 1 to 3, then one step made equal or decreasing anywhere; the
+        // u64 values straddle 2^63, where a signed comparison would be wrong.
+        let offsets: Vec<u32> = (0..len)
+            .scan(0u32, |at, _| {
+                *at += 1 + (rng.next_u64() % 3) as u32;
+                Some(*at)
+            })
+            .collect();
+        let keys: Vec<u64> = offsets
+            .iter()
+            .map(|&o| (1u64 << 63).wrapping_sub(200).wrapping_add(u64::from(o)))
+            .collect();
+        assert!(kernels::strictly_increasing(&offsets), "offsets of {len}");
+        assert!(kernels::strictly_increasing_u64(&keys), "keys of {len}");
+        for at in 1..len {
+            for delta in [0u32, 1] {
+                let mut o = offsets.clone();
+                o[at] = o[at - 1] - delta;
+                assert_eq!(
+                    kernels::strictly_increasing(&o),
+                    scalar::strictly_increasing(&o)
+                );
+                assert!(!kernels::strictly_increasing(&o), "offset {at} of {len}");
+                let mut k = keys.clone();
+                k[at] = k[at - 1] - u64::from(delta);
+                assert_eq!(
+                    kernels::strictly_increasing_u64(&k),
+                    scalar::strictly_increasing_u64(&k)
+                );
+                assert!(!kernels::strictly_increasing_u64(&k), "key {at} of {len}");
+            }
+        }
+    }
+}
+
 #[wasm_bindgen_test]
 fn coarse_pass_never_changes_a_ranking() {
     assert_eq!(

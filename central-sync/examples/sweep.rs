@@ -83,7 +83,10 @@ fn main() -> Result<()> {
             .iter()
             .map(|s| format!("{:.4}", s / holdouts as f64))
             .collect();
-        println!("mean over {holdouts} hold-outs, {spec}: {}", mean.join(" / "));
+        println!(
+            "mean over {holdouts} hold-outs, {spec}: {}",
+            mean.join(" / ")
+        );
     }
     Ok(())
 }

@@ -131,6 +131,50 @@ pub fn fast_scan_block(
     }
 }
 
+/// Whether any element is `i8::MIN` (−128), which int8 rows must not hold. Shard validation asks
+/// this of every row byte at model load. On a cold start that runs in V8's baseline compiler
+/// (Liftoff), where a plain loop costs several instructions per byte, so the wasm kernel
+/// handles 64 bytes per step with a running minimum and tests it once at the end.
+#[inline]
+pub fn contains_i8_min(values: &[i8]) -> bool {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        wasm::contains_i8_min(values)
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    {
+        scalar::contains_i8_min(values)
+    }
+}
+
+/// Whether each value is greater than the one before (unsigned). Shard validation asks this of
+/// string offsets at model load (one per item); 16 per step in the wasm kernel, for the same
+/// cold-start reason as [`contains_i8_min`].
+#[inline]
+pub fn strictly_increasing(values: &[u32]) -> bool {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        wasm::strictly_increasing(values)
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    {
+        scalar::strictly_increasing(values)
+    }
+}
+
+/// [`strictly_increasing`] for u64 values (item keys, one per item).
+#[inline]
+pub fn strictly_increasing_u64(values: &[u64]) -> bool {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        wasm::strictly_increasing_u64(values)
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    {
+        scalar::strictly_increasing_u64(values)
+    }
+}
+
 /// Whether every byte is ASCII. Shard validation asks this of the item-id text first: ASCII
 /// text (the ids of almost every catalog) is valid UTF-8 with a character boundary at every
 /// offset, so the general UTF-8 check can be skipped. In a cold-start profile of the worker,

@@ -57,6 +57,21 @@ pub fn coarse_candidates(
     }
 }
 
+/// See [`super::contains_i8_min`].
+pub fn contains_i8_min(values: &[i8]) -> bool {
+    values.contains(&i8::MIN)
+}
+
+/// See [`super::strictly_increasing`].
+pub fn strictly_increasing(values: &[u32]) -> bool {
+    values.windows(2).all(|w| w[0] < w[1])
+}
+
+/// See [`super::strictly_increasing_u64`].
+pub fn strictly_increasing_u64(values: &[u64]) -> bool {
+    values.windows(2).all(|w| w[0] < w[1])
+}
+
 /// See [`super::is_ascii`].
 pub fn is_ascii(bytes: &[u8]) -> bool {
     bytes.is_ascii()

@@ -134,6 +134,58 @@ pub fn is_ascii(bytes: &[u8]) -> bool {
     super::scalar::is_ascii(chunks.remainder())
 }
 
+/// See [`super::contains_i8_min`]. A running lane-wise minimum over 64 bytes per step, no
+/// branch inside the loop; the minimum is −128 exactly when some byte is.
+pub fn contains_i8_min(values: &[i8]) -> bool {
+    let mut chunks = values.chunks_exact(64);
+    let mut low = i8x16_splat(0);
+    for c in &mut chunks {
+        let a = i8x16_min(load16(c), load16(&c[16..]));
+        let b = i8x16_min(load16(&c[32..]), load16(&c[48..]));
+        low = i8x16_min(low, i8x16_min(a, b));
+    }
+    v128_any_true(i8x16_eq(low, i8x16_splat(i8::MIN)))
+        || super::scalar::contains_i8_min(chunks.remainder())
+}
+
+/// See [`super::strictly_increasing`]. Each step compares 16 values with their successors
+/// (two overlapping loads per 4 lanes) and folds the results into one mask, tested at the end.
+pub fn strictly_increasing(values: &[u32]) -> bool {
+    let steps = values.len().saturating_sub(1) / 16;
+    let mut all = u32x4_splat(u32::MAX);
+    for s in 0..steps {
+        let c = &values[s * 16..s * 16 + 17];
+        let gt = |k: usize| u32x4_gt(load16(&c[k + 1..]), load16(&c[k..]));
+        all = v128_and(
+            all,
+            v128_and(v128_and(gt(0), gt(4)), v128_and(gt(8), gt(12))),
+        );
+    }
+    u32x4_all_true(all) && super::scalar::strictly_increasing(&values[steps * 16..])
+}
+
+/// See [`super::strictly_increasing_u64`]. wasm has only a signed `i64x2.gt`, so both sides
+/// have their sign bit flipped first, which orders them as unsigned values; 8 values per step.
+pub fn strictly_increasing_u64(values: &[u64]) -> bool {
+    let steps = values.len().saturating_sub(1) / 8;
+    let flip = u64x2_splat(1 << 63);
+    let mut all = u64x2_splat(u64::MAX);
+    for s in 0..steps {
+        let c = &values[s * 8..s * 8 + 9];
+        let gt = |k: usize| {
+            i64x2_gt(
+                v128_xor(load16(&c[k + 1..]), flip),
+                v128_xor(load16(&c[k..]), flip),
+            )
+        };
+        all = v128_and(
+            all,
+            v128_and(v128_and(gt(0), gt(2)), v128_and(gt(4), gt(6))),
+        );
+    }
+    i64x2_all_true(all) && super::scalar::strictly_increasing_u64(&values[steps * 8..])
+}
+
 /// See [`super::row_sums`]. Per 16 bytes: one pairwise widening add for the sum, and `abs`
 /// then an unsigned pairwise widening add for the norm (`i8x16.abs` of −128 is 0x80, which read
 /// unsigned is 128, the right magnitude). A 16-bit lane gathers at most 2·128 per 16 bytes, so
