@@ -363,6 +363,31 @@ fn keys_that_do_not_match_their_ids_never_name_an_item() {
         }
     }
     assert_eq!(unknown, 1);
+
+    // The key order (second key) naming the third key's item as well, or an item past the
+    // end: the shard loads; the key names no item, and the item it should name is unknown.
+    let order = section(&good, 5);
+    let order_at = |i: usize| order.start + 4 * i;
+    for local in [
+        u32::from_le_bytes(good[order_at(2)..order_at(2) + 4].try_into().unwrap()),
+        syn.items as u32,
+        u32::MAX,
+    ] {
+        let mut bad = good.clone();
+        bad[order_at(1)..order_at(1) + 4].copy_from_slice(&local.to_le_bytes());
+        reseal(&mut bad);
+        let shard = Shard::from_bytes(&bad).unwrap();
+        let view = shard.view();
+        assert_eq!(view.find_key(true_key), None, "key order names {local}");
+        assert!(view.find_key(key_at(&good, 2)).is_some());
+        let found = (0..syn.items)
+            .filter(|&i| {
+                view.find_key(edgerec::hash::item_key(view.ids.get(i)))
+                    .is_some()
+            })
+            .count();
+        assert_eq!(found, syn.items - 1, "key order names {local}");
+    }
 }
 
 #[test]
