@@ -9,6 +9,13 @@
 //! `eval`): the validation target is then the 2nd-, 3rd-, … to-last event. Seeds go in the JSON.
 //! The last lines print each setting's mean over every run.
 //!
+//! Those figures are in sample: the profiles were chosen on the very targets they are scored
+//! on. With `--refit` each run is instead `central-sync eval`'s whole protocol (tune, refit on
+//! everything but the last event, score the last) on the log without each user's last 1, 2,
+//! …, H events, so the scored targets are the 2nd-, 3rd-, … to-last events, which the tuning
+//! never saw (and still never the test event). That compares tuning settings themselves, such
+//! as `tuning_holdouts`.
+//!
 //! ```text
 //! cargo run --release -p central-sync --example sweep -- data/ml-100k/events.csv --holdouts 3 \
 //!     '{"seed":7}' '{"seed":11}' '{"dim":64,"seed":7}' '{"dim":64,"seed":11}'
@@ -41,37 +48,56 @@ fn without_last(events: &[events::Event], h: usize) -> Vec<events::Event> {
 
 fn main() -> Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: sweep EVENTS.csv [--holdouts H] JSON...";
+    let usage = "usage: sweep EVENTS.csv [--holdouts H] [--refit] JSON...";
     let mut holdouts = 1;
     if let Some(at) = args.iter().position(|a| a == "--holdouts") {
         holdouts = args.get(at + 1).context(usage)?.parse().context(usage)?;
         args.drain(at..at + 2);
     }
+    let refit = args.iter().any(|a| a == "--refit");
+    args.retain(|a| a != "--refit");
     let path = args.first().context(usage)?.clone();
     let all = events::read_csv_strict(std::path::Path::new(&path))?;
-    let datasets: Vec<Dataset> = (0..holdouts)
+    // A refit run scores the last event of its log, so its log ends one event earlier.
+    let first = usize::from(refit);
+    let datasets: Vec<Dataset> = (first..first + holdouts)
         .map(|h| Dataset::from_events(&without_last(&all, h)))
         .collect();
     let lengths: Vec<String> = Clicks::TABLE.iter().map(|c| c.label()).collect();
-    println!("validation NDCG@10 by clicks: {}", lengths.join(" / "));
+    let what = if refit {
+        "tuned, refitted, scored out of sample"
+    } else {
+        "as tuned, in sample"
+    };
+    println!(
+        "validation NDCG@10 ({what}) by clicks: {}",
+        lengths.join(" / ")
+    );
     let mut means = Vec::new();
     for spec in &args[1..] {
         let cfg: TrainConfig = serde_json::from_str(spec).with_context(|| spec.clone())?;
         let mut sum = vec![0f64; Clicks::TABLE.len()];
         for (h, d) in datasets.iter().enumerate() {
             let started = std::time::Instant::now();
-            let tuned = pipeline::tune(d, &cfg, true)?;
-            let ndcg: Vec<String> = tuned
-                .validation
+            let scores: Vec<f64> = if refit {
+                let report = pipeline::evaluate(d, &cfg, true)?;
+                let rows = report.by_session_length.iter();
+                rows.map(|r| r.edgerec_int8.ndcg10).collect()
+            } else {
+                let tuned = pipeline::tune(d, &cfg, true)?;
+                tuned.validation.iter().map(|m| m.ndcg10).collect()
+            };
+            let ndcg: Vec<String> = scores
                 .iter()
                 .zip(&mut sum)
                 .map(|(m, s)| {
-                    *s += m.ndcg10;
-                    format!("{:.4}", m.ndcg10)
+                    *s += m;
+                    format!("{m:.4}")
                 })
                 .collect();
             println!(
-                "{spec}, without the last {h}: {} ({:.1} s)",
+                "{spec}, without the last {}: {} ({:.1} s)",
+                h + first,
                 ndcg.join(" / "),
                 started.elapsed().as_secs_f64()
             );

@@ -60,6 +60,35 @@ impl Split {
         queries_from_end(d, &self.users, 2)
     }
 
+    /// The tuning split over `positions` hold-out positions per user: the training sequences
+    /// without each evaluated user's last `positions + 1` events, and the queries whose
+    /// targets are the 2nd- … `(positions + 1)`-th-to-last events (each with everything before
+    /// it as the history). The test event is never among them. With one position this is
+    /// `train` and `validation`. Users with too few events for every position keep the
+    /// positions they have, down to one.
+    pub fn tuning<'a>(d: &'a Dataset, positions: usize) -> (Vec<Vec<Step>>, Vec<Query<'a>>) {
+        let positions = positions.max(1);
+        let mut train = Vec::with_capacity(d.sequences.len());
+        let mut queries = Vec::new();
+        for s in &d.sequences {
+            if s.len() < 3 {
+                train.push(s.clone());
+                continue;
+            }
+            // At least one event stays before the earliest target, as in `Split::new`.
+            let here = positions.min(s.len() - 2);
+            train.push(s[..s.len() - 1 - here].to_vec());
+            for back in 2..=here + 1 {
+                let t = s.len() - back;
+                queries.push(Query {
+                    history: &s[..t],
+                    target: s[t],
+                });
+            }
+        }
+        (train, queries)
+    }
+
     pub fn test<'a>(&self, d: &'a Dataset) -> Vec<Query<'a>> {
         last_queries(d, &self.users)
     }
@@ -460,6 +489,33 @@ mod tests {
             2,
             "short users train on everything"
         );
+    }
+
+    #[test]
+    fn tuning_on_more_positions_never_sees_the_test_event() {
+        let d = tiny();
+        let name = |s: &Step| d.items[s.item as usize].as_str();
+        let split = Split::new(&d);
+        // One position is the validation split exactly.
+        let (train, queries) = Split::tuning(&d, 1);
+        let lens = |t: &[Vec<Step>]| t.iter().map(Vec::len).collect::<Vec<_>>();
+        assert_eq!(lens(&train), lens(&split.train));
+        let targets = |q: &[Query<'_>]| q.iter().map(|q| name(&q.target)).collect::<Vec<_>>();
+        assert_eq!(targets(&queries), targets(&split.validation(&d)));
+        // Three positions: u1 (4 events) keeps one before its earliest target, so it gets two
+        // targets (c, then b); u2 (3 events) one; u3 is too short and trains on everything.
+        let (train, queries) = Split::tuning(&d, 3);
+        assert_eq!(lens(&train), [1, 1, 2]);
+        assert_eq!(targets(&queries), ["c", "b", "a"]);
+        assert_eq!(
+            queries[1].history.len(),
+            1,
+            "each target's history is what came before"
+        );
+        for q in &queries {
+            let test = split.test(&d);
+            assert!(test.iter().all(|t| t.target.event != q.target.event));
+        }
     }
 
     #[test]

@@ -88,12 +88,22 @@ pub fn write(
     Ok(manifest)
 }
 
-/// Tunes the per-length profiles: fit on the validation split's training part, choose on
-/// validation.
+/// Tunes the per-length profiles: fit on the events before the tuning hold-outs, choose on
+/// them (`TrainConfig::tuning_holdouts` positions per user; one is the validation split).
 pub fn tune(d: &Dataset, cfg: &TrainConfig, quiet: bool) -> Result<Tuned> {
-    let split = Split::new(d);
-    let (p, t) = fit(d, &split.train, cfg, None, quiet, "fit (validation)");
-    eval::tune(&p, &t, cfg, d, &split.validation(d))
+    let (train, queries) = Split::tuning(d, tuning_positions(d, cfg));
+    let (p, t) = fit(d, &train, cfg, None, quiet, "fit (validation)");
+    eval::tune(&p, &t, cfg, d, &queries)
+}
+
+/// The hold-out positions tuning uses: as many as it takes to reach `TUNING_TARGETS` targets
+/// (one per evaluated user and position), at most `cfg.tuning_holdouts`, at least one.
+pub fn tuning_positions(d: &Dataset, cfg: &TrainConfig) -> usize {
+    // Users with a validation target, as `Split::new` counts them.
+    let users = d.sequences.iter().filter(|s| s.len() >= 3).count().max(1);
+    train::TUNING_TARGETS
+        .div_ceil(users)
+        .clamp(1, cfg.tuning_holdouts.max(1))
 }
 
 /// One row of the by-session-length table: every method given the same clicks.
@@ -256,5 +266,48 @@ impl Report {
         }
         s += &format!("test fit {:.1} s\n", self.train_seconds);
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Event, EventKind};
+
+    /// `users` users with `clicks` clicks each.
+    fn log(users: usize, clicks: usize) -> Dataset {
+        let events: Vec<Event> = (0..users * clicks)
+            .map(|k| Event {
+                id: None,
+                user: format!("u{}", k / clicks),
+                item: format!("i{}", k % 7),
+                ts: k as i64,
+                kind: EventKind::Click,
+                value: None,
+                geohash: None,
+                device: None,
+                tz_offset_min: None,
+                exposure: None,
+            })
+            .collect();
+        Dataset::from_events(&events)
+    }
+
+    #[test]
+    fn tuning_adds_positions_only_until_it_has_enough_targets() {
+        let cfg = TrainConfig::default();
+        assert_eq!(cfg.tuning_holdouts, 3);
+        // 943 users (MovieLens-100k): 2,500 targets take three positions.
+        assert_eq!(tuning_positions(&log(943, 5), &cfg), 3);
+        // 1,000 users: three positions still; 2,500 users: one is enough.
+        assert_eq!(tuning_positions(&log(1_000, 5), &cfg), 3);
+        assert_eq!(tuning_positions(&log(2_500, 4), &cfg), 1);
+        // A small log is capped by the setting, and a setting of 0 still tunes on one.
+        assert_eq!(tuning_positions(&log(10, 5), &cfg), 3);
+        let none = TrainConfig {
+            tuning_holdouts: 0,
+            ..cfg
+        };
+        assert_eq!(tuning_positions(&log(10, 5), &none), 1);
     }
 }
