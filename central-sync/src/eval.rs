@@ -37,6 +37,12 @@ pub struct Split {
 }
 
 impl Split {
+    /// Whether a user's sequence is evaluated: it has a test and a validation target and at
+    /// least one event before them.
+    pub fn evaluated(sequence: &[Step]) -> bool {
+        sequence.len() >= 3
+    }
+
     pub fn new(d: &Dataset) -> Split {
         let mut split = Split {
             train: Vec::new(),
@@ -44,7 +50,7 @@ impl Split {
             users: Vec::new(),
         };
         for (u, s) in d.sequences.iter().enumerate() {
-            if s.len() >= 3 {
+            if Split::evaluated(s) {
                 split.users.push(u);
                 split.train.push(s[..s.len() - 2].to_vec());
                 split.train_val.push(s[..s.len() - 1].to_vec());
@@ -71,7 +77,7 @@ impl Split {
         let mut train = Vec::with_capacity(d.sequences.len());
         let mut queries = Vec::new();
         for s in &d.sequences {
-            if s.len() < 3 {
+            if !Split::evaluated(s) {
                 train.push(s.clone());
                 continue;
             }
@@ -429,12 +435,12 @@ pub fn tune(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::events::{Event, EventKind};
 
     /// Users' clicks as (user, item, ts).
-    fn dataset(clicks: &[(&str, &str, i64)]) -> Dataset {
+    pub(crate) fn dataset(clicks: &[(&str, &str, i64)]) -> Dataset {
         let events: Vec<Event> = clicks
             .iter()
             .map(|&(user, item, ts)| Event {
@@ -512,8 +518,8 @@ mod tests {
             1,
             "each target's history is what came before"
         );
+        let test = split.test(&d);
         for q in &queries {
-            let test = split.test(&d);
             assert!(test.iter().all(|t| t.target.event != q.target.event));
         }
     }

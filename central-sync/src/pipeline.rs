@@ -100,7 +100,8 @@ pub fn tune(d: &Dataset, cfg: &TrainConfig, quiet: bool) -> Result<Tuned> {
 /// (one per evaluated user and position), at most `cfg.tuning_holdouts`, at least one.
 pub fn tuning_positions(d: &Dataset, cfg: &TrainConfig) -> usize {
     // Users with a validation target, as `Split::new` counts them.
-    let users = d.sequences.iter().filter(|s| s.len() >= 3).count().max(1);
+    let users = d.sequences.iter().filter(|s| Split::evaluated(s));
+    let users = users.count().max(1);
     train::TUNING_TARGETS
         .div_ceil(users)
         .clamp(1, cfg.tuning_holdouts.max(1))
@@ -272,25 +273,18 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Event, EventKind};
 
     /// `users` users with `clicks` clicks each.
     fn log(users: usize, clicks: usize) -> Dataset {
-        let events: Vec<Event> = (0..users * clicks)
-            .map(|k| Event {
-                id: None,
-                user: format!("u{}", k / clicks),
-                item: format!("i{}", k % 7),
-                ts: k as i64,
-                kind: EventKind::Click,
-                value: None,
-                geohash: None,
-                device: None,
-                tz_offset_min: None,
-                exposure: None,
-            })
+        let names: Vec<(String, String)> = (0..users * clicks)
+            .map(|k| (format!("u{}", k / clicks), format!("i{}", k % 7)))
             .collect();
-        Dataset::from_events(&events)
+        let rows: Vec<(&str, &str, i64)> = names
+            .iter()
+            .enumerate()
+            .map(|(k, (u, i))| (u.as_str(), i.as_str(), k as i64))
+            .collect();
+        eval::tests::dataset(&rows)
     }
 
     #[test]
