@@ -331,16 +331,9 @@ mod tests {
         }
         rows.push(row("", "z", "xz", "i1", 1.0)); // outside the split: left out
         let purchase = Event {
-            id: None,
-            user: "b0".into(),
-            item: "i1".into(),
-            ts: 978_300_760,
             kind: EventKind::Purchase,
-            value: None,
-            geohash: None,
-            device: None,
-            tz_offset_min: None,
             exposure: Some("xb0".into()),
+            ..Event::click("b0", "i1", 978_300_760)
         };
         let split = Pointer::parse("a=50,b=50").unwrap();
         let r = compare(&rows, &[purchase], Some(&split), 0.95);

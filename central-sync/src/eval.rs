@@ -437,24 +437,13 @@ pub fn tune(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::events::{Event, EventKind};
+    use crate::events::Event;
 
     /// Users' clicks as (user, item, ts).
     pub(crate) fn dataset(clicks: &[(&str, &str, i64)]) -> Dataset {
         let events: Vec<Event> = clicks
             .iter()
-            .map(|&(user, item, ts)| Event {
-                id: None,
-                user: user.into(),
-                item: item.into(),
-                ts,
-                kind: EventKind::Click,
-                value: None,
-                geohash: None,
-                device: None,
-                tz_offset_min: None,
-                exposure: None,
-            })
+            .map(|&(user, item, ts)| Event::click(user, item, ts))
             .collect();
         Dataset::from_events(&events)
     }

@@ -106,21 +106,12 @@ pub fn summarize(rows: &[ope::Exposure]) -> Vec<Served> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::EventKind;
     use edgerec_contract::exposures::Shown;
 
     fn event(user: &str, item: &str, ts: i64, exposure: Option<&str>) -> Event {
         Event {
-            id: None,
-            user: user.into(),
-            item: item.into(),
-            ts,
-            kind: EventKind::Click,
-            value: None,
-            geohash: None,
-            device: None,
-            tz_offset_min: None,
             exposure: exposure.map(str::to_string),
+            ..Event::click(user, item, ts)
         }
     }
 

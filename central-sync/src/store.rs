@@ -277,15 +277,7 @@ mod tests {
     fn ev(id: Option<&str>, item: &str) -> Event {
         Event {
             id: id.map(str::to_string),
-            user: "u".into(),
-            item: item.into(),
-            ts: 978_300_760,
-            kind: EventKind::Click,
-            value: None,
-            geohash: None,
-            device: None,
-            tz_offset_min: None,
-            exposure: None,
+            ..Event::click("u", item, 978_300_760)
         }
     }
 

@@ -534,7 +534,6 @@ pub fn now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::EventKind;
 
     /// Users who walk a ring of 40 items in steps of 4 (mostly), from a start of their genre.
     fn events(users: std::ops::Range<usize>, per_user: usize, ts0: i64) -> Vec<Event> {
@@ -543,18 +542,11 @@ mod tests {
         for u in users {
             let mut item = u % 4 + 4 * rng.below(10);
             for t in 0..per_user {
-                out.push(Event {
-                    id: None,
-                    user: format!("u{u}"),
-                    item: format!("m{item}"),
-                    ts: ts0 + (u * 10_000 + t * 60) as i64,
-                    kind: EventKind::Click,
-                    value: None,
-                    geohash: None,
-                    device: None,
-                    tz_offset_min: None,
-                    exposure: None,
-                });
+                out.push(Event::click(
+                    format!("u{u}"),
+                    format!("m{item}"),
+                    ts0 + (u * 10_000 + t * 60) as i64,
+                ));
                 item = if rng.below(10) < 8 {
                     (item + 4) % 40
                 } else {

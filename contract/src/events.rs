@@ -48,6 +48,26 @@ pub struct Event {
     pub exposure: Option<String>,
 }
 
+impl Event {
+    /// A click with nothing but its user, item and time. The fields are not validated: this
+    /// builds events a program already trusts (fixtures, synthetic logs); events from outside
+    /// go through the validation of `RawEvent`.
+    pub fn click(user: impl Into<String>, item: impl Into<String>, ts: i64) -> Event {
+        Event {
+            id: None,
+            user: user.into(),
+            item: item.into(),
+            ts,
+            kind: EventKind::Click,
+            value: None,
+            geohash: None,
+            device: None,
+            tz_offset_min: None,
+            exposure: None,
+        }
+    }
+}
+
 /// Serde-friendly event type name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
