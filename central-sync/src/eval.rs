@@ -84,13 +84,7 @@ impl Split {
             // At least one event stays before the earliest target, as in `Split::new`.
             let here = positions.min(s.len() - 2);
             train.push(s[..s.len() - 1 - here].to_vec());
-            for back in 2..=here + 1 {
-                let t = s.len() - back;
-                queries.push(Query {
-                    history: &s[..t],
-                    target: s[t],
-                });
-            }
+            queries.extend((2..=here + 1).map(|back| query_from_end(s, back)));
         }
         (train, queries)
     }
@@ -105,20 +99,22 @@ pub fn last_queries<'a>(d: &'a Dataset, users: &[usize]) -> Vec<Query<'a>> {
     queries_from_end(d, users, 1)
 }
 
-/// For each of `users`, the query whose target is the `back`-th interaction from the end, with
-/// everything before it as the history.
+/// For each of `users`, the query whose target is the `back`-th interaction from the end.
 fn queries_from_end<'a>(d: &'a Dataset, users: &[usize], back: usize) -> Vec<Query<'a>> {
     users
         .iter()
-        .map(|&u| {
-            let s = &d.sequences[u];
-            let t = s.len() - back;
-            Query {
-                history: &s[..t],
-                target: s[t],
-            }
-        })
+        .map(|&u| query_from_end(&d.sequences[u], back))
         .collect()
+}
+
+/// The query whose target is the `back`-th interaction of `sequence` from the end, with
+/// everything before it as the history.
+fn query_from_end(sequence: &[Step], back: usize) -> Query<'_> {
+    let t = sequence.len() - back;
+    Query {
+        history: &sequence[..t],
+        target: sequence[t],
+    }
 }
 
 /// Averages the metrics of `top10(query)` over all queries.
