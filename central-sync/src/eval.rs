@@ -11,6 +11,7 @@ use crate::train::{self, Combination, Params, Tables, TrainConfig};
 use edgerec::format::{Dtype, Profile, MAX_SHARD_BYTES, PROFILE_BUCKETS, PROFILE_FIELDS};
 use edgerec::{Engine, Request, Session};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// HR@10, NDCG@10 and the number of users.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
@@ -388,11 +389,23 @@ pub fn tune(
     };
     let mut validation = Vec::with_capacity(PROFILE_BUCKETS);
     for (bucket, clicks) in Clicks::TABLE.into_iter().enumerate() {
-        let score = |c: &Combination| -> anyhow::Result<Metrics> {
-            let engine = build_engine(p, tables, cfg, Dtype::I8, c)?;
-            Ok(evaluate(queries, |q| engine_top10(&engine, d, q, clicks)))
+        // Validation NDCG@10 of each profile of this bucket, computed once: the second pass
+        // of the ascent revisits most of the first pass's profiles.
+        let mut scores: HashMap<[u32; PROFILE_FIELDS], Metrics> = HashMap::new();
+        let mut score = |row: [f32; PROFILE_FIELDS]| -> anyhow::Result<Metrics> {
+            let key = row.map(f32::to_bits);
+            if let Some(&m) = scores.get(&key) {
+                return Ok(m);
+            }
+            let mut c = combination;
+            c.profiles[bucket] = Profile::from_slice(&row);
+            let engine = build_engine(p, tables, cfg, Dtype::I8, &c)?;
+            let m = evaluate(queries, |q| engine_top10(&engine, d, q, clicks));
+            scores.insert(key, m);
+            Ok(m)
         };
-        let mut best = score(&combination)?;
+        let mut row = combination.profiles[bucket].to_array();
+        let mut best = score(row)?;
         for _ in 0..TUNING_PASSES {
             for (field, (name, values)) in GRID.iter().enumerate() {
                 let needs_clicks = field != 1 && field != 4;
@@ -400,22 +413,21 @@ pub fn tune(
                     continue;
                 }
                 for &v in values.iter() {
-                    let mut candidate = combination;
-                    let mut row = candidate.profiles[bucket].to_array();
                     if row[field] == v {
                         continue;
                     }
-                    row[field] = v;
-                    candidate.profiles[bucket] = Profile::from_slice(&row);
-                    let m = score(&candidate)?;
+                    let mut candidate = row;
+                    candidate[field] = v;
+                    let m = score(candidate)?;
                     tracing::debug!(bucket, field = name, v, ndcg = m.ndcg10, "tuning");
                     if m.ndcg10 > best.ndcg10 {
                         best = m;
-                        combination = candidate;
+                        row = candidate;
                     }
                 }
             }
         }
+        combination.profiles[bucket] = Profile::from_slice(&row);
         tracing::info!(
             clicks = clicks.label(),
             profile = ?combination.profiles[bucket],
