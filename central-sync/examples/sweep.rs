@@ -14,7 +14,8 @@
 //! everything but the last event, score the last) on the log without each user's last 1, 2,
 //! …, H events, so the scored targets are the 2nd-, 3rd-, … to-last events, which the tuning
 //! never saw (and still never the test event). That compares tuning settings themselves, such
-//! as `tuning_holdouts`.
+//! as `tuning_holdouts`; each run also prints the best baseline per length (as `eval` names it),
+//! and the means end with edgerec's ratio to them.
 //!
 //! ```text
 //! cargo run --release -p central-sync --example sweep -- data/ml-100k/events.csv --holdouts 3 \
@@ -77,10 +78,18 @@ fn main() -> Result<()> {
     for spec in &args[1..] {
         let cfg: TrainConfig = serde_json::from_str(spec).with_context(|| spec.clone())?;
         let mut sum = vec![0f64; Clicks::TABLE.len()];
+        // With --refit: the best baseline's figure per length, summed over the runs.
+        let mut baseline_sum = vec![0f64; Clicks::TABLE.len()];
         for (h, d) in datasets.iter().enumerate() {
             let started = std::time::Instant::now();
+            let mut baselines = Vec::new();
             let scores: Vec<f64> = if refit {
                 let report = pipeline::evaluate(d, &cfg, true)?;
+                for (r, s) in report.by_session_length.iter().zip(&mut baseline_sum) {
+                    let (ndcg, name) = r.best_baseline();
+                    *s += ndcg;
+                    baselines.push(format!("{ndcg:.4} {name}"));
+                }
                 let rows = report.by_session_length.iter();
                 rows.map(|r| r.edgerec_int8.ndcg10).collect()
             } else {
@@ -101,10 +110,13 @@ fn main() -> Result<()> {
                 ndcg.join(" / "),
                 started.elapsed().as_secs_f64()
             );
+            if !baselines.is_empty() {
+                println!("  best baseline: {}", baselines.join(" / "));
+            }
         }
-        means.push((spec, sum));
+        means.push((spec, sum, baseline_sum));
     }
-    for (spec, sum) in means {
+    for (spec, sum, baseline_sum) in means {
         let mean: Vec<String> = sum
             .iter()
             .map(|s| format!("{:.4}", s / holdouts as f64))
@@ -113,6 +125,15 @@ fn main() -> Result<()> {
             "mean over {holdouts} hold-outs, {spec}: {}",
             mean.join(" / ")
         );
+        if refit {
+            // The ratio of the means, as `eval` prints edgerec against its best baseline.
+            let ratio: Vec<String> = sum
+                .iter()
+                .zip(&baseline_sum)
+                .map(|(e, b)| format!("{:.3}x", e / b))
+                .collect();
+            println!("  vs the best baseline of each run: {}", ratio.join(" / "));
+        }
     }
     Ok(())
 }
