@@ -367,6 +367,15 @@ const GRID: [(&str, &[f32]); PROFILE_FIELDS] = [
     ("trend", &[0.0, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0]),
 ];
 
+/// Where the tuner's coordinate ascent starts, for every session length: each signal at weight
+/// 1, no trend.
+pub const TUNING_START: Combination = Combination {
+    profiles: [Profile {
+        trend: 0.0,
+        ..Profile::NEUTRAL
+    }; PROFILE_BUCKETS],
+};
+
 /// Coordinate ascent passes over the grid.
 const TUNING_PASSES: usize = 2;
 
@@ -381,12 +390,7 @@ pub fn tune(
     d: &Dataset,
     queries: &[Query<'_>],
 ) -> anyhow::Result<Tuned> {
-    let mut combination = Combination {
-        profiles: [Profile {
-            trend: 0.0,
-            ..Profile::NEUTRAL
-        }; PROFILE_BUCKETS],
-    };
+    let mut combination = TUNING_START;
     let mut validation = Vec::with_capacity(PROFILE_BUCKETS);
     for (bucket, clicks) in Clicks::TABLE.into_iter().enumerate() {
         // Validation NDCG@10 of each profile of this bucket, computed once: the second pass

@@ -307,7 +307,6 @@ mod tests {
 
     #[test]
     fn tuning_reports_the_figures_of_the_profiles_it_chose() {
-        use edgerec::format::{Profile, PROFILE_BUCKETS};
         // Walks over 30 items: most steps go to the next item, some skip ahead, so no one
         // signal ranks every target first and the profiles have something to choose.
         let mut rng = edgerec::math::SplitMix64::new(3);
@@ -335,13 +334,7 @@ mod tests {
         let (train, queries) = Split::tuning(&d, tuning_positions(&d, &cfg));
         let (p, t) = fit(&d, &train, &cfg, None, true, "refit");
         let chosen = eval::build_engine(&p, &t, &cfg, Dtype::I8, &tuned.combination).unwrap();
-        let neutral = Combination {
-            profiles: [Profile {
-                trend: 0.0,
-                ..Profile::NEUTRAL
-            }; PROFILE_BUCKETS],
-        };
-        let start = eval::build_engine(&p, &t, &cfg, Dtype::I8, &neutral).unwrap();
+        let start = eval::build_engine(&p, &t, &cfg, Dtype::I8, &eval::TUNING_START).unwrap();
         let mut moved = 0;
         for (bucket, clicks) in eval::Clicks::TABLE.into_iter().enumerate() {
             let score = |engine: &edgerec::Engine| {
