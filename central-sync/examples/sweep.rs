@@ -15,7 +15,8 @@
 //! …, H events, so the scored targets are the 2nd-, 3rd-, … to-last events, which the tuning
 //! never saw (and still never the test event). That compares tuning settings themselves, such
 //! as `tuning_holdouts`; each run also prints the best baseline per length (as `eval` names it),
-//! and the means end with edgerec's ratio to them.
+//! and the means end with edgerec's ratio to them. Either way each run prints the profiles
+//! the tuner chose (embed, context, neighbours, transitions, trend per length).
 //!
 //! ```text
 //! cargo run --release -p central-sync --example sweep -- data/ml-100k/events.csv --holdouts 3 \
@@ -83,7 +84,7 @@ fn main() -> Result<()> {
         for (h, d) in datasets.iter().enumerate() {
             let started = std::time::Instant::now();
             let mut baselines = Vec::new();
-            let scores: Vec<f64> = if refit {
+            let (scores, tuned): (Vec<f64>, _) = if refit {
                 let report = pipeline::evaluate(d, &cfg, true)?;
                 for (r, s) in report.by_session_length.iter().zip(&mut baseline_sum) {
                     let (ndcg, name) = r.best_baseline();
@@ -91,10 +92,10 @@ fn main() -> Result<()> {
                     baselines.push(format!("{ndcg:.4} {name}"));
                 }
                 let rows = report.by_session_length.iter();
-                rows.map(|r| r.edgerec_int8.ndcg10).collect()
+                (rows.map(|r| r.edgerec_int8.ndcg10).collect(), report.tuned)
             } else {
                 let tuned = pipeline::tune(d, &cfg, true)?;
-                tuned.validation.iter().map(|m| m.ndcg10).collect()
+                (tuned.validation.iter().map(|m| m.ndcg10).collect(), tuned)
             };
             let ndcg: Vec<String> = scores
                 .iter()
@@ -113,6 +114,14 @@ fn main() -> Result<()> {
             if !baselines.is_empty() {
                 println!("  best baseline: {}", baselines.join(" / "));
             }
+            // What the tuner reached, so a run's figures can be traced to the mix behind them.
+            let profiles: Vec<String> = tuned
+                .combination
+                .profiles
+                .iter()
+                .map(|p| format!("{:?}", p.to_array()))
+                .collect();
+            println!("  profiles: {}", profiles.join(" / "));
         }
         means.push((spec, sum, baseline_sum));
     }
