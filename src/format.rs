@@ -1,11 +1,11 @@
-//! The shard wire format, version 4 (versions 1 to 3 still read): constants, the header, the model
+//! The shard wire format, version 5 (versions 1 to 4 still read): constants, the header, the model
 //! metadata block and the section kinds. `shard.rs` reads it and `writer.rs` writes it; nothing else knows the layout.
 //!
 //! ```text
 //! offset  size  field
 //!      0     8  magic "EDGERECS"
 //!      8     4  endianness marker 0x01020304 (reads 0x04030201 on a byte-swapped writer)
-//!     12     2  format version (4; 1 to 3 are still read)
+//!     12     2  format version (5; 1 to 4 are still read)
 //!     14     2  header length (64)
 //!     16     4  section count
 //!     20     4  flags (reserved, 0)
@@ -36,13 +36,17 @@
 //! as u16 (models of at most 65,536 items) and its weights as f16, in sections of their own
 //! that replace the u32 and f32 ones. In trained models these tables are most of the bytes
 //! (100 neighbours per item against 32 int8 dimensions), so the narrow forms halve them.
+//!
+//! Version 5 added 24-bit targets for models of 65,537 to 16,777,216 items, again in sections
+//! of their own, so a catalog past u16's reach stores 5 bytes per entry (with f16 weights)
+//! instead of 6.
 
 /// The first 8 bytes of every shard.
 pub const MAGIC: [u8; 8] = *b"EDGERECS";
 /// Written as a little-endian u32; a reader that sees it byte-swapped rejects the shard.
 pub const ENDIAN_MARKER: u32 = 0x0102_0304;
 /// The format version this build writes.
-pub const VERSION: u16 = 4;
+pub const VERSION: u16 = 5;
 /// The oldest format version this build still reads.
 pub const MIN_VERSION: u16 = 1;
 /// Size of the fixed header.
@@ -528,6 +532,11 @@ pub(crate) enum SectionKind {
     TransitionTargetsU16 = 26,
     /// Version 4: transition weights as f16 bits, in place of `TransitionWeights`.
     TransitionWeightsF16 = 27,
+    /// Version 5: neighbour targets as 3-byte little-endian integers, in place of
+    /// `NeighbourTargets` (models of at most 16,777,216 items).
+    NeighbourTargetsU24 = 28,
+    /// Version 5: transition targets as 3-byte little-endian integers.
+    TransitionTargetsU24 = 29,
     QueryTransform = 32,
     QueryBias = 33,
     CtxTime = 34,
@@ -545,8 +554,9 @@ pub(crate) enum SectionKind {
     TrendCounts = 42,
 }
 
-/// The sections of one sequence table: offsets, and its targets and weights each in one of two
-/// widths (version 4 added the narrow ones; a table has exactly one of each pair).
+/// The sections of one sequence table: offsets, its targets in one of three widths and its
+/// weights in one of two (version 4 added u16 targets and f16 weights, version 5 u24 targets; a
+/// table has exactly one section of each group).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SeqSectionKinds {
     pub offsets: SectionKind,
@@ -554,6 +564,8 @@ pub(crate) struct SeqSectionKinds {
     pub targets: SectionKind,
     /// u16 targets.
     pub targets_u16: SectionKind,
+    /// u24 targets.
+    pub targets_u24: SectionKind,
     /// f32 weights.
     pub weights: SectionKind,
     /// f16 weights.
@@ -567,6 +579,7 @@ pub(crate) const SEQ_SECTION_KINDS: [SeqSectionKinds; SEQ_TABLES] = [
         offsets: SectionKind::NeighbourOffsets,
         targets: SectionKind::NeighbourTargets,
         targets_u16: SectionKind::NeighbourTargetsU16,
+        targets_u24: SectionKind::NeighbourTargetsU24,
         weights: SectionKind::NeighbourWeights,
         weights_f16: SectionKind::NeighbourWeightsF16,
     },
@@ -574,13 +587,14 @@ pub(crate) const SEQ_SECTION_KINDS: [SeqSectionKinds; SEQ_TABLES] = [
         offsets: SectionKind::TransitionOffsets,
         targets: SectionKind::TransitionTargets,
         targets_u16: SectionKind::TransitionTargetsU16,
+        targets_u24: SectionKind::TransitionTargetsU24,
         weights: SectionKind::TransitionWeights,
         weights_f16: SectionKind::TransitionWeightsF16,
     },
 ];
 
 impl SectionKind {
-    pub(crate) const ALL: [SectionKind; 38] = [
+    pub(crate) const ALL: [SectionKind; 40] = [
         SectionKind::Meta,
         SectionKind::IdOffsets,
         SectionKind::IdBytes,
@@ -608,6 +622,8 @@ impl SectionKind {
         SectionKind::NeighbourWeightsF16,
         SectionKind::TransitionTargetsU16,
         SectionKind::TransitionWeightsF16,
+        SectionKind::NeighbourTargetsU24,
+        SectionKind::TransitionTargetsU24,
         SectionKind::QueryTransform,
         SectionKind::QueryBias,
         SectionKind::CtxTime,
@@ -662,6 +678,8 @@ impl SectionKind {
             SectionKind::NeighbourWeightsF16 => "neighbour_weights_f16",
             SectionKind::TransitionTargetsU16 => "transition_targets_u16",
             SectionKind::TransitionWeightsF16 => "transition_weights_f16",
+            SectionKind::NeighbourTargetsU24 => "neighbour_targets_u24",
+            SectionKind::TransitionTargetsU24 => "transition_targets_u24",
             SectionKind::QueryTransform => "query_transform",
             SectionKind::QueryBias => "query_bias",
             SectionKind::CtxTime => "ctx_time",
@@ -693,6 +711,7 @@ impl SectionKind {
             | SectionKind::NeighbourWeightsF16
             | SectionKind::TransitionTargetsU16
             | SectionKind::TransitionWeightsF16 => 4,
+            SectionKind::NeighbourTargetsU24 | SectionKind::TransitionTargetsU24 => 5,
             _ => 1,
         }
     }

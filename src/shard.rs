@@ -241,6 +241,8 @@ pub enum SeqTargets<'a> {
     U32(&'a [u32]),
     /// Format 4, models of at most 65,536 items.
     U16(&'a [u16]),
+    /// Format 5, models of at most 16,777,216 items: 3 little-endian bytes each.
+    U24(&'a [[u8; 3]]),
 }
 
 /// The weights of a sequence table.
@@ -256,8 +258,14 @@ impl SeqTargets<'_> {
         match self {
             SeqTargets::U32(t) => t.len(),
             SeqTargets::U16(t) => t.len(),
+            SeqTargets::U24(t) => t.len(),
         }
     }
+}
+
+/// A 3-byte little-endian target.
+fn u24(b: [u8; 3]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], 0])
 }
 
 impl<'a> SeqTable<'a> {
@@ -269,11 +277,16 @@ impl<'a> SeqTable<'a> {
             return;
         };
         let f16 = |b: u16| half::f16::from_bits(b).to_f32();
+        let wide = |x: f32| x;
         match (self.targets, self.weights) {
-            (SeqTargets::U32(t), SeqWeights::F32(w)) => extend(t, w, r, |x| x, scale, out),
-            (SeqTargets::U32(t), SeqWeights::F16(w)) => extend(t, w, r, f16, scale, out),
-            (SeqTargets::U16(t), SeqWeights::F32(w)) => extend(t, w, r, |x| x, scale, out),
-            (SeqTargets::U16(t), SeqWeights::F16(w)) => extend(t, w, r, f16, scale, out),
+            (SeqTargets::U32(t), SeqWeights::F32(w)) => extend(t, w, r, |g| g, wide, scale, out),
+            (SeqTargets::U32(t), SeqWeights::F16(w)) => extend(t, w, r, |g| g, f16, scale, out),
+            (SeqTargets::U16(t), SeqWeights::F32(w)) => {
+                extend(t, w, r, u32::from, wide, scale, out)
+            }
+            (SeqTargets::U16(t), SeqWeights::F16(w)) => extend(t, w, r, u32::from, f16, scale, out),
+            (SeqTargets::U24(t), SeqWeights::F32(w)) => extend(t, w, r, u24, wide, scale, out),
+            (SeqTargets::U24(t), SeqWeights::F16(w)) => extend(t, w, r, u24, f16, scale, out),
         }
     }
 
@@ -282,6 +295,7 @@ impl<'a> SeqTable<'a> {
         let target = match self.targets {
             SeqTargets::U32(_) => 4,
             SeqTargets::U16(_) => 2,
+            SeqTargets::U24(_) => 3,
         };
         let weight = match self.weights {
             SeqWeights::F32(_) => 4,
@@ -300,16 +314,21 @@ impl<'a> SeqTable<'a> {
 
 /// Appends `(target, scale × widen(weight))` for the entries `range` of one table's targets and
 /// weights, in whichever widths they are stored (one loop, monomorphised per pair of widths).
-fn extend<T: Copy + Into<u32>, W: Copy>(
+fn extend<T: Copy, W: Copy>(
     targets: &[T],
     weights: &[W],
     range: core::ops::Range<usize>,
+    target: impl Fn(T) -> u32,
     widen: impl Fn(W) -> f32,
     scale: f32,
     out: &mut Vec<(u32, f32)>,
 ) {
     if let (Some(t), Some(w)) = (targets.get(range.clone()), weights.get(range)) {
-        out.extend(t.iter().zip(w).map(|(&g, &x)| (g.into(), scale * widen(x))));
+        out.extend(
+            t.iter()
+                .zip(w)
+                .map(|(&g, &x)| (target(g), scale * widen(x))),
+        );
     }
 }
 
@@ -694,38 +713,41 @@ impl Lengths<'_> {
         }
     }
 
-    /// A sequence table over `rows` items: its offsets, exactly one targets section (u32 or
-    /// u16) and exactly one weights section (f32 or f16), with as many entries each; or none of
-    /// these sections.
+    /// A sequence table over `rows` items: its offsets, exactly one targets section (u32, u16
+    /// or u24) and exactly one weights section (f32 or f16), with as many entries each; or none
+    /// of these sections.
     fn seq_table(&self, k: SeqSectionKinds, rows: u64) -> Result<()> {
         let what = format!("sequence table `{}`", k.offsets.name());
         let all = [
             k.offsets,
             k.targets,
             k.targets_u16,
+            k.targets_u24,
             k.weights,
             k.weights_f16,
         ];
         if all.iter().all(|&s| self.get(s).is_none()) {
             return Ok(());
         }
-        let one_of = |wide: SectionKind, narrow: SectionKind| -> Result<(SectionKind, u64)> {
-            match (self.get(wide).is_some(), self.get(narrow).is_some()) {
-                (true, false) => Ok((wide, 4)),
-                (false, true) => Ok((narrow, 2)),
-                (true, true) => Err(Error::section_table(format!(
+        // The one present section of a group and its element size.
+        let one_of = |group: &[(SectionKind, u64)]| -> Result<(SectionKind, u64)> {
+            let mut present = group.iter().filter(|(kind, _)| self.get(*kind).is_some());
+            match (present.next(), present.next()) {
+                (Some(&one), None) => Ok(one),
+                (Some(a), Some(b)) => Err(Error::section_table(format!(
                     "{what} has both `{}` and `{}`",
-                    wide.name(),
-                    narrow.name()
+                    a.0.name(),
+                    b.0.name()
                 ))),
-                (false, false) => Err(Error::section_table(format!("{what} is incomplete"))),
+                (None, _) => Err(Error::section_table(format!("{what} is incomplete"))),
             }
         };
         if self.get(k.offsets).is_none() {
             return Err(Error::section_table(format!("{what} is incomplete")));
         }
-        let (targets, target_bytes) = one_of(k.targets, k.targets_u16)?;
-        let (weights, weight_bytes) = one_of(k.weights, k.weights_f16)?;
+        let (targets, target_bytes) =
+            one_of(&[(k.targets, 4), (k.targets_u16, 2), (k.targets_u24, 3)])?;
+        let (weights, weight_bytes) = one_of(&[(k.weights, 4), (k.weights_f16, 2)])?;
         self.exact(k.offsets, 4 * (rows + 1), true)?;
         self.multiple(targets, target_bytes)?;
         let entries = self.len(targets) / target_bytes;
@@ -901,6 +923,8 @@ impl Layout {
                 offsets: cast(raw(k.offsets)),
                 targets: if present(k.targets_u16) {
                     SeqTargets::U16(cast(raw(k.targets_u16)))
+                } else if present(k.targets_u24) {
+                    SeqTargets::U24(cast(raw(k.targets_u24)))
                 } else {
                     SeqTargets::U32(cast(raw(k.targets)))
                 },
@@ -1176,6 +1200,7 @@ fn check_seq_table(what: &str, table: &SeqTable<'_>, total: u32) -> Result<()> {
     let out_of_range = match table.targets {
         SeqTargets::U32(t) => t.iter().any(|&x| x >= total),
         SeqTargets::U16(t) => t.iter().any(|&x| u32::from(x) >= total),
+        SeqTargets::U24(t) => t.iter().any(|&x| u24(x) >= total),
     };
     if out_of_range {
         return Err(Error::invalid(format!("{what}: target out of range")));

@@ -111,6 +111,7 @@ impl Synthetic {
                 transitions,
             ],
             query_transform: None,
+            seq_target_bytes: None,
             query_bias: self.with_context.then(|| table(1, &mut rng)),
             ctx_time: self.with_context.then(|| table(TIME_BINS, &mut rng)),
             ctx_device: self.with_context.then(|| table(DEVICE_CLASSES, &mut rng)),
@@ -256,7 +257,8 @@ pub const GOLDEN_FIRST_PASS_KEEP: usize = 12;
 /// The golden model of format 3 and later: 400 items with profiles, a trend table and
 /// first-pass codes (3 coarse clusters). From format 4 its neighbour weights are 0.4/s for the
 /// s-th neighbour, most of which f16 cannot hold exactly, so the golden rankings also pin down
-/// how narrow sequence tables round.
+/// how narrow sequence tables round. From format 5 its targets are stored in 3 bytes (asked
+/// for: 400 items would get u16), so the golden shard pins the u24 form down too.
 pub fn tiny_golden_model_shards() -> Vec<Vec<u8>> {
     let syn = Synthetic {
         items: 400,
@@ -270,6 +272,7 @@ pub fn tiny_golden_model_shards() -> Vec<Vec<u8>> {
             entry.1 = 0.4 / (s + 1) as f32;
         }
     }
+    spec.seq_target_bytes = Some(3);
     crate::writer::write_model(
         &spec,
         syn.seed ^ 0xed9e_4ec0,

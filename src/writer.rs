@@ -41,6 +41,10 @@ pub struct ModelSpec {
     /// Whether int8 shards carry the two-stage scan's first-pass codes (`crate::first_pass`,
     /// format 3). Ignored for f16 and f32 models.
     pub first_pass: bool,
+    /// Bytes per sequence-table target (2, 3 or 4), at least what the item count needs; `None`
+    /// (the default) takes the narrowest width. Tests set it to write a width a small model
+    /// would not get.
+    pub seq_target_bytes: Option<u8>,
 }
 
 /// Item counts per time bucket, for the edge's "popular right now" signal.
@@ -236,6 +240,13 @@ fn check_tables(spec: &ModelSpec, meta: &Meta) -> Result<()> {
     if !spec.categories.is_empty() {
         check_len("categories", spec.categories.len(), n)?;
     }
+    if let Some(bytes) = spec.seq_target_bytes {
+        if !(2..=4).contains(&bytes) || bytes < target_bytes(n) {
+            return Err(Error::argument(format!(
+                "sequence targets of {bytes} bytes cannot name {n} items"
+            )));
+        }
+    }
     for table in spec.seq.iter().filter(|t| !t.is_empty()) {
         check_len("sequence table", table.len(), n)?;
         if !sparse_ok(table.iter().flatten(), n) {
@@ -377,35 +388,57 @@ fn string_table(strings: impl Iterator<Item = impl AsRef<str>>) -> (Vec<u8>, Vec
     (le(&offsets), text)
 }
 
-/// How a CSR table is stored. A sequence table takes the narrowest form that holds it. Targets are u16 when
-/// every global item index fits (models of at most 65,536 items); weights are f16 when every
-/// weight stays finite in f16. The weights round to f16's 11 significant bits, which left
-/// MovieLens-100k's validation NDCG@10 unchanged; the tables are most of a trained model's
-/// bytes, so narrow tables let about twice the catalog fit an edge isolate.
+/// How a CSR table is stored. A sequence table takes the narrowest form that holds it. Targets
+/// are u16 when every global item index fits (models of at most 65,536 items), else u24 (at
+/// most 16,777,216 items), else u32; weights are f16 when every weight stays finite in f16. The
+/// weights round to f16's 11 significant bits, which left MovieLens-100k's validation NDCG@10
+/// unchanged; the tables are most of a trained model's bytes, so narrow tables let about twice
+/// the catalog fit an edge isolate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct CsrEncoding {
-    u16_targets: bool,
+    /// Bytes per target: 2, 3 or 4.
+    target_bytes: u8,
     f16_weights: bool,
 }
 
 impl CsrEncoding {
     /// u32 targets and f32 weights: every table of formats 1 to 3, and the trend table.
     const WIDE: CsrEncoding = CsrEncoding {
-        u16_targets: false,
+        target_bytes: 4,
         f16_weights: false,
     };
 
     fn entry_bytes(self) -> u64 {
-        (if self.u16_targets { 2 } else { 4 }) + (if self.f16_weights { 2 } else { 4 })
+        u64::from(self.target_bytes) + (if self.f16_weights { 2 } else { 4 })
+    }
+
+    /// The section kind its targets go in.
+    fn targets_kind(self, kinds: SeqSectionKinds) -> SectionKind {
+        match self.target_bytes {
+            2 => kinds.targets_u16,
+            3 => kinds.targets_u24,
+            _ => kinds.targets,
+        }
+    }
+}
+
+/// Bytes per target of a model of `items` items: the narrowest width every global index fits.
+fn target_bytes(items: usize) -> u8 {
+    match items {
+        n if n <= 1 << 16 => 2,
+        n if n <= 1 << 24 => 3,
+        _ => 4,
     }
 }
 
 /// The encoding of each of the spec's sequence tables, chosen once over the whole model so
 /// every shard stores a table the same way.
 fn seq_encodings(spec: &ModelSpec) -> [CsrEncoding; SEQ_TABLES] {
-    let u16_targets = spec.ids.len() <= usize::from(u16::MAX) + 1;
+    let target_bytes = spec
+        .seq_target_bytes
+        .unwrap_or(target_bytes(spec.ids.len()));
     core::array::from_fn(|t| CsrEncoding {
-        u16_targets,
+        target_bytes,
         f16_weights: spec.seq[t]
             .iter()
             .flatten()
@@ -424,11 +457,18 @@ fn csr<'a>(rows: impl Iterator<Item = &'a Vec<(u32, f32)>>, encoding: CsrEncodin
         }
         offsets.push(targets.len() as u32);
     }
-    let targets = if encoding.u16_targets {
-        // In range: `seq_encodings` chose u16 only when every item index fits.
-        le(&targets.iter().map(|&g| g as u16).collect::<Vec<u16>>())
-    } else {
-        le(&targets)
+    // In range: `seq_encodings` chose the width from the item count, and `check_spec` refused
+    // any target past it.
+    let targets = match encoding.target_bytes {
+        2 => le(&targets.iter().map(|&g| g as u16).collect::<Vec<u16>>()),
+        3 => targets
+            .iter()
+            .flat_map(|&g| {
+                let [a, b, c, _] = g.to_le_bytes();
+                [a, b, c]
+            })
+            .collect(),
+        _ => le(&targets),
     };
     let weights = if encoding.f16_weights {
         le(&weights
@@ -494,11 +534,7 @@ fn shard_sections(
             let [offsets, targets, weights] = csr(table[range.clone()].iter(), encoding);
             s.push(kinds.offsets, offsets);
             let (t, w) = (
-                if encoding.u16_targets {
-                    kinds.targets_u16
-                } else {
-                    kinds.targets
-                },
+                encoding.targets_kind(kinds),
                 if encoding.f16_weights {
                     kinds.weights_f16
                 } else {

@@ -286,6 +286,11 @@ fn golden_shards_still_load() {
         golden_mismatch(4, v4, include_str!("golden/v4-tiny.ranking")),
         None
     );
+    let v5 = include_bytes!("golden/v5-tiny.shard");
+    assert_eq!(
+        golden_mismatch(5, v5, include_str!("golden/v5-tiny.ranking")),
+        None
+    );
 }
 
 /// Byte range of the first section of `kind` (see the section table in `format.rs`).
@@ -515,7 +520,7 @@ fn sequence_tables_are_stored_narrow_when_they_fit() {
 }
 
 /// A table whose weights f16 cannot hold keeps f32 weights (exact), the other table stays
-/// narrow; a model of more than 65,536 items keeps u32 targets.
+/// narrow.
 #[test]
 fn sequence_tables_stay_wide_when_narrow_would_not_hold_them() {
     let syn = Synthetic::default();
@@ -528,7 +533,13 @@ fn sequence_tables_stay_wide_when_narrow_would_not_hold_them() {
     assert!(matches!(neighbours.targets, SeqTargets::U16(_)));
     assert_eq!(neighbours.row(3), spec.seq[0][3]);
     assert!(matches!(transitions.weights, SeqWeights::F16(_)));
+}
 
+/// Format 5: a model of more than 65,536 items stores its targets in 3 bytes, reads them back
+/// exactly, and ranks as the same model with u32 targets does; a width narrower than the
+/// catalog needs is refused at write time.
+#[test]
+fn sequence_targets_past_u16_take_three_bytes() {
     let big = Synthetic {
         items: usize::from(u16::MAX) + 2,
         dim: 4,
@@ -536,20 +547,115 @@ fn sequence_tables_stay_wide_when_narrow_would_not_hold_them() {
         ..Synthetic::default()
     };
     let spec = big.spec();
-    let mut wide_targets = 0;
-    for bytes in big.shards(MAX_SHARD_BYTES) {
-        let shard = Shard::from_bytes(&bytes).unwrap();
+    let narrow = big.write(&spec, MAX_SHARD_BYTES);
+    let mut far_targets = 0;
+    for bytes in &narrow {
+        let shard = Shard::from_bytes(bytes).unwrap();
         let view = shard.view();
-        let table = view.seq[0].unwrap();
-        assert!(matches!(table.targets, SeqTargets::U32(_)));
-        let first = view.header.item_start as usize;
-        for local in 0..view.header.item_count as usize {
-            let row = table.row(local);
-            assert_eq!(row, spec.seq[0][first + local]);
-            wide_targets += row.iter().filter(|e| e.0 > u32::from(u16::MAX)).count();
+        assert_eq!(view.header.version, VERSION);
+        for (t, table) in view.seq.iter().enumerate() {
+            let table = table.expect("both tables written");
+            assert!(matches!(table.targets, SeqTargets::U24(_)), "table {t}");
+            assert_eq!(table.entry_bytes(), 5);
+            let first = view.header.item_start as usize;
+            for local in 0..view.header.item_count as usize {
+                let row = table.row(local);
+                let want: Vec<(u32, f32)> = spec.seq[t][first + local]
+                    .iter()
+                    .map(|&(g, w)| (g, half::f16::from_f32(w).to_f32()))
+                    .collect();
+                assert_eq!(row, want, "table {t}, item {}", first + local);
+                far_targets += row.iter().filter(|e| e.0 > u32::from(u16::MAX)).count();
+            }
         }
     }
-    assert!(wide_targets > 0, "no target past u16 was read back");
+    assert!(far_targets > 0, "no target past u16 was read back");
+
+    let mut wide_spec = spec.clone();
+    wide_spec.seq_target_bytes = Some(4);
+    let wide = big.write(&wide_spec, MAX_SHARD_BYTES);
+    let first = Shard::from_bytes(&wide[0]).unwrap();
+    assert!(matches!(
+        first.view().seq[0].unwrap().targets,
+        SeqTargets::U32(_)
+    ));
+    let bytes = |shards: &[Vec<u8>]| shards.iter().map(Vec::len).sum::<usize>();
+    assert!(bytes(&narrow) < bytes(&wide));
+    let narrow = Engine::from_bytes(narrow.iter().map(Vec::as_slice)).unwrap();
+    let wide = Engine::from_bytes(wide.iter().map(Vec::as_slice)).unwrap();
+    for clicks in [&["item-3"][..], &["item-65600", "item-12", "item-65537"]] {
+        let mut session = edgerec::Session::new();
+        for (t, id) in clicks.iter().enumerate() {
+            session.observe(id, edgerec::EventType::Click, 1_700_000_000 + t as u64);
+        }
+        let request = edgerec::Request::default();
+        assert_eq!(
+            narrow.recommend(&session, &request),
+            wide.recommend(&session, &request),
+            "{clicks:?}"
+        );
+    }
+
+    let mut too_narrow = spec;
+    too_narrow.seq_target_bytes = Some(2);
+    let err = edgerec::writer::write_model(&too_narrow, 1, MAX_SHARD_BYTES).unwrap_err();
+    assert!(err.to_string().contains("cannot name 65537 items"), "{err}");
+}
+
+/// A small model written with u24 targets (as a test asks for) reads back the same entries.
+#[test]
+fn u24_targets_read_back_on_a_small_model() {
+    let syn = Synthetic::default();
+    let mut spec = syn.spec();
+    spec.seq_target_bytes = Some(3);
+    let shard = Shard::from_bytes(&syn.write(&spec, MAX_SHARD_BYTES)[0]).unwrap();
+    let [neighbours, transitions] = shard.view().seq.map(Option::unwrap);
+    for (t, table) in [neighbours, transitions].iter().enumerate() {
+        assert!(matches!(table.targets, SeqTargets::U24(_)));
+        for (i, list) in spec.seq[t].iter().enumerate() {
+            let targets: Vec<u32> = table.row(i).iter().map(|e| e.0).collect();
+            let want: Vec<u32> = list.iter().map(|e| e.0).collect();
+            assert_eq!(targets, want, "table {t}, item {i}");
+        }
+    }
+}
+
+/// Forged u24 tables are refused by name: u16 and u24 targets in one table, a u24 target past
+/// the model's items, and u24 sections in a shard that says it is format 4.
+#[test]
+fn forged_u24_sequence_tables_are_refused() {
+    let syn = Synthetic::default();
+    let mut spec = syn.spec();
+    spec.seq_target_bytes = Some(3);
+    let good = syn.write(&spec, MAX_SHARD_BYTES).remove(0);
+    let error = |b: &[u8]| Shard::from_bytes(b).unwrap_err().to_string();
+
+    // The transitions' u24 targets relabelled as the neighbours' u16 targets.
+    let mut both = good.clone();
+    let e = section_entry(&both, 29);
+    both[e..e + 4].copy_from_slice(&24u32.to_le_bytes());
+    reseal(&mut both);
+    let err = error(&both);
+    assert!(
+        err.contains("has both `neighbour_targets_u16` and `neighbour_targets_u24`"),
+        "{err}"
+    );
+
+    let mut far = good.clone();
+    let at = section(&far, 28).start;
+    far[at..at + 3].copy_from_slice(&[0xff, 0xff, 0x00]); // 65,535: past the 40 items
+    reseal(&mut far);
+    let err = error(&far);
+    assert!(
+        err.contains("sequence table 0: target out of range"),
+        "{err}"
+    );
+
+    let mut old = good.clone();
+    old[12..14].copy_from_slice(&4u16.to_le_bytes());
+    reseal(&mut old);
+    let err = error(&old);
+    assert!(err.contains("does not exist in format version 4"), "{err}");
 }
 
 /// Forged narrow tables are refused by name: a target section in both widths, a u16 target

@@ -20,6 +20,8 @@ const GOLDEN_V3: &[u8] = include_bytes!("golden/v3-tiny.shard");
 const GOLDEN_V3_RANKING: &str = include_str!("golden/v3-tiny.ranking");
 const GOLDEN_V4: &[u8] = include_bytes!("golden/v4-tiny.shard");
 const GOLDEN_V4_RANKING: &str = include_str!("golden/v4-tiny.ranking");
+const GOLDEN_V5: &[u8] = include_bytes!("golden/v5-tiny.shard");
+const GOLDEN_V5_RANKING: &str = include_str!("golden/v5-tiny.ranking");
 
 #[wasm_bindgen_test]
 fn simd128_kernel_matches_scalar() {
@@ -50,6 +52,8 @@ fn golden_rankings_match_native() {
     assert_eq!(golden_mismatch(3, GOLDEN_V3, GOLDEN_V3_RANKING), None);
     // Format 4's narrow sequence tables (u16 targets, f16 weights) widen the same way.
     assert_eq!(golden_mismatch(4, GOLDEN_V4, GOLDEN_V4_RANKING), None);
+    // Format 5's 3-byte targets.
+    assert_eq!(golden_mismatch(5, GOLDEN_V5, GOLDEN_V5_RANKING), None);
 }
 
 /// The first pass's block kernel (swizzle lookups; the relaxed build's relaxed swizzle) against

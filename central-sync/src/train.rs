@@ -775,6 +775,7 @@ pub fn model_spec(
         trend: tables.trend.clone(),
         // Large catalogs get the two-stage scan; small ones are scanned exactly anyway.
         first_pass: dtype == Dtype::I8 && n >= edgerec::first_pass::MIN_ITEMS as usize,
+        seq_target_bytes: None,
     }
 }
 
