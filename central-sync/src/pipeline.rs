@@ -350,4 +350,59 @@ mod tests {
         // The tuner did move: otherwise this would check nothing but the start.
         assert!(moved >= 3, "{moved} buckets moved: {:?}", tuned.combination);
     }
+
+    /// A log drawn from a first-order Markov chain: each item has three successors taken with
+    /// probabilities 0.6 / 0.25 / 0.15, and a third of the steps jump to a popular item
+    /// instead. The last-item Markov baseline is close to the best possible list here, so the
+    /// tuned model must at least match it; a tuner whose weights cannot let the transition
+    /// table dominate the embedding scores (the grid once ended at 8) stays well below it.
+    #[test]
+    fn a_markov_log_is_ranked_at_least_as_well_as_the_markov_chain() {
+        let (items, users) = (150usize, 400usize);
+        let mut rng = edgerec::math::SplitMix64::new(19);
+        let successors: Vec<[usize; 3]> = (0..items)
+            .map(|_| [rng.below(items), rng.below(items), rng.below(items)])
+            .collect();
+        // Popular items: the square of a uniform draw favours low indices.
+        let popular = |rng: &mut edgerec::math::SplitMix64| {
+            let u = rng.next_f32();
+            ((u * u * items as f32) as usize).min(items - 1)
+        };
+        let mut rows: Vec<(String, String, i64)> = Vec::new();
+        for u in 0..users {
+            let mut item = popular(&mut rng);
+            let mut ts = (u as i64) * 86_400 / 4;
+            for _ in 0..15 + rng.below(15) {
+                rows.push((format!("u{u}"), format!("i{item}"), ts));
+                ts += 60 + rng.below(3_600) as i64;
+                item = if rng.next_f32() < 1.0 / 3.0 {
+                    popular(&mut rng)
+                } else {
+                    let r = rng.next_f32();
+                    successors[item][usize::from(r >= 0.6) + usize::from(r >= 0.85)]
+                };
+            }
+        }
+        let rows: Vec<(&str, &str, i64)> = rows
+            .iter()
+            .map(|(u, i, t)| (u.as_str(), i.as_str(), *t))
+            .collect();
+        let d = eval::tests::dataset(&rows);
+        let cfg = TrainConfig {
+            dim: 16,
+            epochs: 4,
+            negatives: 32,
+            ..TrainConfig::default()
+        };
+        let report = evaluate(&d, &cfg, true).unwrap();
+        for row in &report.by_session_length[1..] {
+            let (markov, ours) = (row.markov_last_item.ndcg10, row.edgerec_int8.ndcg10);
+            assert!(
+                ours >= 0.97 * markov,
+                "{} clicks: edgerec {ours:.4} against Markov {markov:.4}; profiles {:?}",
+                row.clicks,
+                report.tuned.combination
+            );
+        }
+    }
 }
