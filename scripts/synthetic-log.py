@@ -9,8 +9,8 @@ MovieLens-100k hold on data shaped differently (the CSV `central-sync eval --eve
           (Zipf within a topic), 20% of steps a popular item. Co-occurrence (item-kNN) is the
           strong baseline; order carries nothing.
 
-3,000 users, sessions of about 25 events (at least 3), 30 s to 1 h apart, users starting
-anywhere in 200 days. Deterministic for a seed:
+3,000 users (--users), sessions of about 25 events (--length, the mean; at least 3), 30 s to
+1 h apart, users starting anywhere in 200 days. Deterministic for a seed:
 
   python3 scripts/synthetic-log.py markov --seed 1 > /tmp/markov.csv
   central-sync eval --events /tmp/markov.csv --db /tmp/markov.sqlite
@@ -20,7 +20,7 @@ import bisect
 import random
 import sys
 
-USERS, T0, SPAN_S = 3000, 1_600_000_000, 200 * 86400
+T0, SPAN_S = 1_600_000_000, 200 * 86400
 
 
 def sampler(weights, rng):
@@ -37,19 +37,22 @@ def main():
     ap.add_argument("kind", choices=["markov", "topics"])
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--markov", type=float, default=0.5, help="markov: probability of a chain step")
+    ap.add_argument("--items", type=int, default=2000, help="markov: catalog size")
+    ap.add_argument("--users", type=int, default=3000)
+    ap.add_argument("--length", type=float, default=25, help="mean events per user")
     args = ap.parse_args()
     random.seed(args.seed)
     out = sys.stdout
     out.write("user,item,ts,type,value\n")
     if args.kind == "markov":
-        n_items = 2000
+        n_items = args.items
         items = list(range(n_items))
         random.shuffle(items)
         pick = sampler([1.0 / (i + 1) ** 0.9 for i in range(n_items)], random)
         popular = lambda: items[pick()]
         succ = {i: [random.randrange(n_items) for _ in range(3)] for i in range(n_items)}
-        for u in range(USERS):
-            length = max(3, int(random.expovariate(1 / 25)))
+        for u in range(args.users):
+            length = max(3, int(random.expovariate(1 / args.length)))
             t = T0 + random.randrange(SPAN_S)
             cur = popular()
             for _ in range(length):
@@ -67,8 +70,8 @@ def main():
         random.shuffle(items)
         pick = sampler([1.0 / (i + 1) ** 0.9 for i in range(n_items)], random)
         within = sampler([1.0 / (i + 1) ** 0.7 for i in range(per)], random)
-        for u in range(USERS):
-            length = max(3, int(random.expovariate(1 / 25)))
+        for u in range(args.users):
+            length = max(3, int(random.expovariate(1 / args.length)))
             mine = [random.randrange(topics) for _ in range(random.randint(1, 3))]
             t = T0 + random.randrange(SPAN_S)
             for _ in range(length):
