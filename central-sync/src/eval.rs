@@ -22,6 +22,7 @@ pub struct Metrics {
 }
 
 /// One evaluation query: a user's history (time order) and the target.
+#[derive(Clone, Copy)]
 pub struct Query<'a> {
     pub history: &'a [Step],
     pub target: Step,
@@ -72,7 +73,9 @@ impl Split {
     /// targets are the 2nd- … `(positions + 1)`-th-to-last events (each with everything before
     /// it as the history). The test event is never among them. With one position this is
     /// `train` and `validation`. Users with too few events for every position keep the
-    /// positions they have, down to one.
+    /// positions they have, down to one. A log with more than [`TUNING_QUERY_CAP`] such
+    /// queries keeps that many, evenly spaced over its users, since the tuner ranks every query
+    /// once per profile it tries.
     pub fn tuning<'a>(d: &'a Dataset, positions: usize) -> (Vec<Vec<Step>>, Vec<Query<'a>>) {
         let positions = positions.max(1);
         let mut train = Vec::with_capacity(d.sequences.len());
@@ -87,6 +90,12 @@ impl Split {
             train.push(s[..s.len() - 1 - here].to_vec());
             queries.extend((2..=here + 1).map(|back| query_from_end(s, back)));
         }
+        if queries.len() > TUNING_QUERY_CAP {
+            let n = queries.len();
+            queries = (0..TUNING_QUERY_CAP)
+                .map(|i| queries[i * n / TUNING_QUERY_CAP])
+                .collect();
+        }
         (train, queries)
     }
 
@@ -94,6 +103,12 @@ impl Split {
         last_queries(d, &self.users)
     }
 }
+
+/// Most queries the tuner scores each profile on: twice the targets a log needs before it
+/// stops adding hold-out positions (`train::TUNING_TARGETS`). The tuner ranks every query once
+/// per profile it tries (about 400), so without a cap its time grows with users × items rather
+/// than with events: a log of 50,436 events over 8,000 users and 8,000 items took 9 minutes.
+pub const TUNING_QUERY_CAP: usize = 2 * crate::train::TUNING_TARGETS;
 
 /// For each of `users`, the query whose target is the user's last interaction.
 pub fn last_queries<'a>(d: &'a Dataset, users: &[usize]) -> Vec<Query<'a>> {
@@ -472,6 +487,30 @@ pub(crate) mod tests {
         Dataset::from_events(&events)
     }
 
+    /// [`dataset`] from owned (user, item, ts) rows.
+    pub(crate) fn owned_dataset(rows: &[(String, String, i64)]) -> Dataset {
+        let rows: Vec<(&str, &str, i64)> = rows
+            .iter()
+            .map(|(u, i, t)| (u.as_str(), i.as_str(), *t))
+            .collect();
+        dataset(&rows)
+    }
+
+    /// `users` users with `clicks` clicks each, user after user, cycling through `items` items;
+    /// the k-th click overall is at time k.
+    pub(crate) fn uniform_log(users: usize, clicks: usize, items: usize) -> Dataset {
+        let rows: Vec<(String, String, i64)> = (0..users * clicks)
+            .map(|k| {
+                (
+                    format!("u{}", k / clicks),
+                    format!("i{}", k % items),
+                    k as i64,
+                )
+            })
+            .collect();
+        owned_dataset(&rows)
+    }
+
     const DAY: i64 = 86_400;
 
     fn tiny() -> Dataset {
@@ -508,6 +547,26 @@ pub(crate) mod tests {
             2,
             "short users train on everything"
         );
+    }
+
+    #[test]
+    fn tuning_queries_are_capped_evenly_over_the_users() {
+        // 6,000 users of 4 events each: one position (past TUNING_TARGETS users), so 6,000
+        // queries before the cap.
+        let d = uniform_log(6_000, 4, 9);
+        let (train, queries) = Split::tuning(&d, 1);
+        assert_eq!(train.len(), 6_000, "training keeps every user");
+        assert_eq!(queries.len(), TUNING_QUERY_CAP);
+        // Each query is its user's 2nd-to-last event: the history tells users apart by its
+        // first event's time. The kept users are distinct and spread from first to last.
+        let user = |q: &Query<'_>| q.history[0].ts / 4;
+        let kept: Vec<i64> = queries.iter().map(user).collect();
+        assert!(kept.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(kept[0], 0);
+        assert!(*kept.last().unwrap() >= 5_990, "{:?}", kept.last());
+        // Below the cap nothing is dropped.
+        let small = uniform_log(4_000, 4, 9);
+        assert_eq!(Split::tuning(&small, 1).1.len(), 4_000);
     }
 
     #[test]

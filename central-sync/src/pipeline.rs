@@ -276,15 +276,7 @@ mod tests {
 
     /// `users` users with `clicks` clicks each.
     fn log(users: usize, clicks: usize) -> Dataset {
-        let names: Vec<(String, String)> = (0..users * clicks)
-            .map(|k| (format!("u{}", k / clicks), format!("i{}", k % 7)))
-            .collect();
-        let rows: Vec<(&str, &str, i64)> = names
-            .iter()
-            .enumerate()
-            .map(|(k, (u, i))| (u.as_str(), i.as_str(), k as i64))
-            .collect();
-        eval::tests::dataset(&rows)
+        eval::tests::uniform_log(users, clicks, 7)
     }
 
     #[test]
@@ -318,11 +310,7 @@ mod tests {
                 item = (item + [1, 1, 2, 5, 11][rng.below(5)]) % 30;
             }
         }
-        let rows: Vec<(&str, &str, i64)> = rows
-            .iter()
-            .map(|(u, i, t)| (u.as_str(), i.as_str(), *t))
-            .collect();
-        let d = eval::tests::dataset(&rows);
+        let d = eval::tests::owned_dataset(&rows);
         let cfg = TrainConfig {
             dim: 8,
             epochs: 2,
@@ -383,11 +371,7 @@ mod tests {
                 };
             }
         }
-        let rows: Vec<(&str, &str, i64)> = rows
-            .iter()
-            .map(|(u, i, t)| (u.as_str(), i.as_str(), *t))
-            .collect();
-        let d = eval::tests::dataset(&rows);
+        let d = eval::tests::owned_dataset(&rows);
         let cfg = TrainConfig {
             dim: 16,
             epochs: 4,
