@@ -457,7 +457,7 @@ fn csr<'a>(rows: impl Iterator<Item = &'a Vec<(u32, f32)>>, encoding: CsrEncodin
         }
         offsets.push(targets.len() as u32);
     }
-    // In range: `seq_encodings` chose the width from the item count, and `check_spec` refused
+    // In range: `seq_encodings` chose the width from the item count, and `check_tables` refused
     // any target past it.
     let targets = match encoding.target_bytes {
         2 => le(&targets.iter().map(|&g| g as u16).collect::<Vec<u16>>()),
