@@ -572,6 +572,19 @@ pub(crate) struct SeqSectionKinds {
     pub weights_f16: SectionKind,
 }
 
+impl SeqSectionKinds {
+    /// The target sections with the bytes per target each holds, in format order (u32, then
+    /// version 4's u16, then version 5's u24): the one map between a width and its section,
+    /// for the writer and the reader.
+    pub(crate) fn target_widths(self) -> [(SectionKind, u64); 3] {
+        [
+            (self.targets, 4),
+            (self.targets_u16, 2),
+            (self.targets_u24, 3),
+        ]
+    }
+}
+
 /// The sections of each sequence table, in `Meta::seq_weights` order: neighbours, then
 /// transitions.
 pub(crate) const SEQ_SECTION_KINDS: [SeqSectionKinds; SEQ_TABLES] = [

@@ -745,8 +745,7 @@ impl Lengths<'_> {
         if self.get(k.offsets).is_none() {
             return Err(Error::section_table(format!("{what} is incomplete")));
         }
-        let (targets, target_bytes) =
-            one_of(&[(k.targets, 4), (k.targets_u16, 2), (k.targets_u24, 3)])?;
+        let (targets, target_bytes) = one_of(&k.target_widths())?;
         let (weights, weight_bytes) = one_of(&[(k.weights, 4), (k.weights_f16, 2)])?;
         self.exact(k.offsets, 4 * (rows + 1), true)?;
         self.multiple(targets, target_bytes)?;

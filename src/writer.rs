@@ -412,13 +412,13 @@ impl CsrEncoding {
         u64::from(self.target_bytes) + (if self.f16_weights { 2 } else { 4 })
     }
 
-    /// The section kind its targets go in.
+    /// The section kind its targets go in (u32 for any width the format has no section of).
     fn targets_kind(self, kinds: SeqSectionKinds) -> SectionKind {
-        match self.target_bytes {
-            2 => kinds.targets_u16,
-            3 => kinds.targets_u24,
-            _ => kinds.targets,
-        }
+        kinds
+            .target_widths()
+            .into_iter()
+            .find(|&(_, bytes)| bytes == u64::from(self.target_bytes))
+            .map_or(kinds.targets, |(kind, _)| kind)
     }
 }
 

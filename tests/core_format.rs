@@ -25,6 +25,15 @@ fn reseal(bytes: &mut [u8]) {
     patch_u64(bytes, 32, sum);
 }
 
+/// The load error of `good` with the bytes at `at` replaced by `value` and the checksum
+/// recomputed: a forgery that only the check behind the checksum can catch.
+fn forged_error(good: &[u8], at: usize, value: &[u8]) -> String {
+    let mut bytes = good.to_vec();
+    bytes[at..at + value.len()].copy_from_slice(value);
+    reseal(&mut bytes);
+    Shard::from_bytes(&bytes).unwrap_err().to_string()
+}
+
 #[test]
 fn round_trip_keeps_everything() {
     let syn = Synthetic::default();
@@ -628,33 +637,22 @@ fn forged_u24_sequence_tables_are_refused() {
     let mut spec = syn.spec();
     spec.seq_target_bytes = Some(3);
     let good = syn.write(&spec, MAX_SHARD_BYTES).remove(0);
-    let error = |b: &[u8]| Shard::from_bytes(b).unwrap_err().to_string();
 
     // The transitions' u24 targets relabelled as the neighbours' u16 targets.
-    let mut both = good.clone();
-    let e = section_entry(&both, 29);
-    both[e..e + 4].copy_from_slice(&24u32.to_le_bytes());
-    reseal(&mut both);
-    let err = error(&both);
+    let err = forged_error(&good, section_entry(&good, 29), &24u32.to_le_bytes());
     assert!(
         err.contains("has both `neighbour_targets_u16` and `neighbour_targets_u24`"),
         "{err}"
     );
 
-    let mut far = good.clone();
-    let at = section(&far, 28).start;
-    far[at..at + 3].copy_from_slice(&[0xff, 0xff, 0x00]); // 65,535: past the 40 items
-    reseal(&mut far);
-    let err = error(&far);
+    // 65,535: past the 40 items.
+    let err = forged_error(&good, section(&good, 28).start, &[0xff, 0xff, 0x00]);
     assert!(
         err.contains("sequence table 0: target out of range"),
         "{err}"
     );
 
-    let mut old = good.clone();
-    old[12..14].copy_from_slice(&4u16.to_le_bytes());
-    reseal(&mut old);
-    let err = error(&old);
+    let err = forged_error(&good, 12, &4u16.to_le_bytes());
     assert!(err.contains("does not exist in format version 4"), "{err}");
 }
 
@@ -664,21 +662,12 @@ fn forged_u24_sequence_tables_are_refused() {
 #[test]
 fn forged_narrow_sequence_tables_are_refused() {
     let good = one_shard();
-    let error = |b: &[u8]| Shard::from_bytes(b).unwrap_err().to_string();
     // The error of the shard whose section `kind` starts with the 16 bits `value`.
     let first_u16_set = |kind: u32, value: u16| {
-        let mut bytes = good.clone();
-        let at = section(&bytes, kind).start;
-        bytes[at..at + 2].copy_from_slice(&value.to_le_bytes());
-        reseal(&mut bytes);
-        error(&bytes)
+        forged_error(&good, section(&good, kind).start, &value.to_le_bytes())
     };
     // The transitions' u16 targets relabelled as the neighbours' u32 targets.
-    let mut both = good.clone();
-    let e = section_entry(&both, 26);
-    both[e..e + 4].copy_from_slice(&12u32.to_le_bytes());
-    reseal(&mut both);
-    let err = error(&both);
+    let err = forged_error(&good, section_entry(&good, 26), &12u32.to_le_bytes());
     assert!(
         err.contains("has both `neighbour_targets` and `neighbour_targets_u16`"),
         "{err}"
@@ -698,9 +687,6 @@ fn forged_narrow_sequence_tables_are_refused() {
         );
     }
 
-    let mut old = good.clone();
-    old[12..14].copy_from_slice(&3u16.to_le_bytes());
-    reseal(&mut old);
-    let err = error(&old);
+    let err = forged_error(&good, 12, &3u16.to_le_bytes());
     assert!(err.contains("does not exist in format version 3"), "{err}");
 }
