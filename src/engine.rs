@@ -24,7 +24,7 @@ use crate::coarse::RowBounds;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
 use crate::first_pass;
-use crate::format::{Dtype, Meta, Profile};
+use crate::format::{Dtype, Meta, Profile, PROFILE_BUCKETS};
 use crate::hash::item_key;
 use crate::kernels;
 use crate::ranker::Ranker;
@@ -112,6 +112,9 @@ pub struct Engine {
     /// How many items the two-stage scan's first pass (`crate::first_pass`) keeps for exact
     /// scoring, at least; `None` when the scan is exact (one stage).
     pub(crate) first_pass: Option<usize>,
+    /// Per-length profiles that replace the shards' own (`set_profiles`); `None` reads the
+    /// shards'.
+    pub(crate) profiles: Option<[Profile; PROFILE_BUCKETS]>,
 }
 
 impl core::fmt::Debug for Engine {
@@ -188,6 +191,7 @@ impl Engine {
             latest_trend: (0..0, Vec::new()),
             row_bounds: Vec::new(),
             first_pass: None,
+            profiles: None,
         };
         let window = trend_window(&engine.meta, None);
         let shares = engine.ranker().trend_shares(window.clone());
@@ -197,6 +201,16 @@ impl Engine {
             engine.set_first_pass(Some(first_pass::default_keep(engine.meta.total_items)));
         }
         Ok(engine)
+    }
+
+    /// Ranks with these per-length profiles (by [`crate::format::profile_bucket`]) instead of
+    /// the ones the shards carry, or with the shards' own again (`None`). A profile only
+    /// weighs signals the model already has, so this is what a tuner needs to try many
+    /// profiles on one loaded model: the rankings equal those of shards written with the
+    /// same profiles.
+    #[doc(hidden)]
+    pub fn set_profiles(&mut self, profiles: Option<[Profile; PROFILE_BUCKETS]>) {
+        self.profiles = profiles;
     }
 
     /// How many items the two-stage scan (`crate::first_pass`) keeps for exact scoring, at

@@ -67,10 +67,9 @@ impl<'a> Ranker<'a> {
         );
         excluded.sort_unstable();
         excluded.dedup();
-        let mut skip = excluded.clone();
-        skip.extend(boosts.iter().map(|b| b.0));
-        skip.sort_unstable();
-        skip.dedup();
+        // The boosts are sorted by item, one entry each (and may be thousands with the trend
+        // on), so the scan's skip list is a merge of two sorted lists, not another sort.
+        let skip = sorted_union(&excluded, boosts.iter().map(|b| b.0));
 
         let k = request.k.min(self.meta().total_items as usize);
         let selecting = request.diversity > 0.0 || request.exploration != Exploration::Off;
@@ -190,6 +189,9 @@ impl<'a> Ranker<'a> {
     }
 
     pub(crate) fn profile(&self, known_clicks: usize) -> Profile {
+        if let Some(profiles) = &self.engine.profiles {
+            return profiles[profile_bucket(known_clicks)];
+        }
         let at = profile_bucket(known_clicks) * PROFILE_FIELDS;
         self.global()
             .profiles
@@ -803,11 +805,38 @@ fn sum_counts(items: &[u32], counts: &[f32], total_items: usize) -> Vec<(u32, f3
             None => {}
         }
     }
-    touched.sort_unstable();
-    touched
-        .into_iter()
-        .filter_map(|g| Some((g, sums[g as usize]?)))
-        .collect()
+    if touched.len() * TOUCHED_SORT_FRACTION < total_items {
+        touched.sort_unstable();
+        touched
+            .into_iter()
+            .filter_map(|g| Some((g, sums[g as usize]?)))
+            .collect()
+    } else {
+        // Most items were touched: reading the table in order costs less than sorting them.
+        (0u32..)
+            .zip(sums)
+            .filter_map(|(g, sum)| Some((g, sum?)))
+            .collect()
+    }
+}
+
+/// [`sum_counts`] sorts the touched items when fewer than one in this many were touched, and
+/// otherwise reads its whole table in item order (the same list either way).
+const TOUCHED_SORT_FRACTION: usize = 8;
+
+/// The sorted, duplicate-free union of `a` (sorted, no duplicates) and `b` (the same).
+fn sorted_union(a: &[u32], b: impl Iterator<Item = u32>) -> Vec<u32> {
+    let mut out = Vec::with_capacity(a.len() + b.size_hint().0);
+    let mut a = a.iter().copied().peekable();
+    for y in b {
+        while let Some(x) = a.next_if(|&x| x < y) {
+            out.push(x);
+        }
+        a.next_if_eq(&y);
+        out.push(y);
+    }
+    out.extend(a);
+    out
 }
 
 /// Items per trend entry up to which [`sum_counts`] accumulates densely.
@@ -856,16 +885,31 @@ mod tests {
         /// The dense path of `sum_counts` gives the stable sort's sums bit for bit.
         #[test]
         fn dense_and_sorted_sums_agree(
-            entries in prop::collection::vec((0u32..50, 0.0f32..1000.0), 0..400)
+            total in 1u32..600,
+            entries in prop::collection::vec((0u32..600, 0.0f32..1000.0), 0..400)
         ) {
+            // Catalogs from much larger than the entries (the sort) to much smaller (the dense
+            // table, its touched items sorted or read in order).
+            let entries: Vec<(u32, f32)> = entries.into_iter().map(|(g, c)| (g % total, c)).collect();
             let (items, counts): (Vec<u32>, Vec<f32>) = entries.iter().copied().unzip();
             let sorted = sum_by_item(entries.clone());
-            let dense = sum_counts(&items, &counts, 50);
+            let dense = sum_counts(&items, &counts, total as usize);
             prop_assert_eq!(sorted.len(), dense.len());
             for (a, b) in sorted.iter().zip(&dense) {
                 prop_assert_eq!(a.0, b.0);
                 prop_assert_eq!(a.1.to_bits(), b.1.to_bits());
             }
+        }
+
+        /// The skip list's merge is the sorted set union.
+        #[test]
+        fn sorted_union_is_the_set_union(
+            a in prop::collection::btree_set(0u32..300, 0..60),
+            b in prop::collection::btree_set(0u32..300, 0..300),
+        ) {
+            let a_list: Vec<u32> = a.iter().copied().collect();
+            let expected: Vec<u32> = a.union(&b).copied().collect();
+            prop_assert_eq!(sorted_union(&a_list, b.iter().copied()), expected);
         }
 
         /// Merging the trend into the summed sequence boosts gives the sums of one stable sort

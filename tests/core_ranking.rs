@@ -427,6 +427,69 @@ fn profiles_weigh_signals_by_session_length() {
 }
 
 #[test]
+fn profiles_set_on_a_loaded_model_rank_as_shards_written_with_them() {
+    use edgerec::format::{Profile, PROFILE_BUCKETS};
+    // Every signal present (context, sequence tables, trend), and a catalog past the first
+    // pass's threshold, so the two-stage scan runs too.
+    let syn = Synthetic {
+        items: edgerec::first_pass::MIN_ITEMS as usize + 500,
+        with_trend: true,
+        first_pass: true,
+        ..Synthetic::default()
+    };
+    let other: [Profile; PROFILE_BUCKETS] = core::array::from_fn(|b| Profile {
+        embed: 0.25 + b as f32,
+        context: 1.0,
+        neighbours: 8.0 - b as f32,
+        transitions: 64.0,
+        trend: [16.0, 0.0, 4.0, 1.0, 0.0, 256.0][b],
+    });
+    let mut spec = syn.spec();
+    let mut written = |profiles: [Profile; PROFILE_BUCKETS]| {
+        spec.profiles = Some(profiles);
+        let shards = edgerec::writer::write_model(&spec, 3, MAX_SHARD_BYTES).unwrap();
+        Engine::from_bytes(shards.iter().map(|s| s.as_slice())).unwrap()
+    };
+    let shipped = syn.spec().profiles.unwrap();
+    let expected = written(other);
+    let mut swapped = written(shipped);
+    let before = |engine: &Engine| engine.profile(3);
+    assert_eq!(before(&swapped), shipped[3]);
+    swapped.set_profiles(Some(other));
+    assert_eq!(before(&swapped), other[3]);
+    for clicks in [0usize, 1, 2, 3, 5, 9] {
+        let mut session = Session::new();
+        for i in 0..clicks {
+            session.observe(
+                &format!("item-{}", 37 * i + 5),
+                EventType::Click,
+                1_000 + i as u64,
+            );
+        }
+        for ts in [None, Some(50_000)] {
+            let request = Request {
+                k: 20,
+                context: Context {
+                    ts,
+                    device: Some(Device::Mobile),
+                    ..Context::default()
+                },
+                ..Request::default()
+            };
+            let a = expected.recommend(&session, &request);
+            let b = swapped.recommend(&session, &request);
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!((x.index, x.score.to_bits()), (y.index, y.score.to_bits()));
+            }
+        }
+    }
+    // `None` goes back to the shards' own profiles.
+    swapped.set_profiles(None);
+    assert_eq!(before(&swapped), shipped[3]);
+}
+
+#[test]
 fn a_huge_pool_is_clamped_not_allocated() {
     // A caller-supplied pool (JS API, native callers) must neither overflow an allocation nor
     // make diversity's pool × k work unbounded (L2).

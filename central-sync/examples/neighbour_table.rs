@@ -8,7 +8,8 @@
 //! cargo run --release -p central-sync --example neighbour_table -- data/ml-100k/events.csv \
 //!     cosine 0.97:100 0.95:150 1:20
 //! ```
-//! `cosine` is the item-kNN table; `DECAY:REACH` a sequence table (`REACH` may be `all`).
+//! `cosine` is the item-kNN table; `DECAY:REACH` a sequence table (`REACH` may be `all`), and
+//! `DECAY:REACH:POPULARITY` one with another `neighbour_popularity` than the cosine's 0.5.
 
 use anyhow::{bail, Context, Result};
 use central_sync::{dataset, eval, events, train};
@@ -27,15 +28,24 @@ fn main() -> Result<()> {
         let table = if spec == "cosine" {
             train::item_neighbours(n, &split.train, usize::MAX)
         } else {
-            let Some((decay, reach)) = spec.split_once(':') else {
-                bail!("{spec}: expected cosine or DECAY:REACH");
+            let mut parts = spec.split(':');
+            let (Some(decay), Some(reach)) = (parts.next(), parts.next()) else {
+                bail!("{spec}: expected cosine, DECAY:REACH or DECAY:REACH:POPULARITY");
             };
+            let popularity = parts.next().map_or(Ok(0.5), str::parse)?;
             let reach = if reach == "all" {
                 usize::MAX
             } else {
                 reach.parse()?
             };
-            train::sequence_neighbours(n, &split.train, usize::MAX, decay.parse()?, reach)
+            train::sequence_neighbours(
+                n,
+                &split.train,
+                usize::MAX,
+                decay.parse()?,
+                reach,
+                popularity,
+            )
         };
         let m = eval::evaluate(&validation, |q| {
             let mut scores = vec![0f32; n];

@@ -419,6 +419,10 @@ pub fn tune(
 ) -> anyhow::Result<Tuned> {
     let mut combination = TUNING_START;
     let mut validation = Vec::with_capacity(PROFILE_BUCKETS);
+    // One engine for every profile tried: a profile only weighs the signals, so setting it on
+    // the loaded model ranks as shards written with it would, without writing and loading the
+    // model (and fitting its first-pass codes) hundreds of times.
+    let mut engine = build_engine(p, tables, cfg, Dtype::I8, &combination)?;
     for (bucket, clicks) in Clicks::TABLE.into_iter().enumerate() {
         // Validation NDCG@10 of each profile of this bucket, computed once: the second pass
         // of the ascent revisits most of the first pass's profiles.
@@ -430,7 +434,7 @@ pub fn tune(
             }
             let mut c = combination;
             c.profiles[bucket] = Profile::from_slice(&row);
-            let engine = build_engine(p, tables, cfg, Dtype::I8, &c)?;
+            engine.set_profiles(Some(c.profiles));
             let m = evaluate(queries, |q| engine_top10(&engine, d, q, clicks));
             scores.insert(key, m);
             Ok(m)

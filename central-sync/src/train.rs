@@ -52,6 +52,10 @@ pub struct TrainConfig {
     pub neighbour_decay: f32,
     /// Largest distance in the sequence at which two items still count as co-occurring.
     pub neighbour_reach: usize,
+    /// How much a neighbour's own popularity discounts it: a pair's co-occurrence is divided
+    /// by `users_i^(1 - e) · users_j^e` for neighbour j of item i. 0.5 is the cosine; 0 is the
+    /// conditional probability P(j | i), which favours popular neighbours.
+    pub neighbour_popularity: f32,
     pub transitions: usize,
     /// Session positions feeding the neighbour boost.
     pub seq_len: usize,
@@ -96,6 +100,7 @@ impl Default for TrainConfig {
             neighbours: 100,
             neighbour_decay: 0.97,
             neighbour_reach: 100,
+            neighbour_popularity: 0.5,
             transitions: 50,
             seq_len: 5,
             alpha: 1.0,
@@ -201,6 +206,7 @@ pub fn sequence_neighbours(
     m: usize,
     decay: f32,
     reach: usize,
+    popularity: f32,
 ) -> Sparse {
     // Where each item occurs: (user, position), users in order.
     let mut occurrences: Vec<Vec<(u32, u32)>> = vec![Vec::new(); n_items];
@@ -215,7 +221,19 @@ pub fn sequence_neighbours(
             }
         }
     }
-    let norm: Vec<f32> = users_of.iter().map(|&n| (n as f32).sqrt()).collect();
+    let power = |e: f32| -> Vec<f32> {
+        users_of
+            .iter()
+            .map(|&n| {
+                if e == 0.5 {
+                    (n as f32).sqrt()
+                } else {
+                    (n as f32).powf(e)
+                }
+            })
+            .collect()
+    };
+    let (source_norm, target_norm) = (power(1.0 - popularity), power(popularity));
     // No pair is further apart than the longest sequence.
     let reach = reach.min(sequences.iter().map(Vec::len).max().unwrap_or(0));
     // decay^(d - 1) for d in 1..=reach.
@@ -250,7 +268,12 @@ pub fn sequence_neighbours(
             }
             let mut list: Vec<(u32, f32)> = touched
                 .iter()
-                .map(|&j| (j, co[j as usize] / (norm[i] * norm[j as usize])))
+                .map(|&j| {
+                    (
+                        j,
+                        co[j as usize] / (source_norm[i] * target_norm[j as usize]),
+                    )
+                })
                 .collect();
             for &j in &touched {
                 co[j as usize] = 0.0;
@@ -611,6 +634,7 @@ pub fn fit_tables(n_items: usize, sequences: &[Vec<Step>], cfg: &TrainConfig) ->
             cfg.neighbours,
             cfg.neighbour_decay,
             cfg.neighbour_reach,
+            cfg.neighbour_popularity,
         ),
         transitions: transitions(n_items, sequences, cfg.transitions),
         trend: fit_trend(sequences, cfg),
@@ -822,7 +846,7 @@ mod tests {
             &[3, 0, 4, 1, 5],
         ]);
         let cosine = item_neighbours(6, &s, usize::MAX);
-        let seq = sequence_neighbours(6, &s, usize::MAX, 1.0, usize::MAX / 2);
+        let seq = sequence_neighbours(6, &s, usize::MAX, 1.0, usize::MAX / 2, 0.5);
         for (a, b) in cosine.iter().zip(&seq) {
             assert_eq!(a.len(), b.len());
             for (x, y) in a.iter().zip(b) {
@@ -836,7 +860,7 @@ mod tests {
     fn closer_pairs_weigh_more_and_reach_cuts_far_ones() {
         // One user a b c d, another a c: users(a) = users(c) = 2, users(b) = users(d) = 1.
         let s = sequences(&[&[0, 1, 2, 3], &[0, 2]]);
-        let nb = sequence_neighbours(4, &s, usize::MAX, 0.5, 100);
+        let nb = sequence_neighbours(4, &s, usize::MAX, 0.5, 100, 0.5);
         // a: b at distance 1 (weight 1 / sqrt(2·1)), c at 2 and at 1 ((0.5 + 1) / sqrt(2·2)),
         // d at 3 (0.25 / sqrt(2·1)).
         let a = &nb[0];
@@ -847,11 +871,11 @@ mod tests {
         // Symmetric: d sees a with the same weight.
         assert_eq!(weight(&nb[3], 0), weight(a, 3));
         // Reach 1: only adjacent pairs.
-        let near = sequence_neighbours(4, &s, usize::MAX, 0.5, 1);
+        let near = sequence_neighbours(4, &s, usize::MAX, 0.5, 1, 0.5);
         assert_eq!(weight(&near[0], 3), None);
         assert!((weight(&near[0], 2).unwrap() - 1.0 / 2.0).abs() < 1e-6);
         // The top-m cut keeps the strongest.
-        let top1 = sequence_neighbours(4, &s, 1, 0.5, 100);
+        let top1 = sequence_neighbours(4, &s, 1, 0.5, 100, 0.5);
         assert_eq!(top1[0].len(), 1);
         assert_eq!(top1[0][0].0, 2);
     }
