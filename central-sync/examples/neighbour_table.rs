@@ -47,27 +47,7 @@ fn main() -> Result<()> {
                 popularity,
             )
         };
-        let m = eval::evaluate(&validation, |q| {
-            let mut scores = vec![0f32; n];
-            let mut w = 1.0f32;
-            for s in q.history.iter().rev().take(5) {
-                for &(j, c) in &table[s.item as usize] {
-                    scores[j as usize] += w * c;
-                }
-                w *= 0.7;
-            }
-            for s in q.history {
-                scores[s.item as usize] = f32::NEG_INFINITY;
-            }
-            let mut order: Vec<u32> = (0..n as u32).collect();
-            order.sort_by(|&a, &b| {
-                scores[b as usize]
-                    .total_cmp(&scores[a as usize])
-                    .then(a.cmp(&b))
-            });
-            order.truncate(10);
-            order
-        });
+        let m = eval::evaluate(&validation, |q| eval::neighbour_boost_top10(&table, n, q));
         println!(
             "{spec:>12}: validation NDCG@10 {:.4}, HR@10 {:.4}",
             m.ndcg10, m.hr10

@@ -138,6 +138,34 @@ pub fn evaluate(queries: &[Query<'_>], top10: impl FnMut(&Query<'_>) -> Vec<u32>
     Metrics::of(&per_query_ndcg(queries, top10))
 }
 
+/// The top 10 by a neighbour table alone, as the edge's neighbour boost scores it: item j gets
+/// `Σ_k 0.7^k nb(last_k, j)` over the last 5 clicks, the history excluded, ties by item index.
+/// Only the items the clicks reach are sorted; the rest score 0 and follow in index order.
+pub fn neighbour_boost_top10(table: &train::Sparse, n_items: usize, q: &Query<'_>) -> Vec<u32> {
+    let mut scores: HashMap<u32, f32> = HashMap::new();
+    let mut w = 1.0f32;
+    for s in q.history.iter().rev().take(5) {
+        for &(j, c) in table.get(s.item as usize).map_or(&[][..], Vec::as_slice) {
+            *scores.entry(j).or_insert(0.0) += w * c;
+        }
+        w *= 0.7;
+    }
+    let history: std::collections::HashSet<u32> = q.history.iter().map(|s| s.item).collect();
+    let mut reached: Vec<(u32, f32)> = scores
+        .into_iter()
+        .filter(|&(j, c)| c > 0.0 && !history.contains(&j))
+        .collect();
+    reached.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut top: Vec<u32> = reached.iter().take(10).map(|e| e.0).collect();
+    let chosen: std::collections::HashSet<u32> = top.iter().copied().collect();
+    top.extend(
+        (0..n_items as u32)
+            .filter(|j| !history.contains(j) && !chosen.contains(j))
+            .take(10 - top.len()),
+    );
+    top
+}
+
 /// NDCG@10 of `top10(query)` for each query (0 when the target is not in the top 10).
 pub fn per_query_ndcg(
     queries: &[Query<'_>],

@@ -27,6 +27,51 @@ fn bar(len: u64, what: &str, quiet: bool) -> ProgressBar {
     b
 }
 
+/// `cfg` with every setting it leaves to the data chosen: `neighbour_popularity`, when `None`,
+/// by the neighbour table alone on the tuning split (`Split::tuning`: events before the tuning
+/// hold-outs, never a test target), as the edge's neighbour boost scores it. A function of the
+/// events and `cfg` only, so the tuning fit and the final fit agree.
+pub fn resolve_config(d: &Dataset, cfg: &TrainConfig) -> TrainConfig {
+    let mut cfg = cfg.clone();
+    if cfg.neighbour_popularity.is_none() {
+        let (train, queries) = Split::tuning(d, tuning_positions(d, &cfg));
+        let n = d.item_count();
+        let mut best: Option<(f64, f32)> = None;
+        for e in train::NEIGHBOUR_POPULARITY_CHOICES {
+            let table = train::sequence_neighbours(
+                n,
+                &train,
+                cfg.neighbours,
+                cfg.neighbour_decay,
+                cfg.neighbour_reach,
+                e,
+            );
+            let m = eval::evaluate(&queries, |q| eval::neighbour_boost_top10(&table, n, q));
+            tracing::debug!(
+                neighbour_popularity = e,
+                ndcg = m.ndcg10,
+                "neighbour table alone"
+            );
+            if best.is_none_or(|(b, _)| m.ndcg10 > b) {
+                best = Some((m.ndcg10, e));
+            }
+        }
+        let chosen = best.map_or(train::NEIGHBOUR_POPULARITY_CHOICES[0], |b| b.1);
+        tracing::info!(neighbour_popularity = chosen, "chosen on the tuning split");
+        cfg.neighbour_popularity = Some(chosen);
+    }
+    cfg
+}
+
+/// [`train::fit_tables`] with `cfg` resolved first ([`resolve_config`]).
+pub fn fit_tables(
+    d: &Dataset,
+    sequences: &[Vec<crate::dataset::Step>],
+    cfg: &TrainConfig,
+) -> Tables {
+    train::fit_tables(d.item_count(), sequences, &resolve_config(d, cfg))
+}
+
 /// Fits tables and embeddings on `sequences`, optionally warm-started.
 pub fn fit(
     d: &Dataset,
@@ -36,7 +81,7 @@ pub fn fit(
     quiet: bool,
     label: &str,
 ) -> (Params, Tables) {
-    let tables = train::fit_tables(d.item_count(), sequences, cfg);
+    let tables = fit_tables(d, sequences, cfg);
     let mut params = Params::init(d, cfg.dim, cfg.seed, warm);
     let b = bar(cfg.epochs as u64, label, quiet);
     train::fit_embeddings(
@@ -91,6 +136,7 @@ pub fn write(
 /// Tunes the per-length profiles: fit on the events before the tuning hold-outs, choose on
 /// them (`TrainConfig::tuning_holdouts` positions per user; one is the validation split).
 pub fn tune(d: &Dataset, cfg: &TrainConfig, quiet: bool) -> Result<Tuned> {
+    let cfg = &resolve_config(d, cfg);
     let (train, queries) = Split::tuning(d, tuning_positions(d, cfg));
     let (p, t) = fit(d, &train, cfg, None, quiet, "fit (validation)");
     eval::tune(&p, &t, cfg, d, &queries)
@@ -156,6 +202,7 @@ pub struct Report {
 
 /// The protocol of DATA.md end to end: tune on validation, refit on train+validation, test.
 pub fn evaluate(d: &Dataset, cfg: &TrainConfig, quiet: bool) -> Result<Report> {
+    let cfg = &resolve_config(d, cfg);
     let split = Split::new(d);
     let tuned = tune(d, cfg, quiet)?;
     let started = Instant::now();
@@ -337,6 +384,75 @@ mod tests {
         }
         // The tuner did move: otherwise this would check nothing but the start.
         assert!(moved >= 3, "{moved} buckets moved: {:?}", tuned.combination);
+    }
+
+    /// Short topical users: each of 500 users clicks 8 items of one of 20 topics (10 items
+    /// each, steeply Zipf within the topic). P(j | i) ranks a topic's popular items first, as
+    /// the targets are drawn; the cosine discounts them. So the tuning split must move the
+    /// neighbour popularity off the cosine's 0.5, to the value the table alone scores best at.
+    #[test]
+    fn the_neighbour_popularity_is_chosen_on_the_tuning_split() {
+        let mut rng = edgerec::math::SplitMix64::new(5);
+        let weights: Vec<f32> = (0..10).map(|r| 1.0 / ((r + 1) as f32).powf(1.5)).collect();
+        let total: f32 = weights.iter().sum();
+        let draw = |rng: &mut edgerec::math::SplitMix64| {
+            let mut x = rng.next_f32() * total;
+            weights
+                .iter()
+                .position(|&w| {
+                    x -= w;
+                    x < 0.0
+                })
+                .unwrap_or(9)
+        };
+        let mut rows: Vec<(String, String, i64)> = Vec::new();
+        for u in 0..500 {
+            let topic = rng.below(20);
+            for k in 0..8 {
+                let item = topic * 10 + draw(&mut rng);
+                rows.push((format!("u{u}"), format!("i{item}"), (u * 10 + k) as i64));
+            }
+        }
+        let d = eval::tests::owned_dataset(&rows);
+        let cfg = TrainConfig::default();
+        let chosen = resolve_config(&d, &cfg).neighbour_popularity.unwrap();
+        // What each choice scores alone on the same queries.
+        let (train, queries) = Split::tuning(&d, tuning_positions(&d, &cfg));
+        let scores: Vec<f64> = train::NEIGHBOUR_POPULARITY_CHOICES
+            .iter()
+            .map(|&e| {
+                let n = d.item_count();
+                let table = train::sequence_neighbours(n, &train, 100, 0.97, 100, e);
+                eval::evaluate(&queries, |q| eval::neighbour_boost_top10(&table, n, q)).ndcg10
+            })
+            .collect();
+        let best = scores.iter().copied().fold(f64::MIN, f64::max);
+        let first_best = scores.iter().position(|&s| s == best).unwrap();
+        assert_eq!(
+            chosen,
+            train::NEIGHBOUR_POPULARITY_CHOICES[first_best],
+            "{scores:?}"
+        );
+        assert_ne!(chosen, 0.5, "{scores:?}");
+        // A value set explicitly is kept, and the final fit uses the chosen one.
+        let fixed = TrainConfig {
+            neighbour_popularity: Some(0.5),
+            ..cfg.clone()
+        };
+        assert_eq!(resolve_config(&d, &fixed).neighbour_popularity, Some(0.5));
+        let resolved = TrainConfig {
+            neighbour_popularity: Some(chosen),
+            ..cfg.clone()
+        };
+        let fitted = fit_tables(&d, &d.sequences, &cfg).neighbours;
+        assert_eq!(
+            fitted,
+            train::fit_tables(d.item_count(), &d.sequences, &resolved).neighbours
+        );
+        assert_ne!(
+            fitted,
+            train::fit_tables(d.item_count(), &d.sequences, &fixed).neighbours
+        );
     }
 
     /// A log drawn from a first-order Markov chain: each item has three successors taken with

@@ -271,7 +271,7 @@ fn train_candidate(
             incremental_events_per_second: None,
         };
     };
-    let tables = train::fit_tables(d.item_count(), &holdout.train, cfg);
+    let tables = pipeline::fit_tables(d, &holdout.train, cfg);
     let mut params = Params::init(d, cfg.dim, cfg.seed, Some(w));
     let pending: HashSet<i64> = pending.iter().copied().collect();
     let examples: Vec<(u32, u32)> = train::all_examples(&holdout.train)

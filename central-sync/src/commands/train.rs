@@ -56,6 +56,8 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
     let mut cfg = train.config();
     cfg.alpha = alpha;
     cfg.beta = beta;
+    // Settings left to the data are chosen once, so the manifest's `info.config` shows them.
+    let cfg = pipeline::resolve_config(&d, &cfg);
     let mut combination = train::Combination::untuned(&cfg);
     let mut tuned = None;
     if !no_tune {
