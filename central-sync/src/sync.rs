@@ -438,6 +438,13 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
         "the event log is empty: import or ingest events first"
     );
     let d = Dataset::from_events(&log.events);
+    // What the config leaves to the data is chosen once per run, so tuning, the fit and the
+    // config written with the model agree (and the choice is not made again for each).
+    let resolved = SyncOptions {
+        config: pipeline::resolve_config(&d, &opts.config),
+        ..*opts
+    };
+    let opts = &resolved;
     let mut target = kv::open(opts.target)?;
     let served = served_model(target.as_mut())?;
     let holdout = Holdout::choose(&d, &log);
