@@ -312,19 +312,44 @@ fn warm_start(opts: &SyncOptions<'_>, state: &SyncState) -> Option<Params> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
-/// The per-length profiles: reused by incremental syncs, re-tuned on validation otherwise (and
-/// when the saved ones come from an older release).
+/// The config this run trains with. An incremental sync that reuses the saved profiles keeps
+/// the neighbour table they were tuned with, since they weigh that table (choosing again on
+/// the grown log could change the table under them); every other run chooses what the config
+/// leaves to the data ([`pipeline::resolve_config`]).
+fn run_config(d: &Dataset, state: &SyncState, warm: bool, cfg: &TrainConfig) -> TrainConfig {
+    match (warm, state.combination, cfg.neighbour_popularity) {
+        (true, Some(_), None) => TrainConfig {
+            neighbour_popularity: Some(tuned_neighbour_popularity(state)),
+            ..cfg.clone()
+        },
+        _ => pipeline::resolve_config(d, cfg),
+    }
+}
+
+/// The neighbour popularity the saved profiles were tuned with.
+fn tuned_neighbour_popularity(state: &SyncState) -> f32 {
+    // Profiles saved before the choice existed were tuned on the cosine table.
+    state
+        .neighbour_popularity
+        .unwrap_or(train::NEIGHBOUR_POPULARITY_CHOICES[0])
+}
+
+/// The per-length profiles: reused by incremental syncs whose neighbour table is the one they
+/// were tuned with, re-tuned on validation otherwise (and when the saved ones come from an
+/// older release). `opts.config` is resolved ([`run_config`]).
 fn combination(
     d: &Dataset,
     state: &mut SyncState,
     warm: bool,
     opts: &SyncOptions<'_>,
 ) -> Result<Combination> {
-    match (warm, state.combination) {
+    let same_table = opts.config.neighbour_popularity == Some(tuned_neighbour_popularity(state));
+    match (warm && same_table, state.combination) {
         (true, Some(c)) => Ok(c),
         _ => {
             let tuned = pipeline::tune(d, &opts.config, opts.quiet)?;
             state.combination = Some(tuned.combination);
+            state.neighbour_popularity = opts.config.neighbour_popularity;
             Ok(tuned.combination)
         }
     }
@@ -438,21 +463,21 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
         "the event log is empty: import or ingest events first"
     );
     let d = Dataset::from_events(&log.events);
+    let warm = if have_model {
+        warm_start(opts, &state)
+    } else {
+        None
+    };
     // What the config leaves to the data is chosen once per run, so tuning, the fit and the
     // config written with the model agree (and the choice is not made again for each).
     let resolved = SyncOptions {
-        config: pipeline::resolve_config(&d, &opts.config),
+        config: run_config(&d, &state, warm.is_some(), &opts.config),
         ..*opts
     };
     let opts = &resolved;
     let mut target = kv::open(opts.target)?;
     let served = served_model(target.as_mut())?;
     let holdout = Holdout::choose(&d, &log);
-    let warm = if have_model {
-        warm_start(opts, &state)
-    } else {
-        None
-    };
     let combination = combination(&d, &mut state, warm.is_some(), opts)?;
 
     let started = Instant::now();
@@ -659,6 +684,63 @@ mod tests {
         let state = SyncState::load(&store).unwrap();
         assert_eq!(state.pending_holdout, holdout.seqs(&d, &log));
         assert!(state.pending_holdout.iter().all(|&s| s > cursor));
+    }
+
+    #[test]
+    fn an_incremental_sync_keeps_the_neighbour_table_its_profiles_were_tuned_with() {
+        let d = Dataset::from_events(&events(0..40, 12, 978_300_000));
+        let dir = tempfile::tempdir().unwrap();
+        let open = options("dir:unused", dir.path(), 0.02);
+        // Profiles no tuner would reach, so reuse is visible.
+        let mut saved = Combination::untuned(&open.config);
+        saved.profiles[3].embed = 0.123;
+        let mut state = SyncState {
+            combination: Some(saved),
+            neighbour_popularity: Some(0.0),
+            ..SyncState::default()
+        };
+        // Warm with saved profiles: their table, whatever the grown log would choose now.
+        let warm = run_config(&d, &state, true, &open.config);
+        assert_eq!(warm.neighbour_popularity, Some(0.0));
+        // Profiles from before the choice existed were tuned on the cosine table.
+        let older = SyncState {
+            neighbour_popularity: None,
+            ..state.clone()
+        };
+        assert_eq!(
+            run_config(&d, &older, true, &open.config).neighbour_popularity,
+            Some(0.5)
+        );
+        // A full fit chooses on its data; a value set in the config is kept.
+        let full = pipeline::resolve_config(&d, &open.config);
+        assert_eq!(
+            run_config(&d, &state, false, &open.config).neighbour_popularity,
+            full.neighbour_popularity
+        );
+        let set = TrainConfig {
+            neighbour_popularity: Some(0.25),
+            ..open.config.clone()
+        };
+        assert_eq!(
+            run_config(&d, &state, true, &set).neighbour_popularity,
+            Some(0.25)
+        );
+
+        // The saved profiles are reused with their own table only; another table re-tunes them
+        // and records the table they now belong to.
+        let same = SyncOptions {
+            config: warm,
+            ..open
+        };
+        assert_eq!(combination(&d, &mut state, true, &same).unwrap(), saved);
+        let other = SyncOptions {
+            config: set,
+            ..open
+        };
+        let retuned = combination(&d, &mut state, true, &other).unwrap();
+        assert_ne!(retuned, saved);
+        assert_eq!(state.combination, Some(retuned));
+        assert_eq!(state.neighbour_popularity, Some(0.25));
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub struct SyncState {
     pub force_full: bool,
     /// The tuned per-length profiles, reused by incremental syncs.
     pub combination: Option<Combination>,
+    /// The neighbour table's popularity discount those profiles were tuned with (they weigh
+    /// that table). Unset for profiles saved before it was chosen: those had the cosine, 0.5.
+    pub neighbour_popularity: Option<f32>,
     /// Hold-out NDCG@10 / HR@10 of the published model: the gate's reference.
     pub published_ndcg10: Option<f64>,
     pub published_hr10: Option<f64>,
@@ -64,6 +67,7 @@ impl SyncState {
             syncs_since_full: parse(get("syncs_since_full")?).unwrap_or(0),
             force_full: get("force_full")?.as_deref() == Some("1"),
             combination: get("combination")?.and_then(|s| serde_json::from_str(&s).ok()),
+            neighbour_popularity: parse(get("neighbour_popularity")?),
             // Older releases kept the last candidate's score as `eval_ndcg10`.
             published_ndcg10: parse(get("published_ndcg10")?).or(parse(get("eval_ndcg10")?)),
             published_hr10: parse(get("published_hr10")?).or(parse(get("eval_hr10")?)),
@@ -101,6 +105,10 @@ impl SyncState {
             self.combination
                 .as_ref()
                 .and_then(|c| serde_json::to_string(c).ok()),
+        );
+        opt(
+            "neighbour_popularity",
+            self.neighbour_popularity.map(|e| e.to_string()),
         );
         let num = |v: Option<f64>| v.map(|x| format!("{x:.6}"));
         opt("published_ndcg10", num(self.published_ndcg10));
@@ -245,6 +253,7 @@ mod tests {
             syncs_since_full: 3,
             force_full: true,
             combination: Some(crate::train::Combination::untuned(&Default::default())),
+            neighbour_popularity: Some(0.25),
             published_ndcg10: Some(0.25),
             published_hr10: Some(0.5),
             candidate_ndcg10: Some(0.2),
