@@ -11,9 +11,11 @@
 //! 3. sparse boosts: for the latest `seq_len` items, their neighbour and transition lists,
 //!    weighted per position (× `p.neighbours`, `p.transitions`), and the trend: each item's
 //!    share of the interactions in the window before the request's time (× `p.trend`);
-//! 4. one fused pass over all rows computing `q·row + bias` and keeping the best candidates
-//!    (items with a boost are skipped there and scored exactly afterwards: because boosts are
-//!    non-negative, this yields the exact top-K of `q·row + bias + boost`);
+//! 4. one fused pass over all rows computing `q·row + bias (+ boost)` and keeping the best
+//!    candidates. Where the pass scores every row exactly, boosts are added in its blocks;
+//!    where a first pass or coarse bounds judge rows without their boosts, items with a boost
+//!    are skipped there and scored exactly afterwards. Both yield the exact top-K of
+//!    `q·row + bias + boost`;
 //! 5. selection of `k` from the candidates: by score, or by maximal marginal relevance when
 //!    `diversity > 0`, optionally with ε-greedy or softmax exploration that reports each item's
 //!    propensity.
@@ -30,6 +32,7 @@ use crate::kernels;
 use crate::ranker::Ranker;
 use crate::session::Session;
 use crate::shard::{Rows, Shard};
+use std::collections::BTreeMap;
 
 /// Most candidates diversity and exploration consider: their work grows with pool × k, so a
 /// caller's pool (from JS, from a query string) is clamped here rather than trusted.
@@ -106,6 +109,9 @@ pub struct Engine {
     /// every request made after the model was built: computed once at load, so the request path
     /// only copies them.
     pub(crate) latest_trend: (core::ops::Range<usize>, Vec<(u32, f32)>),
+    /// Trend shares of earlier windows, by (first, end) bucket, kept by
+    /// `memoize_trend_windows` for a tuner that ranks the same past requests many times.
+    pub(crate) trend_memo: BTreeMap<(usize, usize), Vec<(u32, f32)>>,
     /// Per shard, the row sums and norms of the certified coarse pass (`crate::coarse`); empty
     /// when the pass is off (by default, builds without a fast coarse kernel).
     pub(crate) row_bounds: Vec<Option<RowBounds>>,
@@ -189,6 +195,7 @@ impl Engine {
             starts,
             meta,
             latest_trend: (0..0, Vec::new()),
+            trend_memo: BTreeMap::new(),
             row_bounds: Vec::new(),
             first_pass: None,
             profiles: None,
@@ -211,6 +218,39 @@ impl Engine {
     #[doc(hidden)]
     pub fn set_profiles(&mut self, profiles: Option<[Profile; PROFILE_BUCKETS]>) {
         self.profiles = profiles;
+    }
+
+    /// Sums the trend windows of requests at these times once and keeps them, so ranking at
+    /// any of those times copies the window's shares instead of summing its buckets again. A
+    /// tuner ranks the same past requests under hundreds of profiles, and each window's sum
+    /// grows with the events in it: without this, tuning time grows with users × events.
+    /// (Requests after the model's data need nothing: their window is summed at load.) Keeps
+    /// windows in the order their times come until they hold `max_entries` entries in all;
+    /// returns how many windows are kept. The rankings are the same either way.
+    #[doc(hidden)]
+    pub fn memoize_trend_windows(
+        &mut self,
+        times: impl IntoIterator<Item = i64>,
+        max_entries: usize,
+    ) -> usize {
+        let mut held: usize = self.trend_memo.values().map(Vec::len).sum();
+        for ts in times {
+            let window = trend_window(&self.meta, Some(ts));
+            let key = (window.start, window.end);
+            if window.is_empty()
+                || window == self.latest_trend.0
+                || self.trend_memo.contains_key(&key)
+            {
+                continue;
+            }
+            let shares = self.ranker().trend_shares(window);
+            if held + shares.len() > max_entries {
+                break;
+            }
+            held += shares.len();
+            self.trend_memo.insert(key, shares);
+        }
+        self.trend_memo.len()
     }
 
     /// How many items the two-stage scan (`crate::first_pass`) keeps for exact scoring, at

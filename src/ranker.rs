@@ -67,9 +67,18 @@ impl<'a> Ranker<'a> {
         );
         excluded.sort_unstable();
         excluded.dedup();
+        // Boosted items are scored with their boost: added in the scan's blocks where it scores
+        // every row exactly, or else skipped there and scored one by one afterwards (a pass
+        // that bounds or codes rows without the boost could drop them). The trend can boost
+        // most of a catalog, and then the one-by-one scoring costs more than the scan.
+        let fused = self.scans_every_row(&query);
         // The boosts are sorted by item, one entry each (and may be thousands with the trend
         // on), so the scan's skip list is a merge of two sorted lists, not another sort.
-        let skip = sorted_union(&excluded, boosts.iter().map(|b| b.0));
+        let skip = if fused {
+            excluded.clone()
+        } else {
+            sorted_union(&excluded, boosts.iter().map(|b| b.0))
+        };
 
         let k = request.k.min(self.meta().total_items as usize);
         let selecting = request.diversity > 0.0 || request.exploration != Exploration::Off;
@@ -92,10 +101,14 @@ impl<'a> Ranker<'a> {
             (allow == 0 || cats & allow != 0) && cats & deny == 0
         };
         let mut top = TopK::new(pool);
-        self.scan(&query, &skip, &filter, &mut top);
-        for &(index, boost) in &boosts {
-            if excluded.binary_search(&index).is_err() && filter(index) {
-                top.push(self.dense_score(&query, index) + boost, index);
+        if fused {
+            self.scan(&query, &skip, &boosts, &filter, &mut top);
+        } else {
+            self.scan(&query, &skip, &[], &filter, &mut top);
+            for &(index, boost) in &boosts {
+                if excluded.binary_search(&index).is_err() && filter(index) {
+                    top.push(self.dense_score(&query, index) + boost, index);
+                }
             }
         }
         let candidates = top.into_sorted();
@@ -333,8 +346,11 @@ impl<'a> Ranker<'a> {
         }
         let (latest_window, latest) = &self.engine.latest_trend;
         let computed;
+        let memo = self.engine.trend_memo.get(&(window.start, window.end));
         let shares = if *latest_window == window {
             latest
+        } else if let Some(memo) = memo {
+            memo
         } else {
             computed = self.trend_shares(window);
             &computed
@@ -391,7 +407,19 @@ impl<'a> Ranker<'a> {
     /// threshold lets the rare winners through to the exclusion test, the filter and the heap.
     /// Where the engine keeps row bounds (`crate::coarse`), int8 blocks first go through the
     /// coarse kernel, and only rows whose score bound beats the threshold are scored exactly.
-    fn scan(&self, query: &Query, skip: &[u32], filter: &dyn Fn(u32) -> bool, top: &mut TopK) {
+    ///
+    /// `boosts` (sorted by item) are added to their rows' scores in the blocks; only a scan
+    /// that scores every row exactly may be given any ([`Self::scans_every_row`]).
+    fn scan(
+        &self,
+        query: &Query,
+        skip: &[u32],
+        boosts: &[(u32, f32)],
+        filter: &dyn Fn(u32) -> bool,
+        top: &mut TopK,
+    ) {
+        debug_assert!(boosts.is_empty() || self.scans_every_row(query));
+        let mut boosts = boosts;
         let stride = self.meta().row_stride() as usize;
         let mut offer = Offer {
             threshold: top.threshold(),
@@ -459,6 +487,7 @@ impl<'a> Ranker<'a> {
                         for j in 0..m {
                             out[j] = i8_score(dots[j], *scale, row_scales[j], row_bias[j]);
                         }
+                        add_boosts(out, start + b as u32, &mut boosts);
                         offer.block(out, start + b as u32, top);
                     }
                 }
@@ -477,11 +506,23 @@ impl<'a> Ranker<'a> {
                         for ((s, &dot), &bias) in scores.iter_mut().zip(&dots[..m]).zip(row_bias) {
                             *s = dot + bias;
                         }
+                        add_boosts(&mut scores[..m], start + b as u32, &mut boosts);
                         offer.block(&scores[..m], start + b as u32, top);
                     }
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Whether [`Self::scan`] scores every row exactly, block by block, for this query: no
+    /// first pass and no coarse bounds (int8), or a float query (neither applies).
+    fn scans_every_row(&self, query: &Query) -> bool {
+        match query {
+            Query::I8 { .. } => {
+                self.engine.first_pass.is_none() && self.engine.row_bounds.is_empty()
+            }
+            Query::Float { .. } => true,
         }
     }
 
@@ -854,6 +895,26 @@ fn sum_by_item(mut entries: Vec<(u32, f32)>) -> Vec<(u32, f32)> {
         }
     }
     merged
+}
+
+/// Adds to `scores` (the rows from item `first` on) the boosts of those rows, taken from the
+/// front of `boosts` (sorted by item); boosts of items before `first` are dropped (no row).
+/// The sum is the one the boosted items' one-by-one scoring makes: the row's score plus its
+/// boost.
+fn add_boosts(scores: &mut [f32], first: u32, boosts: &mut &[(u32, f32)]) {
+    let end = u64::from(first) + scores.len() as u64;
+    while let Some((&(index, boost), rest)) = boosts.split_first() {
+        if u64::from(index) >= end {
+            break;
+        }
+        if let Some(score) = index
+            .checked_sub(first)
+            .and_then(|j| scores.get_mut(j as usize))
+        {
+            *score += boost;
+        }
+        *boosts = rest;
+    }
 }
 
 /// The trend buckets of the window before `ts`: the last `⌈window / bucket⌉` buckets that ended

@@ -490,6 +490,57 @@ fn profiles_set_on_a_loaded_model_rank_as_shards_written_with_them() {
 }
 
 #[test]
+fn memoized_trend_windows_rank_as_summed_ones() {
+    use edgerec::testing::{TREND_DAYS, TREND_START};
+    // The synthetic profiles weigh the trend at every length but the longest.
+    let syn = Synthetic {
+        with_trend: true,
+        ..Synthetic::default()
+    };
+    let summed = engine(&syn);
+    // Requests before, within and after the trend table, at hours inside and on bucket edges.
+    let times: Vec<i64> = (-2..TREND_DAYS as i64 + 3)
+        .flat_map(|day| [0, 3_600, 86_399].map(|s| TREND_START + day * 86_400 + s))
+        .collect();
+    let mut memoized = summed.clone();
+    let kept = memoized.memoize_trend_windows(times.iter().copied(), usize::MAX);
+    // One window per past day with buckets before it, less the latest (summed at load).
+    assert!(kept >= TREND_DAYS - 2, "{kept} windows kept");
+    assert_eq!(
+        summed
+            .clone()
+            .memoize_trend_windows(times.iter().copied(), 0),
+        0
+    );
+    for clicks in [0usize, 2] {
+        let mut session = Session::new();
+        for i in 0..clicks {
+            session.observe(&format!("item-{}", 11 * i + 3), EventType::Click, 1_000);
+        }
+        for &ts in &times {
+            let request = Request {
+                k: 20,
+                context: Context {
+                    ts: Some(ts),
+                    ..Context::default()
+                },
+                ..Request::default()
+            };
+            let a = summed.recommend(&session, &request);
+            let b = memoized.recommend(&session, &request);
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!(
+                    (x.index, x.score.to_bits()),
+                    (y.index, y.score.to_bits()),
+                    "ts {ts}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn a_huge_pool_is_clamped_not_allocated() {
     // A caller-supplied pool (JS API, native callers) must neither overflow an allocation nor
     // make diversity's pool × k work unbounded (L2).

@@ -431,6 +431,9 @@ pub const TUNING_START: Combination = Combination {
     }; PROFILE_BUCKETS],
 };
 
+/// Most trend-share entries the tuner keeps summed (8 bytes each: 64 MiB).
+const TREND_MEMO_ENTRIES: usize = 1 << 23;
+
 /// Coordinate ascent passes over the grid.
 const TUNING_PASSES: usize = 2;
 
@@ -451,6 +454,11 @@ pub fn tune(
     // the loaded model ranks as shards written with it would, without writing and loading the
     // model (and fitting its first-pass codes) hundreds of times.
     let mut engine = build_engine(p, tables, cfg, Dtype::I8, &combination)?;
+    // Each query's trend window is summed once, not once per profile tried: a window's sum
+    // grows with the events in it, so tuning time would grow with users × events.
+    let windows =
+        engine.memoize_trend_windows(queries.iter().map(|q| q.target.ts), TREND_MEMO_ENTRIES);
+    tracing::debug!(windows, "trend windows summed once for tuning");
     for (bucket, clicks) in Clicks::TABLE.into_iter().enumerate() {
         // Validation NDCG@10 of each profile of this bucket, computed once: the second pass
         // of the ascent revisits most of the first pass's profiles.
