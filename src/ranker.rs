@@ -74,10 +74,12 @@ impl<'a> Ranker<'a> {
         let fused = self.scans_every_row(&query);
         // The boosts are sorted by item, one entry each (and may be thousands with the trend
         // on), so the scan's skip list is a merge of two sorted lists, not another sort.
-        let skip = if fused {
-            excluded.clone()
+        let union;
+        let skip: &[u32] = if fused {
+            &excluded
         } else {
-            sorted_union(&excluded, boosts.iter().map(|b| b.0))
+            union = sorted_union(&excluded, boosts.iter().map(|b| b.0));
+            &union
         };
 
         let k = request.k.min(self.meta().total_items as usize);
@@ -102,9 +104,9 @@ impl<'a> Ranker<'a> {
         };
         let mut top = TopK::new(pool);
         if fused {
-            self.scan(&query, &skip, &boosts, &filter, &mut top);
+            self.scan(&query, skip, &boosts, &filter, &mut top);
         } else {
-            self.scan(&query, &skip, &[], &filter, &mut top);
+            self.scan(&query, skip, &[], &filter, &mut top);
             for &(index, boost) in &boosts {
                 if excluded.binary_search(&index).is_err() && filter(index) {
                     top.push(self.dense_score(&query, index) + boost, index);
@@ -346,10 +348,9 @@ impl<'a> Ranker<'a> {
         }
         let (latest_window, latest) = &self.engine.latest_trend;
         let computed;
-        let memo = self.engine.trend_memo.get(&(window.start, window.end));
         let shares = if *latest_window == window {
             latest
-        } else if let Some(memo) = memo {
+        } else if let Some(memo) = self.engine.trend_memo.get(&(window.start, window.end)) {
             memo
         } else {
             computed = self.trend_shares(window);
