@@ -354,12 +354,23 @@ pub fn engine_top10(engine: &Engine, d: &Dataset, q: &Query<'_>, clicks: Clicks)
 
 /// [`engine_top10`] with the scores: (dataset item index, score), best first.
 pub fn engine_list(engine: &Engine, d: &Dataset, q: &Query<'_>, clicks: Clicks) -> Vec<(u32, f32)> {
+    engine_list_k(engine, d, q, clicks, 10)
+}
+
+/// [`engine_list`] with the `k` best instead of 10.
+pub fn engine_list_k(
+    engine: &Engine,
+    d: &Dataset,
+    q: &Query<'_>,
+    clicks: Clicks,
+    k: usize,
+) -> Vec<(u32, f32)> {
     let mut session = Session::new();
     for s in clicks.session(q.history) {
         session.observe(&d.items[s.item as usize], s.kind, s.ts.max(0) as u64);
     }
     let request = Request {
-        k: 10,
+        k,
         context: d.context(&q.target),
         exclude: clicks
             .excluded(q.history)

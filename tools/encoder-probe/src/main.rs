@@ -176,8 +176,8 @@ fn batch(seqs: &[&[u32]], len: usize, pad: u32, next_item: bool, dev: &Device) -
     })
 }
 
-/// Per user, item indices by time (ties keep file order); the catalog size.
-fn read_sequences(path: &str) -> (Vec<Vec<u32>>, usize) {
+/// Per user, item indices by time (ties keep file order); the item ids by index; the user ids.
+fn read_sequences(path: &str) -> (Vec<Vec<u32>>, Vec<String>, Vec<String>) {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut users: HashMap<&str, Vec<(i64, usize, u32)>> = HashMap::new();
     let mut first_seen = Vec::new();
@@ -205,7 +205,15 @@ fn read_sequences(path: &str) -> (Vec<Vec<u32>>, usize) {
             events.into_iter().map(|e| e.2).collect()
         })
         .collect();
-    (seqs, items.len())
+    let mut ids = vec![String::new(); items.len()];
+    for (id, &i) in &items {
+        ids[i as usize] = (*id).to_string();
+    }
+    (
+        seqs,
+        ids,
+        first_seen.iter().map(|u| u.to_string()).collect(),
+    )
 }
 
 /// Cosine item neighbours over users' item sets (all of them, as the `eval` baseline).
@@ -276,8 +284,13 @@ fn main() -> Result<()> {
     let dropout: f32 = setting("DROPOUT", 0.2);
     let test = setting("TEST", 0) == 1;
 
-    let (mut seqs, n) = read_sequences(&path);
-    seqs.retain(|s| s.len() >= 3);
+    let (seqs_all, item_ids, user_ids) = read_sequences(&path);
+    let n = item_ids.len();
+    let (seqs, user_ids): (Vec<Vec<u32>>, Vec<String>) = seqs_all
+        .into_iter()
+        .zip(user_ids)
+        .filter(|(s, _)| s.len() >= 3)
+        .unzip();
     let cut = if test { 1 } else { 2 };
     let train: Vec<&[u32]> = seqs.iter().map(|s| &s[..s.len() - cut]).collect();
     let targets: Vec<u32> = seqs.iter().map(|s| s[s.len() - cut]).collect();
@@ -406,6 +419,31 @@ fn main() -> Result<()> {
                 blends.join(", ")
             );
         }
+    }
+    // DUMP=path: every evaluated user's log-softmax over the catalog after training, as text
+    // (line 1: the item ids; then one line per user: the user id and one score per item), so
+    // another program can blend the encoder's scores with the served model's.
+    if let Ok(out) = std::env::var("DUMP") {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&out).expect("DUMP file"));
+        writeln!(w, "{}", item_ids.join("\t")).expect("write");
+        let users: Vec<usize> = (0..train.len()).collect();
+        for chunk in users.chunks(256) {
+            let seqs: Vec<&[u32]> = chunk.iter().map(|&u| train[u]).collect();
+            let b = batch(&seqs, len, pad, false, &dev)?;
+            let last = encoder
+                .hidden(&b, 0.0)?
+                .i((.., len - 1, ..))?
+                .contiguous()?;
+            let logits = encoder.logits(&last)?.narrow(1, 0, n)?;
+            let log_p: Vec<Vec<f32>> =
+                candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2()?;
+            for (row, &u) in log_p.iter().zip(chunk) {
+                let cells: Vec<String> = row.iter().map(|x| format!("{x:.5}")).collect();
+                writeln!(w, "{}\t{}", user_ids[u], cells.join("\t")).expect("write");
+            }
+        }
+        println!("[encoder-probe] scores written to {out}");
     }
     Ok(())
 }
