@@ -129,6 +129,14 @@ impl Encoder {
         self.norm.forward(&x)
     }
 
+    /// Scores of every item (and the padding id) as the next event after each sequence (its
+    /// last `len` events), without dropout.
+    fn next_item_logits(&self, seqs: &[&[u32]], len: usize, pad: u32) -> Result<Tensor> {
+        let b = batch(seqs, len, pad, false, self.bias.device())?;
+        let last = self.hidden(&b, 0.0)?.i((.., len - 1, ..))?.contiguous()?;
+        self.logits(&last)
+    }
+
     /// Scores of every item (and the padding id) for each row of `hidden` `[R, dim]`.
     fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         hidden
@@ -342,12 +350,7 @@ fn main() -> Result<()> {
         let users: Vec<usize> = (0..train.len()).collect();
         for chunk in users.chunks(256) {
             let seqs: Vec<&[u32]> = chunk.iter().map(|&u| train[u]).collect();
-            let b = batch(&seqs, len, pad, false, &dev)?;
-            let last = encoder
-                .hidden(&b, 0.0)?
-                .i((.., len - 1, ..))?
-                .contiguous()?;
-            let logits: Vec<Vec<f32>> = encoder.logits(&last)?.to_vec2()?;
+            let logits: Vec<Vec<f32>> = encoder.next_item_logits(&seqs, len, pad)?.to_vec2()?;
             for (row, &u) in logits.iter().zip(chunk) {
                 let mut neighbours = vec![0f32; n + 1];
                 let mut w = 1.0;
@@ -430,12 +433,7 @@ fn main() -> Result<()> {
         let users: Vec<usize> = (0..train.len()).collect();
         for chunk in users.chunks(256) {
             let seqs: Vec<&[u32]> = chunk.iter().map(|&u| train[u]).collect();
-            let b = batch(&seqs, len, pad, false, &dev)?;
-            let last = encoder
-                .hidden(&b, 0.0)?
-                .i((.., len - 1, ..))?
-                .contiguous()?;
-            let logits = encoder.logits(&last)?.narrow(1, 0, n)?;
+            let logits = encoder.next_item_logits(&seqs, len, pad)?.narrow(1, 0, n)?;
             let log_p: Vec<Vec<f32>> =
                 candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2()?;
             for (row, &u) in log_p.iter().zip(chunk) {
