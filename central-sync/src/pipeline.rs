@@ -182,6 +182,11 @@ impl LengthRow {
     }
 }
 
+/// What the report says for a ratio to the best baseline when no baseline ranked a single
+/// target in its top 10 (every target was already in its user's history, say): a ratio to
+/// zero has no meaning.
+const NO_BASELINE_HIT: &str = "no baseline hit";
+
 /// The full evaluation report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -272,10 +277,14 @@ impl Report {
         s += &row("last-item Markov", &self.markov_last_item);
         s += &row("item-kNN cosine, last 5, 0.7^k", &self.knn_last5);
         let full = self.by_session_length.last();
-        let (best, _) = full.map_or((f64::NAN, ""), LengthRow::best_baseline);
+        let (best, _) = full.map_or((0.0, ""), LengthRow::best_baseline);
+        let gain = if best > 0.0 {
+            format!("{:+.1}%", 100.0 * (self.edgerec_int8.ndcg10 / best - 1.0))
+        } else {
+            NO_BASELINE_HIT.to_string()
+        };
         s += &format!(
-            "edgerec int8 vs best baseline NDCG@10: {:+.1}%; quantization cost: {:.2}% relative NDCG\n",
-            100.0 * (self.edgerec_int8.ndcg10 / best - 1.0),
+            "edgerec int8 vs best baseline NDCG@10: {gain}; quantization cost: {:.2}% relative NDCG\n",
             100.0 * self.quantization_cost_rel_ndcg
         );
         s += "\nNDCG@10 by the clicks the edge knows (each method given the same clicks; they are excluded)\n";
@@ -285,16 +294,19 @@ impl Report {
         );
         for r in &self.by_session_length {
             let (best, name) = r.best_baseline();
+            let versus = if best > 0.0 {
+                format!("{:>7.3}x {name:<9}", r.edgerec_int8.ndcg10 / best)
+            } else {
+                NO_BASELINE_HIT.to_string()
+            };
             s += &format!(
-                "{:<7} {:>9.4} {:>10.4} {:>9.4} {:>9.4} {:>9.4}  {:>7.3}x {:<9}\n",
+                "{:<7} {:>9.4} {:>10.4} {:>9.4} {:>9.4} {:>9.4}  {versus}\n",
                 r.clicks,
                 r.edgerec_int8.ndcg10,
                 r.popularity.ndcg10,
                 r.trending_30d.ndcg10,
                 r.markov_last_item.ndcg10,
                 r.knn_last5.ndcg10,
-                r.edgerec_int8.ndcg10 / best,
-                name
             );
         }
         s += "\nprofiles chosen on validation (embed, context, neighbours, transitions, trend):\n";
@@ -324,6 +336,32 @@ mod tests {
     /// `users` users with `clicks` clicks each.
     fn log(users: usize, clicks: usize) -> Dataset {
         eval::tests::uniform_log(users, clicks, 7)
+    }
+
+    /// A log in which every user's last event repeats an earlier one: the protocol excludes
+    /// the history, so no method can rank the full-history target and every NDCG@10 there is 0.
+    /// The table says so instead of printing a ratio of 0 to 0.
+    #[test]
+    fn a_table_without_baseline_hits_prints_no_ratio() {
+        let mut d = log(40, 6);
+        for s in &mut d.sequences {
+            let first = s[0];
+            let last = s.last_mut().expect("six clicks");
+            last.item = first.item;
+        }
+        let cfg = TrainConfig {
+            dim: 8,
+            epochs: 2,
+            negatives: 4,
+            ..TrainConfig::default()
+        };
+        let report = evaluate(&d, &cfg, true).expect("evaluates");
+        let full = report.by_session_length.last().expect("a full row");
+        assert_eq!(full.best_baseline().0, 0.0);
+        assert_eq!(full.edgerec_int8.ndcg10, 0.0);
+        let table = report.table();
+        assert!(!table.contains("NaN") && !table.contains("inf"), "{table}");
+        assert!(table.contains(NO_BASELINE_HIT), "{table}");
     }
 
     #[test]
