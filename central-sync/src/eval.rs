@@ -189,7 +189,8 @@ impl Metrics {
         let n = ndcg.len().max(1) as f64;
         Metrics {
             hr10: ndcg.iter().filter(|&&g| g > 0.0).count() as f64 / n,
-            ndcg10: ndcg.iter().sum::<f64>() / n,
+            // Folded from +0.0: an empty sum of f64 is -0.0, which prints as "-0.0000".
+            ndcg10: ndcg.iter().fold(0.0, |a, g| a + g) / n,
             users: ndcg.len(),
         }
     }

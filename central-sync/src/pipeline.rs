@@ -138,6 +138,20 @@ pub fn write(
 pub fn tune(d: &Dataset, cfg: &TrainConfig, quiet: bool) -> Result<Tuned> {
     let cfg = &resolve_config(d, cfg);
     let (train, queries) = Split::tuning(d, tuning_positions(d, cfg));
+    if queries.is_empty() {
+        // Every profile would score 0 on no targets, so the ascent would keep its start, which
+        // ranks anonymous visitors without the trend. The untuned combination is the better
+        // guess, and the operator should know nothing was chosen.
+        tracing::warn!(
+            users = d.sequences.len(),
+            "no user has the 3 events tuning needs (a validation target and one event before \
+             it, besides the last): the profiles are the untuned defaults"
+        );
+        return Ok(Tuned {
+            combination: Combination::untuned(cfg),
+            validation: vec![Metrics::of(&[]); Clicks::TABLE.len()],
+        });
+    }
     let (p, t) = fit(d, &train, cfg, None, quiet, "fit (validation)");
     eval::tune(&p, &t, cfg, d, &queries)
 }
@@ -209,6 +223,13 @@ pub struct Report {
 pub fn evaluate(d: &Dataset, cfg: &TrainConfig, quiet: bool) -> Result<Report> {
     let cfg = &resolve_config(d, cfg);
     let split = Split::new(d);
+    if split.users.is_empty() {
+        anyhow::bail!(
+            "nothing to evaluate: none of the {} users has the 3 events the protocol needs \
+             (a test target, a validation target and one event before them)",
+            d.sequences.len()
+        );
+    }
     let tuned = tune(d, cfg, quiet)?;
     let started = Instant::now();
     let (p, t) = fit(d, &split.train_val, cfg, None, quiet, "fit (test)");
@@ -362,6 +383,28 @@ mod tests {
         let table = report.table();
         assert!(!table.contains("NaN") && !table.contains("inf"), "{table}");
         assert!(table.contains(NO_BASELINE_HIT), "{table}");
+    }
+
+    /// Users with two events each: no validation or test target. `eval` refuses with a clear
+    /// error; tuning (as `train` runs it) keeps the untuned combination instead of the
+    /// ascent's start, whose anonymous list ignores the trend.
+    #[test]
+    fn a_log_without_targets_is_not_evaluated_and_keeps_the_untuned_profiles() {
+        let d = log(30, 2);
+        let cfg = TrainConfig {
+            dim: 8,
+            epochs: 1,
+            negatives: 4,
+            ..TrainConfig::default()
+        };
+        let err = evaluate(&d, &cfg, true).expect_err("refused");
+        assert!(err.to_string().contains("nothing to evaluate"), "{err}");
+        let tuned = tune(&d, &cfg, true).expect("tunes");
+        let resolved = resolve_config(&d, &cfg);
+        assert_eq!(tuned.combination, Combination::untuned(&resolved));
+        assert!(tuned.validation.iter().all(|m| m.users == 0));
+        // Metrics of no targets print as 0, not -0.
+        assert!(tuned.validation.iter().all(|m| m.ndcg10.is_sign_positive()));
     }
 
     #[test]
