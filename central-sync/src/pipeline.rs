@@ -359,6 +359,16 @@ mod tests {
         eval::tests::uniform_log(users, clicks, 7)
     }
 
+    /// A model small and quick enough to fit many times in a unit test.
+    fn tiny_config() -> TrainConfig {
+        TrainConfig {
+            dim: 8,
+            epochs: 2,
+            negatives: 4,
+            ..TrainConfig::default()
+        }
+    }
+
     /// A log in which every user's last event repeats an earlier one: the protocol excludes
     /// the history, so no method can rank the full-history target and every NDCG@10 there is 0.
     /// The table says so instead of printing a ratio of 0 to 0.
@@ -370,12 +380,7 @@ mod tests {
             let last = s.last_mut().expect("six clicks");
             last.item = first.item;
         }
-        let cfg = TrainConfig {
-            dim: 8,
-            epochs: 2,
-            negatives: 4,
-            ..TrainConfig::default()
-        };
+        let cfg = tiny_config();
         let report = evaluate(&d, &cfg, true).expect("evaluates");
         let full = report.by_session_length.last().expect("a full row");
         assert_eq!(full.best_baseline().0, 0.0);
@@ -391,12 +396,7 @@ mod tests {
     #[test]
     fn a_log_without_targets_is_not_evaluated_and_keeps_the_untuned_profiles() {
         let d = log(30, 2);
-        let cfg = TrainConfig {
-            dim: 8,
-            epochs: 1,
-            negatives: 4,
-            ..TrainConfig::default()
-        };
+        let cfg = tiny_config();
         let err = evaluate(&d, &cfg, true).expect_err("refused");
         assert!(err.to_string().contains("nothing to evaluate"), "{err}");
         let tuned = tune(&d, &cfg, true).expect("tunes");
@@ -439,12 +439,7 @@ mod tests {
             }
         }
         let d = eval::tests::owned_dataset(&rows);
-        let cfg = TrainConfig {
-            dim: 8,
-            epochs: 2,
-            negatives: 4,
-            ..TrainConfig::default()
-        };
+        let cfg = tiny_config();
         let tuned = tune(&d, &cfg, true).unwrap();
         // The same fit and queries the tuner used, scored afresh.
         let (train, queries) = Split::tuning(&d, tuning_positions(&d, &cfg));
