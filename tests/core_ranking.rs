@@ -4,10 +4,19 @@
 
 use edgerec::format::MAX_SHARD_BYTES;
 use edgerec::testing::Synthetic;
-use edgerec::{Context, Device, Engine, EventType, Exploration, Request, Session};
+use edgerec::{Context, Device, Engine, EventType, Exploration, Recommendation, Request, Session};
 
 fn engine(syn: &Synthetic) -> Engine {
     Engine::from_bytes(syn.shards(MAX_SHARD_BYTES).iter().map(|s| s.as_slice())).unwrap()
+}
+
+/// Both engines rank the request alike: the same items in the same order, scores bit for bit.
+fn assert_same_ranking(a: &Engine, b: &Engine, session: &Session, request: &Request) {
+    let (x, y) = (a.recommend(session, request), b.recommend(session, request));
+    let key = |r: &[Recommendation]| -> Vec<(u32, u32)> {
+        r.iter().map(|e| (e.index, e.score.to_bits())).collect()
+    };
+    assert_eq!(key(&x), key(&y), "context {:?}", request.context);
 }
 
 fn cluster_share(
@@ -476,12 +485,7 @@ fn profiles_set_on_a_loaded_model_rank_as_shards_written_with_them() {
                 },
                 ..Request::default()
             };
-            let a = expected.recommend(&session, &request);
-            let b = swapped.recommend(&session, &request);
-            assert_eq!(a.len(), b.len());
-            for (x, y) in a.iter().zip(&b) {
-                assert_eq!((x.index, x.score.to_bits()), (y.index, y.score.to_bits()));
-            }
+            assert_same_ranking(&expected, &swapped, &session, &request);
         }
     }
     // `None` goes back to the shards' own profiles.
@@ -526,16 +530,7 @@ fn memoized_trend_windows_rank_as_summed_ones() {
                 },
                 ..Request::default()
             };
-            let a = summed.recommend(&session, &request);
-            let b = memoized.recommend(&session, &request);
-            assert_eq!(a.len(), b.len());
-            for (x, y) in a.iter().zip(&b) {
-                assert_eq!(
-                    (x.index, x.score.to_bits()),
-                    (y.index, y.score.to_bits()),
-                    "ts {ts}"
-                );
-            }
+            assert_same_ranking(&summed, &memoized, &session, &request);
         }
     }
 }
