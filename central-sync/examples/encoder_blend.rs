@@ -87,43 +87,43 @@ fn main() -> Result<()> {
             encoder.insert(d.users[u].clone(), row);
         }
     }
-    let mut sums = [0f64; LAMBDAS.len()];
+    // The served model's whole ranking and the encoder's scores, per query.
+    let mut served = Vec::with_capacity(queries.len());
+    let mut scores = Vec::with_capacity(queries.len());
     let mut served_scale = 0f64;
     for (q, &u) in queries.iter().zip(&split.users) {
         let enc = encoder
             .get(d.users[u].as_str())
             .with_context(|| format!("no encoder scores for user {}", d.users[u]))?;
-        let served = eval::engine_list_k(&engine, &d, q, Clicks::Full, n);
-        let spread = served.first().map_or(0.0, |f| f.1) - served.get(10).map_or(0.0, |f| f.1);
+        let list = eval::engine_list_k(&engine, &d, q, Clicks::Full, n);
+        let spread = list.first().map_or(0.0, |f| f.1) - list.get(10).map_or(0.0, |f| f.1);
         served_scale += f64::from(spread);
-        let Some(target_at) = served.iter().position(|s| s.0 == q.target.item) else {
-            continue;
-        };
-        for (sum, lambda) in sums.iter_mut().zip(LAMBDAS) {
-            let blended = |&(i, s): &(u32, f32)| s + lambda * enc[i as usize];
-            let at = blended(&served[target_at]);
-            // Ties keep the served order: only items before the target in it win a tie.
-            let better = served
-                .iter()
-                .enumerate()
-                .filter(|&(rank, s)| {
-                    let v = blended(s);
-                    rank != target_at && (v > at || (v == at && rank < target_at))
-                })
-                .count();
-            if better < 10 {
-                *sum += 1.0 / ((better + 2) as f64).log2();
-            }
-        }
+        served.push(list);
+        scores.push(enc);
     }
-    let users = queries.len() as f64;
     println!(
         "{} users; served top-1 minus 11th score, mean {:.3}",
         queries.len(),
-        served_scale / users
+        served_scale / queries.len().max(1) as f64
     );
-    for (lambda, sum) in LAMBDAS.iter().zip(sums) {
-        println!("lambda {lambda}: NDCG@10 {:.4}", sum / users);
+    for lambda in LAMBDAS {
+        let mut next = served.iter().zip(&scores);
+        let m = eval::evaluate(&queries, |_| {
+            next.next()
+                .map_or_else(Vec::new, |(list, enc)| blended_top10(list, enc, lambda))
+        });
+        println!("lambda {lambda}: NDCG@10 {:.4}", m.ndcg10);
     }
     Ok(())
+}
+
+/// The 10 best of the served list by its score plus `lambda ×` the encoder's; ties keep the
+/// served order (a stable sort).
+fn blended_top10(served: &[(u32, f32)], encoder: &[f32], lambda: f32) -> Vec<u32> {
+    let mut blended: Vec<(f32, u32)> = served
+        .iter()
+        .map(|&(i, s)| (s + lambda * encoder[i as usize], i))
+        .collect();
+    blended.sort_by(|a, b| b.0.total_cmp(&a.0));
+    blended.into_iter().take(10).map(|(_, i)| i).collect()
 }
