@@ -148,7 +148,7 @@ pub fn write_dir(
     for (i, bytes) in shards.iter().enumerate() {
         let shard = edgerec::Shard::from_bytes(bytes).context("re-reading a written shard")?;
         let count = shard.header().item_count;
-        let file = format!("shard-{i}.bin");
+        let file = edgerec_contract::keys::shard_file(i);
         write_durably(&tmp.join(&file), bytes)?;
         entries.push(ShardEntry {
             file,

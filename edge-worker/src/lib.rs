@@ -243,18 +243,15 @@ async fn refresh(env: &Env, force: bool) -> bool {
 /// `central-sync publish` refuses larger models with the same figure.
 const MODEL_BUDGET_BYTES: u64 = edgerec_contract::manifest::EDGE_MODEL_BUDGET_BYTES;
 
-/// Reads one shard from KV into the aligned buffer it is parsed from: one `get` as an
-/// `ArrayBuffer` (outside wasm memory, dropped after the copy), its length checked against the
-/// manifest, then one copy into wasm memory. A cold-start profile on workerd showed reading the
-/// value as a stream, chunk by chunk through wasm, took a fifth of the isolate's time.
-async fn read_shard(
+/// Reads one KV value as bytes: one `get` as an `ArrayBuffer` (outside wasm memory), `None` when
+/// the key is missing. A cold-start profile on workerd showed reading a shard as a stream, chunk
+/// by chunk through wasm, took a fifth of the isolate's time.
+async fn kv_bytes(
     namespace: &JsValue,
     key: &str,
-    expected: u64,
-) -> Result<AlignedBytes, LoadFailure> {
+) -> Result<Option<js_sys::Uint8Array>, LoadFailure> {
     let unavailable =
         |e: JsValue| LoadFailure::new(KV_UNAVAILABLE, format!("reading {key}: {e:?}"));
-    let corrupt = |detail: String| LoadFailure::new(CORRUPT_SHARD, detail);
     let get: js_sys::Function = js_sys::Reflect::get(namespace, &"get".into())
         .map_err(unavailable)?
         .dyn_into()
@@ -275,24 +272,46 @@ async fn read_shard(
         .await
         .map_err(unavailable)?;
     if value.is_null() || value.is_undefined() {
+        return Ok(None);
+    }
+    let buffer: js_sys::ArrayBuffer = value
+        .dyn_into()
+        .map_err(|_| LoadFailure::new(CORRUPT_SHARD, format!("reading {key}: not bytes")))?;
+    Ok(Some(js_sys::Uint8Array::new(&buffer)))
+}
+
+/// A shard read from KV, copied once into the aligned buffer it is parsed from, its length
+/// checked against the manifest first. The KV buffer is dropped after the copy.
+fn aligned_shard(
+    key: &str,
+    bytes: Option<js_sys::Uint8Array>,
+    expected: u64,
+) -> Result<AlignedBytes, LoadFailure> {
+    let Some(bytes) = bytes else {
         return Err(LoadFailure::new(
             PARTIAL_PUBLISH,
             format!("{key} is missing"),
         ));
-    }
-    let buffer: js_sys::ArrayBuffer = value
-        .dyn_into()
-        .map_err(|_| corrupt(format!("reading {key}: not bytes")))?;
-    let bytes = js_sys::Uint8Array::new(&buffer);
+    };
     if u64::from(bytes.length()) != expected {
-        return Err(corrupt(format!(
-            "{key}: {} bytes, the manifest says {expected}",
-            bytes.length()
-        )));
+        return Err(LoadFailure::new(
+            CORRUPT_SHARD,
+            format!(
+                "{key}: {} bytes, the manifest says {expected}",
+                bytes.length()
+            ),
+        ));
     }
     Ok(AlignedBytes::filled_by(bytes.length() as usize, |dst| {
         bytes.copy_to_uninit(dst)
     }))
+}
+
+/// A version's first shard, read from KV under the name central-sync gives it
+/// (`keys::shard_file(0)`) while its manifest is still on its way.
+struct EarlyShard {
+    key: String,
+    bytes: js_sys::Uint8Array,
 }
 
 /// Why a load produced no model: a stable code, which `/v1/health` shows with a fixed text, and
@@ -347,7 +366,7 @@ async fn load(env: &Env) -> Result<Option<Live>, LoadFailure> {
     let kv = env
         .kv("MODELS")
         .map_err(|e| LoadFailure::new(NO_BINDING, format!("KV binding MODELS: {e}")))?;
-    // The same binding as a JS object, for reading shards as one ArrayBuffer (`read_shard`).
+    // The same binding as a JS object, for reading shards as one ArrayBuffer (`kv_bytes`).
     let namespace = js_sys::Reflect::get(env, &"MODELS".into())
         .map_err(|e| LoadFailure::new(NO_BINDING, format!("KV binding MODELS: {e:?}")))?;
     let pointer_ttl = var(env, "POINTER_CACHE_TTL_SECONDS", 60).max(60);
@@ -371,14 +390,47 @@ async fn load(env: &Env) -> Result<Option<Live>, LoadFailure> {
     if live.as_ref().is_some_and(|l| l.pointer == pointer) {
         return Ok(None);
     }
-    // Every arm's manifest first: the arms together must fit the isolate before any shard is
-    // read. Arms already loaded are kept, not downloaded again.
+    // Every arm's manifest first, read together: the arms together must fit the isolate before
+    // any shard is copied into it. Arms already loaded are kept, not downloaded again. With the
+    // manifests, the first shard of the first arm to download is read under its usual name, so a
+    // cold isolate waits for two KV round trips before it can build the model, not three; the
+    // read is used only if the manifest names that file (`load_shards`).
+    let kept: Vec<Option<Rc<Loaded>>> = pointer
+        .arms()
+        .iter()
+        .map(|arm| live.as_ref().and_then(|l| l.version(&arm.version)).cloned())
+        .collect();
+    let to_fetch: Vec<&str> = pointer
+        .arms()
+        .iter()
+        .zip(&kept)
+        .filter(|(_, kept)| kept.is_none())
+        .map(|(arm, _)| arm.version.as_str())
+        .collect();
+    let early_key = to_fetch
+        .first()
+        .map(|version| keys::shard(version, &keys::shard_file(0)));
+    let (manifests, mut early) = futures_util::future::join(
+        futures_util::future::join_all(to_fetch.iter().map(|v| read_manifest(&kv, v))),
+        async {
+            let key = early_key?;
+            // A failed or missing early read is not an error here: the shard is read again
+            // by the name the manifest gives, and that read reports what is wrong.
+            let bytes = kv_bytes(&namespace, &key).await.ok().flatten()?;
+            Some(EarlyShard { key, bytes })
+        },
+    )
+    .await;
+    let mut manifests = manifests.into_iter();
     let mut arms = Vec::with_capacity(pointer.arms().len());
     let mut total = 0u64;
-    for arm in pointer.arms() {
-        let next = match live.as_ref().and_then(|l| l.version(&arm.version)) {
-            Some(loaded) => ArmLoad::Kept(loaded.clone()),
-            None => ArmLoad::Fetch(read_manifest(&kv, &arm.version).await?),
+    for (arm, kept) in pointer.arms().iter().zip(kept) {
+        let next = match kept {
+            Some(loaded) => ArmLoad::Kept(loaded),
+            None => ArmLoad::Fetch(match manifests.next() {
+                Some(manifest) => manifest?,
+                None => read_manifest(&kv, &arm.version).await?,
+            }),
         };
         total += next.manifest().shard_bytes();
         arms.push(next);
@@ -396,7 +448,9 @@ async fn load(env: &Env) -> Result<Option<Live>, LoadFailure> {
     for arm in arms {
         models.push(match arm {
             ArmLoad::Kept(loaded) => loaded,
-            ArmLoad::Fetch(manifest) => Rc::new(load_shards(&namespace, manifest).await?),
+            ArmLoad::Fetch(manifest) => {
+                Rc::new(load_shards(&namespace, manifest, early.take()).await?)
+            }
         });
     }
     Ok(Some(Live { pointer, models }))
@@ -417,13 +471,22 @@ impl ArmLoad {
     }
 }
 
-/// Downloads and validates the shards of one version.
-async fn load_shards(namespace: &JsValue, manifest: Manifest) -> Result<Loaded, LoadFailure> {
+/// Downloads and validates the shards of one version. `early` is its first shard if it was
+/// read before the manifest had arrived: used when the manifest names that file, else dropped.
+async fn load_shards(
+    namespace: &JsValue,
+    manifest: Manifest,
+    mut early: Option<EarlyShard>,
+) -> Result<Loaded, LoadFailure> {
     let version = manifest.version.clone();
     let mut shards = Vec::with_capacity(manifest.shards.len());
     for (position, s) in manifest.shards.iter().enumerate() {
         let key = keys::shard(&version, &s.file);
-        let bytes = read_shard(namespace, &key, s.bytes).await?;
+        let bytes = match early.take().filter(|e| e.key == key) {
+            Some(early) => Some(early.bytes),
+            None => kv_bytes(namespace, &key).await?,
+        };
+        let bytes = aligned_shard(&key, bytes, s.bytes)?;
         let shard = edgerec::Shard::from_aligned(bytes).map_err(|e| {
             let detail = format!("model {version}: shard {position} ({key}): {e}");
             LoadFailure::new(CORRUPT_SHARD, detail)

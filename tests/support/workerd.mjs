@@ -19,32 +19,49 @@ import { BENCH_BINDINGS } from './edge.mjs';
 
 const root = new URL('../../', import.meta.url).pathname;
 
-/** A TCP port that was free a moment ago on 127.0.0.1. */
-function freePort() {
-  return new Promise((resolve, reject) => {
+/** `count` distinct TCP ports that were free a moment ago on 127.0.0.1 (held open together, so
+ * none is handed out twice). */
+async function freePorts(count) {
+  const servers = await Promise.all(Array.from({ length: count }, () => new Promise((resolve, reject) => {
     const server = createServer();
     server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
+    server.listen(0, '127.0.0.1', () => resolve(server));
+  })));
+  const ports = servers.map((s) => s.address().port);
+  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+  return ports;
 }
 
 // workerd's KV client asks its namespace service for `GET /<percent-encoded key>?urlencoded=true`
 // (as in workerd's own KV tests); the key's path under the published directory is the key.
-const KV_READER = `export default {
+// `LATENCY_MS` holds every answer back that long (a stand-in for the round trip to a real KV,
+// which is not on this machine). The reader keeps the order in which reads started and ended,
+// which its own socket answers as JSON to `GET /?reads` (not a KV key: keys are never empty).
+const KV_READER = `const reads = [];
+export default {
   async fetch(request, env) {
     const url = new URL(request.url);
+    if (request.method === 'GET' && url.pathname === '/' && url.search === '?reads') {
+      return Response.json(reads);
+    }
     if (request.method !== 'GET' || url.pathname === '/') {
       return new Response('this local KV answers gets only', { status: 501 });
     }
     const key = decodeURIComponent(url.pathname.slice(1));
-    if (key.split('/').some((part) => part === '' || part === '.' || part === '..')) {
-      return new Response(null, { status: 404 });
+    reads.push({ key, event: 'start' });
+    const latency = Number(env.LATENCY_MS);
+    if (latency > 0) await new Promise((ok) => setTimeout(ok, latency));
+    let found = false;
+    if (!key.split('/').some((part) => part === '' || part === '.' || part === '..')) {
+      const file = await env.DIR.fetch('http://dir/' + key.split('/').map(encodeURIComponent).join('/'));
+      if (file.ok) {
+        found = true;
+        reads.push({ key, event: 'end', found });
+        return new Response(file.body);
+      }
     }
-    const file = await env.DIR.fetch('http://dir/' + key.split('/').map(encodeURIComponent).join('/'));
-    return file.ok ? new Response(file.body) : new Response(null, { status: 404 });
+    reads.push({ key, event: 'end', found });
+    return new Response(null, { status: 404 });
   },
 };
 `;
@@ -54,11 +71,12 @@ const text = (s) => JSON.stringify(String(s));
 
 /**
  * Starts `workerd serve` with the built worker (`scriptPath`, default edge-worker/build/index.js,
- * and the wasm modules beside it) and `kvDir` as its MODELS namespace. Resolves when workerd
- * accepts connections; returns the base URL (no trailing slash), how long workerd took to be
- * accepting connections, and `stop()`.
+ * and the wasm modules beside it) and `kvDir` as its MODELS namespace, every KV read answered
+ * after `kvLatencyMs`. Resolves when workerd accepts connections; returns the base URL (no
+ * trailing slash), how long workerd took to be accepting connections, `kvReads()` (the KV reads
+ * so far: `{ key, event: 'start' | 'end', found }` in the order they happened) and `stop()`.
  */
-export async function directWorkerd(kvDir, { scriptPath = join(root, 'edge-worker/build/index.js'), bindings = {} } = {}) {
+export async function directWorkerd(kvDir, { scriptPath = join(root, 'edge-worker/build/index.js'), bindings = {}, kvLatencyMs = 0 } = {}) {
   const started = performance.now();
   const dir = mkdtempSync(join(tmpdir(), 'edgerec-workerd-direct-'));
   const buildDir = dirname(scriptPath);
@@ -67,7 +85,7 @@ export async function directWorkerd(kvDir, { scriptPath = join(root, 'edge-worke
   for (const f of wasm) copyFileSync(join(buildDir, f), join(dir, f));
   writeFileSync(join(dir, 'kv-reader.js'), KV_READER);
   const vars = { ...BENCH_BINDINGS, ...bindings };
-  const port = await freePort();
+  const [port, kvPort] = await freePorts(2);
   writeFileSync(join(dir, 'config.capnp'), `using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
   services = [
@@ -75,7 +93,10 @@ const config :Workerd.Config = (
     (name = "kv", worker = .kvReader),
     (name = "published", disk = (path = ${text(kvDir)}, writable = false)),
   ],
-  sockets = [(name = "http", address = ${text(`127.0.0.1:${port}`)}, http = (), service = "edgerec")],
+  sockets = [
+    (name = "http", address = ${text(`127.0.0.1:${port}`)}, http = (), service = "edgerec"),
+    (name = "kv-log", address = ${text(`127.0.0.1:${kvPort}`)}, http = (), service = "kv"),
+  ],
 );
 const edgerec :Workerd.Worker = (
   modules = [
@@ -91,7 +112,10 @@ ${Object.entries(vars).map(([k, v]) => `    (name = ${text(k)}, text = ${text(v)
 const kvReader :Workerd.Worker = (
   modules = [(name = "kv-reader.js", esModule = embed "kv-reader.js")],
   compatibilityDate = "2026-04-01",
-  bindings = [(name = "DIR", service = "published")],
+  bindings = [
+    (name = "DIR", service = "published"),
+    (name = "LATENCY_MS", text = ${text(kvLatencyMs)}),
+  ],
 );
 `);
   let log = '';
@@ -122,7 +146,8 @@ const kvReader :Workerd.Worker = (
     await stop();
     throw e;
   }
-  return { base, readyMs: performance.now() - started, stop };
+  const kvReads = async () => (await fetch(`http://127.0.0.1:${kvPort}/?reads`)).json();
+  return { base, readyMs: performance.now() - started, kvReads, stop };
 }
 
 /** A worker that answers a fixed JSON body: the runtime's floor in the latency tools. */

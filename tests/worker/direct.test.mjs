@@ -4,7 +4,7 @@
 // worker that works.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { directWorkerd } from '../support/workerd.mjs';
@@ -14,6 +14,16 @@ const tmp = mkdtempSync(join(tmpdir(), 'edgerec-direct-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
 const QUERY = '/v1/recommendations?k=10&device=mobile&geohash=9q8yy';
+
+/** The first answer ranked by the model (a fresh isolate answers from the fallback list while it loads). */
+async function firstRankedAnswer(base) {
+  for (let tries = 0; tries < 500; tries++) {
+    const answer = await (await fetch(base + QUERY)).json();
+    if (answer.model && !answer.fallback) return answer;
+    await new Promise((ok) => setTimeout(ok, 10));
+  }
+  throw new Error('the published model never loaded');
+}
 
 test('workerd run directly: fallback without a model, then a published model ranks sessions', async () => {
   const empty = join(tmp, 'empty');
@@ -33,13 +43,7 @@ test('workerd run directly: fallback without a model, then a published model ran
   const version = readFileSync(join(kvDir, 'models/current'), 'utf8').trim();
   const w = await directWorkerd(kvDir);
   try {
-    let answer;
-    for (let tries = 0; tries < 500; tries++) {
-      answer = await (await fetch(w.base + QUERY)).json();
-      if (answer.model && !answer.fallback) break;
-      await new Promise((ok) => setTimeout(ok, 10));
-    }
-    assert.equal(answer.fallback, false, 'the published model never loaded');
+    const answer = await firstRankedAnswer(w.base);
     assert.equal(answer.model, version);
     assert.equal(answer.items.length, 10);
 
@@ -60,5 +64,46 @@ test('workerd run directly: fallback without a model, then a published model ran
     for (let i = 0; i < 3; i++) assert.equal((await fetch(w.base + QUERY)).status, 200);
   } finally {
     await w.stop();
+  }
+});
+
+test('a cold isolate reads the first shard while the manifest is on its way, by the manifest\'s name otherwise', async () => {
+  mkdirSync(join(tmp, 'early'));
+  const kvDir = publishRandomModel(join(tmp, 'early'), 2000, 16, 7);
+  const version = readFileSync(join(kvDir, 'models/current'), 'utf8').trim();
+  const manifestKey = `models/${version}/manifest.json`;
+  const firstShard = `models/${version}/shard-0.bin`;
+  const at = (reads, key, event) => reads.findIndex((r) => r.key === key && r.event === event);
+  // Each KV read is held 100 ms, so reads the worker issues together are in flight together.
+  const w = await directWorkerd(kvDir, { kvLatencyMs: 100 });
+  try {
+    assert.equal((await firstRankedAnswer(w.base)).model, version);
+    const reads = await w.kvReads();
+    assert.ok(at(reads, firstShard, 'start') >= 0, JSON.stringify(reads));
+    assert.ok(at(reads, firstShard, 'start') < at(reads, manifestKey, 'end'), `the shard read waited for the manifest: ${JSON.stringify(reads)}`);
+    assert.equal(reads.filter((r) => r.key === firstShard && r.event === 'start').length, 1, 'the early read is used, not repeated');
+  } finally {
+    await w.stop();
+  }
+
+  // A manifest may name its shards anything: the early read then finds nothing, and the shard is
+  // read by the manifest's name.
+  const renamed = join(tmp, 'renamed-kv');
+  cpSync(kvDir, renamed, { recursive: true });
+  renameSync(join(renamed, firstShard), join(renamed, `models/${version}/part-a.bin`));
+  const manifest = JSON.parse(readFileSync(join(renamed, manifestKey), 'utf8'));
+  assert.equal(manifest.shards.length, 1);
+  manifest.shards[0].file = 'part-a.bin';
+  writeFileSync(join(renamed, manifestKey), JSON.stringify(manifest));
+  const r = await directWorkerd(renamed, { kvLatencyMs: 20 });
+  try {
+    assert.equal((await firstRankedAnswer(r.base)).model, version);
+    const reads = await r.kvReads();
+    assert.deepEqual(reads.filter((x) => x.key === firstShard && x.event === 'end').map((x) => x.found), [false]);
+    const named = `models/${version}/part-a.bin`;
+    assert.ok(at(reads, named, 'start') > at(reads, manifestKey, 'end'), JSON.stringify(reads));
+    assert.equal(reads.find((x) => x.key === named && x.event === 'end').found, true);
+  } finally {
+    await r.stop();
   }
 });
