@@ -429,6 +429,19 @@ impl Engine {
         self.ranker().profile(known_clicks)
     }
 
+    /// The items a request's exact scoring would read with the two-stage scan on: those its
+    /// first pass keeps (exclusions and filters not applied), and the boosted items scored
+    /// beside them. `None` when the scan is exact. For measuring how a request's reads spread
+    /// over the catalog (`examples/first_pass_reads.rs`), not for ranking.
+    #[doc(hidden)]
+    pub fn first_pass_reads(
+        &self,
+        session: &Session,
+        request: &Request,
+    ) -> Option<(Vec<u32>, Vec<u32>)> {
+        self.ranker().first_pass_reads(session, request)
+    }
+
     /// Ranks items for a session and request. Never fails and never panics: everything it
     /// reads was validated when the model was loaded, and unknown ids are ignored.
     pub fn recommend(&self, session: &Session, request: &Request) -> Vec<Recommendation> {

@@ -52,6 +52,22 @@ impl<'a> Ranker<'a> {
     }
 
     /// Ranks items for a session and request (see [`Engine::recommend`]).
+    /// What a request's exact scoring reads beside the first pass: the items the first pass
+    /// keeps (`None` when the scan is exact) and the boosted items scored one by one. No
+    /// exclusions or filters are applied to either; for measuring (`Engine::first_pass_reads`).
+    pub(crate) fn first_pass_reads(
+        &self,
+        session: &Session,
+        request: &Request,
+    ) -> Option<(Vec<u32>, Vec<u32>)> {
+        let known = self.known_items(session);
+        let profile = self.profile(known.len());
+        let query = self.quantize(&self.query(&known, &request.context, &profile));
+        let boosts = self.boosts(&known, &profile, request.context.ts);
+        let candidates = self.first_pass(&query, &[], &|_| true, request.k)?;
+        Some((candidates, boosts.iter().map(|b| b.0).collect()))
+    }
+
     pub(crate) fn recommend(&self, session: &Session, request: &Request) -> Vec<Recommendation> {
         let known = self.known_items(session);
         let profile = self.profile(known.len());
