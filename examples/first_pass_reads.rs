@@ -1,8 +1,8 @@
 //! How a request's exact scoring spreads over a large catalog: for the bench's 1M model and its
 //! sessions, the items the two-stage scan's first pass keeps for rescoring, and the boosted items
-//! scored beside them, counted by coarse cluster and by 32-item block of codes. This is what a
-//! model whose rows are fetched on demand (issue 14, item 3) would read per request if rows were
-//! stored cluster by cluster, as the codes are.
+//! scored beside them, counted by coarse cluster and by 32-item block of codes. The writer stores
+//! items cluster by cluster, so this is what a model whose rows are fetched on demand (issue 14,
+//! item 3) would read per request.
 //!
 //! Usage: `cargo run --release --example first_pass_reads --features writer -- target/bench`
 //! (the directory `make bench` writes: `m1m/shard-*.bin` and `m100k/sessions.json`).

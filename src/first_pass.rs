@@ -416,19 +416,39 @@ pub mod train {
             self.centroids.len() / self.centroid_scales.len().max(1)
         }
 
+        /// The coarse cluster of `row` (`stride` wide, as served): its nearest centroid.
+        pub fn assign(&self, row: &[f32]) -> usize {
+            nearest(row, &self.served, &self.norms, self.stride())
+        }
+
         /// Writes `row` minus its nearest centroid into `out`; returns the centroid.
         fn residual(&self, row: &[f32], out: &mut [f32]) -> usize {
+            let k = self.assign(row);
+            self.residual_from(row, k, out);
+            k
+        }
+
+        /// Writes `row` minus centroid `k` into `out`.
+        fn residual_from(&self, row: &[f32], k: usize, out: &mut [f32]) {
             let stride = self.stride();
-            let k = nearest(row, &self.served, &self.norms, stride);
             let centroid = &self.served[k * stride..(k + 1) * stride];
             for ((o, &x), &c) in out.iter_mut().zip(row).zip(centroid) {
                 *o = x - c;
             }
-            k
         }
 
         /// Encodes one shard's items: `rows` (`stride` wide, as served) and `bias`.
         pub fn encode(&self, rows: &[f32], bias: &[f32]) -> Encoded {
+            let clusters: Vec<u32> = rows
+                .chunks_exact(self.stride())
+                .map(|row| self.assign(row) as u32)
+                .collect();
+            self.encode_assigned(rows, bias, &clusters)
+        }
+
+        /// [`Model::encode`] with each item's cluster given (from [`Model::assign`]), so a
+        /// writer that has assigned every item already does not search the centroids again.
+        pub fn encode_assigned(&self, rows: &[f32], bias: &[f32], clusters: &[u32]) -> Encoded {
             let stride = self.stride();
             let cols = columns(stride);
             let k = self.centroid_scales.len();
@@ -438,8 +458,9 @@ pub mod train {
             let table_norms: Vec<Vec<f32>> = tables.iter().map(|t| norms(t, SUB_DIM)).collect();
             let mut members: Vec<Vec<(u32, Vec<u8>)>> = vec![Vec::new(); k];
             let mut residual = vec![0f32; stride];
-            for (i, row) in rows.chunks_exact(stride).enumerate() {
-                let cluster = self.residual(row, &mut residual);
+            for (i, (row, &cluster)) in rows.chunks_exact(stride).zip(clusters).enumerate() {
+                let cluster = cluster as usize;
+                self.residual_from(row, cluster, &mut residual);
                 let mut codes = Vec::with_capacity(cols);
                 for ((table, table_norms), sub) in tables
                     .iter()

@@ -93,10 +93,19 @@ pub fn write_model(spec: &ModelSpec, model_id: u64, max_shard_bytes: u64) -> Res
     let meta = model_meta(spec)?;
     check_tables(spec, &meta)?;
     check_ids(&spec.ids)?;
+    let first_pass = first_pass_model(spec, &meta);
+    let clustered;
+    let (spec, clusters) = match &first_pass {
+        Some(model) => {
+            let (ordered, clusters) = in_cluster_order(spec, &meta, model);
+            clustered = ordered;
+            (&clustered, clusters)
+        }
+        None => (spec, Vec::new()),
+    };
     let encodings = seq_encodings(spec);
     let ranges = plan_shards(spec, &meta, &encodings, max_shard_bytes)?;
     let count = ranges.len() as u32;
-    let first_pass = first_pass_model(spec, &meta);
     let mut out = Vec::with_capacity(ranges.len());
     for (index, range) in ranges.into_iter().enumerate() {
         let mut sections = shard_sections(spec, &meta, &encodings, index, range.clone());
@@ -106,7 +115,7 @@ pub fn write_model(spec: &ModelSpec, model_id: u64, max_shard_bytes: u64) -> Res
                 .flat_map(|i| served_row(spec, &meta, i))
                 .collect();
             let bias: Vec<f32> = range.clone().map(|i| bias_of(spec, i)).collect();
-            let encoded = model.encode(&rows, &bias);
+            let encoded = model.encode_assigned(&rows, &bias, &clusters[range.clone()]);
             for (kind, bytes) in [
                 (SectionKind::FirstPassCodebook, le(&model.codebook)),
                 (SectionKind::FirstPassCentroids, le(&model.centroids)),
@@ -150,6 +159,91 @@ fn served_row(spec: &ModelSpec, meta: &Meta, i: usize) -> Vec<f32> {
         *r = f32::from(x) * scale;
     }
     row
+}
+
+/// The spec with its items in the order of their coarse cluster (by index within a cluster),
+/// and each item's cluster in that order. A request's exact scoring reads the rows of the items
+/// the first pass keeps, which come from a few clusters (docs/FIGURES.md, "What a request reads,
+/// measured by cluster"): stored together, they are read from a few stretches of memory, and a
+/// model paged by item range would fetch a few pages. Which index an item gets is the writer's
+/// choice; everything outside a model names items by id.
+fn in_cluster_order(
+    spec: &ModelSpec,
+    meta: &Meta,
+    model: &crate::first_pass::train::Model,
+) -> (ModelSpec, Vec<u32>) {
+    let n = spec.ids.len();
+    let dim = meta.dim as usize;
+    let assigned: Vec<u32> = (0..n)
+        .map(|i| model.assign(&served_row(spec, meta, i)) as u32)
+        .collect();
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    order.sort_by_key(|&i| (assigned[i as usize], i));
+    let mut new_index = vec![0u32; n];
+    for (new, &old) in order.iter().enumerate() {
+        new_index[old as usize] = new as u32;
+    }
+    let reorder = |v: &[f32]| -> Vec<f32> {
+        if v.is_empty() {
+            Vec::new()
+        } else {
+            order.iter().map(|&o| v[o as usize]).collect()
+        }
+    };
+    let renumber = |entries: &[(u32, f32)]| -> Vec<(u32, f32)> {
+        entries
+            .iter()
+            .map(|&(item, w)| (new_index[item as usize], w))
+            .collect()
+    };
+    let ordered = ModelSpec {
+        meta: spec.meta.clone(),
+        ids: order
+            .iter()
+            .map(|&o| spec.ids[o as usize].clone())
+            .collect(),
+        vectors: order
+            .iter()
+            .flat_map(|&o| {
+                spec.vectors[o as usize * dim..(o as usize + 1) * dim]
+                    .iter()
+                    .copied()
+            })
+            .collect(),
+        bias: reorder(&spec.bias),
+        categories: if spec.categories.is_empty() {
+            Vec::new()
+        } else {
+            order.iter().map(|&o| spec.categories[o as usize]).collect()
+        },
+        category_names: spec.category_names.clone(),
+        seq: spec.seq.each_ref().map(|table| {
+            if table.is_empty() {
+                Vec::new()
+            } else {
+                order
+                    .iter()
+                    .map(|&o| renumber(&table[o as usize]))
+                    .collect()
+            }
+        }),
+        query_transform: spec.query_transform.clone(),
+        query_bias: spec.query_bias.clone(),
+        ctx_time: spec.ctx_time.clone(),
+        ctx_device: spec.ctx_device.clone(),
+        ctx_geo: spec.ctx_geo.clone(),
+        profiles: spec.profiles,
+        trend: spec.trend.as_ref().map(|t| TrendSpec {
+            start: t.start,
+            bucket_s: t.bucket_s,
+            window_s: t.window_s,
+            buckets: t.buckets.iter().map(|b| renumber(b)).collect(),
+        }),
+        first_pass: spec.first_pass,
+        seq_target_bytes: spec.seq_target_bytes,
+    };
+    let clusters = order.iter().map(|&o| assigned[o as usize]).collect();
+    (ordered, clusters)
 }
 
 fn bias_of(spec: &ModelSpec, i: usize) -> f32 {

@@ -5,6 +5,7 @@
 use edgerec::first_pass::{self, EMPTY_SLOT};
 use edgerec::format::MAX_SHARD_BYTES;
 use edgerec::testing::{tiny_golden_model_shards, Synthetic};
+use edgerec::writer::ModelSpec;
 use edgerec::{Engine, EventType, Request, Session, Shard};
 use proptest::prelude::*;
 
@@ -151,6 +152,104 @@ fn forged_first_pass_sections_are_rejected() {
 }
 
 #[test]
+fn the_writer_stores_items_cluster_by_cluster_and_they_rank_as_in_id_order() {
+    // Neighbours, transitions, a trend and categories: every item-indexed table is renumbered.
+    let syn = Synthetic {
+        items: 3_000,
+        clusters: 12,
+        with_trend: true,
+        first_pass: true,
+        ..Synthetic::default()
+    };
+    let spec = syn.spec();
+    let ordered = syn.write(&spec, 120_000);
+    assert!(ordered.len() > 1, "several shards");
+    let unordered = syn.write(
+        &ModelSpec {
+            first_pass: false,
+            ..spec.clone()
+        },
+        120_000,
+    );
+    let ordered = Engine::from_bytes(ordered.iter().map(|s| s.as_slice())).unwrap();
+    let unordered = Engine::from_bytes(unordered.iter().map(|s| s.as_slice())).unwrap();
+
+    // Each coarse cluster's items, gathered from every shard's lists and slots, are one run of
+    // indices, and the runs follow the cluster order.
+    let shards: Vec<Shard> = (0..ordered.shard_count())
+        .map(|i| Shard::from_bytes(ordered.shard_bytes(i).unwrap()).unwrap())
+        .collect();
+    let clusters = shards[0].view().first_pass.unwrap().centroid_scales.len();
+    let mut members: Vec<Vec<u32>> = vec![Vec::new(); clusters];
+    for shard in &shards {
+        let view = shard.view();
+        let fp = view.first_pass.unwrap();
+        for (k, list) in fp.lists.chunks_exact(2).enumerate() {
+            let blocks = list[0] as usize..(list[0] + list[1]) as usize;
+            let slots = &fp.slots
+                [blocks.start * first_pass::BLOCK_ITEMS..blocks.end * first_pass::BLOCK_ITEMS];
+            members[k].extend(
+                slots
+                    .iter()
+                    .filter(|&&s| s != EMPTY_SLOT)
+                    .map(|&s| view.header.item_start + s),
+            );
+        }
+    }
+    let mut next = 0;
+    for list in members.iter().filter(|l| !l.is_empty()) {
+        let want: Vec<u32> = (next..next + list.len() as u32).collect();
+        assert_eq!(list, &want, "a cluster's items are the next run of indices");
+        next += list.len() as u32;
+    }
+    assert_eq!(next, syn.items as u32);
+    let moved = (0..syn.items as u32).filter(|&i| ordered.item_id(i) != unordered.item_id(i));
+    assert!(
+        moved.count() > syn.items / 2,
+        "the synthetic ids interleave the clusters"
+    );
+
+    // The exact scan ranks the same items with the same scores either way: sessions (their
+    // neighbours and transitions), the trend at a request time inside the table, a category
+    // filter and an excluded id.
+    let ranked = |engine: &Engine, session: &Session, request: &Request| -> Vec<(String, f32)> {
+        engine
+            .recommend(session, request)
+            .iter()
+            .map(|r| (engine.item_id(r.index).unwrap().to_string(), r.score))
+            .collect()
+    };
+    let in_trend = edgerec::testing::TREND_START + 5 * 86_400;
+    for (i, session) in sessions(syn.items, 30).iter().enumerate() {
+        let request = Request {
+            k: 20,
+            context: edgerec::Context {
+                ts: Some(in_trend + i as i64 * 3_600),
+                ..edgerec::Context::default()
+            },
+            allow_categories: if i % 3 == 0 { 0b0110 } else { 0 },
+            exclude: vec![format!("item-{}", i * 7)],
+            ..Request::default()
+        };
+        let want = ranked(&unordered, session, &request);
+        assert_eq!(want.len(), 20);
+        assert_eq!(ranked(&ordered, session, &request), want, "session {i}");
+    }
+    let anonymous = Request {
+        k: 20,
+        context: edgerec::Context {
+            ts: Some(in_trend),
+            ..edgerec::Context::default()
+        },
+        ..Request::default()
+    };
+    assert_eq!(
+        ranked(&ordered, &Session::new(), &anonymous),
+        ranked(&unordered, &Session::new(), &anonymous)
+    );
+}
+
+#[test]
 fn the_engine_uses_the_first_pass_only_where_it_pays_and_can() {
     // Small catalogs are scanned exactly even with codes; the switch turns it on for tests.
     let mut small = Engine::from_bytes([v3().as_slice()]).unwrap();
@@ -207,7 +306,12 @@ fn two_stage_rankings_stay_close_to_the_exact_scan_and_honour_filters() {
     for s in &sessions[..5] {
         let got = engine.recommend(s, &narrow);
         assert_eq!(got.len(), 10);
-        assert!(got.iter().all(|r| syn.cluster_of(r.index as usize) == 5));
+        // The writer stores items in cluster order: the synthetic index is in the id.
+        let synthetic = |index: u32| {
+            let id = engine.item_id(index).unwrap();
+            id.strip_prefix("item-").unwrap().parse::<usize>().unwrap()
+        };
+        assert!(got.iter().all(|r| syn.cluster_of(synthetic(r.index)) == 5));
     }
 }
 
