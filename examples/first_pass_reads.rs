@@ -64,13 +64,15 @@ fn main() {
         let fp = view.first_pass.expect("the 1M model has a first pass");
         cluster_sizes.resize(fp.centroid_scales.len(), 0);
         for (k, list) in fp.lists.chunks_exact(2).enumerate() {
-            for b in list[0] as usize..(list[0] + list[1]) as usize {
-                let slots =
-                    &fp.slots[b * first_pass::BLOCK_ITEMS..(b + 1) * first_pass::BLOCK_ITEMS];
-                for &slot in slots.iter().filter(|&&slot| slot != first_pass::EMPTY_SLOT) {
-                    let item = (start + slot) as usize;
+            let first = list[0] as usize;
+            for r in 0..list[1] as usize {
+                for j in 0..first_pass::BLOCK_ITEMS {
+                    let Some(local) = fp.members.item(k, first, r, j) else {
+                        continue;
+                    };
+                    let item = (start + local) as usize;
                     cluster_of[item] = k as u32;
-                    block_of[item] = ((s as u64) << 32) | b as u64;
+                    block_of[item] = ((s as u64) << 32) | (first + r) as u64;
                     cluster_sizes[k] += 1;
                 }
             }

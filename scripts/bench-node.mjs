@@ -200,7 +200,7 @@ const SECTION_NAMES = {
   10: 'categories', 11: 'neighbour offsets', 12: 'neighbour targets u32', 13: 'neighbour weights f32',
   14: 'transition offsets', 15: 'transition targets u32', 16: 'transition weights f32', 19: 'first-pass codes',
   23: 'first-pass slots', 24: 'neighbour targets u16', 25: 'neighbour weights f16', 26: 'transition targets u16',
-  27: 'transition weights f16', 28: 'neighbour targets u24', 29: 'transition targets u24',
+  27: 'transition weights f16', 28: 'neighbour targets u24', 29: 'transition targets u24', 30: 'first-pass runs',
 };
 const bySection = new Map();
 for (const shard of big) {

@@ -5,10 +5,12 @@
 //! catalogs (64 MB per request at 1M × 64) and about 30 SIMD instructions per row. The first pass
 //! instead works on a compact approximation of each item vector (as served: int8 row × scale):
 //!
-//! - **Coarse centroids.** k-means puts every item in one of `K` clusters (256 by default). The
-//!   shard stores each cluster's items together, in blocks of [`BLOCK_ITEMS`], with a slot table
-//!   back to the items. Per request, the query is scored against the `K` int8 centroids with the
-//!   same block kernel as item rows.
+//! - **Coarse centroids.** k-means puts every item in one of `K` clusters (one per 128 items, at
+//!   most 1,024). The shard stores each cluster's codes together, in blocks of [`BLOCK_ITEMS`],
+//!   and says which item each slot holds ([`Members`]): since format 6 the writer numbers items
+//!   cluster by cluster, so a cluster's items are one run of indices; formats 3 to 5 kept a slot
+//!   table. Per request, the query is scored against the `K` int8 centroids with the same block
+//!   kernel as item rows.
 //! - **Residual codes.** What remains of an item after its centroid is cut into `stride / 4`
 //!   subvectors of 4 dimensions, each replaced by the nearest of 16 centroids (a 4-bit code). The
 //!   item's bias is one more column, quantized to 16 levels.
@@ -79,8 +81,8 @@ pub const fn block_bytes(stride: usize) -> usize {
 
 /// A shard's first pass, as validated by the shard reader: `k` coarse centroids (int8 rows of
 /// `stride`, one scale each), the residual codebook, and per cluster its run of blocks
-/// (`lists[2k]` first block, `lists[2k + 1]` block count), each block's codes and the local
-/// item in each of its slots ([`EMPTY_SLOT`] for padding).
+/// (`lists[2k]` first block, `lists[2k + 1]` block count), each block's codes and which local
+/// item each of its slots holds ([`Members`]).
 #[derive(Debug, Clone, Copy)]
 pub struct FirstPassShard<'a> {
     pub centroids: &'a [i8],
@@ -88,7 +90,39 @@ pub struct FirstPassShard<'a> {
     pub codebook: &'a [f32],
     pub lists: &'a [u32],
     pub codes: &'a [u8],
-    pub slots: &'a [u32],
+    pub members: Members<'a>,
+}
+
+/// Which local item each slot of a shard's blocks holds.
+#[derive(Debug, Clone, Copy)]
+pub enum Members<'a> {
+    /// Formats 3 to 5 (and any shard whose clusters' items are not consecutive): the local item
+    /// of every slot of every block, [`EMPTY_SLOT`] for padding.
+    Slots(&'a [u32]),
+    /// Format 6, items stored cluster by cluster: per cluster `k`, its items are the local
+    /// indices `runs[2k]..runs[2k] + runs[2k + 1]`, filling its blocks in order (padding
+    /// after the last one).
+    Runs(&'a [u32]),
+}
+
+impl Members<'_> {
+    /// The local item in slot `j` of block `r` of cluster `k`'s blocks (`r` counted from the
+    /// cluster's first block, whose index is `first_block`); `None` for padding or a slot out
+    /// of range.
+    #[inline]
+    pub fn item(&self, k: usize, first_block: usize, r: usize, j: usize) -> Option<u32> {
+        match *self {
+            Members::Slots(slots) => {
+                let slot = *slots.get((first_block + r) * BLOCK_ITEMS + j)?;
+                (slot != EMPTY_SLOT).then_some(slot)
+            }
+            Members::Runs(runs) => {
+                let (start, count) = (*runs.get(2 * k)?, *runs.get(2 * k + 1)?);
+                let at = (r * BLOCK_ITEMS + j) as u32;
+                (at < count).then(|| start + at)
+            }
+        }
+    }
 }
 
 /// The per-request tables: 16 bytes per column, and each cluster's coarse score in the same
@@ -257,15 +291,17 @@ pub mod train {
         norms: Vec<f32>,
     }
 
-    /// One shard's lists, codes and slots (see [`FirstPassShard`]).
+    /// One shard's lists, codes and slots (see [`FirstPassShard`]), and the same slots as runs
+    /// when every cluster's items are consecutive local indices (format 6).
     #[derive(Debug, Clone, Default)]
     pub struct Encoded {
         pub lists: Vec<u32>,
         pub codes: Vec<u8>,
         pub slots: Vec<u32>,
+        pub runs: Option<Vec<u32>>,
     }
 
-    /// Coarse centroids for `n` items: one per 128 items, at most 256.
+    /// Coarse centroids for `n` items: one per 128 items, at most 1,024.
     pub fn clusters(n: usize) -> usize {
         (n / 128).clamp(1, 1024)
     }
@@ -473,6 +509,19 @@ pub mod train {
                 members[cluster].push((i as u32, codes));
             }
             let mut out = Encoded::default();
+            // Runs when cluster after cluster takes the next local items, in order.
+            let mut next = 0u32;
+            let mut runs = Vec::with_capacity(2 * k);
+            for list in &members {
+                let consecutive = list.iter().zip(next..).all(|(m, want)| m.0 == want);
+                if !consecutive {
+                    runs.clear();
+                    break;
+                }
+                runs.extend([next, list.len() as u32]);
+                next += list.len() as u32;
+            }
+            out.runs = (runs.len() == 2 * k).then_some(runs);
             for list in &members {
                 let first = out.slots.len() / BLOCK_ITEMS;
                 let blocks = list.len().div_ceil(BLOCK_ITEMS);

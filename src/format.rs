@@ -1,11 +1,11 @@
-//! The shard wire format, version 5 (versions 1 to 4 still read): constants, the header, the model
+//! The shard wire format, version 6 (versions 1 to 5 still read): constants, the header, the model
 //! metadata block and the section kinds. `shard.rs` reads it and `writer.rs` writes it; nothing else knows the layout.
 //!
 //! ```text
 //! offset  size  field
 //!      0     8  magic "EDGERECS"
 //!      8     4  endianness marker 0x01020304 (reads 0x04030201 on a byte-swapped writer)
-//!     12     2  format version (5; 1 to 4 are still read)
+//!     12     2  format version (6; 1 to 5 are still read)
 //!     14     2  header length (64)
 //!     16     4  section count
 //!     20     4  flags (reserved, 0)
@@ -40,13 +40,18 @@
 //! Version 5 added 24-bit targets for models of 65,537 to 16,777,216 items, again in sections
 //! of their own, so a catalog past u16's reach stores 5 bytes per entry (with f16 weights)
 //! instead of 6.
+//!
+//! Version 6 added first-pass runs: a shard whose items are stored cluster by cluster (as the
+//! writer stores them) names each cluster's items as one run of local indices (start, count)
+//! instead of a slot per item, so the first pass keeps 8 bytes per cluster instead of 4 per
+//! item and reads no slot table. A shard has exactly one of the two sections.
 
 /// The first 8 bytes of every shard.
 pub const MAGIC: [u8; 8] = *b"EDGERECS";
 /// Written as a little-endian u32; a reader that sees it byte-swapped rejects the shard.
 pub const ENDIAN_MARKER: u32 = 0x0102_0304;
 /// The format version this build writes.
-pub const VERSION: u16 = 5;
+pub const VERSION: u16 = 6;
 /// The oldest format version this build still reads.
 pub const MIN_VERSION: u16 = 1;
 /// Size of the fixed header.
@@ -537,6 +542,9 @@ pub(crate) enum SectionKind {
     NeighbourTargetsU24 = 28,
     /// Version 5: transition targets as 3-byte little-endian integers.
     TransitionTargetsU24 = 29,
+    /// Version 6: per centroid, the first local item of its run and the run's length (u32
+    /// pairs), in place of `FirstPassSlots` when each cluster's items are consecutive.
+    FirstPassRuns = 30,
     QueryTransform = 32,
     QueryBias = 33,
     CtxTime = 34,
@@ -607,7 +615,7 @@ pub(crate) const SEQ_SECTION_KINDS: [SeqSectionKinds; SEQ_TABLES] = [
 ];
 
 impl SectionKind {
-    pub(crate) const ALL: [SectionKind; 40] = [
+    pub(crate) const ALL: [SectionKind; 41] = [
         SectionKind::Meta,
         SectionKind::IdOffsets,
         SectionKind::IdBytes,
@@ -637,6 +645,7 @@ impl SectionKind {
         SectionKind::TransitionWeightsF16,
         SectionKind::NeighbourTargetsU24,
         SectionKind::TransitionTargetsU24,
+        SectionKind::FirstPassRuns,
         SectionKind::QueryTransform,
         SectionKind::QueryBias,
         SectionKind::CtxTime,
@@ -693,6 +702,7 @@ impl SectionKind {
             SectionKind::TransitionWeightsF16 => "transition_weights_f16",
             SectionKind::NeighbourTargetsU24 => "neighbour_targets_u24",
             SectionKind::TransitionTargetsU24 => "transition_targets_u24",
+            SectionKind::FirstPassRuns => "first_pass_runs",
             SectionKind::QueryTransform => "query_transform",
             SectionKind::QueryBias => "query_bias",
             SectionKind::CtxTime => "ctx_time",
@@ -725,6 +735,7 @@ impl SectionKind {
             | SectionKind::TransitionTargetsU16
             | SectionKind::TransitionWeightsF16 => 4,
             SectionKind::NeighbourTargetsU24 | SectionKind::TransitionTargetsU24 => 5,
+            SectionKind::FirstPassRuns => 6,
             _ => 1,
         }
     }

@@ -586,7 +586,9 @@ impl<'a> Ranker<'a> {
             for (view, &start) in self.views.iter().zip(&self.engine.starts) {
                 let shard = view.first_pass?;
                 let list = shard.lists.get(2 * k as usize..2 * k as usize + 2)?;
-                for b in list[0] as usize..(list[0] + list[1]) as usize {
+                let first = list[0] as usize;
+                for r in 0..list[1] as usize {
+                    let b = first + r;
                     let codes = shard.codes.get(b * block_bytes..(b + 1) * block_bytes)?;
                     if !kernels::fast_scan_block(
                         &luts.bytes,
@@ -597,13 +599,16 @@ impl<'a> Ranker<'a> {
                     ) {
                         continue;
                     }
-                    let slots = shard.slots.get(b * first_pass::BLOCK_ITEMS..)?;
-                    for (&sum, &slot) in sums.iter().zip(slots) {
-                        if sum >= candidates.bar && slot != first_pass::EMPTY_SLOT {
-                            let index = start + slot;
-                            if skip.binary_search(&index).is_err() && filter(index) {
-                                candidates.push(sum, index);
-                            }
+                    for (j, &sum) in sums.iter().enumerate() {
+                        if sum < candidates.bar {
+                            continue;
+                        }
+                        let Some(local) = shard.members.item(k as usize, first, r, j) else {
+                            continue;
+                        };
+                        let index = start + local;
+                        if skip.binary_search(&index).is_err() && filter(index) {
+                            candidates.push(sum, index);
                         }
                     }
                 }

@@ -813,13 +813,17 @@ fn check_first_pass_lengths(l: &Lengths<'_>, n: u64, stride: u64) -> Result<()> 
         K::FirstPassCentroids,
         K::FirstPassCentroidScales,
         K::FirstPassLists,
-        K::FirstPassSlots,
     ];
     let present = kinds.map(|k| l.get(k).is_some());
-    if !present.iter().any(|&p| p) {
+    // Which item each slot holds: a slot table, or (format 6) runs; exactly one of them.
+    let (slots, runs) = (
+        l.get(K::FirstPassSlots).is_some(),
+        l.get(K::FirstPassRuns).is_some(),
+    );
+    if !present.iter().any(|&p| p) && !slots && !runs {
         return Ok(());
     }
-    if !present.iter().all(|&p| p) {
+    if !present.iter().all(|&p| p) || slots == runs {
         return Err(Error::section_table("first-pass sections are incomplete"));
     }
     if l.meta.dtype != Dtype::I8 {
@@ -849,11 +853,15 @@ fn check_first_pass_lengths(l: &Lengths<'_>, n: u64, stride: u64) -> Result<()> 
             "{blocks} first-pass blocks for {n} items in {k} clusters"
         )));
     }
-    l.exact(
-        K::FirstPassSlots,
-        4 * blocks * first_pass::BLOCK_ITEMS as u64,
-        true,
-    )
+    if runs {
+        l.exact(K::FirstPassRuns, 8 * k, true)
+    } else {
+        l.exact(
+            K::FirstPassSlots,
+            4 * blocks * first_pass::BLOCK_ITEMS as u64,
+            true,
+        )
+    }
 }
 
 /// The lengths of the model-wide tables (shard 0).
@@ -961,7 +969,11 @@ impl Layout {
                 codebook: cast(raw(K::FirstPassCodebook)),
                 lists: cast(raw(K::FirstPassLists)),
                 codes: raw(K::FirstPassCodes),
-                slots: cast(raw(K::FirstPassSlots)),
+                members: if present(K::FirstPassRuns) {
+                    first_pass::Members::Runs(cast(raw(K::FirstPassRuns)))
+                } else {
+                    first_pass::Members::Slots(cast(raw(K::FirstPassSlots)))
+                },
             }),
             global: GlobalTables {
                 query_transform: opt_f32(K::QueryTransform),
@@ -1088,7 +1100,9 @@ fn check_keys(v: &ShardView<'_>) -> Result<()> {
 
 /// The first pass's values: a finite codebook, centroids like int8 rows (no −128, scales
 /// finite and ≥ 0), each cluster's blocks following the previous cluster's and all of them
-/// covered, and every local item in exactly one slot, padding only after a cluster's items.
+/// covered, and every local item in exactly one slot, padding only after a cluster's items
+/// (with runs: each cluster's run following the previous one, filling its blocks but the last
+/// one's padding, all runs together covering the shard's items).
 fn check_first_pass_values(fp: &first_pass::FirstPassShard<'_>, items: u32) -> Result<()> {
     all_finite("first-pass codebook", fp.codebook)?;
     check_rows(&Rows::I8 {
@@ -1096,7 +1110,8 @@ fn check_first_pass_values(fp: &first_pass::FirstPassShard<'_>, items: u32) -> R
         scales: fp.centroid_scales,
     })
     .map_err(|e| Error::invalid(format!("first-pass centroids: {e}")))?;
-    let blocks = fp.slots.len() / first_pass::BLOCK_ITEMS;
+    let block_bytes = first_pass::block_bytes(fp.centroids.len() / fp.centroid_scales.len().max(1));
+    let blocks = fp.codes.len() / block_bytes.max(1);
     let mut next = 0u64;
     for (k, list) in fp.lists.chunks_exact(2).enumerate() {
         if u64::from(list[0]) != next {
@@ -1112,10 +1127,19 @@ fn check_first_pass_values(fp: &first_pass::FirstPassShard<'_>, items: u32) -> R
             "first-pass clusters cover {next} blocks of {blocks}"
         )));
     }
+    match fp.members {
+        first_pass::Members::Slots(slots) => check_first_pass_slots(fp.lists, slots, items),
+        first_pass::Members::Runs(runs) => check_first_pass_runs(fp.lists, runs, items),
+    }
+}
+
+/// Slots (formats 3 to 5): every local item in exactly one slot, padding only after a
+/// cluster's items.
+fn check_first_pass_slots(lists: &[u32], all_slots: &[u32], items: u32) -> Result<()> {
     let mut seen = vec![false; items as usize];
-    for (k, list) in fp.lists.chunks_exact(2).enumerate() {
+    for (k, list) in lists.chunks_exact(2).enumerate() {
         let (start, end) = (list[0] as usize, (list[0] + list[1]) as usize);
-        let slots = &fp.slots[start * first_pass::BLOCK_ITEMS..end * first_pass::BLOCK_ITEMS];
+        let slots = &all_slots[start * first_pass::BLOCK_ITEMS..end * first_pass::BLOCK_ITEMS];
         let filled = slots
             .iter()
             .position(|&s| s == first_pass::EMPTY_SLOT)
@@ -1140,6 +1164,34 @@ fn check_first_pass_values(fp: &first_pass::FirstPassShard<'_>, items: u32) -> R
     }
     if let Some(i) = seen.iter().position(|&s| !s) {
         return Err(Error::invalid(format!("item {i} has no first-pass slot")));
+    }
+    Ok(())
+}
+
+/// Runs (format 6): cluster `k`'s run starts where cluster `k − 1`'s ended, its blocks hold it
+/// with less than one block of padding, and the runs end at the shard's last item. So every
+/// local item is in exactly one slot, as with a slot table, without a pass over the items.
+fn check_first_pass_runs(lists: &[u32], runs: &[u32], items: u32) -> Result<()> {
+    let mut next = 0u64;
+    for (k, (list, run)) in lists.chunks_exact(2).zip(runs.chunks_exact(2)).enumerate() {
+        let (start, count) = (u64::from(run[0]), u64::from(run[1]));
+        if start != next {
+            return Err(Error::invalid(format!(
+                "first-pass cluster {k}'s items start at {start}, expected {next}"
+            )));
+        }
+        if u64::from(list[1]) != count.div_ceil(first_pass::BLOCK_ITEMS as u64) {
+            return Err(Error::invalid(format!(
+                "first-pass cluster {k} has {count} items in {} blocks",
+                list[1]
+            )));
+        }
+        next += count;
+    }
+    if next != u64::from(items) {
+        return Err(Error::invalid(format!(
+            "first-pass runs cover {next} items of {items}"
+        )));
     }
     Ok(())
 }

@@ -116,6 +116,12 @@ pub fn write_model(spec: &ModelSpec, model_id: u64, max_shard_bytes: u64) -> Res
                 .collect();
             let bias: Vec<f32> = range.clone().map(|i| bias_of(spec, i)).collect();
             let encoded = model.encode_assigned(&rows, &bias, &clusters[range.clone()]);
+            // Items are in cluster order, so each cluster's are one run (format 6); a slot
+            // table only if that ever did not hold.
+            let members = match &encoded.runs {
+                Some(runs) => (SectionKind::FirstPassRuns, le(runs)),
+                None => (SectionKind::FirstPassSlots, le(&encoded.slots)),
+            };
             for (kind, bytes) in [
                 (SectionKind::FirstPassCodebook, le(&model.codebook)),
                 (SectionKind::FirstPassCentroids, le(&model.centroids)),
@@ -125,7 +131,7 @@ pub fn write_model(spec: &ModelSpec, model_id: u64, max_shard_bytes: u64) -> Res
                 ),
                 (SectionKind::FirstPassLists, le(&encoded.lists)),
                 (SectionKind::FirstPassCodes, encoded.codes),
-                (SectionKind::FirstPassSlots, le(&encoded.slots)),
+                members,
             ] {
                 sections.push(SectionBuf { kind, bytes });
             }
@@ -404,18 +410,18 @@ fn plan_shards(
     let row = (meta.row_stride() as usize * meta.dtype.size()) as u64;
     let stride = meta.row_stride() as usize;
     let with_codes = spec.first_pass && meta.dtype == Dtype::I8;
-    // Per item: half a byte per column (rounded up) and its 4-byte slot. Per shard: the
-    // codebook, the centroids and their lists, and up to one padded block per cluster.
+    // Per item: half a byte per column (rounded up); items are in cluster order, so their
+    // slots are runs (format 6). Per shard: the codebook, the centroids with their lists and
+    // runs, and up to one padded block per cluster.
     let codes = if with_codes {
-        crate::first_pass::columns(stride).div_ceil(2) as u64 + 4
+        crate::first_pass::columns(stride).div_ceil(2) as u64
     } else {
         0
     };
     let codes_fixed = if with_codes {
         let k = crate::first_pass::train::clusters(n) as u64;
-        let block =
-            (crate::first_pass::block_bytes(stride) + 4 * crate::first_pass::BLOCK_ITEMS) as u64;
-        4 * crate::first_pass::codebook_len(stride) as u64 + k * (stride as u64 + 4 + 8 + block)
+        let block = crate::first_pass::block_bytes(stride) as u64;
+        4 * crate::first_pass::codebook_len(stride) as u64 + k * (stride as u64 + 4 + 8 + 8 + block)
     } else {
         0
     };

@@ -14,6 +14,11 @@ const CODEBOOK: u32 = 18;
 const CENTROIDS: u32 = 20;
 const LISTS: u32 = 22;
 const SLOTS: u32 = 23;
+/// Format 6.
+const RUNS: u32 = 30;
+
+/// The frozen golden v5 shard: its first pass names items by slot table.
+const V5: &[u8] = include_bytes!("golden/v5-tiny.shard");
 
 /// The golden-sized v3 model, written once per test binary.
 fn v3() -> Vec<u8> {
@@ -85,14 +90,41 @@ fn the_writer_lays_out_every_item_once_and_the_reader_accepts_it() {
     let k = fp.centroid_scales.len();
     assert_eq!(k, first_pass::train::clusters(400));
     assert_eq!(fp.lists.len(), 2 * k);
-    let mut slots: Vec<u32> = fp
-        .slots
-        .iter()
-        .copied()
-        .filter(|&s| s != EMPTY_SLOT)
-        .collect();
-    slots.sort_unstable();
-    assert_eq!(slots, (0..400).collect::<Vec<u32>>());
+    // Items in cluster order: runs, not a slot table, and every item in exactly one slot.
+    assert!(matches!(fp.members, first_pass::Members::Runs(_)));
+    let mut items = Vec::new();
+    for (c, list) in fp.lists.chunks_exact(2).enumerate() {
+        for r in 0..list[1] as usize {
+            for j in 0..first_pass::BLOCK_ITEMS {
+                items.extend(fp.members.item(c, list[0] as usize, r, j));
+            }
+        }
+    }
+    assert_eq!(
+        items,
+        (0..400).collect::<Vec<u32>>(),
+        "cluster after cluster, in order"
+    );
+}
+
+#[test]
+fn runs_name_the_same_slots_as_the_slot_table_they_replace() {
+    // The golden v5 shard's slot table, rewritten as runs, must describe the same slots: the
+    // slot table's items are consecutive there too (the v5 writer already grouped them).
+    let v5 = Shard::from_bytes(V5).unwrap();
+    let fp = v5.view().first_pass.unwrap();
+    let first_pass::Members::Slots(slots) = fp.members else {
+        panic!("format 5 has a slot table");
+    };
+    for (c, list) in fp.lists.chunks_exact(2).enumerate() {
+        for r in 0..list[1] as usize {
+            for j in 0..first_pass::BLOCK_ITEMS {
+                let slot = slots[(list[0] as usize + r) * first_pass::BLOCK_ITEMS + j];
+                let want = (slot != EMPTY_SLOT).then_some(slot);
+                assert_eq!(fp.members.item(c, list[0] as usize, r, j), want);
+            }
+        }
+    }
 }
 
 #[test]
@@ -108,7 +140,53 @@ fn forged_first_pass_sections_are_rejected() {
     reseal(&mut bytes);
     rejected(&bytes, "first-pass cluster 1 starts at block");
 
-    // One item in two slots (and so another item in none).
+    // Runs (format 6): a run that does not start where the previous one ended.
+    let mut bytes = good.clone();
+    let (_, runs) = section(&bytes, RUNS);
+    let second = runs.start + 8;
+    let shifted = u32_at(&bytes, second) + 1;
+    bytes[second..second + 4].copy_from_slice(&shifted.to_le_bytes());
+    reseal(&mut bytes);
+    rejected(&bytes, "first-pass cluster 1's items start at");
+
+    // A run longer than its blocks hold.
+    let mut bytes = good.clone();
+    let (_, lists) = section(&bytes, LISTS);
+    let blocks = u32_at(&bytes, lists.start + 4);
+    let count = runs.start + 4;
+    let longer = blocks * first_pass::BLOCK_ITEMS as u32 + 1;
+    bytes[count..count + 4].copy_from_slice(&longer.to_le_bytes());
+    reseal(&mut bytes);
+    rejected(&bytes, "items in");
+
+    // Runs that stop short of the shard's last item (the last run one item shorter, and its
+    // blocks still holding it).
+    let mut bytes = good.clone();
+    let last = runs.end - 4;
+    let short = u32_at(&bytes, last) - 1;
+    bytes[last..last + 4].copy_from_slice(&short.to_le_bytes());
+    reseal(&mut bytes);
+    // (Unless the shorter run needs one block less: then its blocks do not match it.)
+    let full_blocks = short % first_pass::BLOCK_ITEMS as u32 == 0;
+    rejected(
+        &bytes,
+        if full_blocks {
+            "items in"
+        } else {
+            "first-pass runs cover"
+        },
+    );
+
+    // Both a slot table and runs, or neither: incomplete.
+    let mut bytes = good.clone();
+    let (entry, _) = section(&bytes, RUNS);
+    bytes[entry..entry + 4].copy_from_slice(&SLOTS.to_le_bytes());
+    reseal(&mut bytes);
+    assert!(Shard::from_bytes(&bytes).is_err());
+
+    // Slot tables (formats 3 to 5), on the frozen v5 shard: one item in two slots (and so
+    // another item in none).
+    let good = V5.to_vec();
     let mut bytes = good.clone();
     let (_, slots) = section(&bytes, SLOTS);
     let first = u32_at(&bytes, slots.start);
@@ -137,8 +215,9 @@ fn forged_first_pass_sections_are_rejected() {
     rejected(&bytes, "first-pass codebook[0] is not finite");
 
     // One of the six sections turned into an unknown optional one: the rest is incomplete.
+    let good = v3();
     let mut bytes = good.clone();
-    let (entry, _) = section(&bytes, SLOTS);
+    let (entry, _) = section(&bytes, RUNS);
     bytes[entry..entry + 4].copy_from_slice(&999u32.to_le_bytes());
     bytes[entry + 4..entry + 8].copy_from_slice(&1u32.to_le_bytes());
     reseal(&mut bytes);
@@ -185,15 +264,13 @@ fn the_writer_stores_items_cluster_by_cluster_and_they_rank_as_in_id_order() {
         let view = shard.view();
         let fp = view.first_pass.unwrap();
         for (k, list) in fp.lists.chunks_exact(2).enumerate() {
-            let blocks = list[0] as usize..(list[0] + list[1]) as usize;
-            let slots = &fp.slots
-                [blocks.start * first_pass::BLOCK_ITEMS..blocks.end * first_pass::BLOCK_ITEMS];
-            members[k].extend(
-                slots
-                    .iter()
-                    .filter(|&&s| s != EMPTY_SLOT)
-                    .map(|&s| view.header.item_start + s),
-            );
+            for r in 0..list[1] as usize {
+                for j in 0..first_pass::BLOCK_ITEMS {
+                    if let Some(local) = fp.members.item(k, list[0] as usize, r, j) {
+                        members[k].push(view.header.item_start + local);
+                    }
+                }
+            }
         }
     }
     let mut next = 0;
@@ -323,11 +400,11 @@ proptest! {
     fn never_panics_on_mutated_first_pass_shards(edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
         let mut bytes = v3();
         let (_, codebook) = section(&bytes, CODEBOOK);
-        let (_, slots) = section(&bytes, SLOTS);
+        let (_, runs) = section(&bytes, RUNS);
         for (at, v) in edits {
             // Half the edits land in the first pass's sections.
             let i = if at % 2 == 0 {
-                codebook.start + at / 2 % (slots.end - codebook.start)
+                codebook.start + at / 2 % (runs.end - codebook.start)
             } else {
                 at % bytes.len()
             };

@@ -300,6 +300,17 @@ fn golden_shards_still_load() {
         golden_mismatch(5, v5, include_str!("golden/v5-tiny.ranking")),
         None
     );
+    // Format 6: the first pass names each cluster's items as a run, not a slot per item. The
+    // same model ranks the same: its ranking file is v5's.
+    let v6 = include_bytes!("golden/v6-tiny.shard");
+    assert_eq!(
+        golden_mismatch(6, v6, include_str!("golden/v6-tiny.ranking")),
+        None
+    );
+    assert_eq!(
+        include_str!("golden/v6-tiny.ranking"),
+        include_str!("golden/v5-tiny.ranking")
+    );
 }
 
 /// Byte range of the first section of `kind` (see the section table in `format.rs`).

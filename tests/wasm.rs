@@ -22,6 +22,8 @@ const GOLDEN_V4: &[u8] = include_bytes!("golden/v4-tiny.shard");
 const GOLDEN_V4_RANKING: &str = include_str!("golden/v4-tiny.ranking");
 const GOLDEN_V5: &[u8] = include_bytes!("golden/v5-tiny.shard");
 const GOLDEN_V5_RANKING: &str = include_str!("golden/v5-tiny.ranking");
+const GOLDEN_V6: &[u8] = include_bytes!("golden/v6-tiny.shard");
+const GOLDEN_V6_RANKING: &str = include_str!("golden/v6-tiny.ranking");
 
 #[wasm_bindgen_test]
 fn simd128_kernel_matches_scalar() {
@@ -54,6 +56,8 @@ fn golden_rankings_match_native() {
     assert_eq!(golden_mismatch(4, GOLDEN_V4, GOLDEN_V4_RANKING), None);
     // Format 5's 3-byte targets.
     assert_eq!(golden_mismatch(5, GOLDEN_V5, GOLDEN_V5_RANKING), None);
+    // Format 6's first-pass runs.
+    assert_eq!(golden_mismatch(6, GOLDEN_V6, GOLDEN_V6_RANKING), None);
 }
 
 /// The first pass's block kernel (swizzle lookups; the relaxed build's relaxed swizzle) against
