@@ -50,6 +50,17 @@ fn section(bytes: &[u8], kind: u32) -> (usize, std::ops::Range<usize>) {
         .expect("section present")
 }
 
+/// `good` with the u32 at byte `at` of its section of `kind` replaced by `edit` of it, resealed.
+fn edited_u32(good: &[u8], kind: u32, at: usize, edit: impl Fn(u32) -> u32) -> Vec<u8> {
+    let mut bytes = good.to_vec();
+    let (_, range) = section(&bytes, kind);
+    let at = range.start + at;
+    let value = edit(u32_at(&bytes, at));
+    bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    reseal(&mut bytes);
+    bytes
+}
+
 fn rejected(bytes: &[u8], needle: &str) {
     let err = Shard::from_bytes(bytes).unwrap_err().to_string();
     assert!(err.contains(needle), "{err}");
@@ -132,50 +143,33 @@ fn forged_first_pass_sections_are_rejected() {
     let good = v3();
 
     // A cluster's run moved by one block: its blocks no longer follow the previous cluster's.
-    let mut bytes = good.clone();
-    let (_, lists) = section(&bytes, LISTS);
-    let second = lists.start + 8;
-    let moved = u32_at(&bytes, second) + 1;
-    bytes[second..second + 4].copy_from_slice(&moved.to_le_bytes());
-    reseal(&mut bytes);
+    let bytes = edited_u32(&good, LISTS, 8, |first| first + 1);
     rejected(&bytes, "first-pass cluster 1 starts at block");
 
     // Runs (format 6): a run that does not start where the previous one ended.
-    let mut bytes = good.clone();
-    let (_, runs) = section(&bytes, RUNS);
-    let second = runs.start + 8;
-    let shifted = u32_at(&bytes, second) + 1;
-    bytes[second..second + 4].copy_from_slice(&shifted.to_le_bytes());
-    reseal(&mut bytes);
+    let bytes = edited_u32(&good, RUNS, 8, |start| start + 1);
     rejected(&bytes, "first-pass cluster 1's items start at");
 
     // A run longer than its blocks hold.
-    let mut bytes = good.clone();
-    let (_, lists) = section(&bytes, LISTS);
-    let blocks = u32_at(&bytes, lists.start + 4);
-    let count = runs.start + 4;
-    let longer = blocks * first_pass::BLOCK_ITEMS as u32 + 1;
-    bytes[count..count + 4].copy_from_slice(&longer.to_le_bytes());
-    reseal(&mut bytes);
+    let (_, lists) = section(&good, LISTS);
+    let blocks = u32_at(&good, lists.start + 4);
+    let bytes = edited_u32(&good, RUNS, 4, |_| {
+        blocks * first_pass::BLOCK_ITEMS as u32 + 1
+    });
     rejected(&bytes, "items in");
 
-    // Runs that stop short of the shard's last item (the last run one item shorter, and its
-    // blocks still holding it).
-    let mut bytes = good.clone();
-    let last = runs.end - 4;
-    let short = u32_at(&bytes, last) - 1;
-    bytes[last..last + 4].copy_from_slice(&short.to_le_bytes());
-    reseal(&mut bytes);
+    // Runs that stop short of the shard's last item (the last run one item shorter).
+    let (_, runs) = section(&good, RUNS);
+    let last = runs.len() - 4;
+    let short = u32_at(&good, runs.start + last) - 1;
+    let bytes = edited_u32(&good, RUNS, last, |_| short);
     // (Unless the shorter run needs one block less: then its blocks do not match it.)
-    let full_blocks = short % first_pass::BLOCK_ITEMS as u32 == 0;
-    rejected(
-        &bytes,
-        if full_blocks {
-            "items in"
-        } else {
-            "first-pass runs cover"
-        },
-    );
+    let needle = if short % first_pass::BLOCK_ITEMS as u32 == 0 {
+        "items in"
+    } else {
+        "first-pass runs cover"
+    };
+    rejected(&bytes, needle);
 
     // Both a slot table and runs, or neither: incomplete.
     let mut bytes = good.clone();
