@@ -572,9 +572,10 @@ impl<'a> Ranker<'a> {
         let query: Vec<f32> = q.iter().map(|&x| f32::from(x) * scale).collect();
         let luts = first_pass::Luts::new(&query, model.codebook, &coarse, stride)?;
         // Best coarse score first (ties to the lower cluster), so the bar rises early and the
-        // clusters that cannot reach it end the pass.
+        // clusters that cannot reach it end the pass. The keys are distinct, so an unstable
+        // sort gives that one order (and is the cheaper sort: 2.6% of a 1M ranking stably).
         let mut order: Vec<u32> = (0..clusters as u32).collect();
-        order.sort_by_key(|&k| (core::cmp::Reverse(luts.coarse[k as usize]), k));
+        order.sort_unstable_by_key(|&k| (core::cmp::Reverse(luts.coarse[k as usize]), k));
         let block_bytes = first_pass::block_bytes(stride);
         let mut candidates = first_pass::Candidates::new(keep.max(8 * wanted));
         let mut sums = [0u16; first_pass::BLOCK_ITEMS];
