@@ -51,7 +51,20 @@ impl<'a> Ranker<'a> {
         self.query(&known, context, &self.profile(known.len()))
     }
 
-    /// Ranks items for a session and request (see [`Engine::recommend`]).
+    /// What a request ranks with: the session's items the model knows, the quantized query of
+    /// their profile, and the sparse boosts (sorted by item).
+    fn query_and_boosts(
+        &self,
+        session: &Session,
+        request: &Request,
+    ) -> (Vec<Known>, Query, Vec<(u32, f32)>) {
+        let known = self.known_items(session);
+        let profile = self.profile(known.len());
+        let query = self.quantize(&self.query(&known, &request.context, &profile));
+        let boosts = self.boosts(&known, &profile, request.context.ts);
+        (known, query, boosts)
+    }
+
     /// What a request's exact scoring reads beside the first pass: the items the first pass
     /// keeps (`None` when the scan is exact) and the boosted items scored one by one. No
     /// exclusions or filters are applied to either; for measuring (`Engine::first_pass_reads`).
@@ -60,19 +73,14 @@ impl<'a> Ranker<'a> {
         session: &Session,
         request: &Request,
     ) -> Option<(Vec<u32>, Vec<u32>)> {
-        let known = self.known_items(session);
-        let profile = self.profile(known.len());
-        let query = self.quantize(&self.query(&known, &request.context, &profile));
-        let boosts = self.boosts(&known, &profile, request.context.ts);
+        let (_, query, boosts) = self.query_and_boosts(session, request);
         let candidates = self.first_pass(&query, &[], &|_| true, request.k)?;
         Some((candidates, boosts.iter().map(|b| b.0).collect()))
     }
 
+    /// Ranks items for a session and request (see [`Engine::recommend`]).
     pub(crate) fn recommend(&self, session: &Session, request: &Request) -> Vec<Recommendation> {
-        let known = self.known_items(session);
-        let profile = self.profile(known.len());
-        let query = self.quantize(&self.query(&known, &request.context, &profile));
-        let boosts = self.boosts(&known, &profile, request.context.ts);
+        let (known, query, boosts) = self.query_and_boosts(session, request);
 
         let mut excluded: Vec<u32> = known.iter().map(|k| k.index).collect();
         excluded.extend(

@@ -1039,7 +1039,7 @@ fn check_values(v: &ShardView<'_>) -> Result<()> {
     check_rows(&v.rows)?;
     all_finite("item bias", v.bias)?;
     if let Some(fp) = v.first_pass {
-        check_first_pass_values(&fp, v.header.item_count)?;
+        check_first_pass_values(&fp, v.header.item_count, v.meta.row_stride() as usize)?;
     }
     if let Some(cats) = v.categories {
         let count = v.meta.category_count;
@@ -1103,15 +1103,19 @@ fn check_keys(v: &ShardView<'_>) -> Result<()> {
 /// covered, and every local item in exactly one slot, padding only after a cluster's items
 /// (with runs: each cluster's run following the previous one, filling its blocks but the last
 /// one's padding, all runs together covering the shard's items).
-fn check_first_pass_values(fp: &first_pass::FirstPassShard<'_>, items: u32) -> Result<()> {
+fn check_first_pass_values(
+    fp: &first_pass::FirstPassShard<'_>,
+    items: u32,
+    stride: usize,
+) -> Result<()> {
     all_finite("first-pass codebook", fp.codebook)?;
     check_rows(&Rows::I8 {
         rows: fp.centroids,
         scales: fp.centroid_scales,
     })
     .map_err(|e| Error::invalid(format!("first-pass centroids: {e}")))?;
-    let block_bytes = first_pass::block_bytes(fp.centroids.len() / fp.centroid_scales.len().max(1));
-    let blocks = fp.codes.len() / block_bytes.max(1);
+    // The codes' length is a whole number of blocks (checked with the section lengths).
+    let blocks = fp.codes.len() / first_pass::block_bytes(stride);
     let mut next = 0u64;
     for (k, list) in fp.lists.chunks_exact(2).enumerate() {
         if u64::from(list[0]) != next {
