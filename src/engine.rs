@@ -26,7 +26,7 @@ use crate::coarse::RowBounds;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
 use crate::first_pass;
-use crate::format::{Dtype, Meta, Profile, PROFILE_BUCKETS};
+use crate::format::{Dtype, Meta, Profile, ShardRole, PROFILE_BUCKETS};
 use crate::hash::item_key;
 use crate::kernels;
 use crate::ranker::Ranker;
@@ -121,7 +121,30 @@ pub struct Engine {
     /// Per-length profiles that replace the shards' own (`set_profiles`); `None` reads the
     /// shards'.
     pub(crate) profiles: Option<[Profile; PROFILE_BUCKETS]>,
+    /// A paged model's page table and the pages loaded so far; `None` for a model of whole
+    /// shards (`shards` are then whole, else they are the model's index).
+    pub(crate) pages: Option<Pages>,
 }
+
+/// The pages of a paged model (`format::ShardRole`).
+#[derive(Clone)]
+pub(crate) struct Pages {
+    /// The first item of each page, and the item count at the end.
+    pub(crate) starts: Vec<u32>,
+    pub(crate) loaded: BTreeMap<u32, Shard>,
+}
+
+impl Pages {
+    /// The page holding item `index` (which must be below the item count).
+    pub(crate) fn of(&self, index: u32) -> u32 {
+        (self.starts.partition_point(|&s| s <= index) - 1) as u32
+    }
+}
+
+/// The pages a request needs that the engine does not hold (`Engine::try_recommend`), in
+/// increasing order: load them with [`Engine::add_page`] and ask again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingPages(pub Vec<u32>);
 
 impl core::fmt::Debug for Engine {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -146,6 +169,21 @@ impl Engine {
         shards.sort_by_key(|s| s.header().shard_index);
         let first = *shards[0].header();
         let meta = shards[0].meta().clone();
+        if let Some(s) = shards.iter().find(|s| s.header().role != first.role) {
+            return Err(Error::shard_set(format!(
+                "shard {} is a {:?} shard and shard {} a {:?} one",
+                s.header().shard_index,
+                s.header().role,
+                first.shard_index,
+                first.role
+            )));
+        }
+        if first.role == ShardRole::Page {
+            return Err(Error::shard_set(
+                "these are pages: a paged model loads from its index shards, and its pages are \
+                 added with Engine::add_page",
+            ));
+        }
         if shards.len() != first.shard_count as usize {
             return Err(Error::shard_set(format!(
                 "got {} shards, the model has {}",
@@ -189,8 +227,18 @@ impl Engine {
                 meta.total_items
             )));
         }
+        let pages = (first.role == ShardRole::Index).then(|| Pages {
+            starts: shards[0]
+                .view()
+                .global
+                .page_starts
+                .unwrap_or_default()
+                .to_vec(),
+            loaded: BTreeMap::new(),
+        });
         let mut engine = Engine {
             model_id: first.model_id,
+            pages,
             shards,
             starts,
             meta,
@@ -289,7 +337,8 @@ impl Engine {
     /// 4 bytes per item.
     #[doc(hidden)]
     pub fn set_coarse_pass(&mut self, on: bool) {
-        self.row_bounds = if on && self.meta.dtype == Dtype::I8 {
+        // The pass bounds every row of a shard; a paged model holds no rows in its shards.
+        self.row_bounds = if on && self.meta.dtype == Dtype::I8 && self.pages.is_none() {
             let stride = self.meta.row_stride() as usize;
             self.shards
                 .iter()
@@ -359,10 +408,128 @@ impl Engine {
         Some((s, (index - self.starts[s]) as usize))
     }
 
-    /// The id of a global item index.
+    /// The id of a global item index (`None` past the end, or in a page not loaded).
     pub fn item_id(&self, index: u32) -> Option<&str> {
-        let (s, local) = self.locate(index)?;
-        Some(self.shards[s].view().ids.get(local))
+        let (shard, local) = self.item_data(index)?;
+        Some(shard.view().ids.get(local))
+    }
+
+    /// The shard holding item `index`'s ids, rows, bias and sequence tables (a whole shard, or
+    /// a loaded page of a paged model) and the item's place in it.
+    pub(crate) fn item_data(&self, index: u32) -> Option<(&Shard, usize)> {
+        match &self.pages {
+            None => {
+                let (s, local) = self.locate(index)?;
+                Some((&self.shards[s], local))
+            }
+            Some(pages) => {
+                if index >= self.meta.total_items {
+                    return None;
+                }
+                let p = pages.of(index);
+                let page = pages.loaded.get(&p)?;
+                Some((page, (index - pages.starts[p as usize]) as usize))
+            }
+        }
+    }
+
+    /// Whether the model is paged (`format::ShardRole`): its shards are an index, and the
+    /// items' data come in pages that [`Engine::add_page`] loads as requests need them.
+    pub fn is_paged(&self) -> bool {
+        self.pages.is_some()
+    }
+
+    /// A paged model's page count (0 for a model of whole shards).
+    pub fn page_count(&self) -> usize {
+        self.pages.as_ref().map_or(0, |p| p.starts.len() - 1)
+    }
+
+    /// The pages loaded, in increasing order.
+    pub fn loaded_pages(&self) -> Vec<u32> {
+        self.pages
+            .as_ref()
+            .map(|p| p.loaded.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Bytes of the pages loaded.
+    pub fn loaded_page_bytes(&self) -> usize {
+        self.pages
+            .as_ref()
+            .map_or(0, |p| p.loaded.values().map(|s| s.as_bytes().len()).sum())
+    }
+
+    /// Validates a page of this paged model and keeps it (replacing the page of the same
+    /// number, if loaded). Besides the page's own validation, it must belong to this model
+    /// (model id and metadata), hold exactly the items the page table gives its number, and
+    /// every id must hash to the key the index holds for that item.
+    ///
+    /// # Errors
+    /// [`ErrorKind::BadShardSet`] naming the mismatch; the engine is unchanged.
+    pub fn add_page(&mut self, page: Shard) -> Result<()> {
+        let Some(pages) = &self.pages else {
+            return Err(Error::shard_set("this model is not paged"));
+        };
+        let h = *page.header();
+        if h.role != ShardRole::Page {
+            return Err(Error::shard_set(format!(
+                "a {:?} shard is not a page",
+                h.role
+            )));
+        }
+        if h.model_id != self.model_id {
+            return Err(Error::shard_set(format!(
+                "page {} belongs to model {:016x}, not {:016x}",
+                h.shard_index, h.model_id, self.model_id
+            )));
+        }
+        if page.meta() != &self.meta {
+            return Err(Error::shard_set(format!(
+                "page {} has different metadata",
+                h.shard_index
+            )));
+        }
+        let p = h.shard_index as usize;
+        let count = pages.starts.len() - 1;
+        let range = pages.starts.get(p).zip(pages.starts.get(p + 1));
+        match range {
+            Some((&start, &end))
+                if h.shard_count as usize == count
+                    && h.item_start == start
+                    && h.item_count == end - start => {}
+            _ => {
+                return Err(Error::shard_set(format!(
+                    "page {} of {} holds items {}..{}, which the page table does not name",
+                    h.shard_index,
+                    h.shard_count,
+                    h.item_start,
+                    u64::from(h.item_start) + u64::from(h.item_count)
+                )))
+            }
+        }
+        let view = page.view();
+        let ranker = self.ranker();
+        for j in 0..h.item_count as usize {
+            let key = crate::hash::item_key_of_bytes(view.ids.bytes(j));
+            let index = h.item_start + j as u32;
+            if ranker.index_key_lookup(key) != Some(index) {
+                return Err(Error::shard_set(format!(
+                    "page {}: the id of item {index} does not hash to the key the index holds",
+                    h.shard_index
+                )));
+            }
+        }
+        if let Some(pages) = &mut self.pages {
+            pages.loaded.insert(h.shard_index, page);
+        }
+        Ok(())
+    }
+
+    /// Forgets a loaded page (a cache evicting it); returns whether it was loaded.
+    pub fn drop_page(&mut self, page: u32) -> bool {
+        self.pages
+            .as_mut()
+            .is_some_and(|p| p.loaded.remove(&page).is_some())
     }
 
     /// The global index of an item id.
@@ -444,8 +611,28 @@ impl Engine {
 
     /// Ranks items for a session and request. Never fails and never panics: everything it
     /// reads was validated when the model was loaded, and unknown ids are ignored.
+    ///
+    /// A paged model ranks only the items of the pages it holds: use
+    /// [`Engine::try_recommend`], which says which pages a request needs.
     pub fn recommend(&self, session: &Session, request: &Request) -> Vec<Recommendation> {
         self.ranker().recommend(session, request)
+    }
+
+    /// Ranks as [`Engine::recommend`] does, or names the pages of a paged model the request
+    /// needs and the engine does not hold. Load those ([`Engine::add_page`]) and call again: a
+    /// session's own items come first (the query is built from them), then the items the
+    /// ranking scores, so a request asks at most twice. The ranking, once every page it needs
+    /// is loaded, is the one the same model in whole shards gives. Always `Ok` for a model of
+    /// whole shards.
+    ///
+    /// # Errors
+    /// [`MissingPages`], never anything else.
+    pub fn try_recommend(
+        &self,
+        session: &Session,
+        request: &Request,
+    ) -> core::result::Result<Vec<Recommendation>, MissingPages> {
+        self.ranker().try_recommend(session, request)
     }
 }
 

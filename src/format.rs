@@ -1,14 +1,14 @@
-//! The shard wire format, version 6 (versions 1 to 5 still read): constants, the header, the model
+//! The shard wire format, version 7 (versions 1 to 6 still read): constants, the header, the model
 //! metadata block and the section kinds. `shard.rs` reads it and `writer.rs` writes it; nothing else knows the layout.
 //!
 //! ```text
 //! offset  size  field
 //!      0     8  magic "EDGERECS"
 //!      8     4  endianness marker 0x01020304 (reads 0x04030201 on a byte-swapped writer)
-//!     12     2  format version (6; 1 to 5 are still read)
+//!     12     2  format version (7; 1 to 6 are still read)
 //!     14     2  header length (64)
 //!     16     4  section count
-//!     20     4  flags (reserved, 0)
+//!     20     4  flags: the shard's role (version 7; 0 before): 0 whole, 1 index, 2 page
 //!     24     8  total length of the shard in bytes
 //!     32     8  checksum: XXH3-64 of every byte of the shard except these 8
 //!     40     8  model id (the same in every shard of one model)
@@ -45,13 +45,22 @@
 //! writer stores them) names each cluster's items as one run of local indices (start, count)
 //! instead of a slot per item, so the first pass keeps 8 bytes per cluster instead of 4 per
 //! item and reads no slot table. A shard has exactly one of the two sections.
+//!
+//! Version 7 added paged models ([`ShardRole`]), for catalogs whose rows do not fit the memory
+//! the edge has. Such a model is a set of *index* shards, loaded whole, and *pages*, loaded
+//! when a request needs them. An index shard carries what every request reads for every item
+//! of its range: the keys, the categories and the first pass's codes (required), and in index
+//! shard 0 the global tables and the page table (`PageStarts`). A page carries what only the
+//! items a request scores need: ids, rows, bias and sequence tables, for a run of items that
+//! the page table names. Whole shards (role 0) are what versions 1 to 6 wrote and mean the
+//! same; a model is either all whole shards or index shards with pages.
 
 /// The first 8 bytes of every shard.
 pub const MAGIC: [u8; 8] = *b"EDGERECS";
 /// Written as a little-endian u32; a reader that sees it byte-swapped rejects the shard.
 pub const ENDIAN_MARKER: u32 = 0x0102_0304;
 /// The format version this build writes.
-pub const VERSION: u16 = 6;
+pub const VERSION: u16 = 7;
 /// The oldest format version this build still reads.
 pub const MIN_VERSION: u16 = 1;
 /// Size of the fixed header.
@@ -560,6 +569,37 @@ pub(crate) enum SectionKind {
     TrendItems = 41,
     /// Version 2: interaction count (f32, ≥ 0) of each trend entry.
     TrendCounts = 42,
+    /// Version 7, index shard 0 of a paged model only: the first global item of each page and
+    /// the item count (`pages + 1` u32, from 0, strictly increasing, ending at the count).
+    PageStarts = 43,
+}
+
+/// What a shard holds of its items (the header's flags since version 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardRole {
+    /// Everything about its items (every shard before version 7).
+    Whole,
+    /// What every request reads of its items: keys, categories, first-pass codes.
+    Index,
+    /// What only the items a request scores need: ids, rows, bias, sequence tables.
+    Page,
+}
+
+impl ShardRole {
+    /// The header flags value of this role.
+    pub(crate) fn flags(self) -> u32 {
+        match self {
+            ShardRole::Whole => 0,
+            ShardRole::Index => 1,
+            ShardRole::Page => 2,
+        }
+    }
+
+    pub(crate) fn from_flags(flags: u32) -> Option<ShardRole> {
+        [ShardRole::Whole, ShardRole::Index, ShardRole::Page]
+            .into_iter()
+            .find(|r| r.flags() == flags)
+    }
 }
 
 /// The sections of one sequence table: offsets, its targets in one of three widths and its
@@ -615,7 +655,7 @@ pub(crate) const SEQ_SECTION_KINDS: [SeqSectionKinds; SEQ_TABLES] = [
 ];
 
 impl SectionKind {
-    pub(crate) const ALL: [SectionKind; 41] = [
+    pub(crate) const ALL: [SectionKind; 42] = [
         SectionKind::Meta,
         SectionKind::IdOffsets,
         SectionKind::IdBytes,
@@ -657,6 +697,7 @@ impl SectionKind {
         SectionKind::TrendOffsets,
         SectionKind::TrendItems,
         SectionKind::TrendCounts,
+        SectionKind::PageStarts,
     ];
 
     pub(crate) fn from_u32(v: u32) -> Option<SectionKind> {
@@ -714,6 +755,7 @@ impl SectionKind {
             SectionKind::TrendOffsets => "trend_offsets",
             SectionKind::TrendItems => "trend_items",
             SectionKind::TrendCounts => "trend_counts",
+            SectionKind::PageStarts => "page_starts",
         }
     }
 
@@ -736,6 +778,7 @@ impl SectionKind {
             | SectionKind::TransitionWeightsF16 => 4,
             SectionKind::NeighbourTargetsU24 | SectionKind::TransitionTargetsU24 => 5,
             SectionKind::FirstPassRuns => 6,
+            SectionKind::PageStarts => 7,
             _ => 1,
         }
     }

@@ -5,7 +5,7 @@
 
 use crate::coarse::CoarseQuery;
 use crate::context::Context;
-use crate::engine::{Engine, Exploration, Recommendation, Request, MAX_POOL};
+use crate::engine::{Engine, Exploration, MissingPages, Recommendation, Request, MAX_POOL};
 use crate::first_pass;
 use crate::format::{profile_bucket, Dtype, Meta, Profile, PROFILE_FIELDS};
 use crate::hash::item_key;
@@ -27,7 +27,12 @@ enum Query {
 /// Borrowed views of every shard of a model, for one request.
 pub(crate) struct Ranker<'a> {
     engine: &'a Engine,
+    /// The whole shards, or a paged model's index shards.
     views: Vec<ShardView<'a>>,
+    /// A paged model's loaded pages, by page number (increasing).
+    pages: Vec<(u32, ShardView<'a>)>,
+    /// The pages this request wanted and the engine does not hold, as it found them.
+    missing: core::cell::RefCell<Vec<u32>>,
 }
 
 /// A session item the model knows.
@@ -42,7 +47,62 @@ impl<'a> Ranker<'a> {
         Ranker {
             engine,
             views: engine.shards.iter().map(Shard::view).collect(),
+            pages: engine.pages.as_ref().map_or(Vec::new(), |p| {
+                p.loaded.iter().map(|(&n, page)| (n, page.view())).collect()
+            }),
+            missing: core::cell::RefCell::new(Vec::new()),
         }
+    }
+
+    /// The view holding item `index`'s ids, rows, bias and sequence tables, and the item's
+    /// place in it. An item of a page not loaded has none: its page is noted as missing.
+    fn item(&self, index: u32) -> Option<(&ShardView<'a>, usize)> {
+        let Some(pages) = &self.engine.pages else {
+            let (s, local) = self.engine.locate(index)?;
+            return Some((&self.views[s], local));
+        };
+        if index >= self.meta().total_items {
+            return None;
+        }
+        let p = pages.of(index);
+        let local = (index - pages.starts[p as usize]) as usize;
+        match self.pages.binary_search_by_key(&p, |e| e.0) {
+            Ok(at) => Some((&self.pages[at].1, local)),
+            Err(_) => {
+                self.missing.borrow_mut().push(p);
+                None
+            }
+        }
+    }
+
+    /// Ranks, or names the pages the request needs that the engine does not hold (see
+    /// [`Engine::try_recommend`]).
+    pub(crate) fn try_recommend(
+        &self,
+        session: &Session,
+        request: &Request,
+    ) -> Result<Vec<Recommendation>, MissingPages> {
+        let Some(pages) = &self.engine.pages else {
+            return Ok(self.recommend(session, request));
+        };
+        // The session's items first: until their rows are in, the query (and so which items
+        // the first pass keeps) is not the request's.
+        let mut missing: Vec<u32> = self
+            .known_items(session)
+            .iter()
+            .map(|k| pages.of(k.index))
+            .filter(|p| self.pages.binary_search_by_key(p, |e| e.0).is_err())
+            .collect();
+        if missing.is_empty() {
+            let ranked = self.recommend(session, request);
+            missing = self.missing.take();
+            if missing.is_empty() {
+                return Ok(ranked);
+            }
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        Err(MissingPages(missing))
     }
 
     /// The query vector for this session and context (see [`Engine::query_vector`]).
@@ -161,10 +221,29 @@ impl<'a> Ranker<'a> {
     }
 
     pub(crate) fn find_key(&self, key: u64) -> Option<u32> {
+        if self.engine.pages.is_none() {
+            return self
+                .views
+                .iter()
+                .zip(&self.engine.starts)
+                .find_map(|(v, &start)| v.find_key(key).map(|local| start + local));
+        }
+        // A paged index holds keys without ids. A loaded page had every id checked against
+        // the index's keys (`Engine::add_page`); an item of a page not loaded is taken at the
+        // index's word until its page comes, and then it is checked.
+        self.index_key_lookup(key)
+    }
+
+    /// The item the index shards give `key`, without checking it against an id.
+    pub(crate) fn index_key_lookup(&self, key: u64) -> Option<u32> {
         self.views
             .iter()
             .zip(&self.engine.starts)
-            .find_map(|(v, &start)| v.find_key(key).map(|local| start + local))
+            .find_map(|(v, &start)| {
+                let pos = v.keys_sorted.binary_search(&key).ok()?;
+                let local = *v.keys_order.get(pos)?;
+                (local < v.header.item_count).then_some(start + local)
+            })
     }
 
     pub(crate) fn categories(&self, index: u32) -> u64 {
@@ -176,13 +255,13 @@ impl<'a> Ranker<'a> {
 
     pub(crate) fn dequantize(&self, index: u32, out: &mut [f32]) {
         out.iter_mut().for_each(|x| *x = 0.0);
-        let Some((s, local)) = self.engine.locate(index) else {
+        let Some((view, local)) = self.item(index) else {
             return;
         };
         let dim = self.meta().dim as usize;
         let stride = self.meta().row_stride() as usize;
         let base = local * stride;
-        match self.views[s].rows {
+        match view.rows {
             Rows::I8 { rows, scales } => {
                 let scale = scales.get(local).copied().unwrap_or(0.0);
                 for (o, &r) in out
@@ -340,10 +419,10 @@ impl<'a> Ranker<'a> {
         let mut out: Vec<(u32, f32)> = Vec::new();
         let table_weight = [profile.neighbours, profile.transitions];
         for (position, item) in known.iter().take(meta.seq_len as usize).enumerate() {
-            let Some((s, local)) = self.engine.locate(item.index) else {
+            let Some((view, local)) = self.item(item.index) else {
                 continue;
             };
-            let tables = self.views[s].seq.iter().zip(&meta.seq_weights);
+            let tables = view.seq.iter().zip(&meta.seq_weights);
             for ((table, position_weights), scale) in tables.zip(table_weight) {
                 let w = position_weights[position] * scale;
                 let Some(table) = table else {
@@ -400,11 +479,10 @@ impl<'a> Ranker<'a> {
     }
 
     fn dense_score(&self, query: &Query, index: u32) -> f32 {
-        let Some((s, local)) = self.engine.locate(index) else {
+        let Some((view, local)) = self.item(index) else {
             return f32::NEG_INFINITY;
         };
         let stride = self.meta().row_stride() as usize;
-        let view = &self.views[s];
         let bias = view.bias.get(local).copied().unwrap_or(0.0);
         let range = local * stride..(local + 1) * stride;
         match (query, view.rows) {
@@ -465,11 +543,13 @@ impl<'a> Ranker<'a> {
             }
             _ => None,
         };
-        for (s, (view, &start)) in self.views.iter().zip(&self.engine.starts).enumerate() {
+        for (s, view, start) in self.row_sources() {
             let n = view.header.item_count as usize;
             match (query, view.rows) {
                 (Query::I8 { q, scale }, Rows::I8 { rows, scales }) => {
-                    let bounds = self.engine.row_bounds.get(s).and_then(Option::as_ref);
+                    let bounds = s
+                        .and_then(|s| self.engine.row_bounds.get(s))
+                        .and_then(Option::as_ref);
                     if let Some((bounds, cq)) = bounds.zip(coarse_query.as_ref()) {
                         // The fused coarse kernel needs no score buffer: one call per shard.
                         let shard_rows = kernels::CoarseRows {
@@ -538,6 +618,29 @@ impl<'a> Ranker<'a> {
                 _ => {}
             }
         }
+    }
+
+    /// What the exact scan reads, in item order: every whole shard (with its position, for its
+    /// row bounds), or a paged model's loaded pages, noting every other page as missing.
+    fn row_sources(&self) -> Vec<(Option<usize>, &ShardView<'a>, u32)> {
+        let Some(pages) = &self.engine.pages else {
+            return self
+                .views
+                .iter()
+                .zip(&self.engine.starts)
+                .enumerate()
+                .map(|(s, (v, &start))| (Some(s), v, start))
+                .collect();
+        };
+        let count = pages.starts.len() as u32 - 1;
+        let loaded: Vec<u32> = self.pages.iter().map(|e| e.0).collect();
+        self.missing
+            .borrow_mut()
+            .extend((0..count).filter(|p| loaded.binary_search(p).is_err()));
+        self.pages
+            .iter()
+            .map(|(p, v)| (None, v, pages.starts[*p as usize]))
+            .collect()
     }
 
     /// Whether [`Self::scan`] scores every row exactly, block by block, for this query: no

@@ -101,6 +101,8 @@ pub struct Header {
     pub total_len: u64,
     /// The verified XXH3-64 checksum of the shard (see `format`).
     pub checksum: u64,
+    /// What the shard holds of its items (version 7; whole before).
+    pub role: ShardRole,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -375,6 +377,8 @@ pub struct GlobalTables<'a> {
     pub profiles: Option<&'a [f32]>,
     /// Time-bucketed item counts (see `Meta::trend_buckets`).
     pub trend: Option<TrendTable<'a>>,
+    /// A paged model's page table (`format::SectionKind::PageStarts`), in its index shard 0.
+    pub page_starts: Option<&'a [u32]>,
 }
 
 /// Item counts per time bucket, in CSR form: bucket `b` holds entries
@@ -504,9 +508,15 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header> {
     if expected != actual {
         return Err(ErrorKind::ChecksumMismatch { expected, actual }.into());
     }
-    if read_u32(bytes, FLAGS_AT) != 0 {
-        return Err(Error::invalid("header flags are not zero"));
-    }
+    let flags = read_u32(bytes, FLAGS_AT);
+    let role = match ShardRole::from_flags(flags) {
+        Some(role) if version >= 7 || role == ShardRole::Whole => role,
+        _ => {
+            return Err(Error::invalid(format!(
+                "header flags {flags:#x} name no shard role of format version {version}"
+            )))
+        }
+    };
     let header = Header {
         version,
         model_id: read_u64(bytes, MODEL_ID_AT),
@@ -516,6 +526,7 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header> {
         item_count: read_u32(bytes, ITEM_COUNT_AT),
         total_len,
         checksum: expected,
+        role,
     };
     if header.shard_count == 0 || header.shard_index >= header.shard_count {
         return Err(Error::invalid(format!(
@@ -652,11 +663,16 @@ fn record_span(
             header.version
         )));
     }
-    if k.is_global() && header.shard_index != 0 {
+    if k.is_global() && (header.shard_index != 0 || header.role == ShardRole::Page) {
         return Err(Error::section_table(format!(
             "global section `{}` outside shard 0",
             k.name()
         )));
+    }
+    if k == SectionKind::PageStarts && header.role != ShardRole::Index {
+        return Err(Error::section_table(
+            "a page table outside a paged model's index",
+        ));
     }
     spans[k.slot()] = Some(span);
     Ok(())
@@ -699,6 +715,16 @@ impl Lengths<'_> {
                 s.len
             ))),
             _ => Ok(()),
+        }
+    }
+
+    fn not_in_role(&self, k: SectionKind, role: ShardRole) -> Result<()> {
+        match self.get(k) {
+            Some(_) => Err(Error::section_table(format!(
+                "section `{}` does not belong in a {role:?} shard",
+                k.name()
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -775,12 +801,99 @@ fn check_lengths(spans: &Spans, header: &Header, meta: &Meta) -> Result<()> {
     let l = Lengths { spans, meta };
     let n = u64::from(header.item_count);
     let stride = u64::from(meta.row_stride());
+    // A paged model's index holds no item data and its pages no index.
+    let (index_kinds, item_kinds) = role_kinds();
+    let (item_data, index) = match header.role {
+        ShardRole::Whole => (true, true),
+        ShardRole::Index => (false, true),
+        ShardRole::Page => (true, false),
+    };
+    if !item_data {
+        for &k in item_kinds {
+            l.not_in_role(k, header.role)?;
+        }
+        for kinds in SEQ_SECTION_KINDS {
+            for k in [
+                kinds.offsets,
+                kinds.targets,
+                kinds.targets_u16,
+                kinds.targets_u24,
+            ] {
+                l.not_in_role(k, header.role)?;
+            }
+            l.not_in_role(kinds.weights, header.role)?;
+            l.not_in_role(kinds.weights_f16, header.role)?;
+        }
+    }
+    if !index {
+        for &k in index_kinds {
+            l.not_in_role(k, header.role)?;
+        }
+    }
+    if index {
+        l.exact(K::KeysSorted, 8 * n, true)?;
+        l.exact(K::KeysOrder, 4 * n, true)?;
+        check_first_pass_lengths(&l, n, stride)?;
+        l.exact(K::Categories, 8 * n, false)?;
+    }
+    if header.role == ShardRole::Index {
+        if meta.dtype != Dtype::I8 || l.get(K::FirstPassCodes).is_none() {
+            return Err(Error::section_table(
+                "a paged model's index needs int8 rows and first-pass codes",
+            ));
+        }
+        if header.shard_index == 0 {
+            l.multiple(K::PageStarts, 4)?;
+            if l.len(K::PageStarts) < 8 {
+                return Err(ErrorKind::MissingSection {
+                    kind: K::PageStarts.name(),
+                }
+                .into());
+            }
+        }
+    }
+    if item_data {
+        check_item_lengths(&l, n, stride)?;
+    }
+    check_global_lengths(&l, header)
+}
+
+/// The sections an index shard holds and the ones a page holds (sequence tables aside).
+fn role_kinds() -> (&'static [SectionKind], &'static [SectionKind]) {
+    use SectionKind as K;
+    (
+        &[
+            K::KeysSorted,
+            K::KeysOrder,
+            K::Categories,
+            K::FirstPassCodebook,
+            K::FirstPassCodes,
+            K::FirstPassCentroids,
+            K::FirstPassCentroidScales,
+            K::FirstPassLists,
+            K::FirstPassSlots,
+            K::FirstPassRuns,
+        ],
+        &[
+            K::IdOffsets,
+            K::IdBytes,
+            K::RowsI8,
+            K::RowsF16,
+            K::RowsF32,
+            K::RowScales,
+            K::ItemBias,
+        ],
+    )
+}
+
+/// Ids, rows, bias and sequence tables: what whole shards and pages hold of their items.
+fn check_item_lengths(l: &Lengths<'_>, n: u64, stride: u64) -> Result<()> {
+    use SectionKind as K;
+    let meta = l.meta;
     l.exact(K::IdOffsets, 4 * (n + 1), true)?;
     if l.get(K::IdBytes).is_none() {
         return Err(ErrorKind::MissingSection { kind: "id_bytes" }.into());
     }
-    l.exact(K::KeysSorted, 8 * n, true)?;
-    l.exact(K::KeysOrder, 4 * n, true)?;
     let (rows, bytes, others): (K, u64, &[K]) = match meta.dtype {
         Dtype::I8 => {
             l.exact(K::RowScales, 4 * n, true)?;
@@ -794,12 +907,10 @@ fn check_lengths(spans: &Spans, header: &Header, meta: &Meta) -> Result<()> {
         l.absent(k)?;
     }
     l.exact(K::ItemBias, 4 * n, true)?;
-    check_first_pass_lengths(&l, n, stride)?;
-    l.exact(K::Categories, 8 * n, false)?;
     for kinds in SEQ_SECTION_KINDS {
         l.seq_table(kinds, n)?;
     }
-    check_global_lengths(&l, header)
+    Ok(())
 }
 
 /// The first pass's sections: all or none, int8 models only, lengths from the stride, the
@@ -874,7 +985,9 @@ fn check_global_lengths(l: &Lengths<'_>, header: &Header) -> Result<()> {
     l.exact(K::CtxTime, 4 * TIME_BINS as u64 * dim, false)?;
     l.exact(K::CtxDevice, 4 * DEVICE_CLASSES as u64 * dim, false)?;
     l.exact(K::CtxGeo, 4 * u64::from(meta.geo_buckets) * dim, false)?;
-    let names_required = header.shard_index == 0 && meta.category_count > 0;
+    // Shard 0 of a model holds its global tables; a paged model's pages hold none.
+    let holds_globals = header.shard_index == 0 && header.role != ShardRole::Page;
+    let names_required = holds_globals && meta.category_count > 0;
     l.exact(
         K::CategoryOffsets,
         4 * (u64::from(meta.category_count) + 1),
@@ -895,7 +1008,7 @@ fn check_global_lengths(l: &Lengths<'_>, header: &Header) -> Result<()> {
         ));
     }
     let has_trend = l.csr(trend, u64::from(meta.trend_buckets), "trend table")?;
-    if header.shard_index == 0 && meta.has_trend() && !has_trend {
+    if holds_globals && meta.has_trend() && !has_trend {
         return Err(ErrorKind::MissingSection {
             kind: K::TrendOffsets.name(),
         }
@@ -918,6 +1031,11 @@ impl Layout {
         };
         let present = |k: K| self.spans[k.slot()].is_some();
         fn cast<T: bytemuck::AnyBitPattern>(b: &[u8]) -> &[T] {
+            // An absent section is an empty slice of alignment 1 (an index holds no rows, a
+            // page no keys), which `cast_slice` would refuse for wider types.
+            if b.is_empty() {
+                return &[];
+            }
             bytemuck::cast_slice(b)
         }
         let strings = |off: K, text: K| StrTable {
@@ -989,6 +1107,7 @@ impl Layout {
                     items: cast(raw(K::TrendItems)),
                     counts: cast(raw(K::TrendCounts)),
                 }),
+                page_starts: present(K::PageStarts).then(|| cast::<u32>(raw(K::PageStarts))),
             },
         }
     }
@@ -1034,10 +1153,15 @@ fn all_finite(what: &str, values: &[f32]) -> Result<()> {
 
 /// Checks every value the scorer later trusts.
 fn check_values(v: &ShardView<'_>) -> Result<()> {
-    check_strings("item ids", v.ids.offsets, v.ids.text)?;
-    check_keys(v)?;
-    check_rows(&v.rows)?;
-    all_finite("item bias", v.bias)?;
+    let role = v.header.role;
+    if role != ShardRole::Index {
+        check_strings("item ids", v.ids.offsets, v.ids.text)?;
+        check_rows(&v.rows)?;
+        all_finite("item bias", v.bias)?;
+    }
+    if role != ShardRole::Page {
+        check_keys(v)?;
+    }
     if let Some(fp) = v.first_pass {
         check_first_pass_values(&fp, v.header.item_count, v.meta.row_stride() as usize)?;
     }
@@ -1058,6 +1182,16 @@ fn check_values(v: &ShardView<'_>) -> Result<()> {
     for (t, table) in v.seq.iter().enumerate() {
         if let Some(table) = table {
             check_seq_table(&format!("sequence table {t}"), table, total)?;
+        }
+    }
+    if let Some(starts) = v.global.page_starts {
+        let ok = starts.first() == Some(&0)
+            && starts.last() == Some(&total)
+            && crate::kernels::strictly_increasing(starts);
+        if !ok {
+            return Err(Error::invalid(format!(
+                "page starts do not run from 0 up to the {total} items"
+            )));
         }
     }
     check_global_values(&v.global, total)
@@ -1083,6 +1217,10 @@ fn check_keys(v: &ShardView<'_>) -> Result<()> {
         return Err(Error::invalid(
             "item keys are not strictly increasing (duplicate ids?)",
         ));
+    }
+    if v.header.role == ShardRole::Index {
+        // The ids are in the pages: `Engine::add_page` checks a page's against these keys.
+        return Ok(());
     }
     let sample = (0..n).step_by(KEY_SAMPLE_STRIDE).chain(n.checked_sub(1));
     for i in sample {

@@ -260,6 +260,28 @@ pub const GOLDEN_FIRST_PASS_KEEP: usize = 12;
 /// how narrow sequence tables round. From format 5 its targets are stored in 3 bytes (asked
 /// for: 400 items would get u16), so the golden shard pins the u24 form down too.
 pub fn tiny_golden_model_shards() -> Vec<Vec<u8>> {
+    let (spec, model_id) = tiny_golden_model_spec();
+    crate::writer::write_model(&spec, model_id, crate::format::MAX_SHARD_BYTES)
+        .expect("golden model is valid")
+}
+
+/// The golden model of format 3 and later as a paged model (format 7): its index in one shard,
+/// and pages of at most [`GOLDEN_PAGE_ITEMS`] items.
+pub fn tiny_golden_paged_model() -> crate::writer::PagedModel {
+    let (spec, model_id) = tiny_golden_model_spec();
+    crate::writer::write_paged_model(
+        &spec,
+        model_id,
+        crate::format::MAX_SHARD_BYTES,
+        GOLDEN_PAGE_ITEMS,
+    )
+    .expect("golden model is valid")
+}
+
+/// Items per page of the paged golden model: its 400 items come in several pages.
+pub const GOLDEN_PAGE_ITEMS: usize = 64;
+
+fn tiny_golden_model_spec() -> (crate::writer::ModelSpec, u64) {
     let syn = Synthetic {
         items: 400,
         with_trend: true,
@@ -273,12 +295,86 @@ pub fn tiny_golden_model_shards() -> Vec<Vec<u8>> {
         }
     }
     spec.seq_target_bytes = Some(3);
-    crate::writer::write_model(
-        &spec,
-        syn.seed ^ 0xed9e_4ec0,
-        crate::format::MAX_SHARD_BYTES,
-    )
-    .expect("golden model is valid")
+    (spec, syn.seed ^ 0xed9e_4ec0)
+}
+
+/// Shards written back to back in one buffer (as the paged golden files keep pages), split by
+/// the total length in each header.
+pub fn split_shards(mut bytes: &[u8]) -> Vec<&[u8]> {
+    let at = crate::format::TOTAL_LEN_AT;
+    let mut out = Vec::new();
+    while bytes.len() >= crate::format::HEADER_LEN {
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&bytes[at..at + 8]);
+        let len = (u64::from_le_bytes(len) as usize).clamp(1, bytes.len());
+        out.push(&bytes[..len]);
+        bytes = &bytes[len..];
+    }
+    out
+}
+
+/// As [`golden_mismatch`], for the paged golden model (format 7): its index shard, its pages
+/// back to back, and the ranking file of the same model in whole shards, which it must
+/// reproduce, loading the pages each case asks for.
+pub fn golden_paged_mismatch(index: &[u8], pages: &[u8], ranking: &str) -> Option<String> {
+    let mut engine = match crate::Engine::from_bytes([index]) {
+        Ok(e) => e,
+        Err(e) => return Some(format!("paged golden index: {e}")),
+    };
+    if !engine.set_first_pass(Some(GOLDEN_FIRST_PASS_KEEP)) {
+        return Some("paged golden: no first pass".into());
+    }
+    let pages = split_shards(pages);
+    let lines: Vec<&str> = ranking.lines().collect();
+    let cases = golden_cases(crate::format::VERSION);
+    if lines.len() != cases.len() {
+        return Some(format!(
+            "paged golden: {} ranking lines for {} cases",
+            lines.len(),
+            cases.len()
+        ));
+    }
+    for (i, ((session, request), want)) in cases.iter().zip(lines).enumerate() {
+        for p in engine.loaded_pages() {
+            engine.drop_page(p);
+        }
+        let mut ranked = None;
+        for _ in 0..3 {
+            match engine.try_recommend(session, request) {
+                Ok(r) => {
+                    ranked = Some(r);
+                    break;
+                }
+                Err(crate::engine::MissingPages(missing)) => {
+                    for p in missing {
+                        let added = pages
+                            .get(p as usize)
+                            .ok_or_else(|| format!("no page {p}"))
+                            .and_then(|b| {
+                                crate::Shard::from_bytes(b)
+                                    .and_then(|s| engine.add_page(s))
+                                    .map_err(|e| e.to_string())
+                            });
+                        if let Err(e) = added {
+                            return Some(format!("paged golden, case {i}, page {p}: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+        let Some(ranked) = ranked else {
+            return Some(format!("paged golden, case {i}: pages still missing"));
+        };
+        let got: Vec<&str> = ranked
+            .iter()
+            .map(|r| engine.item_id(r.index).unwrap_or("?"))
+            .collect();
+        let got = got.join(",");
+        if got != want {
+            return Some(format!("paged golden, case {i}: {got} != {want}"));
+        }
+    }
+    None
 }
 
 /// The golden model of format 2: the tiny model with profiles and a trend table.

@@ -90,69 +90,179 @@ fn le<T: bytemuck::NoUninit>(values: &[T]) -> Vec<u8> {
 /// [`crate::ErrorKind::InvalidArgument`] for inconsistent inputs (lengths, duplicate or empty ids,
 /// non-finite values, negative sequence weights) or an item too large for one shard.
 pub fn write_model(spec: &ModelSpec, model_id: u64, max_shard_bytes: u64) -> Result<Vec<Vec<u8>>> {
-    let meta = model_meta(spec)?;
-    check_tables(spec, &meta)?;
-    check_ids(&spec.ids)?;
-    let first_pass = first_pass_model(spec, &meta);
-    let clustered;
-    let (spec, clusters) = match &first_pass {
-        Some(model) => {
-            let (ordered, clusters) = in_cluster_order(spec, &meta, model);
-            clustered = ordered;
-            (&clustered, clusters)
-        }
-        None => (spec, Vec::new()),
-    };
-    let encodings = seq_encodings(spec);
-    let ranges = plan_shards(spec, &meta, &encodings, max_shard_bytes)?;
-    let count = ranges.len() as u32;
-    let mut out = Vec::with_capacity(ranges.len());
-    for (index, range) in ranges.into_iter().enumerate() {
-        let mut sections = shard_sections(spec, &meta, &encodings, index, range.clone());
-        if let Some(model) = &first_pass {
-            let rows: Vec<f32> = range
-                .clone()
-                .flat_map(|i| served_row(spec, &meta, i))
-                .collect();
-            let bias: Vec<f32> = range.clone().map(|i| bias_of(spec, i)).collect();
-            let encoded = model.encode_assigned(&rows, &bias, &clusters[range.clone()]);
-            // Items are in cluster order, so each cluster's are one run (format 6); a slot
-            // table only if that ever did not hold.
-            let members = match &encoded.runs {
-                Some(runs) => (SectionKind::FirstPassRuns, le(runs)),
-                None => (SectionKind::FirstPassSlots, le(&encoded.slots)),
-            };
-            for (kind, bytes) in [
-                (SectionKind::FirstPassCodebook, le(&model.codebook)),
-                (SectionKind::FirstPassCentroids, le(&model.centroids)),
-                (
-                    SectionKind::FirstPassCentroidScales,
-                    le(&model.centroid_scales),
-                ),
-                (SectionKind::FirstPassLists, le(&encoded.lists)),
-                (SectionKind::FirstPassCodes, encoded.codes),
-                members,
-            ] {
-                sections.push(SectionBuf { kind, bytes });
-            }
-        }
-        let bytes = assemble(
-            &sections,
-            model_id,
-            index as u32,
-            count,
-            range.start as u32,
-            range.len() as u32,
-        );
-        if bytes.len() as u64 > max_shard_bytes {
-            return Err(Error::argument(format!(
-                "shard {index} is {} bytes, above the limit",
-                bytes.len()
-            )));
-        }
-        out.push(bytes);
+    let model = Prepared::new(spec)?;
+    let ranges = plan_shards(&model, ShardRole::Whole, max_shard_bytes)?;
+    model.write_shards(ShardRole::Whole, &ranges, model_id, max_shard_bytes, None)
+}
+
+/// A paged model (`format::ShardRole`): index shards, which the edge loads whole, and pages,
+/// which it loads as requests need them.
+#[derive(Debug, Clone)]
+pub struct PagedModel {
+    pub index: Vec<Vec<u8>>,
+    pub pages: Vec<Vec<u8>>,
+}
+
+/// Writes `spec` as a paged model: index shards of at most `max_shard_bytes`, and pages of at
+/// most `page_items` items each (and `max_shard_bytes`). Pages hold whole coarse clusters where
+/// they fit, several small ones together, so a request's candidates (which come from a few
+/// clusters) are in a few pages.
+///
+/// # Errors
+/// As [`write_model`]; also when the model cannot be paged (it needs int8 rows and first-pass
+/// codes) or a page would exceed `max_shard_bytes`.
+pub fn write_paged_model(
+    spec: &ModelSpec,
+    model_id: u64,
+    max_shard_bytes: u64,
+    page_items: usize,
+) -> Result<PagedModel> {
+    let model = Prepared::new(spec)?;
+    if model.first_pass.is_none() {
+        return Err(Error::argument(
+            "a paged model needs int8 rows and first-pass codes (`first_pass`)",
+        ));
     }
-    Ok(out)
+    let pages = plan_pages(&model.clusters, page_items.max(1));
+    let mut starts: Vec<u32> = pages.iter().map(|r| r.start as u32).collect();
+    starts.push(model.spec.ids.len() as u32);
+    let index_ranges = plan_shards(&model, ShardRole::Index, max_shard_bytes)?;
+    Ok(PagedModel {
+        index: model.write_shards(
+            ShardRole::Index,
+            &index_ranges,
+            model_id,
+            max_shard_bytes,
+            Some(&starts),
+        )?,
+        pages: model.write_shards(ShardRole::Page, &pages, model_id, max_shard_bytes, None)?,
+    })
+}
+
+/// Page ranges: consecutive clusters (the items are in cluster order) gathered up to
+/// `page_items` items, and clusters larger than that cut into pieces of that size.
+fn plan_pages(clusters: &[u32], page_items: usize) -> Vec<core::ops::Range<usize>> {
+    let mut pages = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < clusters.len() {
+        let run_end = i + clusters[i..].partition_point(|&c| c == clusters[i]);
+        if run_end - start > page_items && i > start {
+            pages.push(start..i);
+            start = i;
+        }
+        while run_end - start > page_items {
+            pages.push(start..start + page_items);
+            start += page_items;
+        }
+        i = run_end;
+    }
+    if start < clusters.len() {
+        pages.push(start..clusters.len());
+    }
+    pages
+}
+
+/// A spec checked and ready to write: its metadata, its first-pass model (the items then in
+/// cluster order, with each item's cluster) and its sequence-table encodings.
+struct Prepared<'s> {
+    spec: std::borrow::Cow<'s, ModelSpec>,
+    meta: Meta,
+    first_pass: Option<crate::first_pass::train::Model>,
+    clusters: Vec<u32>,
+    encodings: [CsrEncoding; SEQ_TABLES],
+}
+
+impl<'s> Prepared<'s> {
+    fn new(spec: &'s ModelSpec) -> Result<Prepared<'s>> {
+        let meta = model_meta(spec)?;
+        check_tables(spec, &meta)?;
+        check_ids(&spec.ids)?;
+        let first_pass = first_pass_model(spec, &meta);
+        let (spec, clusters) = match &first_pass {
+            Some(model) => {
+                let (ordered, clusters) = in_cluster_order(spec, &meta, model);
+                (std::borrow::Cow::Owned(ordered), clusters)
+            }
+            None => (std::borrow::Cow::Borrowed(spec), Vec::new()),
+        };
+        let encodings = seq_encodings(&spec);
+        Ok(Prepared {
+            spec,
+            meta,
+            first_pass,
+            clusters,
+            encodings,
+        })
+    }
+
+    /// The shards of `role` over `ranges`; `page_starts` goes into index shard 0.
+    fn write_shards(
+        &self,
+        role: ShardRole,
+        ranges: &[core::ops::Range<usize>],
+        model_id: u64,
+        max_shard_bytes: u64,
+        page_starts: Option<&[u32]>,
+    ) -> Result<Vec<Vec<u8>>> {
+        let (spec, meta) = (&*self.spec, &self.meta);
+        let count = ranges.len() as u32;
+        let mut out = Vec::with_capacity(ranges.len());
+        for (index, range) in ranges.iter().cloned().enumerate() {
+            let mut sections =
+                shard_sections(spec, meta, &self.encodings, index, range.clone(), role);
+            if let Some(model) = self.first_pass.as_ref().filter(|_| role != ShardRole::Page) {
+                let rows: Vec<f32> = range
+                    .clone()
+                    .flat_map(|i| served_row(spec, meta, i))
+                    .collect();
+                let bias: Vec<f32> = range.clone().map(|i| bias_of(spec, i)).collect();
+                let encoded = model.encode_assigned(&rows, &bias, &self.clusters[range.clone()]);
+                // Items are in cluster order, so each cluster's are one run (format 6); a slot
+                // table only if that ever did not hold.
+                let members = match &encoded.runs {
+                    Some(runs) => (SectionKind::FirstPassRuns, le(runs)),
+                    None => (SectionKind::FirstPassSlots, le(&encoded.slots)),
+                };
+                for (kind, bytes) in [
+                    (SectionKind::FirstPassCodebook, le(&model.codebook)),
+                    (SectionKind::FirstPassCentroids, le(&model.centroids)),
+                    (
+                        SectionKind::FirstPassCentroidScales,
+                        le(&model.centroid_scales),
+                    ),
+                    (SectionKind::FirstPassLists, le(&encoded.lists)),
+                    (SectionKind::FirstPassCodes, encoded.codes),
+                    members,
+                ] {
+                    sections.push(SectionBuf { kind, bytes });
+                }
+            }
+            if let Some(starts) = page_starts.filter(|_| index == 0) {
+                sections.push(SectionBuf {
+                    kind: SectionKind::PageStarts,
+                    bytes: le(starts),
+                });
+            }
+            let header = HeaderFields {
+                model_id,
+                index: index as u32,
+                count,
+                item_start: range.start as u32,
+                item_count: range.len() as u32,
+                role,
+            };
+            let bytes = assemble(&sections, header);
+            if bytes.len() as u64 > max_shard_bytes {
+                return Err(Error::argument(format!(
+                    "{role:?} shard {index} is {} bytes, above the limit",
+                    bytes.len()
+                )));
+            }
+            out.push(bytes);
+        }
+        Ok(out)
+    }
 }
 
 /// Item `i`'s vector as the edge scores it (int8 row × row scale), `stride` wide.
@@ -401,11 +511,11 @@ fn check_ids(ids: &[String]) -> Result<()> {
 /// Splits items into shards by their byte cost, leaving room for headers, tables, padding and (in
 /// shard 0) the global tables.
 fn plan_shards(
-    spec: &ModelSpec,
-    meta: &Meta,
-    encodings: &[CsrEncoding; SEQ_TABLES],
+    model: &Prepared<'_>,
+    role: ShardRole,
     max_shard_bytes: u64,
 ) -> Result<Vec<core::ops::Range<usize>>> {
+    let (spec, meta, encodings) = (&*model.spec, &model.meta, &model.encodings);
     let n = spec.ids.len();
     let row = (meta.row_stride() as usize * meta.dtype.size()) as u64;
     let stride = meta.row_stride() as usize;
@@ -432,14 +542,27 @@ fn plan_shards(
             .zip(encodings)
             .map(|(t, e)| t.get(i).map_or(0, |l| e.entry_bytes() * l.len() as u64 + 4))
             .sum();
-        row + 4 + 4 + 8 + 12 + 4 + spec.ids[i].len() as u64 + seq + codes
+        // Index: key, key order, categories and codes; item data: row, scale, bias, id.
+        let index = 8 + 4 + 8 + codes;
+        let data = row + 4 + 4 + 4 + spec.ids[i].len() as u64 + seq;
+        match role {
+            ShardRole::Whole => index + data,
+            ShardRole::Index => index,
+            ShardRole::Page => data,
+        }
     };
     let fixed = (HEADER_LEN + MAX_SECTIONS as usize * SECTION_ENTRY_LEN + META_LEN) as u64
         + 32 * SECTION_ALIGN as u64
         + codes_fixed;
     let mut ranges = Vec::new();
     let mut start = 0usize;
-    let mut used = fixed + global_cost(spec);
+    // The page table: one u32 per page, at most one page per item.
+    let globals = match role {
+        ShardRole::Whole => global_cost(spec),
+        ShardRole::Index => global_cost(spec) + 4 * (n as u64 + 1),
+        ShardRole::Page => 0,
+    };
+    let mut used = fixed + globals;
     for i in 0..n {
         let c = item_cost(i);
         if used + c > max_shard_bytes && i > start {
@@ -591,20 +714,53 @@ impl Sections {
     }
 }
 
+/// The sections of shard `index` over `range` in its role, the first pass's aside. (Whole
+/// shards keep the section order of earlier versions.)
 fn shard_sections(
     spec: &ModelSpec,
     meta: &Meta,
     encodings: &[CsrEncoding; SEQ_TABLES],
     index: usize,
     range: core::ops::Range<usize>,
+    role: ShardRole,
 ) -> Vec<SectionBuf> {
     use SectionKind as K;
+    let (item_data, index_data) = (role != ShardRole::Index, role != ShardRole::Page);
     let mut s = Sections::default();
     s.push(K::Meta, meta.encode().to_vec());
     let ids = &spec.ids[range.clone()];
-    let (offsets, text) = string_table(ids.iter());
-    s.push(K::IdOffsets, offsets);
-    s.push(K::IdBytes, text);
+    if item_data {
+        let (offsets, text) = string_table(ids.iter());
+        s.push(K::IdOffsets, offsets);
+        s.push(K::IdBytes, text);
+    }
+    if index_data {
+        push_keys(&mut s, ids);
+    }
+    if item_data {
+        push_rows(&mut s, spec, meta, range.clone());
+        let bias = if spec.bias.is_empty() {
+            vec![0.0f32; range.len()]
+        } else {
+            spec.bias[range.clone()].to_vec()
+        };
+        s.push(K::ItemBias, le(&bias));
+    }
+    if index_data && !spec.categories.is_empty() {
+        s.push(K::Categories, le(&spec.categories[range.clone()]));
+    }
+    if item_data {
+        push_seq_tables(&mut s, spec, encodings, range);
+    }
+    if index == 0 && index_data {
+        push_global(&mut s, spec);
+    }
+    s.0
+}
+
+/// The items' keys sorted, and the local index of each.
+fn push_keys(s: &mut Sections, ids: &[String]) {
+    use SectionKind as K;
     let mut keyed: Vec<(u64, u32)> = ids
         .iter()
         .enumerate()
@@ -619,16 +775,14 @@ fn shard_sections(
         K::KeysOrder,
         le(&keyed.iter().map(|k| k.1).collect::<Vec<_>>()),
     );
-    push_rows(&mut s, spec, meta, range.clone());
-    let bias = if spec.bias.is_empty() {
-        vec![0.0f32; range.len()]
-    } else {
-        spec.bias[range.clone()].to_vec()
-    };
-    s.push(K::ItemBias, le(&bias));
-    if !spec.categories.is_empty() {
-        s.push(K::Categories, le(&spec.categories[range.clone()]));
-    }
+}
+
+fn push_seq_tables(
+    s: &mut Sections,
+    spec: &ModelSpec,
+    encodings: &[CsrEncoding; SEQ_TABLES],
+    range: core::ops::Range<usize>,
+) {
     for ((table, kinds), &encoding) in spec.seq.iter().zip(SEQ_SECTION_KINDS).zip(encodings) {
         if !table.is_empty() {
             let [offsets, targets, weights] = csr(table[range.clone()].iter(), encoding);
@@ -645,10 +799,6 @@ fn shard_sections(
             s.push(w, weights);
         }
     }
-    if index == 0 {
-        push_global(&mut s, spec);
-    }
-    s.0
 }
 
 /// The item rows in the model's dtype (int8 adds one scale per row), padded to the row stride.
@@ -720,14 +870,17 @@ fn push_global(s: &mut Sections, spec: &ModelSpec) {
     }
 }
 
-fn assemble(
-    sections: &[SectionBuf],
+/// The header fields a shard's writer chooses.
+struct HeaderFields {
     model_id: u64,
     index: u32,
     count: u32,
     item_start: u32,
     item_count: u32,
-) -> Vec<u8> {
+    role: ShardRole,
+}
+
+fn assemble(sections: &[SectionBuf], h: HeaderFields) -> Vec<u8> {
     let align = |x: usize| x.div_ceil(SECTION_ALIGN) * SECTION_ALIGN;
     let table_end = HEADER_LEN + sections.len() * SECTION_ENTRY_LEN;
     let mut offsets = Vec::with_capacity(sections.len());
@@ -746,11 +899,12 @@ fn assemble(
     put(HEADER_LEN_AT, &(HEADER_LEN as u16).to_le_bytes());
     put(SECTION_COUNT_AT, &(sections.len() as u32).to_le_bytes());
     put(TOTAL_LEN_AT, &(end as u64).to_le_bytes());
-    put(MODEL_ID_AT, &model_id.to_le_bytes());
-    put(SHARD_INDEX_AT, &index.to_le_bytes());
-    put(SHARD_COUNT_AT, &count.to_le_bytes());
-    put(ITEM_START_AT, &item_start.to_le_bytes());
-    put(ITEM_COUNT_AT, &item_count.to_le_bytes());
+    put(FLAGS_AT, &h.role.flags().to_le_bytes());
+    put(MODEL_ID_AT, &h.model_id.to_le_bytes());
+    put(SHARD_INDEX_AT, &h.index.to_le_bytes());
+    put(SHARD_COUNT_AT, &h.count.to_le_bytes());
+    put(ITEM_START_AT, &h.item_start.to_le_bytes());
+    put(ITEM_COUNT_AT, &h.item_count.to_le_bytes());
     for (i, (s, &offset)) in sections.iter().zip(&offsets).enumerate() {
         let e = HEADER_LEN + i * SECTION_ENTRY_LEN;
         put(e + ENTRY_KIND_AT, &(s.kind as u32).to_le_bytes());

@@ -311,6 +311,20 @@ fn golden_shards_still_load() {
         include_str!("golden/v6-tiny.ranking"),
         include_str!("golden/v5-tiny.ranking")
     );
+    // Format 7 added paged models; whole shards mean what they meant. The paged golden model
+    // (its index, its pages back to back) must rank as the same model in a whole shard.
+    let v7 = include_bytes!("golden/v7-tiny.shard");
+    let v7_ranking = include_str!("golden/v7-tiny.ranking");
+    assert_eq!(golden_mismatch(7, v7, v7_ranking), None);
+    assert_eq!(v7_ranking, include_str!("golden/v6-tiny.ranking"));
+    assert_eq!(
+        edgerec::testing::golden_paged_mismatch(
+            include_bytes!("golden/v7-tiny-paged.index"),
+            include_bytes!("golden/v7-tiny-paged.pages"),
+            v7_ranking
+        ),
+        None
+    );
 }
 
 /// Byte range of the first section of `kind` (see the section table in `format.rs`).

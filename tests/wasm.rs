@@ -24,6 +24,10 @@ const GOLDEN_V5: &[u8] = include_bytes!("golden/v5-tiny.shard");
 const GOLDEN_V5_RANKING: &str = include_str!("golden/v5-tiny.ranking");
 const GOLDEN_V6: &[u8] = include_bytes!("golden/v6-tiny.shard");
 const GOLDEN_V6_RANKING: &str = include_str!("golden/v6-tiny.ranking");
+const GOLDEN_V7: &[u8] = include_bytes!("golden/v7-tiny.shard");
+const GOLDEN_V7_RANKING: &str = include_str!("golden/v7-tiny.ranking");
+const GOLDEN_V7_PAGED_INDEX: &[u8] = include_bytes!("golden/v7-tiny-paged.index");
+const GOLDEN_V7_PAGED_PAGES: &[u8] = include_bytes!("golden/v7-tiny-paged.pages");
 
 #[wasm_bindgen_test]
 fn simd128_kernel_matches_scalar() {
@@ -58,6 +62,17 @@ fn golden_rankings_match_native() {
     assert_eq!(golden_mismatch(5, GOLDEN_V5, GOLDEN_V5_RANKING), None);
     // Format 6's first-pass runs.
     assert_eq!(golden_mismatch(6, GOLDEN_V6, GOLDEN_V6_RANKING), None);
+    // Format 7: whole shards as before, and the same model paged, its pages loaded as each
+    // request asks for them.
+    assert_eq!(golden_mismatch(7, GOLDEN_V7, GOLDEN_V7_RANKING), None);
+    assert_eq!(
+        edgerec::testing::golden_paged_mismatch(
+            GOLDEN_V7_PAGED_INDEX,
+            GOLDEN_V7_PAGED_PAGES,
+            GOLDEN_V7_RANKING
+        ),
+        None
+    );
 }
 
 /// The first pass's block kernel (swizzle lookups; the relaxed build's relaxed swizzle) against

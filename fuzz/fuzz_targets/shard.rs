@@ -1,6 +1,7 @@
 //! The shard parser: any bytes either fail validation with an error or give a shard the engine
 //! can load and rank from without panicking. Each input is tried as it is and with its checksum
-//! repaired, so mutations reach the validation behind the checksum.
+//! repaired, so mutations reach the validation behind the checksum. The seeds include a paged
+//! model's index shard and one of its pages (format 7).
 #![no_main]
 
 use edgerec::format::{CHECKSUM_AT, HEADER_LEN};
@@ -23,6 +24,13 @@ fn rank(bytes: &[u8]) {
         ..Request::default()
     };
     assert!(engine.recommend(&session, &request).len() <= 10);
+    // A paged model's index (format 7) holds no pages yet: it names the ones it needs.
+    if let Err(missing) = engine.try_recommend(&session, &request) {
+        assert!(missing
+            .0
+            .iter()
+            .all(|&p| (p as usize) < engine.page_count()));
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
