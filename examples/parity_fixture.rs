@@ -3,7 +3,8 @@
 //! the same cases through pkg/ and must get identical ids and scores. The model carries
 //! first-pass codes, and each case is ranked twice: by the exact scan (the default at 3,000
 //! items) and by the two-stage scan with `FIRST_PASS_KEEP` candidates (`twoStage`; the keep is
-//! also written to `first-pass.json` for the JS tests to set).
+//! also written to `first-pass.json` for the JS tests to set). The same model paged (format 7)
+//! goes into `paged/` (`index-N.bin`, `page-N.bin`); ranked two-stage, it must give `twoStage`.
 
 use edgerec::testing::Synthetic;
 use edgerec::{Context, Device, Engine, EventType, Exploration, Request, Session};
@@ -67,6 +68,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let shards = syn.shards(120_000);
     for (i, s) in shards.iter().enumerate() {
         std::fs::write(format!("{dir}/shard-{i}.bin"), s)?;
+    }
+    // The same model paged (format 7): ranked with the same first pass, it must give the
+    // two-stage rankings, its pages loaded as each case asks.
+    let paged =
+        edgerec::writer::write_paged_model(&syn.spec(), syn.seed ^ 0xed9e_4ec0, 120_000, 256)?;
+    std::fs::create_dir_all(format!("{dir}/paged"))?;
+    for (i, s) in paged.index.iter().enumerate() {
+        std::fs::write(format!("{dir}/paged/index-{i}.bin"), s)?;
+    }
+    for (i, s) in paged.pages.iter().enumerate() {
+        std::fs::write(format!("{dir}/paged/page-{i}.bin"), s)?;
     }
     let engine = Engine::from_bytes(shards.iter().map(|s| s.as_slice()))?;
     let mut two_stage = engine.clone();

@@ -5,7 +5,7 @@
 //! input from JS can panic (numbers are checked for range, strings parsed with typed errors).
 
 use crate::context::{Context, Device, MAX_TZ_OFFSET_MIN};
-use crate::engine::{Engine, Exploration, Request};
+use crate::engine::{Engine, Exploration, MissingPages, Recommendation, Request};
 use crate::session::{EventType, Session};
 use crate::shard::{AlignedBytes, Shard};
 use js_sys::{Array, Object, Reflect, Uint8Array};
@@ -47,6 +47,10 @@ export interface ExposureRecord {
   items: { item: string; position: number; score: number | null; propensity: number }[];
 }
 
+/** What `Engine.tryRecommend` returns: the ranking, or the pages of a paged model the request
+ * needs and the engine does not hold (load them with `addPage` and ask again). */
+export type TryRecommendResult = Recommendation[] | { missingPages: number[] };
+
 /** One ranked item. `propensity` is present when exploring. */
 export interface Recommendation {
   id: string;
@@ -61,6 +65,8 @@ extern "C" {
     pub type RecommendOptions;
     #[wasm_bindgen(typescript_type = "Recommendation[]")]
     pub type RecommendationList;
+    #[wasm_bindgen(typescript_type = "TryRecommendResult")]
+    pub type TryRecommendResult;
     #[wasm_bindgen(typescript_type = "Uint8Array[]")]
     pub type ShardList;
     #[wasm_bindgen(typescript_type = "string[]")]
@@ -107,14 +113,91 @@ impl WasmEngine {
         })
     }
 
-    /// Ranks items for the session. Throws only on invalid options.
+    /// Ranks items for the session. Throws only on invalid options, and for a paged model
+    /// whose pages the request needs are not all loaded (`tryRecommend` says which).
     pub fn recommend(
         &self,
         session: &WasmSession,
         options: Option<RecommendOptions>,
     ) -> Result<RecommendationList, JsError> {
         let request = self.request(options.map(JsValue::from).unwrap_or(JsValue::UNDEFINED))?;
-        let ranked = self.inner.recommend(&session.inner, &request);
+        match self.inner.try_recommend(&session.inner, &request) {
+            Ok(ranked) => self.recommendations(&ranked),
+            Err(MissingPages(pages)) => Err(JsError::new(&format!(
+                "{} pages of this paged model are needed and not loaded (first: {}): rank \
+                 with tryRecommend and addPage",
+                pages.len(),
+                pages.first().copied().unwrap_or(0)
+            ))),
+        }
+    }
+
+    /// Ranks as `recommend` does, or, for a paged model, returns `{ missingPages }`: the
+    /// numbers of the pages the request needs that are not loaded, in increasing order. Load
+    /// them with `addPage` and ask again; a request asks at most twice (its session's pages,
+    /// then the pages of the items it scores). Throws only on invalid options.
+    #[wasm_bindgen(js_name = tryRecommend)]
+    pub fn try_recommend(
+        &self,
+        session: &WasmSession,
+        options: Option<RecommendOptions>,
+    ) -> Result<TryRecommendResult, JsError> {
+        let request = self.request(options.map(JsValue::from).unwrap_or(JsValue::UNDEFINED))?;
+        match self.inner.try_recommend(&session.inner, &request) {
+            Ok(ranked) => Ok(self.recommendations(&ranked)?.unchecked_into()),
+            Err(MissingPages(pages)) => {
+                let o = Object::new();
+                let list: Array = pages.iter().map(|&p| JsValue::from(p)).collect();
+                set(&o, "missingPages", &list)?;
+                Ok(o.unchecked_into())
+            }
+        }
+    }
+
+    /// Validates a page of this paged model (its checksum, its items against the index) and
+    /// keeps it, replacing a loaded page of the same number. Throws when it is not a page of
+    /// this model; the engine is then unchanged.
+    #[wasm_bindgen(js_name = addPage)]
+    pub fn add_page(&mut self, page: &Uint8Array) -> Result<(), JsError> {
+        let bytes = AlignedBytes::filled_by(page.length() as usize, |dst| page.copy_to_uninit(dst));
+        let shard = Shard::from_aligned(bytes).map_err(|e| JsError::new(&format!("page: {e}")))?;
+        self.inner.add_page(shard).map_err(js_err)
+    }
+
+    /// Forgets a loaded page (a cache evicting it); returns whether it was loaded.
+    #[wasm_bindgen(js_name = dropPage)]
+    pub fn drop_page(&mut self, page: u32) -> bool {
+        self.inner.drop_page(page)
+    }
+
+    /// Whether the model is paged: built from index shards, its pages added as requests need.
+    #[wasm_bindgen(getter)]
+    pub fn paged(&self) -> bool {
+        self.inner.is_paged()
+    }
+
+    /// A paged model's page count (0 otherwise).
+    #[wasm_bindgen(getter, js_name = pageCount)]
+    pub fn page_count(&self) -> u32 {
+        self.inner.page_count() as u32
+    }
+
+    /// The numbers of the loaded pages, in increasing order.
+    #[wasm_bindgen(getter, js_name = loadedPages)]
+    pub fn loaded_pages(&self) -> Vec<u32> {
+        self.inner.loaded_pages()
+    }
+
+    /// Bytes of the loaded pages.
+    #[wasm_bindgen(getter, js_name = loadedPageBytes)]
+    pub fn loaded_page_bytes(&self) -> f64 {
+        self.inner.loaded_page_bytes() as f64
+    }
+}
+
+impl WasmEngine {
+    /// The ranked items as plain objects.
+    fn recommendations(&self, ranked: &[Recommendation]) -> Result<RecommendationList, JsError> {
         let out = Array::new_with_length(ranked.len() as u32);
         for (i, r) in ranked.iter().enumerate() {
             let o = Object::new();
@@ -128,7 +211,10 @@ impl WasmEngine {
         }
         Ok(out.unchecked_into())
     }
+}
 
+#[wasm_bindgen(js_class = Engine)]
+impl WasmEngine {
     /// The exposure record of a list this engine ranked and the page showed, for the worker's
     /// `POST /v1/exposures` (issue 15's exposure log): the list's items in order with their
     /// positions, scores and propensities (1 when the list was not explored), under `model`,

@@ -76,6 +76,48 @@ test('two-stage rankings (first-pass codes, then int8) equal the native engine t
   assert.equal(engine.setFirstPass(0), false);
 });
 
+test('a paged model ranks as the whole one, loading the pages each request asks for', () => {
+  const pagedDir = join(dir, 'paged');
+  const files = readdirSync(pagedDir);
+  const numbered = (prefix) => files.filter((f) => f.startsWith(prefix))
+    .sort((a, b) => parseInt(a.slice(prefix.length), 10) - parseInt(b.slice(prefix.length), 10))
+    .map((f) => new Uint8Array(readFileSync(join(pagedDir, f))));
+  const index = numbered('index-');
+  const pages = numbered('page-');
+  const engine = Engine.fromShards(index);
+  assert.equal(engine.paged, true);
+  assert.equal(engine.pageCount, pages.length);
+  assert.equal(engine.setFirstPass(firstPass.keep), true);
+  const session0 = new Session();
+  session0.observe('item-5', 'click', 1_700_000_000);
+  assert.throws(() => engine.recommend(session0, { k: 5 }), /tryRecommend/);
+  for (const c of cases) {
+    for (const p of engine.loadedPages) assert.equal(engine.dropPage(p), true);
+    const session = new Session();
+    for (const [id, type, ts] of c.events) session.observe(id, type, ts);
+    let got;
+    let asked = 0;
+    for (;;) {
+      got = engine.tryRecommend(session, c.options);
+      asked += 1;
+      if (Array.isArray(got)) break;
+      assert.ok(got.missingPages.length > 0 && asked <= 2, JSON.stringify(got));
+      for (const p of got.missingPages) engine.addPage(pages[p]);
+    }
+    assert.ok(engine.loadedPageBytes > 0);
+    assert.deepEqual(got.map((r) => r.id), c.twoStage.ids, JSON.stringify(c.options));
+    assert.deepEqual(got.map((r) => r.score), c.twoStage.scores);
+    assert.deepEqual(got.map((r) => r.propensity ?? null), c.twoStage.propensities);
+    assert.deepEqual(engine.recommend(session, c.options), got, 'recommend, once the pages are in');
+  }
+  // Pages are checked: another page's bytes under a number, or a whole shard, are refused.
+  assert.throws(() => engine.addPage(shards[0]), /not a page/);
+  const forged = new Uint8Array(pages[1]);
+  forged[100] ^= 1;
+  assert.throws(() => engine.addPage(forged), /checksum/);
+  assert.throws(() => Engine.fromShards(pages), /these are pages/);
+});
+
 test('session bytes round-trip and stay small', () => {
   const s = new Session();
   for (let i = 0; i < 40; i++) s.observe(`item-${i}`, 'click', 1_700_000_000 + i * 30);
