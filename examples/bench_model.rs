@@ -6,11 +6,16 @@
 //! they came from (`sessions.json`). Peers searching `queries.f32` over `vectors.f32` by inner
 //! product therefore rank by exactly the float32 version of edgerec's score. Both models carry
 //! first-pass codes (the two-stage scan); the bench times the one-stage scan on them too.
+//! `m1m-paged/` is the 1M model paged (format 7): `index-N.bin` and `page-N.bin`.
 
 use edgerec::format::MAX_SHARD_BYTES;
 use edgerec::math::SplitMix64;
 use edgerec::testing::Synthetic;
+use edgerec::writer::write_paged_model;
 use edgerec::{Context, Device, Engine, EventType, Session};
+
+/// Items per page of the paged 1M model.
+const PAGE_ITEMS: usize = 1024;
 use std::fmt::Write;
 
 fn write_shards(dir: &str, shards: &[Vec<u8>]) -> std::io::Result<()> {
@@ -93,11 +98,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         first_pass: true,
         ..Synthetic::default()
     };
-    let shards = big.shards(MAX_SHARD_BYTES);
+    let big_spec = big.spec();
+    let shards = big.write(&big_spec, MAX_SHARD_BYTES);
     write_shards(&format!("{out}/m1m"), &shards)?;
+    // The same model paged (format 7): pages of about one coarse cluster (1,024 clusters of
+    // about 976 items), for scripts/bench-paged.mjs.
+    let paged = write_paged_model(
+        &big_spec,
+        big.seed ^ 0xed9e_4ec0,
+        MAX_SHARD_BYTES,
+        PAGE_ITEMS,
+    )?;
+    let dir = format!("{out}/m1m-paged");
+    write_shards(&dir, &[])?;
+    for (i, s) in paged.index.iter().enumerate() {
+        std::fs::write(format!("{dir}/index-{i}.bin"), s)?;
+    }
+    for (i, s) in paged.pages.iter().enumerate() {
+        std::fs::write(format!("{dir}/page-{i}.bin"), s)?;
+    }
     println!(
-        "wrote {out}/m100k (1 model, 200 queries) and {out}/m1m ({} shards)",
-        shards.len()
+        "wrote {out}/m100k (1 model, 200 queries), {out}/m1m ({} shards) and {dir} ({} index \
+         shards, {} pages)",
+        shards.len(),
+        paged.index.len(),
+        paged.pages.len()
     );
     Ok(())
 }

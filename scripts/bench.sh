@@ -12,7 +12,7 @@ mkdir -p target/bench
 summary=target/bench/summary.txt
 : > "$summary"
 
-echo "[bench] writing benchmark models (100k x 64, 1M x 64)"
+echo "[bench] writing benchmark models (100k x 64, 1M x 64 whole and paged)"
 cargo run -q --release --example bench_model --features writer -- target/bench
 
 echo "[bench] native (criterion)"
@@ -38,6 +38,8 @@ node scripts/bench-node.mjs target/bench 2> target/bench/node-stderr.log | tee -
 echo "[bench] Node (V8), the relaxed-SIMD build (Node 20: behind a flag, and without its baseline compiler, which gets relaxed dot products wrong)"
 EDGEREC_BENCH_BUILD=relaxed node --experimental-wasm-relaxed-simd --no-liftoff scripts/bench-node.mjs target/bench \
   2>> target/bench/node-stderr.log | grep '^\[bench-node' | tee -a "$summary"
+echo "[bench] Node (V8), the 1M model paged: index loaded, pages read as requests ask (a process of its own, for its memory)"
+PAGE_CACHE_MIB=4 node scripts/bench-paged.mjs target/bench | tee -a "$summary"
 echo "[bench] headless Chromium: both wasm builds, alternating rounds, rankings compared"
 node scripts/bench-browser.mjs target/bench | tee -a "$summary"
 echo "[bench] training time (central-sync train, one core, ML-100k at 25/50/100% and a 1M-event log)"

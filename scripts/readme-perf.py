@@ -68,6 +68,16 @@ def rows(summary: str):
         big and ms(big[0], big[1]) <= 2)
     add("Node: wasm memory with the 1M model loaded", big and f"{big[2]} MiB", "≤ 40 MB",
         big and float(big[2]) * 1.048576 <= 40)
+    paged = find(summary, r"^\[bench-paged\] wasm memory with the 1M model paged: ([\d.]+) MiB after (\d+) requests \(index alone ([\d.]+) MiB")
+    cache = find(summary, r"^\[bench-paged\] per request over \d+ sessions, LRU page cache of (\d+) MiB: pages read median (\d+), p90 (\d+)")
+    add("… the same model paged (format 7): index shards loaded, pages read as requests ask"
+        + (f", an LRU page cache of {cache[0]} MiB; pages per request median {cache[1]}, p90 {cache[2]}" if cache else ""),
+        paged and f"{paged[0]} MiB after {paged[1]} requests (index {paged[2]} MiB)", "≤ 40 MB",
+        paged and float(paged[0]) * 1.048576 <= 40)
+    paged_ms = find(summary, rf"^\[bench-paged\] recommend 1M x 64 paged: median {num} with its pages loaded; {num} median")
+    add("… its recommend, median: with its pages loaded / reading the missing ones from disk",
+        paged_ms and f"{paged_ms[0]} {paged_ms[1]} / {paged_ms[2]} {paged_ms[3]}", "≤ 2 ms",
+        paged_ms and ms(paged_ms[0], paged_ms[1]) <= 2)
     if chromium:
         add("Chromium, simd128: 1M median", f"{chromium[3]} {chromium[4]}", "≤ 2 ms",
             ms(chromium[3], chromium[4]) <= 2)

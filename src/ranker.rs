@@ -228,10 +228,23 @@ impl<'a> Ranker<'a> {
                 .zip(&self.engine.starts)
                 .find_map(|(v, &start)| v.find_key(key).map(|local| start + local));
         }
-        // A paged index holds keys without ids. A loaded page had every id checked against
-        // the index's keys (`Engine::add_page`); an item of a page not loaded is taken at the
-        // index's word until its page comes, and then it is checked.
-        self.index_key_lookup(key)
+        // A paged index holds keys without ids: an item whose page is loaded is checked against
+        // its id, as whole shards check theirs; one whose page is not is taken at the index's
+        // word until its page comes (`Engine::try_recommend` asks for the session's pages
+        // before it ranks, so every item a ranking uses has been checked).
+        let index = self.index_key_lookup(key)?;
+        let Some(pages) = &self.engine.pages else {
+            return Some(index);
+        };
+        let p = pages.of(index);
+        match self.pages.binary_search_by_key(&p, |e| e.0) {
+            Ok(at) => {
+                let local = (index - pages.starts[p as usize]) as usize;
+                let id = self.pages[at].1.ids.bytes(local);
+                (crate::hash::item_key_of_bytes(id) == key).then_some(index)
+            }
+            Err(_) => Some(index),
+        }
     }
 
     /// The item the index shards give `key`, without checking it against an id.

@@ -260,22 +260,39 @@ fn an_engine_refuses_pages_that_are_not_its_own() {
         .add_page(Shard::from_bytes(&moved).unwrap())
         .unwrap_err();
     assert!(err.to_string().contains("page table"), "{err}");
-    // A page of the same model whose ids are not the ones the index keys: the same spec with
-    // two ids swapped, written under the same model id.
+    // Pages of the same model id whose ids are not the ones the index keys: every id renamed
+    // (the sample finds it), and two ids of one page swapped (lookups find it: the swapped
+    // ids are unknown while that page is in, never another item's).
     let mut spec = synthetic().spec();
-    let (a, b) = (0, 12); // the same synthetic cluster, so the same page
-    spec.ids.swap(a, b);
-    let forged = write_paged_model(&spec, model_id(&synthetic()), MAX_SHARD, PAGE_ITEMS).unwrap();
-    let differs = forged
-        .pages
-        .iter()
-        .zip(&paged_bytes.pages)
-        .position(|(f, p)| f != p)
-        .expect("a page differs");
+    spec.ids.iter_mut().for_each(|id| id.insert_str(0, "x-"));
+    let renamed = write_paged_model(&spec, model_id(&synthetic()), MAX_SHARD, PAGE_ITEMS).unwrap();
     let err = paged
-        .add_page(Shard::from_bytes(&forged.pages[differs]).unwrap())
+        .add_page(Shard::from_bytes(&renamed.pages[3]).unwrap())
         .unwrap_err();
     assert!(err.to_string().contains("does not hash"), "{err}");
+    assert!(paged.loaded_pages().is_empty(), "nothing refused was kept");
+    // Two items of page 2 that the load's sample does not check (local 1 and 2).
+    let page2 = Shard::from_bytes(&paged_bytes.pages[2]).unwrap();
+    let (one, two) = (
+        page2.view().ids.get(1).to_string(),
+        page2.view().ids.get(2).to_string(),
+    );
+    let mut spec = synthetic().spec();
+    let at = |id: &str| spec.ids.iter().position(|x| x == id).unwrap();
+    let (a, b) = (at(&one), at(&two));
+    spec.ids.swap(a, b);
+    let swapped = write_paged_model(&spec, model_id(&synthetic()), MAX_SHARD, PAGE_ITEMS).unwrap();
+    let before = paged.find(&one).expect("the index keys it");
+    paged
+        .add_page(Shard::from_bytes(&swapped.pages[2]).unwrap())
+        .expect("the sample does not reach these two");
+    assert_eq!(paged.find(&one), None, "unknown while that page is in");
+    assert_eq!(paged.find(&two), None);
+    assert!(paged.drop_page(2));
+    assert_eq!(paged.find(&one), Some(before));
+    paged.add_page(page2).unwrap();
+    assert_eq!(paged.item_id(before), Some(one.as_str()));
+    assert!(paged.drop_page(2));
     assert!(paged.loaded_pages().is_empty(), "nothing refused was kept");
 }
 
