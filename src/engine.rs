@@ -444,6 +444,13 @@ impl Engine {
         self.pages.as_ref().map_or(0, |p| p.starts.len() - 1)
     }
 
+    /// The page of a paged model holding item `index` (`None` past the end, or for a model
+    /// of whole shards).
+    pub fn page_of(&self, index: u32) -> Option<u32> {
+        let pages = self.pages.as_ref()?;
+        (index < self.meta.total_items).then(|| pages.of(index))
+    }
+
     /// The pages loaded, in increasing order.
     pub fn loaded_pages(&self) -> Vec<u32> {
         self.pages

@@ -564,13 +564,15 @@ type Entry = (String, Vec<u8>);
 /// Writes a model directory's shards and manifest (not the pointer); returns the manifest and
 /// the entries written.
 fn upload(kv: &mut dyn Kv, model_dir: &Path) -> Result<(Manifest, Vec<Entry>)> {
-    let (manifest, shards) = model::read_dir(model_dir)?;
+    let files = model::read_dir(model_dir)?;
+    let manifest = files.manifest;
     check_edge_budget(&manifest)?;
     let v = &manifest.version;
     let mut entries: Vec<(String, Vec<u8>)> = manifest
         .shards
         .iter()
-        .zip(shards)
+        .zip(files.shards)
+        .chain(manifest.pages.iter().zip(files.pages))
         .map(|(s, bytes)| (keys::shard(v, &s.file), bytes))
         .collect();
     entries.push((keys::manifest(v), serde_json::to_vec(&manifest)?));
@@ -625,7 +627,7 @@ pub fn publish_split(
     let previous = current(kv)?;
     let mut entries = Vec::new();
     if let Some(dir) = model_dir {
-        let (manifest, _) = model::read_dir(dir)?;
+        let manifest = model::read_dir(dir)?.manifest;
         ensure!(
             split.versions().any(|v| v == manifest.version),
             "the model in {} is version {}, which is not an arm of {split}",
@@ -714,16 +716,21 @@ fn collect(kv: &mut dyn Kv, keep: usize, current: &Pointer) -> Result<Vec<String
 /// and checksums against the manifest, then the core's full validation of the model.
 pub fn load_version(kv: &mut dyn Kv, version: &str) -> Result<edgerec::Engine> {
     let m = stored_manifest(kv, version)?;
-    let mut shards = Vec::with_capacity(m.shards.len());
-    for s in &m.shards {
-        let key = keys::shard(version, &s.file);
-        let bytes = kv
-            .get(&key)?
-            .with_context(|| format!("version {version} is missing {}", s.file))?;
-        shards.push(model::check_shard(s, &bytes, &key)?);
-    }
-    edgerec::Engine::from_shards(shards)
-        .with_context(|| format!("version {version}: the shards do not form one model"))
+    let mut read = |entries: &[model::ShardEntry]| -> Result<Vec<Vec<u8>>> {
+        let mut files = Vec::with_capacity(entries.len());
+        for s in entries {
+            let key = keys::shard(version, &s.file);
+            let bytes = kv
+                .get(&key)?
+                .with_context(|| format!("version {version} is missing {}", s.file))?;
+            model::check_shard(s, &bytes, &key)?;
+            files.push(bytes);
+        }
+        Ok(files)
+    };
+    let shards = read(&m.shards)?;
+    let pages = read(&m.pages)?;
+    model::engine_of(&shards, &pages, &format!("version {version}"))
 }
 
 /// The manifest of a version in the store.
@@ -813,6 +820,44 @@ mod tests {
     }
 
     #[test]
+    fn a_paged_model_publishes_its_pages_and_reads_back_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let mut kv = store(root.path());
+        let syn = edgerec::testing::Synthetic {
+            items: 1000,
+            first_pass: true,
+            ..Default::default()
+        };
+        let dir = root.path().join("paged");
+        let manifest = model::write_dir_paged(
+            &mut syn.spec(),
+            &dir,
+            vec![],
+            serde_json::Value::Null,
+            edgerec::format::MAX_SHARD_BYTES,
+            Some(100),
+        )
+        .unwrap();
+        publish(kv.as_mut(), &dir, 2).unwrap();
+        let v = &manifest.version;
+        for page in &manifest.pages {
+            assert!(
+                kv.get(&keys::shard(v, &page.file)).unwrap().is_some(),
+                "{}",
+                page.file
+            );
+        }
+        let engine = load_version(kv.as_mut(), v).unwrap();
+        assert!(engine.is_paged());
+        assert_eq!(engine.loaded_pages().len(), manifest.pages.len());
+        // A page lost from the store makes the version unreadable, by name.
+        let lost = keys::shard(v, &manifest.pages[1].file);
+        kv.delete_many(std::slice::from_ref(&lost)).unwrap();
+        let err = format!("{:#}", load_version(kv.as_mut(), v).err().unwrap());
+        assert!(err.contains("page-1.bin"), "{err}");
+    }
+
+    #[test]
     fn collection_keeps_the_last_good_version() {
         let root = tempfile::tempdir().unwrap();
         let mut kv = store(root.path());
@@ -899,6 +944,7 @@ mod tests {
             dim: 16,
             dtype: "i8".into(),
             shards: vec![shard(budget / 2), shard(budget / 2)],
+            pages: vec![],
             popular: vec![],
             info: serde_json::Value::Null,
         };

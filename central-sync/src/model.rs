@@ -3,7 +3,7 @@
 //! and read back with every shard validated against the manifest and the core's checks.
 
 use anyhow::{bail, ensure, Context as _, Result};
-use edgerec::writer::{write_model, ModelSpec};
+use edgerec::writer::{write_model, write_paged_model, ModelSpec};
 use edgerec::Engine;
 use std::path::Path;
 
@@ -114,26 +114,50 @@ pub fn write_dir(
     spec: &mut ModelSpec,
     out: &Path,
     popular: Vec<String>,
+    info: serde_json::Value,
+    max_shard_bytes: u64,
+) -> Result<Manifest> {
+    write_dir_paged(spec, out, popular, info, max_shard_bytes, None)
+}
+
+/// [`write_dir`], or with `page_items`, the model paged (shard format 7): index shards (the
+/// manifest's `shards`) and pages of at most that many items (its `pages`), which the edge
+/// reads as requests need them. A paged model's sequence tables are not trimmed: only its index
+/// has to fit an isolate. It needs int8 rows, and always carries first-pass codes.
+pub fn write_dir_paged(
+    spec: &mut ModelSpec,
+    out: &Path,
+    popular: Vec<String>,
     mut info: serde_json::Value,
     max_shard_bytes: u64,
+    page_items: Option<usize>,
 ) -> Result<Manifest> {
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
     let now = since_epoch.as_secs() as i64;
     let seed =
         since_epoch.as_nanos() as u64 ^ (spec.ids.len() as u64) << 32 ^ std::process::id() as u64;
     let model_id = edgerec::math::SplitMix64::new(seed).next_u64();
-    let (shards, cap) = pack_for_edge(spec, model_id, max_shard_bytes)?;
-    if let Some(cap) = cap {
-        if !info.is_object() {
-            info = serde_json::json!({});
+    let (shards, pages) = match page_items {
+        None => {
+            let (shards, cap) = pack_for_edge(spec, model_id, max_shard_bytes)?;
+            if let Some(cap) = cap {
+                if !info.is_object() {
+                    info = serde_json::json!({});
+                }
+                info["sequence_entries_per_item"] = cap.into();
+            }
+            (shards, Vec::new())
         }
-        info["sequence_entries_per_item"] = cap.into();
-    }
+        Some(items) => {
+            spec.first_pass = true;
+            let paged = write_paged_model(spec, model_id, max_shard_bytes, items)
+                .context("packing the model in pages")?;
+            (paged.index, paged.pages)
+        }
+    };
     let meta = spec.meta.as_ref().context("model spec has no meta")?;
     // Milliseconds, so versions published within one second still sort by time.
     let version = format!("v{}-{:08x}", since_epoch.as_millis(), model_id >> 32);
-    let mut entries = Vec::new();
-    let mut start = 0u32;
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -145,19 +169,26 @@ pub fn write_dir(
         .prefix(".edgerec-tmp-")
         .tempdir_in(parent)?
         .keep();
-    for (i, bytes) in shards.iter().enumerate() {
-        let shard = edgerec::Shard::from_bytes(bytes).context("re-reading a written shard")?;
-        let count = shard.header().item_count;
-        let file = edgerec_contract::keys::shard_file(i);
-        write_durably(&tmp.join(&file), bytes)?;
-        entries.push(ShardEntry {
-            file,
-            bytes: bytes.len() as u64,
-            checksum: hex_checksum(&shard),
-            items: [start, start + count],
-        });
-        start += count;
-    }
+    let write_files = |files: &[Vec<u8>], name: fn(usize) -> String| -> Result<Vec<ShardEntry>> {
+        let mut entries = Vec::with_capacity(files.len());
+        let mut start = 0u32;
+        for (i, bytes) in files.iter().enumerate() {
+            let shard = edgerec::Shard::from_bytes(bytes).context("re-reading a written shard")?;
+            let count = shard.header().item_count;
+            let file = name(i);
+            write_durably(&tmp.join(&file), bytes)?;
+            entries.push(ShardEntry {
+                file,
+                bytes: bytes.len() as u64,
+                checksum: hex_checksum(&shard),
+                items: [start, start + count],
+            });
+            start += count;
+        }
+        Ok(entries)
+    };
+    let entries = write_files(&shards, edgerec_contract::keys::shard_file)?;
+    let page_entries = write_files(&pages, edgerec_contract::keys::page_file)?;
     let manifest = Manifest {
         format: edgerec_contract::manifest::FORMAT.into(),
         format_version: u32::from(edgerec::format::VERSION),
@@ -173,6 +204,7 @@ pub fn write_dir(
         }
         .into(),
         shards: entries,
+        pages: page_entries,
         popular,
         info,
     };
@@ -211,9 +243,18 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot flush directory {}", dir.display()))
 }
 
-/// Reads a manifest and its shards, checking sizes and checksums against the manifest, then
-/// validating every shard in the core. Errors name the file.
-pub fn read_dir(dir: &Path) -> Result<(Manifest, Vec<Vec<u8>>)> {
+/// A model directory's manifest and files, validated.
+pub struct ModelFiles {
+    pub manifest: Manifest,
+    /// The shards, or a paged model's index shards, in the manifest's order.
+    pub shards: Vec<Vec<u8>>,
+    /// A paged model's pages, in the manifest's order (empty for a model of whole shards).
+    pub pages: Vec<Vec<u8>>,
+}
+
+/// Reads a manifest and its shards (and pages), checking sizes and checksums against the
+/// manifest, then validating every file in the core. Errors name the file.
+pub fn read_dir(dir: &Path) -> Result<ModelFiles> {
     let mpath = dir.join(MANIFEST);
     let text = std::fs::read(&mpath).with_context(|| {
         format!(
@@ -236,22 +277,44 @@ pub fn read_dir(dir: &Path) -> Result<(Manifest, Vec<Vec<u8>>)> {
         "{}: lists no shards",
         mpath.display()
     );
-    let mut shards = Vec::new();
-    for s in &manifest.shards {
-        if s.file.contains('/') || s.file.contains("..") {
-            bail!(
-                "{}: shard file name {:?} is not a plain file name",
-                mpath.display(),
-                s.file
-            );
+    let read = |entries: &[ShardEntry]| -> Result<Vec<Vec<u8>>> {
+        let mut files = Vec::with_capacity(entries.len());
+        for s in entries {
+            if s.file.contains('/') || s.file.contains("..") {
+                bail!(
+                    "{}: shard file name {:?} is not a plain file name",
+                    mpath.display(),
+                    s.file
+                );
+            }
+            let path = dir.join(&s.file);
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("cannot read shard {}", path.display()))?;
+            check_shard(s, &bytes, &path.display().to_string())?;
+            files.push(bytes);
         }
-        let path = dir.join(&s.file);
-        let bytes = std::fs::read(&path)
-            .with_context(|| format!("cannot read shard {}", path.display()))?;
-        check_shard(s, &bytes, &path.display().to_string())?;
-        shards.push(bytes);
+        Ok(files)
+    };
+    let shards = read(&manifest.shards)?;
+    let pages = read(&manifest.pages)?;
+    Ok(ModelFiles {
+        manifest,
+        shards,
+        pages,
+    })
+}
+
+/// An engine from a model's shards, with every page of a paged model loaded (central-sync
+/// ranks whole catalogs: evaluation, the quality gate).
+pub fn engine_of(shards: &[Vec<u8>], pages: &[Vec<u8>], what: &str) -> Result<Engine> {
+    let mut engine = Engine::from_bytes(shards.iter().map(Vec::as_slice))
+        .with_context(|| format!("{what}: shards do not form a model"))?;
+    for (i, bytes) in pages.iter().enumerate() {
+        edgerec::Shard::from_bytes(bytes)
+            .and_then(|page| engine.add_page(page))
+            .with_context(|| format!("{what}: page {i}"))?;
     }
-    Ok((manifest, shards))
+    Ok(engine)
 }
 
 /// Checks one shard's bytes against its manifest entry (size, the core's full validation,
@@ -273,10 +336,9 @@ pub fn check_shard(entry: &ShardEntry, bytes: &[u8], name: &str) -> Result<edger
 
 /// Loads a model directory into an engine.
 pub fn load_engine(dir: &Path) -> Result<(Manifest, Engine)> {
-    let (manifest, shards) = read_dir(dir)?;
-    let engine = Engine::from_bytes(shards.iter().map(Vec::as_slice))
-        .with_context(|| format!("{}: shards do not form a model", dir.display()))?;
-    Ok((manifest, engine))
+    let files = read_dir(dir)?;
+    let engine = engine_of(&files.shards, &files.pages, &dir.display().to_string())?;
+    Ok((files.manifest, engine))
 }
 
 #[cfg(test)]
@@ -346,6 +408,66 @@ mod tests {
         assert_eq!(cap, None);
         assert_eq!(spec.seq, syn.spec().seq);
         assert_eq!(total(&shards), total(&full_of(&syn)));
+    }
+
+    #[test]
+    fn a_paged_model_directory_reads_back_and_ranks_as_the_whole_one() {
+        let syn = Synthetic {
+            items: 3000,
+            clusters: 12,
+            first_pass: true,
+            ..Synthetic::default()
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let (paged_dir, whole_dir) = (tmp.path().join("paged"), tmp.path().join("whole"));
+        let paged = write_dir_paged(
+            &mut syn.spec(),
+            &paged_dir,
+            vec![],
+            serde_json::Value::Null,
+            MAX_SHARD,
+            Some(250),
+        )
+        .unwrap();
+        write_dir(
+            &mut syn.spec(),
+            &whole_dir,
+            vec![],
+            serde_json::Value::Null,
+            MAX_SHARD,
+        )
+        .unwrap();
+        assert!(
+            paged.is_paged() && paged.pages.len() >= 12,
+            "{}",
+            paged.pages.len()
+        );
+        assert_eq!(paged.pages[0].file, "page-0.bin");
+        assert_eq!(paged.pages.last().unwrap().items[1], 3000);
+        // Every page is loaded for central-sync's own ranking (evaluation, the quality gate).
+        let (_, mut engine) = load_engine(&paged_dir).unwrap();
+        let (_, mut whole) = load_engine(&whole_dir).unwrap();
+        assert_eq!(engine.loaded_pages().len(), paged.pages.len());
+        assert!(engine.set_first_pass(Some(256)) && whole.set_first_pass(Some(256)));
+        for i in 0..20 {
+            let mut session = edgerec::Session::new();
+            session.observe(&format!("item-{}", i * 37), edgerec::EventType::Click, 1);
+            let request = edgerec::Request {
+                k: 10,
+                ..edgerec::Request::default()
+            };
+            let ids = |e: &Engine| -> Vec<String> {
+                e.recommend(&session, &request)
+                    .iter()
+                    .map(|r| e.item_id(r.index).unwrap().to_string())
+                    .collect()
+            };
+            assert_eq!(ids(&engine), ids(&whole), "session {i}");
+        }
+        // A page that does not match its manifest entry is refused by name.
+        std::fs::write(paged_dir.join("page-3.bin"), b"short").unwrap();
+        let err = format!("{:#}", read_dir(&paged_dir).err().unwrap());
+        assert!(err.contains("page-3.bin"), "{err}");
     }
 
     const MAX_SHARD: u64 = edgerec::format::MAX_SHARD_BYTES;

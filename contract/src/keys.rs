@@ -50,6 +50,11 @@ pub fn shard_file(index: usize) -> String {
     format!("shard-{index}.bin")
 }
 
+/// The file name central-sync gives page `index` of a paged model (the manifest's `pages`).
+pub fn page_file(index: usize) -> String {
+    format!("page-{index}.bin")
+}
+
 /// Shard `file` (as the manifest names it) of `version`.
 pub fn shard(version: &str, file: &str) -> String {
     format!("{}{file}", version_prefix(version))
@@ -76,6 +81,7 @@ mod tests {
         assert_eq!(shard("v1", "shard-0.bin"), "models/v1/shard-0.bin");
         assert_eq!(shard_file(0), "shard-0.bin");
         assert_eq!(shard_file(12), "shard-12.bin");
+        assert_eq!(page_file(3), "page-3.bin");
         assert_eq!(version_of("models/v1/shard-0.bin"), Some("v1"));
         assert_eq!(version_of(CURRENT), None);
         assert_eq!(version_of(FALLBACK), None);

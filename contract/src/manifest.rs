@@ -32,6 +32,11 @@ pub struct Manifest {
     /// `i8`, `f16` or `f32`.
     pub dtype: String,
     pub shards: Vec<ShardEntry>,
+    /// A paged model's pages (shard format 7): `shards` are then its index, loaded whole, and
+    /// these are read as requests need them. Empty (and left out of the JSON) for a model of
+    /// whole shards.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pages: Vec<ShardEntry>,
     /// The most popular items, best first: the edge's fallback when it has no model.
     pub popular: Vec<String>,
     /// Free-form training and evaluation facts.
@@ -50,9 +55,14 @@ pub const EDGE_MODEL_BUDGET_BYTES: u64 = 48 * 1024 * 1024;
 pub const FORMAT: &str = "edgerec-model";
 
 impl Manifest {
-    /// Total bytes of the shards.
+    /// Total bytes of the shards (a paged model's index).
     pub fn shard_bytes(&self) -> u64 {
         self.shards.iter().map(|s| s.bytes).sum()
+    }
+
+    /// Whether the model is paged: its shards are an index and its pages are read as needed.
+    pub fn is_paged(&self) -> bool {
+        !self.pages.is_empty()
     }
 }
 

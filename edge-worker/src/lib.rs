@@ -50,8 +50,31 @@ use futures_util::StreamExt;
 
 struct Loaded {
     manifest: Manifest,
-    engine: Engine,
+    /// Mutable only for a paged model, whose requests add pages (never across an await).
+    engine: RefCell<Engine>,
+    /// A paged model's page cache: when each loaded page was last used.
+    pages: RefCell<PageCache>,
     loaded_at_ms: u64,
+}
+
+/// Least-recently-used bookkeeping of a paged model's loaded pages.
+#[derive(Default)]
+struct PageCache {
+    last_use: std::collections::BTreeMap<u32, u64>,
+    tick: u64,
+}
+
+/// Bytes of loaded pages a paged model keeps between requests (`PAGE_CACHE_BYTES`): beside its
+/// index, within the isolate's budget.
+const PAGE_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Rounds of page reads one request may take: its session's pages, then its candidates'; a
+/// third only if concurrent requests evicted some of them in between.
+const MAX_PAGE_ROUNDS: usize = 4;
+
+/// The page cache budget of this worker.
+fn page_cache_bytes(env: &Env) -> u64 {
+    var(env, "PAGE_CACHE_BYTES", PAGE_CACHE_BYTES)
 }
 
 /// What serves: the pointer and one loaded model per arm, in the pointer's order.
@@ -427,12 +450,15 @@ async fn load(env: &Env) -> Result<Option<Live>, LoadFailure> {
     for (arm, kept) in pointer.arms().iter().zip(kept) {
         let next = match kept {
             Some(loaded) => ArmLoad::Kept(loaded),
-            None => ArmLoad::Fetch(match manifests.next() {
+            None => ArmLoad::Fetch(Box::new(match manifests.next() {
                 Some(manifest) => manifest?,
                 None => read_manifest(&kv, &arm.version).await?,
-            }),
+            })),
         };
         total += next.manifest().shard_bytes();
+        if next.manifest().is_paged() {
+            total += page_cache_bytes(env);
+        }
         arms.push(next);
     }
     if total > MODEL_BUDGET_BYTES {
@@ -449,7 +475,7 @@ async fn load(env: &Env) -> Result<Option<Live>, LoadFailure> {
         models.push(match arm {
             ArmLoad::Kept(loaded) => loaded,
             ArmLoad::Fetch(manifest) => {
-                Rc::new(load_shards(&namespace, manifest, early.take()).await?)
+                Rc::new(load_shards(&namespace, *manifest, early.take()).await?)
             }
         });
     }
@@ -459,7 +485,7 @@ async fn load(env: &Env) -> Result<Option<Live>, LoadFailure> {
 /// One arm of a new pointer: a model this isolate already has, or a version to download.
 enum ArmLoad {
     Kept(Rc<Loaded>),
-    Fetch(Manifest),
+    Fetch(Box<Manifest>),
 }
 
 impl ArmLoad {
@@ -505,9 +531,20 @@ async fn load_shards(
             ),
         ));
     }
+    if engine.is_paged() != manifest.is_paged() || engine.page_count() != manifest.pages.len() {
+        return Err(LoadFailure::new(
+            BAD_MANIFEST,
+            format!(
+                "model {version}: {} pages in the index, the manifest lists {}",
+                engine.page_count(),
+                manifest.pages.len()
+            ),
+        ));
+    }
     Ok(Loaded {
         manifest,
-        engine,
+        engine: RefCell::new(engine),
+        pages: RefCell::new(PageCache::default()),
         loaded_at_ms: now_ms(),
     })
 }
@@ -943,7 +980,12 @@ async fn shard(path: &str, env: &Env) -> Result<Response, ApiError> {
     }
     let (model, _) = current();
     let bytes = match model.as_ref().and_then(|live| live.version(version)) {
-        Some(m) => m.engine.shard_bytes(index).ok_or_else(not_found)?.to_vec(),
+        Some(m) => m
+            .engine
+            .borrow()
+            .shard_bytes(index)
+            .ok_or_else(not_found)?
+            .to_vec(),
         None => {
             let kv = env.kv("MODELS").map_err(internal)?;
             let manifest: Manifest = kv
@@ -1020,7 +1062,7 @@ async fn recommendations(
     let items = match cached {
         Some(items) => items,
         None => {
-            let items = rank(model, &visitor.session, &ctx, &o.exclude, k);
+            let items = rank(model, env, &visitor.session, &ctx, &o.exclude, k).await?;
             if let Some(url) = cache_url.clone() {
                 remember_list(&url, &items, ttl_ms);
                 // The write runs after the answer: the first visitor of a bucket does not wait
@@ -1084,7 +1126,8 @@ fn fallback_list(
 /// same trend window get the same list: the core's mappings from request to rows and window
 /// decide what may share an entry.
 fn list_cache_url(model: &Loaded, k: usize, ctx: &edgerec::Context) -> String {
-    let meta = model.engine.meta();
+    let engine = model.engine.borrow();
+    let meta = engine.meta();
     let rows = meta.context_rows(ctx);
     let window = edgerec::engine::trend_window(meta, ctx.ts);
     let row = |r: Option<u32>| r.map_or("-".to_string(), |r| r.to_string());
@@ -1120,25 +1163,123 @@ async fn store_list(url: &str, items: &serde_json::Value, ttl: u64) {
     }
 }
 
-/// Ranks with the core: the answer's `items`.
-fn rank(
+/// Ranks with the core: the answer's `items`. A paged model reads the pages the request needs
+/// and the isolate does not hold from KV (together, at most [`MAX_PAGE_ROUNDS`] times), then
+/// trims its page cache to the budget, least recently used first.
+async fn rank(
     model: &Loaded,
+    env: &Env,
     session: &Session,
     ctx: &edgerec::Context,
     exclude: &[String],
     k: usize,
-) -> serde_json::Value {
+) -> Result<serde_json::Value, ApiError> {
     let request = RankRequest {
         k,
         context: ctx.clone(),
         exclude: exclude.to_vec(),
         ..RankRequest::default()
     };
-    let ranked = model.engine.recommend(session, &request);
-    ranked
+    for _ in 0..MAX_PAGE_ROUNDS {
+        // The borrow ends with the statement: none is held across the reads below.
+        let ranked = model.engine.borrow().try_recommend(session, &request);
+        match ranked {
+            Ok(ranked) => {
+                let engine = model.engine.borrow();
+                let items = ranked
+                    .iter()
+                    .map(|r| serde_json::json!({"id": engine.item_id(r.index).unwrap_or(""), "score": r.score}))
+                    .collect();
+                if engine.is_paged() {
+                    drop(engine);
+                    trim_pages(model, env, session, &ranked);
+                }
+                return Ok(items);
+            }
+            Err(edgerec::engine::MissingPages(missing)) => read_pages(model, env, &missing).await?,
+        }
+    }
+    Err(ApiError::new(
+        503,
+        "pages_unavailable",
+        "the model's pages for this request could not be kept in memory; try again",
+    ))
+}
+
+/// Reads pages of a paged model from KV, together, checks each against the manifest and the
+/// index, and adds them to the engine.
+async fn read_pages(model: &Loaded, env: &Env, missing: &[u32]) -> Result<(), ApiError> {
+    let failed = |f: LoadFailure| {
+        worker::console_error!("edgerec: reading pages ({}): {}", f.code, f.detail);
+        ApiError::new(503, f.code, "the model's pages could not be read")
+    };
+    let namespace = js_sys::Reflect::get(env, &"MODELS".into()).map_err(|e| {
+        failed(LoadFailure::new(
+            NO_BINDING,
+            format!("KV binding MODELS: {e:?}"),
+        ))
+    })?;
+    let version = &model.manifest.version;
+    let reads = missing.iter().map(|&p| {
+        let namespace = &namespace;
+        async move {
+            let entry = model.manifest.pages.get(p as usize).ok_or_else(|| {
+                LoadFailure::new(BAD_MANIFEST, format!("model {version}: no page {p}"))
+            })?;
+            let key = keys::shard(version, &entry.file);
+            let bytes = kv_bytes(namespace, &key).await?;
+            let page = edgerec::Shard::from_aligned(aligned_shard(&key, bytes, entry.bytes)?)
+                .map_err(|e| LoadFailure::new(CORRUPT_SHARD, format!("{key}: {e}")))?;
+            if format!("{:016x}", page.header().checksum) != entry.checksum {
+                return Err(LoadFailure::new(
+                    CORRUPT_SHARD,
+                    format!("{key}: checksum differs from the manifest"),
+                ));
+            }
+            Ok(page)
+        }
+    });
+    let pages = futures_util::future::join_all(reads).await;
+    let mut engine = model.engine.borrow_mut();
+    let mut cache = model.pages.borrow_mut();
+    for page in pages {
+        let page = page.map_err(failed)?;
+        let number = page.header().shard_index;
+        engine
+            .add_page(page)
+            .map_err(|e| failed(LoadFailure::new(BAD_MODEL, format!("page {number}: {e}"))))?;
+        cache.tick += 1;
+        let tick = cache.tick;
+        cache.last_use.insert(number, tick);
+    }
+    Ok(())
+}
+
+/// Marks the pages a ranking used (its session's items' and its results') as used now, then
+/// drops least recently used pages until the loaded pages fit the budget.
+fn trim_pages(model: &Loaded, env: &Env, session: &Session, ranked: &[edgerec::Recommendation]) {
+    let mut engine = model.engine.borrow_mut();
+    let mut cache = model.pages.borrow_mut();
+    cache.tick += 1;
+    let tick = cache.tick;
+    let used = session
+        .events()
         .iter()
-        .map(|r| serde_json::json!({"id": model.engine.item_id(r.index).unwrap_or(""), "score": r.score}))
-        .collect()
+        .filter_map(|e| engine.find_key(e.key))
+        .chain(ranked.iter().map(|r| r.index))
+        .filter_map(|index| engine.page_of(index));
+    let used: Vec<u32> = used.collect();
+    for page in used {
+        cache.last_use.insert(page, tick);
+    }
+    let budget = page_cache_bytes(env) as usize;
+    while engine.loaded_page_bytes() > budget {
+        let Some((&oldest, _)) = cache.last_use.iter().min_by_key(|(_, &t)| t) else {
+            break;
+        };
+        cache.last_use.remove(&oldest);
+        engine.drop_page(oldest);
+    }
 }
 
 /// Lists waiting to be sent to the ingest's `POST /v1/exposures`: one subrequest per batch,
@@ -1395,7 +1536,8 @@ fn check_known_items<'a>(
     model: &Loaded,
     mut items: impl Iterator<Item = &'a str>,
 ) -> Result<(), ApiError> {
-    match items.find(|item| model.engine.find(item).is_none()) {
+    let engine = model.engine.borrow();
+    match items.find(|item| engine.find(item).is_none()) {
         Some(unknown) => Err(ApiError::new(
             400,
             "unknown_item",

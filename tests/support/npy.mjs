@@ -21,12 +21,14 @@ export function writeRandomNpy(path, rows, dim, seed) {
 }
 
 /** A random `rows x dim` model (ids `sku-0`…) packed by `central-sync pack` into `dir/model` and
- * published to a directory KV, `dir/kv` (returned), as the benchmarks and profiles load it. */
-export function publishRandomModel(dir, rows, dim, seed) {
+ * published to a directory KV, `dir/kv` (returned), as the benchmarks and profiles load it; with
+ * `pageItems`, packed as a paged model (`--page-items`). */
+export function publishRandomModel(dir, rows, dim, seed, { pageItems } = {}) {
   const cs = new URL('../../target/release/central-sync', import.meta.url).pathname;
   writeRandomNpy(join(dir, 'v.npy'), rows, dim, seed);
   writeFileSync(join(dir, 'ids.txt'), Array.from({ length: rows }, (_, i) => `sku-${i}\n`).join(''));
-  execFileSync(cs, ['--log', 'warn', 'pack', '--embeddings', join(dir, 'v.npy'), '--ids', join(dir, 'ids.txt'), '--out', join(dir, 'model')]);
+  const paged = pageItems ? ['--page-items', String(pageItems)] : [];
+  execFileSync(cs, ['--log', 'warn', 'pack', '--embeddings', join(dir, 'v.npy'), '--ids', join(dir, 'ids.txt'), '--out', join(dir, 'model'), ...paged]);
   execFileSync(cs, ['--log', 'warn', 'publish', '--model', join(dir, 'model'), '--to', `dir:${join(dir, 'kv')}`]);
   return join(dir, 'kv');
 }

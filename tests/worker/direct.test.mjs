@@ -107,3 +107,50 @@ test('a cold isolate reads the first shard while the manifest is on its way, by 
     await r.stop();
   }
 });
+
+test('a paged model: the isolate loads its index, reads the pages each request needs, and ranks as the whole model', async () => {
+  // The same random embeddings packed whole and paged (20,000 items: the first pass is on for
+  // both, so both rank through it and give the same lists).
+  mkdirSync(join(tmp, 'whole'));
+  mkdirSync(join(tmp, 'paged'));
+  const wholeKv = publishRandomModel(join(tmp, 'whole'), 20_000, 16, 11);
+  const pagedKv = publishRandomModel(join(tmp, 'paged'), 20_000, 16, 11, { pageItems: 500 });
+  const version = readFileSync(join(pagedKv, 'models/current'), 'utf8').trim();
+  const manifest = JSON.parse(readFileSync(join(pagedKv, `models/${version}/manifest.json`), 'utf8'));
+  assert.ok(manifest.pages.length >= 40, `${manifest.pages.length} pages`);
+  const whole = await directWorkerd(wholeKv);
+  // A page cache of about six pages, so that requests evict pages and read them again.
+  const paged = await directWorkerd(pagedKv, { bindings: { PAGE_CACHE_BYTES: '100000' } });
+  try {
+    const first = await firstRankedAnswer(paged.base);
+    assert.equal(first.model, version);
+    const reference = await firstRankedAnswer(whole.base);
+    assert.deepEqual(first.items.map((r) => r.id), reference.items.map((r) => r.id));
+    // Sessions: the same clicks posted to each worker, then the lists compared.
+    for (const clicks of [['sku-5'], ['sku-17', 'sku-4000', 'sku-19999'], ['sku-123', 'sku-124']]) {
+      const lists = [];
+      for (const w of [whole, paged]) {
+        const post = await fetch(`${w.base}/v1/events`, {
+          method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(clicks.map((item) => ({ item }))),
+        });
+        assert.equal(post.status, 200);
+        const token = (await post.json()).session;
+        const r = await fetch(w.base + QUERY, { headers: { 'X-Edgerec-Session': token } });
+        assert.equal(r.status, 200);
+        lists.push((await r.json()).items.map((x) => x.id));
+      }
+      assert.equal(lists[1].length, 10);
+      assert.deepEqual(lists[1], lists[0], `clicks ${clicks}`);
+    }
+    // Pages were read as requests asked (random embeddings spread a request's candidates over
+    // most clusters), and the small cache evicted some that a later request read again.
+    const reads = await paged.kvReads();
+    const pageReads = reads.filter((r) => r.event === 'start' && /\/page-\d+\.bin$/.test(r.key)).map((r) => r.key);
+    assert.ok(pageReads.length > new Set(pageReads).size, `${pageReads.length} page reads of ${new Set(pageReads).size} pages`);
+    const health = await (await fetch(`${paged.base}/v1/health`)).json();
+    assert.equal(health.status, 'ok');
+  } finally {
+    await whole.stop();
+    await paged.stop();
+  }
+});
