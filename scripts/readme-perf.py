@@ -78,6 +78,11 @@ def rows(summary: str):
     add("… its recommend, median: with its pages loaded / reading the missing ones from disk",
         paged_ms and f"{paged_ms[0]} {paged_ms[1]} / {paged_ms[2]} {paged_ms[3]}", "≤ 2 ms",
         paged_ms and ms(paged_ms[0], paged_ms[1]) <= 2)
+    worker_paged = find(summary, r"^\[bench-memory\] 1M paged \((\d+) pages, page cache (\d+) MiB\) \| index ([\d.]+) MiB \| ([\d.]+) MiB after (\d+) ranked sessions.*?request median ([\d.]+) ms")
+    add("Worker on workerd: wasm memory, 1M x 64 paged (clustered embeddings; index, and a page cache"
+        + (f" of {worker_paged[1]} MiB" if worker_paged else "") + ")",
+        worker_paged and f"{worker_paged[3]} MiB after {worker_paged[4]} ranked sessions (index {worker_paged[2]} MiB; request median {worker_paged[5]} ms)",
+        "≤ 40 MB", worker_paged and float(worker_paged[3]) * 1.048576 <= 40)
     if chromium:
         add("Chromium, simd128: 1M median", f"{chromium[3]} {chromium[4]}", "≤ 2 ms",
             ms(chromium[3], chromium[4]) <= 2)

@@ -933,9 +933,18 @@ fn health() -> worker::Result<Response> {
         (None, _) => "fallback",
     };
     let describe = |m: &Loaded| {
+        let engine = m.engine.borrow();
+        // A paged model: its page count, and the pages and bytes this isolate holds now.
+        let pages = engine.is_paged().then(|| {
+            serde_json::json!({
+                "count": engine.page_count(), "loaded": engine.loaded_pages().len(),
+                "loaded_bytes": engine.loaded_page_bytes(),
+            })
+        });
         serde_json::json!({
             "version": m.manifest.version, "items": m.manifest.items, "dim": m.manifest.dim,
             "dtype": m.manifest.dtype, "shards": m.manifest.shards.len(), "loaded_at_ms": m.loaded_at_ms,
+            "pages": pages,
         })
     };
     let body = serde_json::json!({

@@ -149,6 +149,8 @@ test('a paged model: the isolate loads its index, reads the pages each request n
     assert.ok(pageReads.length > new Set(pageReads).size, `${pageReads.length} page reads of ${new Set(pageReads).size} pages`);
     const health = await (await fetch(`${paged.base}/v1/health`)).json();
     assert.equal(health.status, 'ok');
+    assert.equal(health.model.pages.count, manifest.pages.length);
+    assert.ok(health.model.pages.loaded > 0 && health.model.pages.loaded_bytes <= 100000, JSON.stringify(health.model.pages));
   } finally {
     await whole.stop();
     await paged.stop();
