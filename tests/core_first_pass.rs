@@ -9,6 +9,9 @@ use edgerec::writer::ModelSpec;
 use edgerec::{Engine, EventType, Request, Session, Shard};
 use proptest::prelude::*;
 
+mod common;
+use common::{reseal, section, u32_at};
+
 /// Section kinds of format 3 (see `format.rs`).
 const CODEBOOK: u32 = 18;
 const CENTROIDS: u32 = 20;
@@ -26,28 +29,6 @@ fn v3() -> Vec<u8> {
     BYTES
         .get_or_init(|| tiny_golden_model_shards().remove(0))
         .clone()
-}
-
-fn reseal(bytes: &mut [u8]) {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(&bytes[..32]);
-    h.update(&bytes[40..]);
-    let sum = h.digest();
-    bytes[32..40].copy_from_slice(&sum.to_le_bytes());
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
-}
-
-/// The section table entry (its byte offset) and the byte range of the section of `kind`.
-fn section(bytes: &[u8], kind: u32) -> (usize, std::ops::Range<usize>) {
-    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
-    (0..u32_at(bytes, 16) as usize)
-        .map(|i| 64 + 24 * i)
-        .find(|&e| u32_at(bytes, e) == kind)
-        .map(|e| (e, u64_at(e + 8)..u64_at(e + 8) + u64_at(e + 16)))
-        .expect("section present")
 }
 
 /// `good` with the u32 at byte `at` of its section of `kind` replaced by `edit` of it, resealed.

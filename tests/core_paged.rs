@@ -8,6 +8,9 @@ use edgerec::testing::{Synthetic, TREND_START};
 use edgerec::writer::{write_paged_model, PagedModel};
 use edgerec::{Context, Engine, EventType, Recommendation, Request, Session, Shard};
 
+mod common;
+use common::{reseal, section};
+
 const MAX_SHARD: u64 = 120_000;
 const PAGE_ITEMS: usize = 200;
 
@@ -350,23 +353,4 @@ fn a_forged_page_table_is_refused() {
         let err = Shard::from_bytes(&forged).unwrap_err().to_string();
         assert!(err.contains(needle), "{err}");
     }
-}
-
-fn reseal(bytes: &mut [u8]) {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(&bytes[..32]);
-    h.update(&bytes[40..]);
-    let sum = h.digest();
-    bytes[32..40].copy_from_slice(&sum.to_le_bytes());
-}
-
-/// The section table entry (its byte offset) and the byte range of the section of `kind`.
-fn section(bytes: &[u8], kind: u32) -> (usize, std::ops::Range<usize>) {
-    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
-    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
-    (0..u32_at(16) as usize)
-        .map(|i| 64 + 24 * i)
-        .find(|&e| u32_at(e) == kind)
-        .map(|e| (e, u64_at(e + 8)..u64_at(e + 8) + u64_at(e + 16)))
-        .expect("section present")
 }
