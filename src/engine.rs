@@ -252,7 +252,9 @@ impl Engine {
         let shares = engine.ranker().trend_shares(window.clone());
         engine.latest_trend = (window, shares);
         engine.set_coarse_pass(kernels::FAST_COARSE);
-        if engine.meta.total_items >= first_pass::MIN_ITEMS {
+        // A paged model ranks through the first pass at any size: the exact scan would need
+        // every page.
+        if engine.meta.total_items >= first_pass::MIN_ITEMS || engine.pages.is_some() {
             engine.set_first_pass(Some(first_pass::default_keep(engine.meta.total_items)));
         }
         Ok(engine)

@@ -543,16 +543,22 @@ pub struct Published {
 /// Publishes a model directory: validated first, shards and manifest, then the fallback list,
 /// then the pointer; then collects versions beyond the newest `keep` (never the current one or
 /// its predecessor).
-/// Refuses a model the edge could not hold: its shard bytes must fit the worker's budget
-/// (`EDGE_MODEL_BUDGET_BYTES`), which the worker checks too before it downloads anything.
+/// Refuses a model the edge could not hold: its shard bytes (and a paged model's default page
+/// cache) must fit the worker's budget (`EDGE_MODEL_BUDGET_BYTES`), which the worker checks too
+/// before it downloads anything.
 pub fn check_edge_budget(manifest: &model::Manifest) -> Result<()> {
     let budget = edgerec_contract::manifest::EDGE_MODEL_BUDGET_BYTES;
-    let bytes = manifest.shard_bytes();
+    let bytes = manifest.edge_bytes();
+    let pages = if manifest.is_paged() {
+        " with its default page cache"
+    } else {
+        ""
+    };
     ensure!(
         bytes <= budget,
-        "model {} has {bytes} bytes of shards; an edge worker holds at most {budget} \
+        "model {} has {bytes} bytes of shards{pages}; an edge worker holds at most {budget} \
          (128 MB per isolate, room for a second model while one replaces the other): use fewer \
-         items, fewer dimensions or int8 rows",
+         items, fewer dimensions or int8 rows, or page it (`pack --page-items`)",
         manifest.version
     );
     Ok(())
@@ -952,5 +958,13 @@ mod tests {
         manifest.shards.push(shard(1));
         let err = check_edge_budget(&manifest).unwrap_err().to_string();
         assert!(err.contains("at most"), "{err}");
+        // A paged model's index leaves room for the worker's page cache.
+        let cache = edgerec_contract::manifest::EDGE_PAGE_CACHE_BYTES;
+        manifest.shards = vec![shard(budget - cache)];
+        manifest.pages = vec![shard(1_000)];
+        assert!(check_edge_budget(&manifest).is_ok());
+        manifest.shards = vec![shard(budget - cache + 1)];
+        let err = check_edge_budget(&manifest).unwrap_err().to_string();
+        assert!(err.contains("page cache"), "{err}");
     }
 }

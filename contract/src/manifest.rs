@@ -51,6 +51,11 @@ pub struct Manifest {
 /// larger model; the worker refuses to load one.
 pub const EDGE_MODEL_BUDGET_BYTES: u64 = 48 * 1024 * 1024;
 
+/// The bytes of pages an edge worker keeps for a paged model by default (its `PAGE_CACHE_BYTES`),
+/// beside the index: a paged model's index and this together must fit
+/// [`EDGE_MODEL_BUDGET_BYTES`].
+pub const EDGE_PAGE_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// The `format` field of every manifest.
 pub const FORMAT: &str = "edgerec-model";
 
@@ -63,6 +68,17 @@ impl Manifest {
     /// Whether the model is paged: its shards are an index and its pages are read as needed.
     pub fn is_paged(&self) -> bool {
         !self.pages.is_empty()
+    }
+
+    /// What an edge worker holds of the model with the default page cache: its shards, and for
+    /// a paged model [`EDGE_PAGE_CACHE_BYTES`] of pages.
+    pub fn edge_bytes(&self) -> u64 {
+        self.shard_bytes()
+            + if self.is_paged() {
+                EDGE_PAGE_CACHE_BYTES
+            } else {
+                0
+            }
     }
 }
 

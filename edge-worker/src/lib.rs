@@ -66,11 +66,17 @@ struct PageCache {
 
 /// Bytes of loaded pages a paged model keeps between requests (`PAGE_CACHE_BYTES`): beside its
 /// index, within the isolate's budget.
-const PAGE_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+const PAGE_CACHE_BYTES: u64 = edgerec_contract::manifest::EDGE_PAGE_CACHE_BYTES;
 
 /// Rounds of page reads one request may take: its session's pages, then its candidates'; a
 /// third only if concurrent requests evicted some of them in between.
 const MAX_PAGE_ROUNDS: usize = 4;
+
+/// Pages one request may read (`MAX_PAGE_READS`): each is a KV subrequest, and Workers cap a
+/// request's subrequests (50 on the free plan). A request that needs more is refused with
+/// `too_many_pages` rather than reading a large part of the catalog into the isolate (a paged
+/// model whose signals reach across the catalog, such as trend counts, can ask for that).
+const MAX_PAGE_READS: u64 = 48;
 
 /// The page cache budget of this worker.
 fn page_cache_bytes(env: &Env) -> u64 {
@@ -975,20 +981,30 @@ fn health() -> worker::Result<Response> {
 /// `GET /v1/model/<version>/shard-<i>.bin`: shard `i` of `version`, from the loaded model when it
 /// is that version, otherwise from KV by the version's immutable keys. Any isolate serves any
 /// published version, so a page that read one manifest never gets another version's shard.
+/// `page-<i>.bin` is page `i` of a paged model, always from KV (an isolate holds only some).
 async fn shard(path: &str, env: &Env) -> Result<Response, ApiError> {
     let not_found = || ApiError::new(404, "not_found", format!("no such shard: {path}"));
     let rest = path.trim_start_matches("/v1/model/");
     let (version, file) = rest.split_once('/').ok_or_else(not_found)?;
-    let index: usize = file
-        .strip_prefix("shard-")
-        .and_then(|f| f.strip_suffix(".bin"))
-        .and_then(|i| i.parse().ok())
-        .ok_or_else(not_found)?;
+    let numbered = |prefix: &str| -> Option<usize> {
+        file.strip_prefix(prefix)
+            .and_then(|f| f.strip_suffix(".bin"))
+            .and_then(|i| i.parse().ok())
+    };
+    let (index, page) = match (numbered("shard-"), numbered("page-")) {
+        (Some(i), _) => (i, false),
+        (None, Some(i)) => (i, true),
+        (None, None) => return Err(not_found()),
+    };
     if version.is_empty() || version.contains(['/', '\\', '.']) {
         return Err(not_found());
     }
     let (model, _) = current();
-    let bytes = match model.as_ref().and_then(|live| live.version(version)) {
+    let loaded = model
+        .as_ref()
+        .and_then(|live| live.version(version))
+        .filter(|_| !page);
+    let bytes = match loaded {
         Some(m) => m
             .engine
             .borrow()
@@ -1004,7 +1020,12 @@ async fn shard(path: &str, env: &Env) -> Result<Response, ApiError> {
                 .await
                 .map_err(kv_unavailable)?
                 .ok_or_else(not_found)?;
-            let entry = manifest.shards.get(index).ok_or_else(not_found)?;
+            let entries = if page {
+                &manifest.pages
+            } else {
+                &manifest.shards
+            };
+            let entry = entries.get(index).ok_or_else(not_found)?;
             kv.get(&keys::shard(version, &entry.file))
                 .cache_ttl(86_400)
                 .bytes()
@@ -1189,6 +1210,8 @@ async fn rank(
         exclude: exclude.to_vec(),
         ..RankRequest::default()
     };
+    let max_reads = var(env, "MAX_PAGE_READS", MAX_PAGE_READS) as usize;
+    let mut reads = 0usize;
     for _ in 0..MAX_PAGE_ROUNDS {
         // The borrow ends with the statement: none is held across the reads below.
         let ranked = model.engine.borrow().try_recommend(session, &request);
@@ -1205,7 +1228,20 @@ async fn rank(
                 }
                 return Ok(items);
             }
-            Err(edgerec::engine::MissingPages(missing)) => read_pages(model, env, &missing).await?,
+            Err(edgerec::engine::MissingPages(missing)) => {
+                reads += missing.len();
+                if reads > max_reads {
+                    return Err(ApiError::new(
+                        503,
+                        "too_many_pages",
+                        format!(
+                            "this request needs more than {max_reads} pages of the model \
+                             (MAX_PAGE_READS)"
+                        ),
+                    ));
+                }
+                read_pages(model, env, &missing).await?
+            }
         }
     }
     Err(ApiError::new(

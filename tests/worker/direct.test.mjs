@@ -150,9 +150,30 @@ test('a paged model: the isolate loads its index, reads the pages each request n
     const health = await (await fetch(`${paged.base}/v1/health`)).json();
     assert.equal(health.status, 'ok');
     assert.equal(health.model.pages.count, manifest.pages.length);
+    // Pages are served to browsers by their number, as shards are.
+    const page3 = await fetch(`${paged.base}/v1/model/${version}/page-3.bin`);
+    assert.equal(page3.status, 200);
+    assert.equal((await page3.arrayBuffer()).byteLength, manifest.pages[3].bytes);
+    assert.equal((await fetch(`${paged.base}/v1/model/${version}/page-${manifest.pages.length}.bin`)).status, 404);
     assert.ok(health.model.pages.loaded > 0 && health.model.pages.loaded_bytes <= 100000, JSON.stringify(health.model.pages));
   } finally {
     await whole.stop();
     await paged.stop();
+  }
+  // A request that needs more pages than MAX_PAGE_READS is refused by name, and the isolate
+  // still serves (a cold one here: its first request reads most pages).
+  const capped = await directWorkerd(pagedKv, { bindings: { MAX_PAGE_READS: '3' } });
+  try {
+    let answer;
+    for (let tries = 0; tries < 500; tries++) {
+      answer = await fetch(capped.base + QUERY);
+      if (answer.status !== 200 || !(await answer.clone().json()).fallback) break;
+      await new Promise((ok) => setTimeout(ok, 10));
+    }
+    assert.equal(answer.status, 503);
+    assert.equal((await answer.json()).error.code, 'too_many_pages');
+    assert.equal((await fetch(`${capped.base}/v1/health`)).status, 200);
+  } finally {
+    await capped.stop();
   }
 });
