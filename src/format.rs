@@ -53,7 +53,8 @@
 //! shard 0 the global tables and the page table (`PageStarts`). A page carries what only the
 //! items a request scores need: ids, rows, bias and sequence tables, for a run of items that
 //! the page table names. Whole shards (role 0) are what versions 1 to 6 wrote and mean the
-//! same; a model is either all whole shards or index shards with pages.
+//! same; a model is either all whole shards or index shards with pages. Version 7 also stores
+//! the key order as narrowly as the shard's item count allows (u16 or u24 instead of u32).
 
 /// The first 8 bytes of every shard.
 pub const MAGIC: [u8; 8] = *b"EDGERECS";
@@ -572,6 +573,10 @@ pub(crate) enum SectionKind {
     /// Version 7, index shard 0 of a paged model only: the first global item of each page and
     /// the item count (`pages + 1` u32, from 0, strictly increasing, ending at the count).
     PageStarts = 43,
+    /// Version 7: the key order as u16, in place of `KeysOrder` (shards of at most 65,536 items).
+    KeysOrderU16 = 44,
+    /// Version 7: the key order as 3-byte little-endian integers (at most 16,777,216 items).
+    KeysOrderU24 = 45,
 }
 
 /// What a shard holds of its items (the header's flags since version 7).
@@ -655,7 +660,7 @@ pub(crate) const SEQ_SECTION_KINDS: [SeqSectionKinds; SEQ_TABLES] = [
 ];
 
 impl SectionKind {
-    pub(crate) const ALL: [SectionKind; 42] = [
+    pub(crate) const ALL: [SectionKind; 44] = [
         SectionKind::Meta,
         SectionKind::IdOffsets,
         SectionKind::IdBytes,
@@ -698,6 +703,8 @@ impl SectionKind {
         SectionKind::TrendItems,
         SectionKind::TrendCounts,
         SectionKind::PageStarts,
+        SectionKind::KeysOrderU16,
+        SectionKind::KeysOrderU24,
     ];
 
     pub(crate) fn from_u32(v: u32) -> Option<SectionKind> {
@@ -756,6 +763,8 @@ impl SectionKind {
             SectionKind::TrendItems => "trend_items",
             SectionKind::TrendCounts => "trend_counts",
             SectionKind::PageStarts => "page_starts",
+            SectionKind::KeysOrderU16 => "keys_order_u16",
+            SectionKind::KeysOrderU24 => "keys_order_u24",
         }
     }
 
@@ -778,13 +787,15 @@ impl SectionKind {
             | SectionKind::TransitionWeightsF16 => 4,
             SectionKind::NeighbourTargetsU24 | SectionKind::TransitionTargetsU24 => 5,
             SectionKind::FirstPassRuns => 6,
-            SectionKind::PageStarts => 7,
+            SectionKind::PageStarts | SectionKind::KeysOrderU16 | SectionKind::KeysOrderU24 => 7,
             _ => 1,
         }
     }
 
     /// Global tables: allowed in shard 0 only.
     pub(crate) fn is_global(self) -> bool {
+        // Kinds from 32 up are global, but for the per-item ones version 7 added after them.
         (self as u32) >= 32
+            && !matches!(self, SectionKind::KeysOrderU16 | SectionKind::KeysOrderU24)
     }
 }

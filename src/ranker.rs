@@ -254,7 +254,7 @@ impl<'a> Ranker<'a> {
             .zip(&self.engine.starts)
             .find_map(|(v, &start)| {
                 let pos = v.keys_sorted.binary_search(&key).ok()?;
-                let local = *v.keys_order.get(pos)?;
+                let local = v.keys_order.get(pos)?;
                 (local < v.header.item_count).then_some(start + local)
             })
     }

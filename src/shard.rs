@@ -265,6 +265,38 @@ impl SeqTargets<'_> {
     }
 }
 
+/// The local index of each sorted key: u32, or (format 7) u16 or u24 where the shard's item count
+/// allows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KeyOrder<'a> {
+    U32(&'a [u32]),
+    U16(&'a [u16]),
+    U24(&'a [[u8; 3]]),
+}
+
+impl KeyOrder<'_> {
+    /// The local index of the `pos`-th smallest key.
+    pub fn get(&self, pos: usize) -> Option<u32> {
+        match self {
+            KeyOrder::U32(o) => o.get(pos).copied(),
+            KeyOrder::U16(o) => o.get(pos).map(|&x| u32::from(x)),
+            KeyOrder::U24(o) => o.get(pos).map(|&x| u24(x)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            KeyOrder::U32(o) => o.len(),
+            KeyOrder::U16(o) => o.len(),
+            KeyOrder::U24(o) => o.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A 3-byte little-endian target.
 fn u24(b: [u8; 3]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], 0])
@@ -405,7 +437,7 @@ pub struct ShardView<'a> {
     pub ids: StrTable<'a>,
     /// Item keys (`hash::item_key`) sorted ascending, and the local index of each.
     pub keys_sorted: &'a [u64],
-    pub keys_order: &'a [u32],
+    pub keys_order: KeyOrder<'a>,
     pub rows: Rows<'a>,
     pub bias: &'a [f32],
     pub categories: Option<&'a [u64]>,
@@ -438,7 +470,7 @@ impl<'a> ShardView<'a> {
     /// not match its id never names an item.
     pub fn find_key(&self, key: u64) -> Option<u32> {
         let pos = self.keys_sorted.binary_search(&key).ok()?;
-        let local = self.keys_order.get(pos).copied()?;
+        let local = self.keys_order.get(pos)?;
         let named = (local as usize) < self.ids.len()
             && hash::item_key_of_bytes(self.ids.bytes(local as usize)) == key;
         named.then_some(local)
@@ -718,6 +750,29 @@ impl Lengths<'_> {
         }
     }
 
+    /// The key order of `n` items: exactly one of its three widths.
+    fn key_order(&self, n: u64) -> Result<()> {
+        use SectionKind as K;
+        let widths = [
+            (K::KeysOrder, 4),
+            (K::KeysOrderU16, 2),
+            (K::KeysOrderU24, 3),
+        ];
+        let mut present = widths.iter().filter(|(k, _)| self.get(*k).is_some());
+        match (present.next(), present.next()) {
+            (Some(&(k, width)), None) => self.exact(k, width * n, true),
+            (Some(a), Some(b)) => Err(Error::section_table(format!(
+                "both `{}` and `{}`",
+                a.0.name(),
+                b.0.name()
+            ))),
+            (None, _) => Err(ErrorKind::MissingSection {
+                kind: K::KeysOrder.name(),
+            }
+            .into()),
+        }
+    }
+
     fn not_in_role(&self, k: SectionKind, role: ShardRole) -> Result<()> {
         match self.get(k) {
             Some(_) => Err(Error::section_table(format!(
@@ -832,7 +887,7 @@ fn check_lengths(spans: &Spans, header: &Header, meta: &Meta) -> Result<()> {
     }
     if index {
         l.exact(K::KeysSorted, 8 * n, true)?;
-        l.exact(K::KeysOrder, 4 * n, true)?;
+        l.key_order(n)?;
         check_first_pass_lengths(&l, n, stride)?;
         l.exact(K::Categories, 8 * n, false)?;
     }
@@ -865,6 +920,8 @@ fn role_kinds() -> (&'static [SectionKind], &'static [SectionKind]) {
         &[
             K::KeysSorted,
             K::KeysOrder,
+            K::KeysOrderU16,
+            K::KeysOrderU24,
             K::Categories,
             K::FirstPassCodebook,
             K::FirstPassCodes,
@@ -1065,7 +1122,13 @@ impl Layout {
             meta: self.meta.clone(),
             ids: strings(K::IdOffsets, K::IdBytes),
             keys_sorted: cast(raw(K::KeysSorted)),
-            keys_order: cast(raw(K::KeysOrder)),
+            keys_order: if present(K::KeysOrderU16) {
+                KeyOrder::U16(cast(raw(K::KeysOrderU16)))
+            } else if present(K::KeysOrderU24) {
+                KeyOrder::U24(cast(raw(K::KeysOrderU24)))
+            } else {
+                KeyOrder::U32(cast(raw(K::KeysOrder)))
+            },
             rows: match self.meta.dtype {
                 Dtype::I8 => Rows::I8 {
                     rows: cast(raw(K::RowsI8)),
@@ -1224,7 +1287,7 @@ fn check_keys(v: &ShardView<'_>) -> Result<()> {
     }
     let sample = (0..n).step_by(KEY_SAMPLE_STRIDE).chain(n.checked_sub(1));
     for i in sample {
-        let (Some(&key), Some(&local)) = (v.keys_sorted.get(i), v.keys_order.get(i)) else {
+        let (Some(&key), Some(local)) = (v.keys_sorted.get(i), v.keys_order.get(i)) else {
             continue; // both hold `n` keys (section lengths are checked before values)
         };
         if hash::item_key_of_bytes(v.ids.bytes(local as usize)) != key {

@@ -771,10 +771,21 @@ fn push_keys(s: &mut Sections, ids: &[String]) {
         K::KeysSorted,
         le(&keyed.iter().map(|k| k.0).collect::<Vec<_>>()),
     );
-    s.push(
-        K::KeysOrder,
-        le(&keyed.iter().map(|k| k.1).collect::<Vec<_>>()),
-    );
+    // As narrow as the shard's item count allows (format 7).
+    let order = keyed.iter().map(|k| k.1);
+    if ids.len() <= 1 << 16 {
+        s.push(
+            K::KeysOrderU16,
+            le(&order.map(|i| i as u16).collect::<Vec<_>>()),
+        );
+    } else if ids.len() <= 1 << 24 {
+        s.push(
+            K::KeysOrderU24,
+            order.flat_map(|i| i.to_le_bytes()[..3].to_vec()).collect(),
+        );
+    } else {
+        s.push(K::KeysOrder, le(&order.collect::<Vec<_>>()));
+    }
 }
 
 fn push_seq_tables(

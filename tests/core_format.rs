@@ -405,15 +405,16 @@ fn keys_that_do_not_match_their_ids_never_name_an_item() {
 
     // The key order (second key) naming the third key's item as well, or an item past the
     // end: the shard loads; the key names no item, and the item it should name is unknown.
-    let order = section(&good, 5);
-    let order_at = |i: usize| order.start + 4 * i;
+    // (Format 7 stores a 200-item shard's key order as u16, section kind 44.)
+    let order = section(&good, 44);
+    let order_at = |i: usize| order.start + 2 * i;
     for local in [
-        u32::from_le_bytes(good[order_at(2)..order_at(2) + 4].try_into().unwrap()),
-        syn.items as u32,
-        u32::MAX,
+        u16::from_le_bytes(good[order_at(2)..order_at(2) + 2].try_into().unwrap()),
+        syn.items as u16,
+        u16::MAX,
     ] {
         let mut bad = good.clone();
-        bad[order_at(1)..order_at(1) + 4].copy_from_slice(&local.to_le_bytes());
+        bad[order_at(1)..order_at(1) + 2].copy_from_slice(&local.to_le_bytes());
         reseal(&mut bad);
         let shard = Shard::from_bytes(&bad).unwrap();
         let view = shard.view();
@@ -427,6 +428,53 @@ fn keys_that_do_not_match_their_ids_never_name_an_item() {
             .count();
         assert_eq!(found, syn.items - 1, "key order names {local}");
     }
+}
+
+#[test]
+fn the_key_order_is_as_narrow_as_the_shard_allows() {
+    // Format 7: u16 up to 65,536 items in a shard, u24 above; every id finds its item either
+    // way, and a shard with two widths, or none, is refused.
+    for (items, kind) in [(65_536, 44u32), (65_537, 45)] {
+        let syn = Synthetic {
+            items,
+            dim: 4,
+            neighbours: 0,
+            transitions: false,
+            ..Synthetic::default()
+        };
+        let shards = syn.shards(MAX_SHARD_BYTES);
+        assert_eq!(shards.len(), 1);
+        section(&shards[0], kind); // the key order, in this width
+        let engine = Engine::from_bytes([shards[0].as_slice()]).unwrap();
+        for i in (0..items).step_by(997).chain([items - 1]) {
+            let index = engine
+                .find(&format!("item-{i}"))
+                .expect("every id is found");
+            assert_eq!(
+                engine.item_id(index),
+                Some(format!("item-{i}").as_str()),
+                "{kind}"
+            );
+        }
+    }
+    let syn = Synthetic {
+        items: 100,
+        ..Synthetic::default()
+    };
+    let good = syn.shards(MAX_SHARD_BYTES).remove(0);
+    // The u16 section relabelled as the u32 one: its length no longer fits the item count.
+    let mut relabelled = good.clone();
+    let entry = section_entry(&good, 44);
+    relabelled[entry..entry + 4].copy_from_slice(&5u32.to_le_bytes());
+    reseal(&mut relabelled);
+    let err = Shard::from_bytes(&relabelled).unwrap_err().to_string();
+    assert!(err.contains("keys_order"), "{err}");
+    // Relabelled as a kind a version-6 shard could not hold.
+    let mut v6 = good.clone();
+    v6[12..14].copy_from_slice(&6u16.to_le_bytes());
+    reseal(&mut v6);
+    let err = Shard::from_bytes(&v6).unwrap_err().to_string();
+    assert!(err.contains("does not exist in format version 6"), "{err}");
 }
 
 #[test]
