@@ -139,6 +139,12 @@ impl Pages {
     pub(crate) fn of(&self, index: u32) -> u32 {
         (self.starts.partition_point(|&s| s <= index) - 1) as u32
     }
+
+    /// The page holding item `index` (below the item count) and the item's place in it.
+    pub(crate) fn locate(&self, index: u32) -> (u32, usize) {
+        let p = self.of(index);
+        (p, (index - self.starts[p as usize]) as usize)
+    }
 }
 
 /// The pages a request needs that the engine does not hold (`Engine::try_recommend`), in
@@ -428,9 +434,8 @@ impl Engine {
                 if index >= self.meta.total_items {
                     return None;
                 }
-                let p = pages.of(index);
-                let page = pages.loaded.get(&p)?;
-                Some((page, (index - pages.starts[p as usize]) as usize))
+                let (p, local) = pages.locate(index);
+                Some((pages.loaded.get(&p)?, local))
             }
         }
     }

@@ -5,7 +5,7 @@
 
 use crate::coarse::CoarseQuery;
 use crate::context::Context;
-use crate::engine::{Engine, Exploration, MissingPages, Recommendation, Request, MAX_POOL};
+use crate::engine::{Engine, Exploration, MissingPages, Pages, Recommendation, Request, MAX_POOL};
 use crate::first_pass;
 use crate::format::{profile_bucket, Dtype, Meta, Profile, PROFILE_FIELDS};
 use crate::hash::item_key;
@@ -29,8 +29,9 @@ pub(crate) struct Ranker<'a> {
     engine: &'a Engine,
     /// The whole shards, or a paged model's index shards.
     views: Vec<ShardView<'a>>,
-    /// A paged model's loaded pages, by page number (increasing).
-    pages: Vec<(u32, ShardView<'a>)>,
+    /// A paged model's loaded pages, by page number (increasing): built when a request first
+    /// reads item data, not for lookups.
+    pages: core::cell::OnceCell<Vec<(u32, ShardView<'a>)>>,
     /// The pages this request wanted and the engine does not hold, as it found them.
     missing: core::cell::RefCell<Vec<u32>>,
 }
@@ -47,9 +48,7 @@ impl<'a> Ranker<'a> {
         Ranker {
             engine,
             views: engine.shards.iter().map(Shard::view).collect(),
-            pages: engine.pages.as_ref().map_or(Vec::new(), |p| {
-                p.loaded.iter().map(|(&n, page)| (n, page.view())).collect()
-            }),
+            pages: core::cell::OnceCell::new(),
             missing: core::cell::RefCell::new(Vec::new()),
         }
     }
@@ -64,15 +63,30 @@ impl<'a> Ranker<'a> {
         if index >= self.meta().total_items {
             return None;
         }
-        let p = pages.of(index);
-        let local = (index - pages.starts[p as usize]) as usize;
-        match self.pages.binary_search_by_key(&p, |e| e.0) {
-            Ok(at) => Some((&self.pages[at].1, local)),
-            Err(_) => {
-                self.missing.borrow_mut().push(p);
-                None
-            }
+        self.paged_item(pages, index)
+            .map_err(|p| self.missing.borrow_mut().push(p))
+            .ok()
+    }
+
+    /// A paged model's item (below the item count): the view of its loaded page and its place
+    /// there, or the number of its page when that is not loaded.
+    fn paged_item(&self, pages: &Pages, index: u32) -> Result<(&ShardView<'a>, usize), u32> {
+        let (p, local) = pages.locate(index);
+        let loaded = self.loaded_pages();
+        match loaded.binary_search_by_key(&p, |e| e.0) {
+            Ok(at) => Ok((&loaded[at].1, local)),
+            Err(_) => Err(p),
         }
+    }
+
+    /// Views of a paged model's loaded pages, by page number.
+    fn loaded_pages(&self) -> &[(u32, ShardView<'a>)] {
+        let engine = self.engine;
+        self.pages.get_or_init(|| {
+            engine.pages.as_ref().map_or(Vec::new(), |p| {
+                p.loaded.iter().map(|(&n, page)| (n, page.view())).collect()
+            })
+        })
     }
 
     /// Ranks, or names the pages the request needs that the engine does not hold (see
@@ -90,8 +104,7 @@ impl<'a> Ranker<'a> {
         let mut missing: Vec<u32> = self
             .known_items(session)
             .iter()
-            .map(|k| pages.of(k.index))
-            .filter(|p| self.pages.binary_search_by_key(p, |e| e.0).is_err())
+            .filter_map(|k| self.paged_item(pages, k.index).err())
             .collect();
         if missing.is_empty() {
             let ranked = self.recommend(session, request);
@@ -221,29 +234,25 @@ impl<'a> Ranker<'a> {
     }
 
     pub(crate) fn find_key(&self, key: u64) -> Option<u32> {
-        if self.engine.pages.is_none() {
+        let Some(pages) = &self.engine.pages else {
             return self
                 .views
                 .iter()
                 .zip(&self.engine.starts)
                 .find_map(|(v, &start)| v.find_key(key).map(|local| start + local));
-        }
+        };
         // A paged index holds keys without ids: an item whose page is loaded is checked against
         // its id, as whole shards check theirs; one whose page is not is taken at the index's
         // word until its page comes (`Engine::try_recommend` asks for the session's pages
         // before it ranks, so every item a ranking uses has been checked).
         let index = self.index_key_lookup(key)?;
-        let Some(pages) = &self.engine.pages else {
-            return Some(index);
-        };
-        let p = pages.of(index);
-        match self.pages.binary_search_by_key(&p, |e| e.0) {
-            Ok(at) => {
-                let local = (index - pages.starts[p as usize]) as usize;
-                let id = self.pages[at].1.ids.bytes(local);
+        let (p, local) = pages.locate(index);
+        match pages.loaded.get(&p) {
+            Some(page) => {
+                let id = page.view().ids.bytes(local);
                 (crate::hash::item_key_of_bytes(id) == key).then_some(index)
             }
-            Err(_) => Some(index),
+            None => Some(index),
         }
     }
 
@@ -645,12 +654,11 @@ impl<'a> Ranker<'a> {
                 .map(|(s, (v, &start))| (Some(s), v, start))
                 .collect();
         };
-        let count = pages.starts.len() as u32 - 1;
-        let loaded: Vec<u32> = self.pages.iter().map(|e| e.0).collect();
+        let count = self.engine.page_count() as u32;
         self.missing
             .borrow_mut()
-            .extend((0..count).filter(|p| loaded.binary_search(p).is_err()));
-        self.pages
+            .extend((0..count).filter(|p| !pages.loaded.contains_key(p)));
+        self.loaded_pages()
             .iter()
             .map(|(p, v)| (None, v, pages.starts[*p as usize]))
             .collect()
