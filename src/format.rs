@@ -636,6 +636,18 @@ impl SeqSectionKinds {
             (self.targets_u24, 3),
         ]
     }
+
+    /// Every section a table may have: its offsets, targets in each width, weights in each.
+    pub(crate) fn all(self) -> [SectionKind; 6] {
+        [
+            self.offsets,
+            self.targets,
+            self.targets_u16,
+            self.targets_u24,
+            self.weights,
+            self.weights_f16,
+        ]
+    }
 }
 
 /// The sections of each sequence table, in `Meta::seq_weights` order: neighbours, then

@@ -799,15 +799,7 @@ impl Lengths<'_> {
     /// of these sections.
     fn seq_table(&self, k: SeqSectionKinds, rows: u64) -> Result<()> {
         let what = format!("sequence table `{}`", k.offsets.name());
-        let all = [
-            k.offsets,
-            k.targets,
-            k.targets_u16,
-            k.targets_u24,
-            k.weights,
-            k.weights_f16,
-        ];
-        if all.iter().all(|&s| self.get(s).is_none()) {
+        if k.all().iter().all(|&s| self.get(s).is_none()) {
             return Ok(());
         }
         // The one present section of a group and its element size.
@@ -864,24 +856,8 @@ fn check_lengths(spans: &Spans, header: &Header, meta: &Meta) -> Result<()> {
         ShardRole::Page => (true, false),
     };
     if !item_data {
-        for &k in item_kinds {
-            l.not_in_role(k, header.role)?;
-        }
-        for kinds in SEQ_SECTION_KINDS {
-            for k in [
-                kinds.offsets,
-                kinds.targets,
-                kinds.targets_u16,
-                kinds.targets_u24,
-            ] {
-                l.not_in_role(k, header.role)?;
-            }
-            l.not_in_role(kinds.weights, header.role)?;
-            l.not_in_role(kinds.weights_f16, header.role)?;
-        }
-    }
-    if !index {
-        for &k in index_kinds {
+        let seq_kinds = SEQ_SECTION_KINDS.iter().flat_map(|kinds| kinds.all());
+        for k in item_kinds.iter().copied().chain(seq_kinds) {
             l.not_in_role(k, header.role)?;
         }
     }
@@ -890,6 +866,10 @@ fn check_lengths(spans: &Spans, header: &Header, meta: &Meta) -> Result<()> {
         l.key_order(n)?;
         check_first_pass_lengths(&l, n, stride)?;
         l.exact(K::Categories, 8 * n, false)?;
+    } else {
+        for &k in index_kinds {
+            l.not_in_role(k, header.role)?;
+        }
     }
     if header.role == ShardRole::Index {
         if meta.dtype != Dtype::I8 || l.get(K::FirstPassCodes).is_none() {
