@@ -13,7 +13,7 @@ pub use edgerec_contract::keys::MANIFEST_FILE as MANIFEST;
 
 /// The shard's own verified checksum (XXH3-64 from its header), as hex.
 fn hex_checksum(shard: &edgerec::Shard) -> String {
-    format!("{:016x}", shard.header().checksum)
+    ShardEntry::checksum_hex(shard.header().checksum)
 }
 
 /// Room left under the edge budget when sequence tables are trimmed, for what the estimate of
@@ -328,7 +328,7 @@ pub fn check_shard(entry: &ShardEntry, bytes: &[u8], name: &str) -> Result<edger
     );
     let shard = edgerec::Shard::from_bytes(bytes).with_context(|| format!("{name} is corrupt"))?;
     ensure!(
-        hex_checksum(&shard) == entry.checksum,
+        entry.names_checksum(shard.header().checksum),
         "{name}: checksum differs from the manifest"
     );
     Ok(shard)

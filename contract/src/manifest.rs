@@ -15,6 +15,18 @@ pub struct ShardEntry {
     pub items: [u32; 2],
 }
 
+impl ShardEntry {
+    /// A shard header's checksum as the manifest writes it (16 hex digits).
+    pub fn checksum_hex(checksum: u64) -> String {
+        format!("{checksum:016x}")
+    }
+
+    /// Whether a shard header's checksum is the one this entry names.
+    pub fn names_checksum(&self, checksum: u64) -> bool {
+        self.checksum == ShardEntry::checksum_hex(checksum)
+    }
+}
+
 /// `manifest.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {

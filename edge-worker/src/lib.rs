@@ -1275,7 +1275,7 @@ async fn read_pages(model: &Loaded, env: &Env, missing: &[u32]) -> Result<(), Ap
             let bytes = kv_bytes(namespace, &key).await?;
             let page = edgerec::Shard::from_aligned(aligned_shard(&key, bytes, entry.bytes)?)
                 .map_err(|e| LoadFailure::new(CORRUPT_SHARD, format!("{key}: {e}")))?;
-            if format!("{:016x}", page.header().checksum) != entry.checksum {
+            if !entry.names_checksum(page.header().checksum) {
                 return Err(LoadFailure::new(
                     CORRUPT_SHARD,
                     format!("{key}: checksum differs from the manifest"),
