@@ -120,7 +120,7 @@ impl WasmEngine {
         session: &WasmSession,
         options: Option<RecommendOptions>,
     ) -> Result<RecommendationList, JsError> {
-        let request = self.request(options.map(JsValue::from).unwrap_or(JsValue::UNDEFINED))?;
+        let request = self.request(options)?;
         match self.inner.try_recommend(&session.inner, &request) {
             Ok(ranked) => self.recommendations(&ranked),
             Err(MissingPages(pages)) => Err(JsError::new(&format!(
@@ -142,7 +142,7 @@ impl WasmEngine {
         session: &WasmSession,
         options: Option<RecommendOptions>,
     ) -> Result<TryRecommendResult, JsError> {
-        let request = self.request(options.map(JsValue::from).unwrap_or(JsValue::UNDEFINED))?;
+        let request = self.request(options)?;
         match self.inner.try_recommend(&session.inner, &request) {
             Ok(ranked) => Ok(self.recommendations(&ranked)?.unchecked_into()),
             Err(MissingPages(pages)) => {
@@ -276,7 +276,7 @@ impl WasmEngine {
         session: &WasmSession,
         options: Option<RecommendOptions>,
     ) -> Result<Vec<f32>, JsError> {
-        let request = self.request(options.map(JsValue::from).unwrap_or(JsValue::UNDEFINED))?;
+        let request = self.request(options)?;
         Ok(self.inner.query_vector(&session.inner, &request.context))
     }
 
@@ -407,7 +407,8 @@ fn string_list(o: &JsValue, key: &str) -> Result<Vec<String>, JsError> {
 }
 
 impl WasmEngine {
-    fn request(&self, o: JsValue) -> Result<Request, JsError> {
+    fn request(&self, options: Option<RecommendOptions>) -> Result<Request, JsError> {
+        let o = options.map(JsValue::from).unwrap_or(JsValue::UNDEFINED);
         if !(o.is_undefined() || o.is_null() || o.is_object()) {
             return Err(JsError::new("recommend options must be an object"));
         }
