@@ -124,6 +124,8 @@ pub struct Engine {
     /// A paged model's page table and the pages loaded so far; `None` for a model of whole
     /// shards (`shards` are then whole, else they are the model's index).
     pub(crate) pages: Option<Pages>,
+    /// The session encoder (format 8), its weights widened once at load.
+    pub(crate) encoder: Option<crate::encoder::Encoder>,
 }
 
 /// The pages of a paged model (`format::ShardRole`).
@@ -242,8 +244,16 @@ impl Engine {
                 .to_vec(),
             loaded: BTreeMap::new(),
         });
+        // Validated with the shard; parsed again here to widen its weights once.
+        let encoder = match shards[0].view().global.encoder {
+            Some(bytes) => Some(crate::encoder::Encoder::new(
+                &crate::encoder::EncoderView::parse(bytes, meta.dim)?,
+            )),
+            None => None,
+        };
         let mut engine = Engine {
             model_id: first.model_id,
+            encoder,
             pages,
             shards,
             starts,

@@ -1,11 +1,11 @@
-//! The shard wire format, version 7 (versions 1 to 6 still read): constants, the header, the model
+//! The shard wire format, version 8 (versions 1 to 7 still read): constants, the header, the model
 //! metadata block and the section kinds. `shard.rs` reads it and `writer.rs` writes it; nothing else knows the layout.
 //!
 //! ```text
 //! offset  size  field
 //!      0     8  magic "EDGERECS"
 //!      8     4  endianness marker 0x01020304 (reads 0x04030201 on a byte-swapped writer)
-//!     12     2  format version (7; 1 to 6 are still read)
+//!     12     2  format version (8; 1 to 7 are still read)
 //!     14     2  header length (64)
 //!     16     4  section count
 //!     20     4  flags: the shard's role (version 7; 0 before): 0 whole, 1 index, 2 page
@@ -55,13 +55,17 @@
 //! the page table names. Whole shards (role 0) are what versions 1 to 6 wrote and mean the
 //! same; a model is either all whole shards or index shards with pages. Version 7 also stores
 //! the key order as narrowly as the shard's item count allows (u16 or u24 instead of u32).
+//!
+//! Version 8 added the session encoder (`crate::encoder`), optional, in shard 0 (index shard 0
+//! of a paged model): an order-aware map from the session's latest items to a vector added to
+//! the query, with its weight per profile bucket. Without it a model ranks as before.
 
 /// The first 8 bytes of every shard.
 pub const MAGIC: [u8; 8] = *b"EDGERECS";
 /// Written as a little-endian u32; a reader that sees it byte-swapped rejects the shard.
 pub const ENDIAN_MARKER: u32 = 0x0102_0304;
 /// The format version this build writes.
-pub const VERSION: u16 = 7;
+pub const VERSION: u16 = 8;
 /// The oldest format version this build still reads.
 pub const MIN_VERSION: u16 = 1;
 /// Size of the fixed header.
@@ -149,6 +153,10 @@ pub struct Profile {
     pub transitions: f32,
     /// Weight of the trend boost (an item's share of the window's top count, in [0, 1]).
     pub trend: f32,
+    /// Multiplier of the session encoder's output (`crate::encoder`), added to the query.
+    /// Stored in the encoder's section, not in the profile table (format 8); models without
+    /// an encoder ignore it.
+    pub encoder: f32,
 }
 
 impl Profile {
@@ -159,9 +167,10 @@ impl Profile {
         neighbours: 1.0,
         transitions: 1.0,
         trend: 0.0,
+        encoder: 1.0,
     };
 
-    /// The fields in wire order.
+    /// The fields of the profile table, in wire order (all but `encoder`).
     pub fn to_array(self) -> [f32; PROFILE_FIELDS] {
         [
             self.embed,
@@ -172,7 +181,8 @@ impl Profile {
         ]
     }
 
-    /// Reads one row (`PROFILE_FIELDS` values); missing values are neutral.
+    /// Reads one row of the profile table (`PROFILE_FIELDS` values); missing values, and the
+    /// encoder weight, are neutral.
     pub fn from_slice(v: &[f32]) -> Profile {
         let get = |i: usize, d: f32| v.get(i).copied().unwrap_or(d);
         let n = Profile::NEUTRAL;
@@ -182,6 +192,7 @@ impl Profile {
             neighbours: get(2, n.neighbours),
             transitions: get(3, n.transitions),
             trend: get(4, n.trend),
+            encoder: n.encoder,
         }
     }
 }
@@ -577,6 +588,9 @@ pub(crate) enum SectionKind {
     KeysOrderU16 = 44,
     /// Version 7: the key order as 3-byte little-endian integers (at most 16,777,216 items).
     KeysOrderU24 = 45,
+    /// Version 8, shard 0 only: the session encoder (`crate::encoder`): a header, then f16
+    /// weights.
+    SeqEncoder = 46,
 }
 
 /// What a shard holds of its items (the header's flags since version 7).
@@ -672,7 +686,7 @@ pub(crate) const SEQ_SECTION_KINDS: [SeqSectionKinds; SEQ_TABLES] = [
 ];
 
 impl SectionKind {
-    pub(crate) const ALL: [SectionKind; 44] = [
+    pub(crate) const ALL: [SectionKind; 45] = [
         SectionKind::Meta,
         SectionKind::IdOffsets,
         SectionKind::IdBytes,
@@ -717,6 +731,7 @@ impl SectionKind {
         SectionKind::PageStarts,
         SectionKind::KeysOrderU16,
         SectionKind::KeysOrderU24,
+        SectionKind::SeqEncoder,
     ];
 
     pub(crate) fn from_u32(v: u32) -> Option<SectionKind> {
@@ -777,6 +792,7 @@ impl SectionKind {
             SectionKind::PageStarts => "page_starts",
             SectionKind::KeysOrderU16 => "keys_order_u16",
             SectionKind::KeysOrderU24 => "keys_order_u24",
+            SectionKind::SeqEncoder => "seq_encoder",
         }
     }
 
@@ -800,6 +816,7 @@ impl SectionKind {
             SectionKind::NeighbourTargetsU24 | SectionKind::TransitionTargetsU24 => 5,
             SectionKind::FirstPassRuns => 6,
             SectionKind::PageStarts | SectionKind::KeysOrderU16 | SectionKind::KeysOrderU24 => 7,
+            SectionKind::SeqEncoder => 8,
             _ => 1,
         }
     }

@@ -22,6 +22,7 @@
 
 pub mod coarse;
 pub mod context;
+pub mod encoder;
 pub mod engine;
 pub mod error;
 pub mod first_pass;

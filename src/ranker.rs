@@ -329,14 +329,22 @@ impl<'a> Ranker<'a> {
     }
 
     pub(crate) fn profile(&self, known_clicks: usize) -> Profile {
+        let bucket = profile_bucket(known_clicks);
         if let Some(profiles) = &self.engine.profiles {
-            return profiles[profile_bucket(known_clicks)];
+            return profiles[bucket];
         }
-        let at = profile_bucket(known_clicks) * PROFILE_FIELDS;
-        self.global()
+        let at = bucket * PROFILE_FIELDS;
+        let mut profile = self
+            .global()
             .profiles
             .and_then(|p| p.get(at..at + PROFILE_FIELDS))
-            .map_or(Profile::NEUTRAL, Profile::from_slice)
+            .map_or(Profile::NEUTRAL, Profile::from_slice);
+        profile.encoder = self
+            .engine
+            .encoder
+            .as_ref()
+            .map_or(0.0, |e| e.bucket_weight(bucket));
+        profile
     }
 
     fn query(&self, known: &[Known], context: &Context, profile: &Profile) -> Vec<f32> {
@@ -378,6 +386,7 @@ impl<'a> Ranker<'a> {
         };
         let embed = meta.embed_weight * profile.embed;
         q.iter_mut().for_each(|x| *x *= embed);
+        self.add_encoded(known, profile.encoder, &mut q);
         let context_weight = profile.context;
         let mut add = |table: Option<&[f32]>, row: Option<usize>| {
             if context_weight <= 0.0 {
@@ -397,6 +406,28 @@ impl<'a> Ranker<'a> {
         add(g.ctx_device, rows.device.map(usize::from));
         add(g.ctx_geo, rows.geo.map(|b| b as usize));
         q
+    }
+
+    /// Adds `weight ×` the session encoder's output for the latest known items to `q`.
+    fn add_encoded(&self, known: &[Known], weight: f32, q: &mut [f32]) {
+        let Some(encoder) = &self.engine.encoder else {
+            return;
+        };
+        if weight <= 0.0 || known.is_empty() {
+            return;
+        }
+        let dim = self.meta().dim as usize;
+        let n = known.len().min(encoder.shape().positions as usize);
+        let mut rows = vec![0.0f32; n * dim];
+        for (item, row) in known.iter().zip(rows.chunks_exact_mut(dim)) {
+            self.dequantize(item.index, row);
+        }
+        let kinds: Vec<EventType> = known[..n].iter().map(|k| k.kind).collect();
+        let mut encoded = vec![0.0f32; dim];
+        encoder.encode(&rows, &kinds, &mut encoded);
+        for (a, &e) in q.iter_mut().zip(&encoded) {
+            *a += weight * e;
+        }
     }
 
     fn quantize(&self, q: &[f32]) -> Query {

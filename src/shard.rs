@@ -411,6 +411,9 @@ pub struct GlobalTables<'a> {
     pub trend: Option<TrendTable<'a>>,
     /// A paged model's page table (`format::SectionKind::PageStarts`), in its index shard 0.
     pub page_starts: Option<&'a [u32]>,
+    /// The session encoder's section (format 8; validated by
+    /// [`crate::encoder::EncoderView::parse`]).
+    pub encoder: Option<&'a [u8]>,
 }
 
 /// Item counts per time bucket, in CSR form: bucket `b` holds entries
@@ -1151,6 +1154,7 @@ impl Layout {
                     counts: cast(raw(K::TrendCounts)),
                 }),
                 page_starts: present(K::PageStarts).then(|| cast::<u32>(raw(K::PageStarts))),
+                encoder: present(K::SeqEncoder).then(|| raw(K::SeqEncoder)),
             },
         }
     }
@@ -1237,7 +1241,11 @@ fn check_values(v: &ShardView<'_>) -> Result<()> {
             )));
         }
     }
-    check_global_values(&v.global, total)
+    check_global_values(&v.global, total)?;
+    if let Some(bytes) = v.global.encoder {
+        crate::encoder::EncoderView::parse(bytes, v.meta.dim)?;
+    }
+    Ok(())
 }
 
 /// Every this many keys (and the last), loading checks the key against its item's id.

@@ -23,6 +23,8 @@ pub struct Synthetic {
     pub with_trend: bool,
     /// Whether int8 shards carry first-pass codes (format v3).
     pub first_pass: bool,
+    /// Whether the model carries a session encoder (format v8) of random weights.
+    pub with_encoder: bool,
 }
 
 /// Start of the synthetic trend table (unix seconds).
@@ -43,6 +45,7 @@ impl Default for Synthetic {
             with_context: true,
             with_trend: false,
             first_pass: false,
+            with_encoder: false,
         }
     }
 }
@@ -123,10 +126,14 @@ impl Synthetic {
                     neighbours: 1.0 + 0.25 * b as f32,
                     transitions: 2.0 - 0.25 * b as f32,
                     trend: [2.0, 1.0, 0.5, 0.25, 0.1, 0.0][b % PROFILE_BUCKETS],
+                    encoder: [0.0, 0.6, 0.8, 1.0, 1.0, 1.2][b % PROFILE_BUCKETS],
                 })
             }),
             trend: self.with_trend.then(|| self.trend(&mut rng)),
             first_pass: self.first_pass,
+            encoder: self
+                .with_encoder
+                .then(|| synthetic_encoder(d as u32, &mut rng)),
         }
     }
 
@@ -160,6 +167,33 @@ impl Synthetic {
     pub fn write(&self, spec: &ModelSpec, max_shard_bytes: u64) -> Vec<Vec<u8>> {
         write_model(spec, self.seed ^ 0xed9e_4ec0, max_shard_bytes)
             .expect("synthetic model is valid")
+    }
+}
+
+/// A session encoder of random weights reading 8 positions: the norms' weights near 1, the
+/// rest small, so that its output moves rankings without swamping the session's own vector.
+pub fn synthetic_encoder(dim: u32, rng: &mut SplitMix64) -> crate::writer::EncoderSpec {
+    use crate::encoder::{EncoderShape, Tensor, TENSORS};
+    let shape = EncoderShape {
+        dim,
+        positions: 8,
+        hidden: 2 * dim,
+    };
+    let mut weights = Vec::with_capacity(shape.weight_count());
+    for t in TENSORS {
+        let norm_weight = matches!(
+            t,
+            Tensor::Norm1Weight | Tensor::Norm2Weight | Tensor::Norm3Weight
+        );
+        for _ in 0..shape.len(t) {
+            let noise = 0.3 * rng.approx_normal();
+            weights.push(if norm_weight { 1.0 + noise } else { noise });
+        }
+    }
+    crate::writer::EncoderSpec {
+        positions: shape.positions,
+        hidden: shape.hidden,
+        weights,
     }
 }
 
@@ -197,13 +231,68 @@ pub fn golden_cases(format_version: u16) -> Vec<(crate::Session, crate::Request)
     }
     let inside = Some(TREND_START + 10 * 86_400 + 3_600);
     let late = Some(TREND_START + 400 * 86_400);
-    vec![
+    let mut cases = vec![
         (session(&[]), at(inside)),
         (session(&two[..1]), at(inside)),
         (session(&two), at(inside)),
         (session(&[]), at(late)),
         (session(&two), at(None)),
-    ]
+    ];
+    if format_version >= 8 {
+        // Longer sessions of mixed event types, and the same items in another order: the
+        // session encoder reads positions and types (and more items than its 8 positions).
+        let kinds = [EventType::View, EventType::Click, EventType::Purchase];
+        let ids: Vec<String> = (0..11).map(|i| format!("item-{}", 7 * i + 2)).collect();
+        let long: Vec<(&str, EventType, u64)> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), kinds[i % 3], 1_700_000_000 + 60 * i as u64))
+            .collect();
+        let mut reordered = long[..5].to_vec();
+        reordered.reverse();
+        for (i, c) in reordered.iter_mut().enumerate() {
+            c.2 = 1_700_000_000 + 60 * i as u64;
+        }
+        cases.push((session(&long[..5]), at(inside)));
+        cases.push((session(&reordered), at(inside)));
+        cases.push((session(&long), at(inside)));
+    }
+    cases
+}
+
+/// The query vector of each golden case, one line per case: its `f32` values as hexadecimal
+/// bits, so a file pins the arithmetic that builds it (the session encoder's included) bit for
+/// bit, where a ranking shows only the order it leads to.
+pub fn query_lines(engine: &crate::Engine, format_version: u16) -> String {
+    golden_cases(format_version)
+        .iter()
+        .map(|(session, request)| {
+            let q = engine.query_vector(session, &request.context);
+            let bits: Vec<String> = q.iter().map(|x| format!("{:08x}", x.to_bits())).collect();
+            bits.join(" ") + "\n"
+        })
+        .collect()
+}
+
+/// The first line where a golden shard's query vectors differ from its query file
+/// ([`query_lines`]), if any.
+pub fn golden_query_mismatch(format_version: u16, shard: &[u8], queries: &str) -> Option<String> {
+    let engine = match crate::Engine::from_bytes([shard]) {
+        Ok(e) => e,
+        Err(e) => return Some(format!("format {format_version}: golden shard: {e}")),
+    };
+    let got = query_lines(&engine, format_version);
+    if got.lines().count() != queries.lines().count() {
+        return Some(format!(
+            "format {format_version}: {} query lines, expected {}",
+            got.lines().count(),
+            queries.lines().count()
+        ));
+    }
+    got.lines()
+        .zip(queries.lines())
+        .position(|(g, w)| g != w)
+        .map(|i| format!("format {format_version}, query of case {i} differs"))
 }
 
 /// The ids of a ranking, comma-separated (one line of a golden ranking file).
@@ -286,6 +375,7 @@ fn tiny_golden_model_spec() -> (crate::writer::ModelSpec, u64) {
         items: 400,
         with_trend: true,
         first_pass: true,
+        with_encoder: true,
         ..Synthetic::default()
     };
     let mut spec = syn.spec();
@@ -316,7 +406,12 @@ pub fn split_shards(mut bytes: &[u8]) -> Vec<&[u8]> {
 /// As [`golden_mismatch`], for the paged golden model (format 7): its index shard, its pages
 /// back to back, and the ranking file of the same model in whole shards, which it must
 /// reproduce, loading the pages each case asks for.
-pub fn golden_paged_mismatch(index: &[u8], pages: &[u8], ranking: &str) -> Option<String> {
+pub fn golden_paged_mismatch(
+    format_version: u16,
+    index: &[u8],
+    pages: &[u8],
+    ranking: &str,
+) -> Option<String> {
     let mut engine = match crate::Engine::from_bytes([index]) {
         Ok(e) => e,
         Err(e) => return Some(format!("paged golden index: {e}")),
@@ -326,7 +421,7 @@ pub fn golden_paged_mismatch(index: &[u8], pages: &[u8], ranking: &str) -> Optio
     }
     let pages = split_shards(pages);
     let lines: Vec<&str> = ranking.lines().collect();
-    let cases = golden_cases(crate::format::VERSION);
+    let cases = golden_cases(format_version);
     if lines.len() != cases.len() {
         return Some(format!(
             "paged golden: {} ranking lines for {} cases",

@@ -45,6 +45,31 @@ pub struct ModelSpec {
     /// (the default) takes the narrowest width. Tests set it to write a width a small model
     /// would not get.
     pub seq_target_bytes: Option<u8>,
+    /// Optional session encoder (format 8); its weight per bucket is the profiles' `encoder`
+    /// field (1 without profiles).
+    pub encoder: Option<EncoderSpec>,
+}
+
+/// A session encoder's weights (see `crate::encoder`), written as f16.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncoderSpec {
+    /// Session positions it reads (1..=64).
+    pub positions: u32,
+    /// Hidden width of its feed-forward layer.
+    pub hidden: u32,
+    /// Every weight in `crate::encoder::TENSORS` order, within f16's range.
+    pub weights: Vec<f32>,
+}
+
+impl EncoderSpec {
+    /// Its shape in a model of `dim` dimensions.
+    pub fn shape(&self, dim: u32) -> crate::encoder::EncoderShape {
+        crate::encoder::EncoderShape {
+            dim,
+            positions: self.positions,
+            hidden: self.hidden,
+        }
+    }
 }
 
 /// Item counts per time bucket, for the edge's "popular right now" signal.
@@ -357,6 +382,7 @@ fn in_cluster_order(
         }),
         first_pass: spec.first_pass,
         seq_target_bytes: spec.seq_target_bytes,
+        encoder: spec.encoder.clone(),
     };
     let clusters = order.iter().map(|&o| assigned[o as usize]).collect();
     (ordered, clusters)
@@ -490,6 +516,33 @@ fn check_tables(spec: &ModelSpec, meta: &Meta) -> Result<()> {
             return Err(Error::argument("trend entry out of range or negative"));
         }
     }
+    if let Some(e) = &spec.encoder {
+        use crate::encoder::{MAX_HIDDEN, MAX_POSITIONS};
+        if !(1..=MAX_POSITIONS).contains(&e.positions) || !(1..=MAX_HIDDEN).contains(&e.hidden) {
+            return Err(Error::argument(format!(
+                "encoder: {} positions and hidden width {} (expected 1..={MAX_POSITIONS} and \
+                 1..={MAX_HIDDEN})",
+                e.positions, e.hidden
+            )));
+        }
+        check_len("encoder", e.weights.len(), e.shape(meta.dim).weight_count())?;
+        if !e
+            .weights
+            .iter()
+            .all(|w| w.abs() <= f32::from(half::f16::MAX))
+        {
+            return Err(Error::argument(
+                "encoder weights must be finite and within f16's range",
+            ));
+        }
+        if let Some(p) = &spec.profiles {
+            if !p.iter().all(|p| p.encoder.is_finite() && p.encoder >= 0.0) {
+                return Err(Error::argument(
+                    "profile weights must be finite and non-negative",
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -598,7 +651,12 @@ fn global_cost(spec: &ModelSpec) -> u64 {
         4 * (t.buckets.len() as u64 + 1) + 8 * t.buckets.iter().map(|b| b.len() as u64).sum::<u64>()
     });
     let names: u64 = spec.category_names.iter().map(|c| c.len() as u64 + 4).sum();
-    dense + trend + 4 * (PROFILE_BUCKETS * PROFILE_FIELDS) as u64 + names
+    let dim = spec.meta.as_ref().map_or(0, |m| m.dim);
+    let encoder = spec
+        .encoder
+        .as_ref()
+        .map_or(0, |e| e.shape(dim).section_bytes());
+    dense + trend + 4 * (PROFILE_BUCKETS * PROFILE_FIELDS) as u64 + names + encoder
 }
 
 fn string_table(strings: impl Iterator<Item = impl AsRef<str>>) -> (Vec<u8>, Vec<u8>) {
@@ -878,6 +936,13 @@ fn push_global(s: &mut Sections, spec: &ModelSpec) {
         let (offsets, text) = string_table(spec.category_names.iter());
         s.push(K::CategoryOffsets, offsets);
         s.push(K::CategoryBytes, text);
+    }
+    if let (Some(e), Some(meta)) = (&spec.encoder, &spec.meta) {
+        let weights = spec
+            .profiles
+            .map_or([1.0; PROFILE_BUCKETS], |p| p.map(|p| p.encoder));
+        let bytes = crate::encoder::encode_section(e.shape(meta.dim), &weights, &e.weights);
+        s.push(K::SeqEncoder, bytes);
     }
 }
 

@@ -319,9 +319,28 @@ fn golden_shards_still_load() {
     assert_eq!(v7_ranking, include_str!("golden/v6-tiny.ranking"));
     assert_eq!(
         edgerec::testing::golden_paged_mismatch(
+            7,
             include_bytes!("golden/v7-tiny-paged.index"),
             include_bytes!("golden/v7-tiny-paged.pages"),
             v7_ranking
+        ),
+        None
+    );
+    // Format 8 added the session encoder: the golden model carries one, its cases add longer
+    // sessions, and its query file pins each case's query vector bit for bit.
+    let v8 = include_bytes!("golden/v8-tiny.shard");
+    let v8_ranking = include_str!("golden/v8-tiny.ranking");
+    assert_eq!(golden_mismatch(8, v8, v8_ranking), None);
+    assert_eq!(
+        edgerec::testing::golden_query_mismatch(8, v8, include_str!("golden/v8-tiny.query")),
+        None
+    );
+    assert_eq!(
+        edgerec::testing::golden_paged_mismatch(
+            8,
+            include_bytes!("golden/v8-tiny-paged.index"),
+            include_bytes!("golden/v8-tiny-paged.pages"),
+            v8_ranking
         ),
         None
     );

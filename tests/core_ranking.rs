@@ -438,12 +438,13 @@ fn profiles_weigh_signals_by_session_length() {
 #[test]
 fn profiles_set_on_a_loaded_model_rank_as_shards_written_with_them() {
     use edgerec::format::{Profile, PROFILE_BUCKETS};
-    // Every signal present (context, sequence tables, trend), and a catalog past the first
-    // pass's threshold, so the two-stage scan runs too.
+    // Every signal present (context, sequence tables, trend, session encoder), and a catalog
+    // past the first pass's threshold, so the two-stage scan runs too.
     let syn = Synthetic {
         items: edgerec::first_pass::MIN_ITEMS as usize + 500,
         with_trend: true,
         first_pass: true,
+        with_encoder: true,
         ..Synthetic::default()
     };
     let other: [Profile; PROFILE_BUCKETS] = core::array::from_fn(|b| Profile {
@@ -452,6 +453,7 @@ fn profiles_set_on_a_loaded_model_rank_as_shards_written_with_them() {
         neighbours: 8.0 - b as f32,
         transitions: 64.0,
         trend: [16.0, 0.0, 4.0, 1.0, 0.0, 256.0][b],
+        encoder: [0.0, 2.0, 0.0, 0.5, 3.0, 1.0][b],
     });
     let mut spec = syn.spec();
     let mut written = |profiles: [Profile; PROFILE_BUCKETS]| {
@@ -553,4 +555,61 @@ fn a_huge_pool_is_clamped_not_allocated() {
         );
         assert_eq!(recs.len(), 5, "pool {pool}");
     }
+}
+
+#[test]
+fn a_session_encoder_weighed_zero_ranks_as_no_encoder_and_otherwise_reads_order() {
+    use edgerec::format::PROFILE_BUCKETS;
+    let syn = Synthetic {
+        items: 300,
+        with_trend: true,
+        with_encoder: true,
+        ..Synthetic::default()
+    };
+    let with = syn.write(&syn.spec(), MAX_SHARD_BYTES);
+    let with = Engine::from_bytes(with.iter().map(|s| s.as_slice())).unwrap();
+    let mut spec = syn.spec();
+    spec.encoder = None;
+    let without = syn.write(&spec, MAX_SHARD_BYTES);
+    let without = Engine::from_bytes(without.iter().map(|s| s.as_slice())).unwrap();
+    let mut muted = with.clone();
+    let mut profiles: [edgerec::format::Profile; PROFILE_BUCKETS] =
+        core::array::from_fn(|b| with.profile([0, 1, 2, 3, 4, 8][b]));
+    profiles.iter_mut().for_each(|p| p.encoder = 0.0);
+    muted.set_profiles(Some(profiles));
+    let session_of = |ids: &[usize]| {
+        let mut s = Session::new();
+        for (t, &i) in ids.iter().enumerate() {
+            s.observe(&format!("item-{i}"), EventType::Click, 1_000 + t as u64);
+        }
+        s
+    };
+    let request = Request {
+        k: 15,
+        ..Request::default()
+    };
+    let mut differs = 0;
+    for ids in [&[3usize, 50, 97][..], &[97, 50, 3], &[8, 9, 10, 11, 12, 13]] {
+        let session = session_of(ids);
+        assert_same_ranking(&without, &muted, &session, &request);
+        let ranked = |e: &Engine| -> Vec<u32> {
+            e.recommend(&session, &request)
+                .iter()
+                .map(|r| r.index)
+                .collect()
+        };
+        differs += usize::from(ranked(&with) != ranked(&without));
+    }
+    assert!(differs > 0, "the encoder changed no ranking");
+    // The same clicks in another order: only the encoder tells them apart (the session
+    // vector's position decay aside, which the query reads the same way in both models).
+    let q = |e: &Engine, ids: &[usize]| e.query_vector(&session_of(ids), &Context::default());
+    let gap = |e: &Engine| {
+        q(e, &[3, 50, 97])
+            .iter()
+            .zip(q(e, &[97, 50, 3]))
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f32>()
+    };
+    assert!(gap(&with) > gap(&without));
 }

@@ -28,6 +28,11 @@ const GOLDEN_V7: &[u8] = include_bytes!("golden/v7-tiny.shard");
 const GOLDEN_V7_RANKING: &str = include_str!("golden/v7-tiny.ranking");
 const GOLDEN_V7_PAGED_INDEX: &[u8] = include_bytes!("golden/v7-tiny-paged.index");
 const GOLDEN_V7_PAGED_PAGES: &[u8] = include_bytes!("golden/v7-tiny-paged.pages");
+const GOLDEN_V8: &[u8] = include_bytes!("golden/v8-tiny.shard");
+const GOLDEN_V8_RANKING: &str = include_str!("golden/v8-tiny.ranking");
+const GOLDEN_V8_QUERY: &str = include_str!("golden/v8-tiny.query");
+const GOLDEN_V8_PAGED_INDEX: &[u8] = include_bytes!("golden/v8-tiny-paged.index");
+const GOLDEN_V8_PAGED_PAGES: &[u8] = include_bytes!("golden/v8-tiny-paged.pages");
 
 #[wasm_bindgen_test]
 fn simd128_kernel_matches_scalar() {
@@ -67,12 +72,45 @@ fn golden_rankings_match_native() {
     assert_eq!(golden_mismatch(7, GOLDEN_V7, GOLDEN_V7_RANKING), None);
     assert_eq!(
         edgerec::testing::golden_paged_mismatch(
+            7,
             GOLDEN_V7_PAGED_INDEX,
             GOLDEN_V7_PAGED_PAGES,
             GOLDEN_V7_RANKING
         ),
         None
     );
+    // Format 8's session encoder: the same query vectors, bit for bit, as the native build
+    // (its f32 products through the simd128 kernel), so the same rankings, whole and paged.
+    assert_eq!(golden_mismatch(8, GOLDEN_V8, GOLDEN_V8_RANKING), None);
+    assert_eq!(
+        edgerec::testing::golden_query_mismatch(8, GOLDEN_V8, GOLDEN_V8_QUERY),
+        None
+    );
+    assert_eq!(
+        edgerec::testing::golden_paged_mismatch(
+            8,
+            GOLDEN_V8_PAGED_INDEX,
+            GOLDEN_V8_PAGED_PAGES,
+            GOLDEN_V8_RANKING
+        ),
+        None
+    );
+}
+
+#[wasm_bindgen_test]
+fn f32_dot_kernel_matches_scalar_bits() {
+    let mut rng = SplitMix64::new(23);
+    for n in [0usize, 1, 3, 4, 5, 16, 31, 64, 130] {
+        for magnitude in [1e-3f32, 1.0, 1e4] {
+            let a: Vec<f32> = (0..n).map(|_| magnitude * rng.approx_normal()).collect();
+            let b: Vec<f32> = (0..n).map(|_| rng.approx_normal()).collect();
+            assert_eq!(
+                kernels::dot_f32(&a, &b).to_bits(),
+                scalar::dot_f32(&a, &b).to_bits(),
+                "length {n}, magnitude {magnitude}"
+            );
+        }
+    }
 }
 
 /// The first pass's block kernel (swizzle lookups; the relaxed build's relaxed swizzle) against

@@ -100,6 +100,28 @@ pub fn coarse_candidates(
     }
 }
 
+/// `Σ_i a[i] * b[i]` over the shorter slice, in f32 with one fixed order of operations (four
+/// lane sums, see [`scalar::dot_f32`]), so every build returns the same bits: the session
+/// encoder's matrix products go through it, and its output decides rankings.
+#[inline]
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        wasm::dot_f32(a, b)
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86::dot_f32(a, b)
+    }
+    #[cfg(not(any(
+        all(target_arch = "wasm32", target_feature = "simd128"),
+        target_arch = "x86_64"
+    )))]
+    {
+        scalar::dot_f32(a, b)
+    }
+}
+
 /// The first pass's sums for one block of codes (`crate::first_pass`): `out[j]` is `base` plus
 /// the sum, over the columns, of column `c`'s 16-entry table `luts[16c..16c + 16]` at item `j`'s code in
 /// `codes[16c..16c + 16]` (low nibbles items 0–15, high nibbles items 16–31). Sums wrap at
@@ -282,6 +304,34 @@ mod tests {
             dot_i8_block(&query, &rows, stride, &mut got);
             prop_assert_eq!(expected, got);
         }
+    }
+
+    proptest! {
+        // The f32 dot product returns the reference's bits for any lengths (tails included)
+        // and any finite values, large and small.
+        #[test]
+        fn f32_dot_matches_scalar_bits(
+            pairs in proptest::collection::vec(
+                (-1e6f32..1e6, prop_oneof![-1e-3f32..1e-3, -1e3f32..1e3]),
+                0..80,
+            )
+        ) {
+            let (a, b): (Vec<f32>, Vec<f32>) = pairs.into_iter().unzip();
+            prop_assert_eq!(dot_f32(&a, &b).to_bits(), scalar::dot_f32(&a, &b).to_bits());
+        }
+    }
+
+    #[test]
+    fn f32_dot_order_is_lane_sums_then_tail() {
+        // 1e8 swallows a 1 added to it directly; the four lanes keep the 1s apart until the
+        // tail, so the fixed order is observable (and any reordering would show).
+        let a = [1e8, 1.0, -1e8, 1.0, 1.0];
+        let b = [1.0; 5];
+        assert_eq!(
+            scalar::dot_f32(&a, &b),
+            ((1e8f32 + 1.0) + (-1e8 + 1.0)) + 1.0
+        );
+        assert_eq!(dot_f32(&a, &b), scalar::dot_f32(&a, &b));
     }
 
     #[test]

@@ -20,6 +20,25 @@ pub fn dot_i8_block(query: &[i16], rows: &[i8], stride: usize, out: &mut [i32]) 
     }
 }
 
+/// See [`super::dot_f32`]: four lane sums over the whole groups of four, added as
+/// `(l0 + l1) + (l2 + l3)`, then the tail in order. Rust never fuses `a * b + c` into one
+/// rounding, so this is the exact sequence of IEEE operations the SIMD versions perform.
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let body = n / 4 * 4;
+    let mut lanes = [0.0f32; 4];
+    for (x, y) in a[..body].chunks_exact(4).zip(b[..body].chunks_exact(4)) {
+        for l in 0..4 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    let mut sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+    for (x, y) in a[body..n].iter().zip(&b[body..n]) {
+        sum += x * y;
+    }
+    sum
+}
+
 /// `out[r] = Σ_d digits[d] * rows[r * stride + d]`: the coarse pass's 8-bit × 6-bit dot
 /// products (digits in `[0, 63]`, see `crate::coarse`), lengths as for [`dot_i8_block`].
 pub fn coarse_dot_block(digits: &[i8], rows: &[i8], stride: usize, out: &mut [i32]) {

@@ -293,3 +293,27 @@ fn lookup(table: v128, indices: v128) -> v128 {
         u8x16_swizzle(table, indices)
     }
 }
+
+/// See [`super::dot_f32`]: the reference's four lane sums in one `f32x4`, reduced and finished
+/// in the reference's order (separate `f32x4.mul` and `f32x4.add`, as the reference rounds).
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let body = n / 4 * 4;
+    let mut acc = f32x4_splat(0.0);
+    for (x, y) in a[..body].chunks_exact(4).zip(b[..body].chunks_exact(4)) {
+        let x = f32x4(x[0], x[1], x[2], x[3]);
+        let y = f32x4(y[0], y[1], y[2], y[3]);
+        acc = f32x4_add(acc, f32x4_mul(x, y));
+    }
+    let lane = |v: v128, l: usize| match l {
+        0 => f32x4_extract_lane::<0>(v),
+        1 => f32x4_extract_lane::<1>(v),
+        2 => f32x4_extract_lane::<2>(v),
+        _ => f32x4_extract_lane::<3>(v),
+    };
+    let mut sum = (lane(acc, 0) + lane(acc, 1)) + (lane(acc, 2) + lane(acc, 3));
+    for (x, y) in a[body..n].iter().zip(&b[body..n]) {
+        sum += x * y;
+    }
+    sum
+}

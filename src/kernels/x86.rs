@@ -87,3 +87,28 @@ unsafe fn fast_scan_block_ssse3(
         _mm_storeu_si128(chunk.as_mut_ptr() as *mut __m128i, *a);
     }
 }
+
+/// See [`super::dot_f32`]: the reference's four lane sums in one SSE register (SSE is part of
+/// x86-64, so no run-time check), reduced and finished in the reference's order.
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let body = n / 4 * 4;
+    // SAFETY: SSE is always present on x86-64, and every load reads `[c, c + 4)` with
+    // `c + 4 <= body <= n`, within both slices; `loadu` has no alignment requirement.
+    let lanes = unsafe {
+        let mut acc = _mm_setzero_ps();
+        for c in (0..body).step_by(4) {
+            let x = _mm_loadu_ps(a.as_ptr().add(c));
+            let y = _mm_loadu_ps(b.as_ptr().add(c));
+            acc = _mm_add_ps(acc, _mm_mul_ps(x, y));
+        }
+        let mut out = [0.0f32; 4];
+        _mm_storeu_ps(out.as_mut_ptr(), acc);
+        out
+    };
+    let mut sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+    for (x, y) in a[body..n].iter().zip(&b[body..n]) {
+        sum += x * y;
+    }
+    sum
+}
