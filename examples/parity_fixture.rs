@@ -5,6 +5,7 @@
 //! items) and by the two-stage scan with `FIRST_PASS_KEEP` candidates (`twoStage`; the keep is
 //! also written to `first-pass.json` for the JS tests to set). The same model paged (format 7)
 //! goes into `paged/` (`index-N.bin`, `page-N.bin`); ranked two-stage, it must give `twoStage`.
+//! The model carries a session encoder (format 8), so its f32 arithmetic is compared too.
 
 use edgerec::testing::Synthetic;
 use edgerec::{Context, Device, Engine, EventType, Exploration, Request, Session};
@@ -63,16 +64,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         neighbours: 10,
         with_trend: true,
         first_pass: true,
+        with_encoder: true,
         ..Synthetic::default()
     };
-    let shards = syn.shards(120_000);
+    let shards = syn.shards(200_000);
     for (i, s) in shards.iter().enumerate() {
         std::fs::write(format!("{dir}/shard-{i}.bin"), s)?;
     }
     // The same model paged (format 7): ranked with the same first pass, it must give the
     // two-stage rankings, its pages loaded as each case asks.
     let paged =
-        edgerec::writer::write_paged_model(&syn.spec(), syn.seed ^ 0xed9e_4ec0, 120_000, 256)?;
+        edgerec::writer::write_paged_model(&syn.spec(), syn.seed ^ 0xed9e_4ec0, 200_000, 256)?;
     std::fs::create_dir_all(format!("{dir}/paged"))?;
     for (i, s) in paged.index.iter().enumerate() {
         std::fs::write(format!("{dir}/paged/index-{i}.bin"), s)?;
@@ -162,6 +164,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             tz: 0,
             diversity: 0.3,
             explore: Some((0.3, 99)),
+        },
+        // A session longer than the encoder's 8 positions, of every event type: the session
+        // encoder's output (f32 products through each build's kernel) decides much of it.
+        Case {
+            events: vec![
+                ("item-40", "view", 100),
+                ("item-52", "click", 110),
+                ("item-64", "like", 120),
+                ("item-76", "cart", 130),
+                ("item-88", "purchase", 140),
+                ("item-100", "dwell", 150),
+                ("item-112", "click", 160),
+                ("item-124", "view", 170),
+                ("item-136", "click", 180),
+                ("item-148", "like", 190),
+            ],
+            device: Some("desktop"),
+            geo: None,
+            ts: Some(200),
+            tz: 0,
+            diversity: 0.0,
+            explore: None,
         },
     ];
     for (n, case) in cases.iter().enumerate() {

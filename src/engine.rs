@@ -642,6 +642,15 @@ impl Engine {
         self.ranker().first_pass_reads(session, request)
     }
 
+    /// Every item's score for a session and request, by global index, as
+    /// [`Engine::recommend`] scores it (`q·row + bias + boost`), with no item excluded or
+    /// filtered and no selection: what central-sync trains the session encoder against. Items
+    /// of a paged model's missing pages score −∞.
+    #[doc(hidden)]
+    pub fn scores(&self, session: &Session, request: &Request) -> Vec<f32> {
+        self.ranker().scores(session, request)
+    }
+
     /// Ranks items for a session and request. Never fails and never panics: everything it
     /// reads was validated when the model was loaded, and unknown ids are ignored.
     ///

@@ -531,6 +531,20 @@ impl<'a> Ranker<'a> {
         merged
     }
 
+    /// Every item's score (see [`Engine::scores`]), by global index.
+    pub(crate) fn scores(&self, session: &Session, request: &Request) -> Vec<f32> {
+        let (_, query, boosts) = self.query_and_boosts(session, request);
+        let mut out: Vec<f32> = (0..self.meta().total_items)
+            .map(|i| self.dense_score(&query, i))
+            .collect();
+        for (index, boost) in boosts {
+            if let Some(s) = out.get_mut(index as usize) {
+                *s += boost;
+            }
+        }
+        out
+    }
+
     fn dense_score(&self, query: &Query, index: u32) -> f32 {
         let Some((view, local)) = self.item(index) else {
             return f32::NEG_INFINITY;

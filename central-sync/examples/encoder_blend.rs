@@ -68,7 +68,7 @@ fn main() -> Result<()> {
     } else {
         (&split.train, split.validation(&d))
     };
-    let (p, t) = pipeline::fit(&d, train, &cfg, None, true, "fit");
+    let (p, t) = pipeline::fit(&d, train, &cfg, None, true, "fit")?;
     let engine = eval::build_engine(&p, &t, &cfg, Dtype::I8, &tuned.combination)?;
 
     // `longknn`: instead of an encoder, the mean cosine of every history item to each item

@@ -434,11 +434,34 @@ const GRID: [(&str, &[f32]); PROFILE_FIELDS] = [
     ("trend", &[0.0, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0]),
 ];
 
+/// The values the session encoder's weight is tried at, for models with an encoder (it is
+/// trained at weight 1 beside the untuned profile's other weights).
+const ENCODER_GRID: &[f32] = &[0.0, 0.5, 1.0, 1.5, 2.0];
+
+/// Fields the tuner moves: the profile table's, then the encoder's weight.
+const TUNED_FIELDS: usize = PROFILE_FIELDS + 1;
+
+fn tuned_row(p: &Profile) -> [f32; TUNED_FIELDS] {
+    let mut row = [0.0; TUNED_FIELDS];
+    row[..PROFILE_FIELDS].copy_from_slice(&p.to_array());
+    row[PROFILE_FIELDS] = p.encoder;
+    row
+}
+
+fn tuned_profile(row: &[f32; TUNED_FIELDS]) -> Profile {
+    Profile {
+        encoder: row[PROFILE_FIELDS],
+        ..Profile::from_slice(&row[..PROFILE_FIELDS])
+    }
+}
+
 /// Where the tuner's coordinate ascent starts, for every session length: each signal at weight
-/// 1, no trend.
+/// 1, no trend, no session encoder (so the ascent reaches the encoder's weight last, from the
+/// profile the other signals make best, and keeps it only where validation gains).
 pub const TUNING_START: Combination = Combination {
     profiles: [Profile {
         trend: 0.0,
+        encoder: 0.0,
         ..Profile::NEUTRAL
     }; PROFILE_BUCKETS],
 };
@@ -453,76 +476,167 @@ const TUNING_PASSES: usize = 2;
 /// engine: per bucket, coordinate ascent over the profile's fields, with the validation
 /// queries cut to that bucket's clicks. Buckets are independent (each engine only uses the
 /// profile of the session's bucket), so one bucket's tuning never moves another's figures.
+///
+/// Then, unless `cfg.encoder_epochs` is 0, the session encoder is trained on `sequences` (the
+/// events `p` was fitted on) as a correction of the model with those profiles, and each
+/// bucket with clicks gets its encoder weight by one more coordinate of the ascent, from the
+/// profile chosen without it: a weight is kept only where validation gains, so validation
+/// never scores below the model without an encoder, and the other weights stay those the
+/// encoder was trained against. `p` keeps the encoder.
 pub fn tune(
-    p: &Params,
+    p: &mut Params,
     tables: &Tables,
     cfg: &TrainConfig,
     d: &Dataset,
+    sequences: &[Vec<Step>],
     queries: &[Query<'_>],
 ) -> anyhow::Result<Tuned> {
+    p.encoder = None;
     let mut combination = TUNING_START;
     let mut validation = Vec::with_capacity(PROFILE_BUCKETS);
-    // One engine for every profile tried: a profile only weighs the signals, so setting it on
-    // the loaded model ranks as shards written with it would, without writing and loading the
-    // model (and fitting its first-pass codes) hundreds of times.
-    let mut engine = build_engine(p, tables, cfg, Dtype::I8, &combination)?;
-    // Each query's trend window is summed once, not once per profile tried: a window's sum
-    // grows with the events in it, so tuning time would grow with users × events.
-    let windows =
-        engine.memoize_trend_windows(queries.iter().map(|q| q.target.ts), TREND_MEMO_ENTRIES);
-    tracing::debug!(windows, "trend windows summed once for tuning");
+    let mut engine = tuning_engine(p, tables, cfg, queries)?;
     for (bucket, clicks) in Clicks::TABLE.into_iter().enumerate() {
-        // Validation NDCG@10 of each profile of this bucket, computed once: the second pass
-        // of the ascent revisits most of the first pass's profiles.
-        let mut scores: HashMap<[u32; PROFILE_FIELDS], Metrics> = HashMap::new();
-        let mut score = |row: [f32; PROFILE_FIELDS]| -> anyhow::Result<Metrics> {
-            let key = row.map(f32::to_bits);
-            if let Some(&m) = scores.get(&key) {
-                return Ok(m);
-            }
-            let mut c = combination;
-            c.profiles[bucket] = Profile::from_slice(&row);
-            engine.set_profiles(Some(c.profiles));
-            let m = evaluate(queries, |q| engine_top10(&engine, d, q, clicks));
-            scores.insert(key, m);
-            Ok(m)
-        };
-        let mut row = combination.profiles[bucket].to_array();
-        let mut best = score(row)?;
+        let mut tuner = BucketTuner::new(&mut engine, d, queries, combination, bucket, clicks);
+        let mut row = tuned_row(&combination.profiles[bucket]);
+        let mut best = tuner.score(row);
         for _ in 0..TUNING_PASSES {
-            for (field, (name, values)) in GRID.iter().enumerate() {
-                let needs_clicks = field != 1 && field != 4;
-                if bucket == 0 && needs_clicks {
-                    continue;
-                }
-                for &v in values.iter() {
-                    if row[field] == v {
-                        continue;
-                    }
-                    let mut candidate = row;
-                    candidate[field] = v;
-                    let m = score(candidate)?;
-                    tracing::debug!(bucket, field = name, v, ndcg = m.ndcg10, "tuning");
-                    if m.ndcg10 > best.ndcg10 {
-                        best = m;
-                        row = candidate;
-                    }
-                }
+            for field in tuner.profile_fields() {
+                tuner.ascend(field, &mut row, &mut best);
             }
         }
-        combination.profiles[bucket] = Profile::from_slice(&row);
+        combination.profiles[bucket] = tuned_profile(&row);
+        validation.push(best);
+    }
+    if crate::pipeline::fit_encoder(d, sequences, cfg, p, tables, &combination)?.is_some() {
+        let mut engine = tuning_engine(p, tables, cfg, queries)?;
+        for (bucket, clicks) in Clicks::TABLE.into_iter().enumerate().skip(1) {
+            let mut tuner = BucketTuner::new(&mut engine, d, queries, combination, bucket, clicks);
+            let mut row = tuned_row(&combination.profiles[bucket]);
+            let mut best = validation[bucket];
+            tuner.ascend(PROFILE_FIELDS, &mut row, &mut best);
+            combination.profiles[bucket] = tuned_profile(&row);
+            validation[bucket] = best;
+        }
+    }
+    for (clicks, (profile, best)) in Clicks::TABLE
+        .into_iter()
+        .zip(combination.profiles.iter().zip(&validation))
+    {
         tracing::info!(
             clicks = clicks.label(),
-            profile = ?combination.profiles[bucket],
+            ?profile,
             validation_ndcg10 = best.ndcg10,
             "tuned"
         );
-        validation.push(best);
     }
     Ok(Tuned {
         combination,
         validation,
     })
+}
+
+/// One engine for every profile tried: a profile only weighs the signals, so setting it on the
+/// loaded model ranks as shards written with it would, without writing and loading the model
+/// (and fitting its first-pass codes) hundreds of times. Each query's trend window is summed
+/// once, not once per profile tried: a window's sum grows with the events in it, so tuning
+/// time would otherwise grow with users × events.
+fn tuning_engine(
+    p: &Params,
+    tables: &Tables,
+    cfg: &TrainConfig,
+    queries: &[Query<'_>],
+) -> anyhow::Result<Engine> {
+    let mut engine = build_engine(p, tables, cfg, Dtype::I8, &TUNING_START)?;
+    let windows =
+        engine.memoize_trend_windows(queries.iter().map(|q| q.target.ts), TREND_MEMO_ENTRIES);
+    tracing::debug!(windows, "trend windows summed once for tuning");
+    Ok(engine)
+}
+
+/// The coordinate ascent of one bucket's profile, the others fixed.
+struct BucketTuner<'e, 'q> {
+    engine: &'e mut Engine,
+    d: &'e Dataset,
+    queries: &'e [Query<'q>],
+    combination: Combination,
+    bucket: usize,
+    clicks: Clicks,
+    /// Validation NDCG@10 of each row tried, computed once: the second pass of the ascent
+    /// revisits most of the first pass's rows.
+    scores: HashMap<[u32; TUNED_FIELDS], Metrics>,
+}
+
+impl<'e, 'q> BucketTuner<'e, 'q> {
+    fn new(
+        engine: &'e mut Engine,
+        d: &'e Dataset,
+        queries: &'e [Query<'q>],
+        combination: Combination,
+        bucket: usize,
+        clicks: Clicks,
+    ) -> Self {
+        BucketTuner {
+            engine,
+            d,
+            queries,
+            combination,
+            bucket,
+            clicks,
+            scores: HashMap::new(),
+        }
+    }
+
+    /// The profile table's fields this bucket tunes: all but those that need clicks for the
+    /// anonymous bucket.
+    fn profile_fields(&self) -> impl Iterator<Item = usize> {
+        let anonymous = self.bucket == 0;
+        (0..PROFILE_FIELDS).filter(move |&f| !anonymous || f == 1 || f == 4)
+    }
+
+    fn score(&mut self, row: [f32; TUNED_FIELDS]) -> Metrics {
+        let key = row.map(f32::to_bits);
+        if let Some(&m) = self.scores.get(&key) {
+            return m;
+        }
+        let mut c = self.combination;
+        c.profiles[self.bucket] = tuned_profile(&row);
+        self.engine.set_profiles(Some(c.profiles));
+        let (engine, d, clicks) = (&*self.engine, self.d, self.clicks);
+        let m = evaluate(self.queries, |q| engine_top10(engine, d, q, clicks));
+        self.scores.insert(key, m);
+        m
+    }
+
+    /// Tries each value of `field` from `row`, keeping the best if it gains; whether it moved.
+    fn ascend(&mut self, field: usize, row: &mut [f32; TUNED_FIELDS], best: &mut Metrics) -> bool {
+        let (name, values) = if field < PROFILE_FIELDS {
+            GRID[field]
+        } else {
+            ("encoder", ENCODER_GRID)
+        };
+        let mut moved = false;
+        for &v in values {
+            if row[field] == v {
+                continue;
+            }
+            let mut candidate = *row;
+            candidate[field] = v;
+            let m = self.score(candidate);
+            tracing::debug!(
+                bucket = self.bucket,
+                field = name,
+                v,
+                ndcg = m.ndcg10,
+                "tuning"
+            );
+            if m.ndcg10 > best.ndcg10 {
+                *best = m;
+                *row = candidate;
+                moved = true;
+            }
+        }
+        moved
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod ab;
 pub mod commands;
 pub mod dataset;
 pub mod drift;
+pub mod encoder;
 pub mod eval;
 pub mod event_log;
 pub mod events;

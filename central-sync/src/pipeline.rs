@@ -72,7 +72,8 @@ pub fn fit_tables(
     train::fit_tables(d.item_count(), sequences, &resolve_config(d, cfg))
 }
 
-/// Fits tables and embeddings on `sequences`, optionally warm-started.
+/// Fits tables and embeddings on `sequences`, optionally warm-started (the session encoder
+/// comes after, from the combination: [`fit_encoder`]).
 pub fn fit(
     d: &Dataset,
     sequences: &[Vec<crate::dataset::Step>],
@@ -80,7 +81,7 @@ pub fn fit(
     warm: Option<&Params>,
     quiet: bool,
     label: &str,
-) -> (Params, Tables) {
+) -> Result<(Params, Tables)> {
     let tables = fit_tables(d, sequences, cfg);
     let mut params = Params::init(d, cfg.dim, cfg.seed, warm);
     let b = bar(cfg.epochs as u64, label, quiet);
@@ -95,7 +96,34 @@ pub fn fit(
         },
     );
     b.finish_and_clear();
-    (params, tables)
+    Ok((params, tables))
+}
+
+/// Trains `params`' session encoder on `sequences` as a correction of the model served with
+/// `combination` (warm-started from the encoder `params` carries), or removes it when
+/// `cfg.encoder_epochs` is 0.
+pub fn fit_encoder(
+    d: &Dataset,
+    sequences: &[Vec<crate::dataset::Step>],
+    cfg: &TrainConfig,
+    params: &mut Params,
+    tables: &Tables,
+    combination: &Combination,
+) -> Result<Option<crate::encoder::EncoderRun>> {
+    let warm = params.encoder.take();
+    if cfg.encoder_epochs == 0 {
+        return Ok(None);
+    }
+    let served = eval::build_engine(params, tables, cfg, Dtype::I8, combination)?;
+    let (encoder, run) = crate::encoder::train(
+        &served,
+        d,
+        sequences,
+        &cfg.encoder_training(),
+        warm.as_ref(),
+    )?;
+    params.encoder = Some(encoder);
+    Ok(Some(run))
 }
 
 /// A trained model, as `write` takes it.
@@ -152,8 +180,8 @@ pub fn tune(d: &Dataset, cfg: &TrainConfig, quiet: bool) -> Result<Tuned> {
             validation: vec![Metrics::of(&[]); Clicks::TABLE.len()],
         });
     }
-    let (p, t) = fit(d, &train, cfg, None, quiet, "fit (validation)");
-    eval::tune(&p, &t, cfg, d, &queries)
+    let (mut p, t) = fit(d, &train, cfg, None, quiet, "fit (validation)")?;
+    eval::tune(&mut p, &t, cfg, d, &train, &queries)
 }
 
 /// The hold-out positions tuning uses: as many as it takes to reach `TUNING_TARGETS` targets
@@ -232,7 +260,8 @@ pub fn evaluate(d: &Dataset, cfg: &TrainConfig, quiet: bool) -> Result<Report> {
     }
     let tuned = tune(d, cfg, quiet)?;
     let started = Instant::now();
-    let (p, t) = fit(d, &split.train_val, cfg, None, quiet, "fit (test)");
+    let (mut p, t) = fit(d, &split.train_val, cfg, None, quiet, "fit (test)")?;
+    fit_encoder(d, &split.train_val, cfg, &mut p, &t, &tuned.combination)?;
     let train_seconds = started.elapsed().as_secs_f64();
     let test = split.test(d);
     let combination = &tuned.combination;
@@ -441,9 +470,12 @@ mod tests {
         let d = eval::tests::owned_dataset(&rows);
         let cfg = tiny_config();
         let tuned = tune(&d, &cfg, true).unwrap();
-        // The same fit and queries the tuner used, scored afresh.
+        // The same fit (its session encoder trained against the profiles chosen before the
+        // encoder's weight) and queries the tuner used, scored afresh.
         let (train, queries) = Split::tuning(&d, tuning_positions(&d, &cfg));
-        let (p, t) = fit(&d, &train, &cfg, None, true, "refit");
+        let (mut p, t) = fit(&d, &train, &cfg, None, true, "refit").unwrap();
+        fit_encoder(&d, &train, &cfg, &mut p, &t, &tuned.combination).unwrap();
+        assert!(p.encoder.is_some());
         let chosen = eval::build_engine(&p, &t, &cfg, Dtype::I8, &tuned.combination).unwrap();
         let start = eval::build_engine(&p, &t, &cfg, Dtype::I8, &eval::TUNING_START).unwrap();
         let mut moved = 0;
@@ -460,6 +492,17 @@ mod tests {
         }
         // The tuner did move: otherwise this would check nothing but the start.
         assert!(moved >= 3, "{moved} buckets moved: {:?}", tuned.combination);
+        // The encoder's weight is the ascent's last coordinate, from the profiles tuned
+        // without it: no bucket scores below the same tuning without an encoder.
+        let without = TrainConfig {
+            encoder_epochs: 0,
+            ..cfg.clone()
+        };
+        let plain = tune(&d, &without, true).unwrap();
+        for (bucket, (with, plain)) in tuned.validation.iter().zip(&plain.validation).enumerate() {
+            assert!(with.ndcg10 >= plain.ndcg10, "bucket {bucket}");
+        }
+        assert!(plain.combination.profiles.iter().all(|p| p.encoder == 0.0));
     }
 
     /// Short topical users: each of 500 users clicks 8 items of one of 20 topics (10 items

@@ -252,24 +252,27 @@ struct Candidate {
 }
 
 /// Trains the candidate on the hold-out's training sequences: one warm-started pass over the
-/// new (and previously held-out) targets, or a full fit.
+/// new (and previously held-out) targets, or a full fit. A full fit trains the session encoder
+/// for `combination`; an incremental one keeps the published encoder as it is.
 fn train_candidate(
     d: &Dataset,
     log: &Log,
     holdout: &Holdout,
     pending: &[i64],
     warm: Option<&Params>,
+    combination: &Combination,
     opts: &SyncOptions<'_>,
-) -> Candidate {
+) -> Result<Candidate> {
     let cfg = &opts.config;
     let Some(w) = warm else {
-        let (params, tables) = pipeline::fit(d, &holdout.train, cfg, None, opts.quiet, "fit");
-        return Candidate {
+        let (mut params, tables) = pipeline::fit(d, &holdout.train, cfg, None, opts.quiet, "fit")?;
+        pipeline::fit_encoder(d, &holdout.train, cfg, &mut params, &tables, combination)?;
+        return Ok(Candidate {
             params,
             tables,
             mode: "full",
             incremental_events_per_second: None,
-        };
+        });
     };
     let tables = pipeline::fit_tables(d, &holdout.train, cfg);
     let mut params = Params::init(d, cfg.dim, cfg.seed, Some(w));
@@ -293,12 +296,12 @@ fn train_candidate(
     let count = examples.len();
     train::fit_embeddings(&mut params, &holdout.train, examples, &one_pass, |_, _| {});
     let secs = started.elapsed().as_secs_f64();
-    Candidate {
+    Ok(Candidate {
         params,
         tables,
         mode: "incremental",
         incremental_events_per_second: Some(count as f64 / secs.max(1e-9)),
-    }
+    })
 }
 
 /// The warm-start parameters, unless this sync fits from scratch.
@@ -487,8 +490,9 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
         &holdout,
         &state.pending_holdout,
         warm.as_ref(),
+        &combination,
         opts,
-    );
+    )?;
     (report.mode, report.incremental_events_per_second) =
         (candidate.mode, candidate.incremental_events_per_second);
     report.train_seconds = started.elapsed().as_secs_f64();

@@ -88,6 +88,17 @@ pub struct TrainConfig {
     /// it takes to reach `TUNING_TARGETS` targets, so large logs keep one (and their tuning
     /// time).
     pub tuning_holdouts: usize,
+    /// Most epochs of the session encoder's training (`crate::encoder`); 0: no encoder.
+    pub encoder_epochs: usize,
+    /// Most examples the encoder's training goes through, over all its epochs (at least one
+    /// epoch): its time grows with the log up to this many, then stays at one epoch's.
+    pub encoder_example_budget: usize,
+    /// Session positions the encoder reads (newest first; the session holds 24).
+    pub encoder_positions: usize,
+    /// Width of the encoder's feed-forward layer.
+    pub encoder_hidden: usize,
+    pub encoder_learning_rate: f32,
+    pub encoder_batch: usize,
 }
 
 impl Default for TrainConfig {
@@ -127,6 +138,32 @@ impl Default for TrainConfig {
             // 0.0215, 0.0703 vs 0.0673, 0.0788 vs 0.0765, 0.0856 vs 0.0846, 0.0967 vs 0.0947)
             // and lost on full histories (0.1386 vs 0.1398). See docs/FIGURES.md.
             tuning_holdouts: 3,
+            encoder_epochs: 4,
+            encoder_example_budget: 200_000,
+            encoder_positions: 16,
+            encoder_hidden: 64,
+            encoder_learning_rate: 0.003,
+            encoder_batch: 256,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The encoder's training settings.
+    pub fn encoder_training(&self) -> crate::encoder::EncoderTraining {
+        crate::encoder::EncoderTraining {
+            positions: self
+                .encoder_positions
+                .clamp(1, edgerec::encoder::MAX_POSITIONS as usize),
+            hidden: self
+                .encoder_hidden
+                .clamp(1, edgerec::encoder::MAX_HIDDEN as usize),
+            epochs: self.encoder_epochs,
+            example_budget: self.encoder_example_budget,
+            batch: self.encoder_batch.max(1),
+            learning_rate: f64::from(self.encoder_learning_rate),
+            weight_decay: 0.01,
+            seed: self.seed,
         }
     }
 }
@@ -148,6 +185,10 @@ pub struct Params {
     /// query transform. Empty: no map (also trainer state saved before the map existed).
     #[serde(default)]
     pub transform: Vec<f32>,
+    /// The session encoder (`crate::encoder`), trained on the served rows; `None` when
+    /// `TrainConfig::encoder_epochs` is 0 (also trainer state saved before it existed).
+    #[serde(default)]
+    pub encoder: Option<crate::encoder::EncoderParams>,
 }
 
 /// Sparse item-to-item lists.
@@ -331,6 +372,7 @@ impl Params {
             has_device: d.sequences.iter().flatten().any(|s| s.ctx.device.is_some()),
             has_geo: d.sequences.iter().flatten().any(|s| s.ctx.geo.is_some()),
             transform: Vec::new(),
+            encoder: None,
         };
         if let Some(w) = warm.filter(|w| w.dim == dim) {
             let old: HashMap<&str, usize> = w
@@ -350,6 +392,7 @@ impl Params {
             p.ctx_device.copy_from_slice(&w.ctx_device);
             p.ctx_geo.copy_from_slice(&w.ctx_geo);
             p.transform.clone_from(&w.transform);
+            p.encoder.clone_from(&w.encoder);
         }
         p
     }
@@ -715,7 +758,9 @@ impl Combination {
     }
 }
 
-/// Profiles as `{embed, context, neighbours, transitions, trend}` objects, one per bucket.
+/// Profiles as rows of `[embed, context, neighbours, transitions, trend, encoder]`, one per
+/// bucket (rows saved before the encoder existed have five values; their encoder weight is
+/// neutral, and their models have no encoder).
 mod profiles_serde {
     use edgerec::format::{Profile, PROFILE_BUCKETS, PROFILE_FIELDS};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -724,21 +769,44 @@ mod profiles_serde {
         p: &[Profile; PROFILE_BUCKETS],
         s: S,
     ) -> Result<S::Ok, S::Error> {
-        let rows: Vec<[f32; PROFILE_FIELDS]> = p.iter().map(|x| x.to_array()).collect();
+        let rows: Vec<Vec<f32>> = p
+            .iter()
+            .map(|x| {
+                let mut row = x.to_array().to_vec();
+                row.push(x.encoder);
+                row
+            })
+            .collect();
         rows.serialize(s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<[Profile; PROFILE_BUCKETS], D::Error> {
-        let rows = Vec::<[f32; PROFILE_FIELDS]>::deserialize(d)?;
+        let rows = Vec::<Vec<f32>>::deserialize(d)?;
         if rows.len() != PROFILE_BUCKETS {
             return Err(serde::de::Error::custom(format!(
                 "{} profiles, expected {PROFILE_BUCKETS}",
                 rows.len()
             )));
         }
-        Ok(core::array::from_fn(|i| Profile::from_slice(&rows[i])))
+        if let Some(r) = rows
+            .iter()
+            .find(|r| !(PROFILE_FIELDS..=PROFILE_FIELDS + 1).contains(&r.len()))
+        {
+            return Err(serde::de::Error::custom(format!(
+                "a profile of {} values, expected {PROFILE_FIELDS} or {}",
+                r.len(),
+                PROFILE_FIELDS + 1
+            )));
+        }
+        Ok(core::array::from_fn(|i| {
+            let mut p = Profile::from_slice(&rows[i]);
+            if let Some(&e) = rows[i].get(PROFILE_FIELDS) {
+                p.encoder = e;
+            }
+            p
+        }))
     }
 }
 
@@ -809,6 +877,7 @@ pub fn model_spec(
         // Large catalogs get the two-stage scan; small ones are scanned exactly anyway.
         first_pass: dtype == Dtype::I8 && n >= edgerec::first_pass::MIN_ITEMS as usize,
         seq_target_bytes: None,
+        encoder: p.encoder.as_ref().map(crate::encoder::EncoderParams::spec),
     }
 }
 
@@ -906,6 +975,7 @@ mod tests {
             has_device: false,
             has_geo: false,
             transform: normal(dim * dim, 0.5),
+            encoder: None,
         }
     }
 

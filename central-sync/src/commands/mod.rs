@@ -87,6 +87,10 @@ pub struct TrainArgs {
     /// shard grows with the number of buckets).
     #[arg(long, default_value_t = TrainConfig::default().trend_bucket_s)]
     pub trend_bucket_s: u32,
+    /// Epochs of the session encoder's training (0: a model without the encoder, as format 7
+    /// models were).
+    #[arg(long, default_value_t = TrainConfig::default().encoder_epochs)]
+    pub encoder_epochs: usize,
 }
 
 impl TrainArgs {
@@ -97,6 +101,7 @@ impl TrainArgs {
             seed: self.seed,
             trend_window_days: self.trend_window_days,
             trend_bucket_s: self.trend_bucket_s,
+            encoder_epochs: self.encoder_epochs,
             ..TrainConfig::default()
         }
     }

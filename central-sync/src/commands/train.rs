@@ -65,14 +65,15 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
         combination = t.combination;
         tuned = Some(t);
     }
-    let (params, tables) = pipeline::fit(
+    let (mut params, tables) = pipeline::fit(
         &d,
         &d.sequences,
         &cfg,
         None,
         global.quiet,
         "fit (all events)",
-    );
+    )?;
+    pipeline::fit_encoder(&d, &d.sequences, &cfg, &mut params, &tables, &combination)?;
     let categories = items.as_deref().map(read_items).transpose()?;
     let info = serde_json::json!({
         "events": events.len(), "users": d.users.len(), "config": cfg, "combination": combination,
