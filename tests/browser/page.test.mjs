@@ -23,7 +23,7 @@ const types = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/cs
 before(async () => {
   const cs = join(root, 'target/release/central-sync');
   execFileSync(cs, ['--log', 'warn', 'train', '--events', join(root, 'data/ml-100k/events.csv'), '--items', join(root, 'data/ml-100k/items.csv'),
-    '--out', join(tmp, 'model'), '--epochs', '3', '--dim', '16', '--no-tune', '--alpha', '4', '--beta', '1']);
+    '--out', join(tmp, 'model'), '--epochs', '3', '--dim', '16', '--no-tune', '--encoder-epochs', '1', '--alpha', '4', '--beta', '1']);
   execFileSync(cs, ['--log', 'warn', 'publish', '--model', join(tmp, 'model'), '--to', `dir:${join(tmp, 'kv')}`]);
   mkdirSync(join(www, 'data'), { recursive: true });
   execFileSync('cp', [join(root, 'data/ml-100k/items.csv'), join(www, 'data/items.csv')]);

@@ -24,7 +24,7 @@ after(() => serve?.kill());
 test(`A/B split of two models over ${VISITORS} simulated visitors: balanced arms, the better model found`, async () => {
   // The trained arm and the random arm, over the same 1,682 films.
   run('train', '--events', join(root, 'data/ml-100k/events.csv'), '--items', join(root, 'data/ml-100k/items.csv'),
-    '--out', join(tmp, 'trained'), '--epochs', '3', '--dim', '16', '--no-tune', '--alpha', '4', '--beta', '1');
+    '--out', join(tmp, 'trained'), '--epochs', '3', '--dim', '16', '--no-tune', '--encoder-epochs', '1', '--alpha', '4', '--beta', '1');
   const ids = readFileSync(join(root, 'data/ml-100k/items.csv'), 'utf8').trim().split('\n').slice(1).map((l) => l.split(',')[0]);
   writeRandomNpy(join(tmp, 'random.npy'), ids.length, 16, 5);
   writeFileSync(join(tmp, 'ids.txt'), ids.join('\n') + '\n');

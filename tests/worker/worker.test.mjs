@@ -28,6 +28,14 @@ function publish(modelDir) {
 
 const syncKv = () => copyDirToKv(kvDir, kv);
 
+/** The section kinds of a shard's section table (see src/format.rs: 64-byte header, the section
+ * count at byte 16, then 24-byte entries whose first u32 is the kind). */
+function sectionKinds(bytes) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const count = view.getUint32(16, true);
+  return Array.from({ length: count }, (_, i) => view.getUint32(64 + 24 * i, true));
+}
+
 const get = (path, headers = {}) => mf.dispatchFetch(`http://localhost${path}`, { headers });
 const post = (path, body, headers = {}) => mf.dispatchFetch(`http://localhost${path}`, { method: 'POST', body, headers: { 'Content-Type': 'application/json', ...headers } });
 const ctx = 'device=desktop&geohash=9q8yy&ts=893286638&tz_offset_min=0';
@@ -58,7 +66,7 @@ const waitForRetry = (health) => new Promise((ok) => setTimeout(ok, health.loads
 before(async () => {
   for (const [name, extra] of [['m1', []], ['m2', ['--seed', '11']]]) {
     execFileSync(cs, ['--log', 'warn', 'train', '--events', join(root, 'data/ml-100k/events.csv'), '--items', join(root, 'data/ml-100k/items.csv'),
-      '--out', join(tmp, name), '--epochs', '3', '--dim', '16', '--no-tune', '--alpha', '4', '--beta', '1', ...extra]);
+      '--out', join(tmp, name), '--epochs', '3', '--dim', '16', '--no-tune', '--encoder-epochs', '1', '--alpha', '4', '--beta', '1', ...extra]);
   }
   mf = workerMiniflare({ SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', MAX_K: '100', DEFAULT_K: '10', PRECOMPUTED_TTL_SECONDS: '60', INGEST_URL: '' });
   kv = await mf.getKVNamespace('MODELS');
@@ -362,8 +370,11 @@ test('central-sync recommend and the worker rank alike for requests with geohash
   const csv = join(tmp, 'context-events.csv');
   writeFileSync(csv, ['user,item,ts,geohash,device,tz_offset_min', ...rows].join('\n') + '\n');
   const model = join(tmp, 'm-context');
-  execFileSync(cs, ['--log', 'warn', 'train', '--events', csv, '--out', model, '--epochs', '2', '--dim', '16', '--no-tune']);
+  execFileSync(cs, ['--log', 'warn', 'train', '--events', csv, '--out', model, '--epochs', '2', '--dim', '16', '--no-tune', '--encoder-epochs', '1']);
   const manifest = JSON.parse(readFileSync(join(model, 'manifest.json'), 'utf8'));
+  // The model carries a session encoder (format 8, section kind 46 in shard 0), so the equal
+  // scores below hold the worker's encoder arithmetic to the native build's, bit for bit.
+  assert.ok(sectionKinds(readFileSync(join(model, manifest.shards[0].file))).includes(46));
   const dir = join(tmp, 'kv-context');
   execFileSync(cs, ['--log', 'warn', 'publish', '--model', model, '--to', `dir:${dir}`]);
   const edge = workerMiniflare({ SESSION_KEY: 'test-session-key-0123456789', CHECK_INTERVAL_SECONDS: '0', INGEST_URL: '' });
