@@ -51,6 +51,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let spec = syn.spec();
     let shards = syn.shards(MAX_SHARD_BYTES);
     write_shards(&format!("{out}/m100k"), &shards)?;
+    // The same model with a session encoder reading all 24 positions the session holds
+    // (format 8), for the encoder's share of building the query.
+    let mut encoded = spec.clone();
+    let mut rng = edgerec::math::SplitMix64::new(29);
+    encoded.encoder = Some(edgerec::testing::synthetic_encoder(
+        64,
+        edgerec::session::MAX_SESSION_EVENTS as u32,
+        &mut rng,
+    ));
+    write_shards(
+        &format!("{out}/m100k-encoder"),
+        &syn.write(&encoded, MAX_SHARD_BYTES),
+    )?;
     let engine = Engine::from_bytes(shards.iter().map(|s| s.as_slice()))?;
     let mut vectors = Vec::with_capacity(syn.items * 65);
     for i in 0..syn.items {
@@ -118,7 +131,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::write(format!("{dir}/page-{i}.bin"), s)?;
     }
     println!(
-        "wrote {out}/m100k (1 model, 200 queries), {out}/m1m ({} shards) and {dir} ({} index \
+        "wrote {out}/m100k (1 model, 200 queries), {out}/m100k-encoder, {out}/m1m ({} shards) and {dir} ({} index \
          shards, {} pages)",
         shards.len(),
         paged.index.len(),

@@ -75,6 +75,13 @@ for name, path, events in logs:
         f"[bench-train] {name}: {events} events, train (tuning included, 1 core) {seconds:.1f} s, "
         f"{events / seconds:,.0f} events/s, model {shard_bytes / 1e6:.2f} MB"
     )
+    encoder = manifest.get("info", {}).get("encoder")
+    if encoder:
+        print(
+            f"[bench-train]   its final fit's session encoder: {encoder['examples']} examples x "
+            f"{encoder['epochs']} epochs in {encoder['seconds']:.1f} s "
+            f"({encoder['examples_per_second']:,.0f} examples/s); the tuning fit trains one more"
+        )
 (e25, t25), (e100, t100) = times["ML-100k 25% of users"], times["ML-100k 100% of users"]
 print(f"[bench-train] growth: 100% / 25% of ML-100k: {e100 / e25:.2f}x events, {t100 / t25:.2f}x time")
 e1m, t1m = times["resampled ML-100k x10"]

@@ -133,7 +133,7 @@ impl Synthetic {
             first_pass: self.first_pass,
             encoder: self
                 .with_encoder
-                .then(|| synthetic_encoder(d as u32, &mut rng)),
+                .then(|| synthetic_encoder(d as u32, 8, &mut rng)),
         }
     }
 
@@ -170,13 +170,18 @@ impl Synthetic {
     }
 }
 
-/// A session encoder of random weights reading 8 positions: the norms' weights near 1, the
-/// rest small, so that its output moves rankings without swamping the session's own vector.
-pub fn synthetic_encoder(dim: u32, rng: &mut SplitMix64) -> crate::writer::EncoderSpec {
+/// A session encoder of random weights reading `positions` positions: the norms' weights near
+/// 1, the rest small, so that its output moves rankings without swamping the session's own
+/// vector.
+pub fn synthetic_encoder(
+    dim: u32,
+    positions: u32,
+    rng: &mut SplitMix64,
+) -> crate::writer::EncoderSpec {
     use crate::encoder::{EncoderShape, Tensor, TENSORS};
     let shape = EncoderShape {
         dim,
-        positions: 8,
+        positions,
         hidden: 2 * dim,
     };
     let mut weights = Vec::with_capacity(shape.weight_count());

@@ -73,11 +73,12 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
         global.quiet,
         "fit (all events)",
     )?;
-    pipeline::fit_encoder(&d, &d.sequences, &cfg, &mut params, &tables, &combination)?;
+    let encoder =
+        pipeline::fit_encoder(&d, &d.sequences, &cfg, &mut params, &tables, &combination)?;
     let categories = items.as_deref().map(read_items).transpose()?;
     let info = serde_json::json!({
         "events": events.len(), "users": d.users.len(), "config": cfg, "combination": combination,
-        "tuned": tuned, "train_seconds": started.elapsed().as_secs_f64(),
+        "tuned": tuned, "train_seconds": started.elapsed().as_secs_f64(), "encoder": encoder,
     });
     let trained = pipeline::Trained {
         params: &params,
