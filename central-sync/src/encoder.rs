@@ -112,9 +112,15 @@ fn history(seq: &[Step], t: usize) -> &[Step] {
     &seq[t.saturating_sub(edgerec::session::MAX_SESSION_EVENTS)..t]
 }
 
-/// Every next-item target of `sequences` after at least one event, but targets already in the
-/// session before them (the edge never ranks those).
-fn examples(d: &Dataset, sequences: &[Vec<Step>], positions: usize) -> Examples {
+/// Every next-item target of `sequences` after at least one event that `only` accepts (by
+/// sequence and position), but targets already in the session before them (the edge never
+/// ranks those).
+fn examples(
+    d: &Dataset,
+    sequences: &[Vec<Step>],
+    positions: usize,
+    only: &dyn Fn(usize, usize) -> bool,
+) -> Examples {
     let pad = d.item_count() as u32;
     let mut e = Examples {
         at: Vec::new(),
@@ -126,7 +132,7 @@ fn examples(d: &Dataset, sequences: &[Vec<Step>], positions: usize) -> Examples 
     for (u, seq) in sequences.iter().enumerate() {
         for t in 1..seq.len() {
             let history = history(seq, t);
-            if history.iter().any(|s| s.item == seq[t].item) {
+            if !only(u, t) || history.iter().any(|s| s.item == seq[t].item) {
                 continue;
             }
             // The session as the engine keeps it (time order, file order within a second),
@@ -329,12 +335,14 @@ fn forward(
     layer_norm(&z, w.get(T::Norm3Weight), w.get(T::Norm3Bias))
 }
 
-/// Trains the encoder on `sequences` as a correction of `served`'s rankings (the model as it
-/// will be served, without an encoder), warm-started from `warm` when its shape matches.
+/// Trains the encoder on the targets of `sequences` that `only` accepts (by sequence and
+/// position) as a correction of `served`'s rankings (the model as it will be served, without
+/// an encoder), warm-started from `warm` when its shape matches.
 pub fn train(
     served: &Engine,
     d: &Dataset,
     sequences: &[Vec<Step>],
+    only: &dyn Fn(usize, usize) -> bool,
     cfg: &EncoderTraining,
     warm: Option<&EncoderParams>,
 ) -> Result<(EncoderParams, EncoderRun)> {
@@ -360,7 +368,7 @@ pub fn train(
     }
     let rows = Tensor::from_vec(rows, (n + 1, dim), &dev)?;
     let output_rows = rows.narrow(0, 0, n)?.t()?.contiguous()?;
-    let ex = examples(d, sequences, cfg.positions);
+    let ex = examples(d, sequences, cfg.positions, only);
     let mut rng = SplitMix64::new(cfg.seed ^ 0x5e55_10e5);
     let weights = match warm {
         Some(p) if p.shape(dim) == shape => Weights::from_params(shape, p, &dev)?,

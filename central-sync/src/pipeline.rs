@@ -110,6 +110,20 @@ pub fn fit_encoder(
     tables: &Tables,
     combination: &Combination,
 ) -> Result<Option<crate::encoder::EncoderRun>> {
+    fit_encoder_on(d, sequences, &|_, _| true, cfg, params, tables, combination)
+}
+
+/// [`fit_encoder`] on the targets `only` accepts (by sequence and position): an incremental
+/// sync's new events.
+pub fn fit_encoder_on(
+    d: &Dataset,
+    sequences: &[Vec<crate::dataset::Step>],
+    only: &dyn Fn(usize, usize) -> bool,
+    cfg: &TrainConfig,
+    params: &mut Params,
+    tables: &Tables,
+    combination: &Combination,
+) -> Result<Option<crate::encoder::EncoderRun>> {
     let warm = params.encoder.take();
     if cfg.encoder_epochs == 0 {
         return Ok(None);
@@ -119,6 +133,7 @@ pub fn fit_encoder(
         &served,
         d,
         sequences,
+        only,
         &cfg.encoder_training(),
         warm.as_ref(),
     )?;

@@ -253,7 +253,8 @@ struct Candidate {
 
 /// Trains the candidate on the hold-out's training sequences: one warm-started pass over the
 /// new (and previously held-out) targets, or a full fit. A full fit trains the session encoder
-/// for `combination`; an incremental one keeps the published encoder as it is.
+/// for `combination`; an incremental one warm-starts the published encoder and trains it one
+/// epoch on the same new targets.
 fn train_candidate(
     d: &Dataset,
     log: &Log,
@@ -294,8 +295,27 @@ fn train_candidate(
     };
     let started = Instant::now();
     let count = examples.len();
+    let new_targets: HashSet<(u32, u32)> = examples.iter().copied().collect();
     train::fit_embeddings(&mut params, &holdout.train, examples, &one_pass, |_, _| {});
     let secs = started.elapsed().as_secs_f64();
+    // The published encoder, warm-started, one epoch over the same new targets (against the
+    // updated rows); a full sync trains it afresh.
+    if params.encoder.is_some() {
+        let one_epoch = TrainConfig {
+            encoder_epochs: cfg.encoder_epochs.min(1),
+            ..cfg.clone()
+        };
+        let only = |u: usize, t: usize| new_targets.contains(&(u as u32, t as u32));
+        pipeline::fit_encoder_on(
+            d,
+            &holdout.train,
+            &only,
+            &one_epoch,
+            &mut params,
+            &tables,
+            combination,
+        )?;
+    }
     Ok(Candidate {
         params,
         tables,

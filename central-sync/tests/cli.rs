@@ -1018,6 +1018,15 @@ fn sync_publishes_incrementally_and_holds_back_regressions() {
         (first["status"].as_str(), first["mode"].as_str()),
         (Some("published"), Some("full"))
     );
+    // The published model's session encoder, as the next sync warm-starts from it.
+    let encoder = || -> serde_json::Value {
+        let params = std::fs::read_to_string(work.join("current/params.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&params).unwrap()["encoder"].clone()
+    };
+    let full_encoder = encoder();
+    assert!(full_encoder["weights"]
+        .as_array()
+        .is_some_and(|w| !w.is_empty()));
     let noop: serde_json::Value = serde_json::from_str(&ok(&sync(&[]))).unwrap();
     assert_eq!(noop["status"], "noop");
     ok(&run(
@@ -1036,6 +1045,14 @@ fn sync_publishes_incrementally_and_holds_back_regressions() {
     );
     assert!(second["incremental_events_per_second"].as_f64().unwrap() > 0.0);
     assert_ne!(first["version"], second["version"]);
+    // The incremental sync trained the published encoder on the new events: same shape, moved.
+    let incremental_encoder = encoder();
+    assert_eq!(incremental_encoder["positions"], full_encoder["positions"]);
+    assert_eq!(
+        incremental_encoder["weights"].as_array().map(Vec::len),
+        full_encoder["weights"].as_array().map(Vec::len)
+    );
+    assert_ne!(incremental_encoder["weights"], full_encoder["weights"]);
     let current = std::fs::read_to_string(dir.path().join("kv/models/current")).unwrap();
     assert_eq!(second["version"].as_str(), Some(current.as_str()));
 }
