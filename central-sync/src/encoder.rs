@@ -23,7 +23,7 @@ use anyhow::{Context as _, Result};
 use candle_core::{Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use edgerec::encoder::{EncoderShape, TENSORS};
-use edgerec::format::EVENT_TYPES;
+use edgerec::format::{EVENT_TYPES, PROFILE_BUCKETS};
 use edgerec::math::SplitMix64;
 use edgerec::{Engine, Session};
 use serde::{Deserialize, Serialize};
@@ -39,9 +39,21 @@ pub struct EncoderParams {
     pub positions: u32,
     pub hidden: u32,
     pub weights: Vec<f32>,
+    /// Per profile bucket, the encoder weight its training matched: training learns a scale
+    /// of the served scores per bucket (tuned profiles weigh the boosts up to 1,024, so the
+    /// scores' spread differs by orders of magnitude between buckets), and ranking by
+    /// `scale · score + e · row` is ranking by `score + e · row / scale`. Tuning tries
+    /// multiples of it. Empty (state saved before it existed): 1.
+    #[serde(default)]
+    pub bucket_scales: Vec<f32>,
 }
 
 impl EncoderParams {
+    /// The encoder weight bucket `b`'s training matched (see `bucket_scales`).
+    pub fn bucket_scale(&self, b: usize) -> f32 {
+        self.bucket_scales.get(b).copied().unwrap_or(1.0)
+    }
+
     pub fn shape(&self, dim: usize) -> EncoderShape {
         EncoderShape {
             dim: dim as u32,
@@ -98,6 +110,8 @@ struct Examples {
     kinds: Vec<u32>,
     /// 0 for a session position, a large negative number for padding.
     mask: Vec<f32>,
+    /// The profile bucket of the session's length.
+    buckets: Vec<u32>,
     targets: Vec<u32>,
 }
 
@@ -127,6 +141,7 @@ fn examples(
         items: Vec::new(),
         kinds: Vec::new(),
         mask: Vec::new(),
+        buckets: Vec::new(),
         targets: Vec::new(),
     };
     for (u, seq) in sequences.iter().enumerate() {
@@ -153,6 +168,8 @@ fn examples(
                 }
             }
             e.at.push((u as u32, t as u32));
+            e.buckets
+                .push(edgerec::format::profile_bucket(history.len()) as u32);
             e.targets.push(seq[t].item);
         }
     }
@@ -256,6 +273,7 @@ impl Weights {
             positions: shape.positions,
             hidden: shape.hidden,
             weights,
+            bucket_scales: Vec::new(),
         })
     }
 }
@@ -374,6 +392,21 @@ pub fn train(
         Some(p) if p.shape(dim) == shape => Weights::from_params(shape, p, &dev)?,
         _ => Weights::init(shape, &mut rng, &dev)?,
     };
+    // The log of each bucket's scale of the served scores (see `EncoderParams::bucket_scales`).
+    let start: Vec<f32> = (0..PROFILE_BUCKETS)
+        .map(|b| -warm.map_or(1.0, |w| w.bucket_scale(b)).max(1e-6).ln())
+        .collect();
+    let log_scales = Var::from_tensor(&Tensor::from_vec(start, PROFILE_BUCKETS, &dev)?)?;
+    // The scales move by orders of magnitude where tuning weighs boosts up to 1,024, so they
+    // take their own, larger steps.
+    let mut scale_opt = AdamW::new(
+        vec![log_scales.clone()],
+        ParamsAdamW {
+            lr: 0.05,
+            weight_decay: 0.0,
+            ..ParamsAdamW::default()
+        },
+    )?;
     let mut opt = AdamW::new(
         weights.vars.clone(),
         ParamsAdamW {
@@ -402,13 +435,14 @@ pub fn train(
             Tensor::from_vec(gather(&ex.kinds, p), b * p, &dev)?,
             Tensor::from_vec(mask, (b, p), &dev)?,
             Tensor::from_vec(base, (b, n), &dev)?,
+            Tensor::from_vec(gather(&ex.buckets, 1), b, &dev)?,
             Tensor::from_vec(gather(&ex.targets, 1), b, &dev)?,
         ))
     };
     let mut order: Vec<usize> = (0..ex.len()).collect();
     let mut loss_without = 0.0;
     for chunk in order.chunks(cfg.batch.max(1)) {
-        let (b, _, _, _, base, targets) = batch_of(chunk)?;
+        let (b, _, _, _, base, _, targets) = batch_of(chunk)?;
         let l = candle_nn::loss::cross_entropy(&base, &targets)?;
         loss_without += f64::from(l.to_scalar::<f32>()?) * b as f64;
     }
@@ -421,11 +455,16 @@ pub fn train(
         shuffle(&mut order, &mut rng);
         let mut total = 0.0;
         for chunk in order.chunks(cfg.batch.max(1)) {
-            let (b, items, kinds, mask, base, targets) = batch_of(chunk)?;
+            let (b, items, kinds, mask, base, buckets, targets) = batch_of(chunk)?;
             let e = forward(&weights, &rows, &items, &kinds, &mask, b, p)?;
-            let logits = base.add(&e.matmul(&output_rows)?)?;
+            let scale = log_scales.as_tensor().exp()?.index_select(&buckets, 0)?;
+            let logits = base
+                .broadcast_mul(&scale.unsqueeze(1)?)?
+                .add(&e.matmul(&output_rows)?)?;
             let l = candle_nn::loss::cross_entropy(&logits, &targets)?;
-            opt.backward_step(&l)?;
+            let grads = l.backward()?;
+            opt.step(&grads)?;
+            scale_opt.step(&grads)?;
             total += f64::from(l.to_scalar::<f32>()?) * b as f64;
         }
         loss = total / ex.len().max(1) as f64;
@@ -440,8 +479,10 @@ pub fn train(
         loss,
         loss_without,
     };
-    tracing::info!(?run, "session encoder trained");
-    Ok((weights.to_params(shape)?, run))
+    let mut params = weights.to_params(shape)?;
+    params.bucket_scales = log_scales.as_tensor().neg()?.exp()?.to_vec1::<f32>()?;
+    tracing::info!(?run, scales = ?params.bucket_scales, "session encoder trained");
+    Ok((params, run))
 }
 
 fn shuffle(v: &mut [usize], rng: &mut SplitMix64) {

@@ -434,8 +434,8 @@ const GRID: [(&str, &[f32]); PROFILE_FIELDS] = [
     ("trend", &[0.0, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0]),
 ];
 
-/// The values the session encoder's weight is tried at, for models with an encoder (it is
-/// trained at weight 1 beside the chosen profile's other weights).
+/// The values the session encoder's weight is tried at, for models with an encoder, as
+/// multiples of the weight its training matched in the bucket (`EncoderParams::bucket_scale`).
 const ENCODER_GRID: &[f32] = &[0.0, 0.5, 1.0, 1.5, 2.0];
 
 /// The relative validation gain the encoder's weight must bring to be kept. The other weights
@@ -520,6 +520,8 @@ pub fn tune(
             let mut tuner = BucketTuner::new(&mut engine, d, queries, combination, bucket, clicks);
             let mut row = tuned_row(&combination.profiles[bucket]);
             let mut best = validation[bucket];
+            let scale = p.encoder.as_ref().map_or(1.0, |e| e.bucket_scale(bucket));
+            tuner.encoder_scale = scale;
             tuner.ascend_by(PROFILE_FIELDS, &mut row, &mut best, ENCODER_MIN_GAIN);
             combination.profiles[bucket] = tuned_profile(&row);
             validation[bucket] = best;
@@ -571,6 +573,9 @@ struct BucketTuner<'e, 'q> {
     /// Validation NDCG@10 of each row tried, computed once: the second pass of the ascent
     /// revisits most of the first pass's rows.
     scores: HashMap<[u32; TUNED_FIELDS], Metrics>,
+    /// What the encoder's grid is a multiple of: the weight its training matched for this
+    /// bucket (`EncoderParams::bucket_scales`).
+    encoder_scale: f32,
 }
 
 impl<'e, 'q> BucketTuner<'e, 'q> {
@@ -590,6 +595,7 @@ impl<'e, 'q> BucketTuner<'e, 'q> {
             bucket,
             clicks,
             scores: HashMap::new(),
+            encoder_scale: 1.0,
         }
     }
 
@@ -628,13 +634,14 @@ impl<'e, 'q> BucketTuner<'e, 'q> {
         best: &mut Metrics,
         min_gain: f64,
     ) -> bool {
-        let (name, values) = if field < PROFILE_FIELDS {
-            GRID[field]
+        let (name, values): (&str, Vec<f32>) = if field < PROFILE_FIELDS {
+            (GRID[field].0, GRID[field].1.to_vec())
         } else {
-            ("encoder", ENCODER_GRID)
+            let scale = self.encoder_scale;
+            ("encoder", ENCODER_GRID.iter().map(|v| v * scale).collect())
         };
         let mut moved = false;
-        for &v in values {
+        for v in values {
             if row[field] == v {
                 continue;
             }
