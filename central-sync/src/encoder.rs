@@ -217,34 +217,32 @@ struct Weights {
 }
 
 impl Weights {
+    /// Fresh weights: small random matrices, the first two norms at 1 and the output norm at
+    /// zero, so the encoder adds nothing until it learns to.
     fn init(shape: EncoderShape, rng: &mut SplitMix64, dev: &Device) -> Result<Weights> {
         use edgerec::encoder::Tensor as T;
-        let (d, h) = (shape.dim as usize, shape.hidden as usize);
-        let mut vars = Vec::with_capacity(TENSORS.len());
+        let (d, h) = (shape.dim as f32, shape.hidden as f32);
+        let mut weights = Vec::with_capacity(shape.weight_count());
         for t in TENSORS {
             let n = shape.len(t);
-            let (dims, values): (Vec<usize>, Vec<f32>) = match t {
-                T::Positions => (vec![shape.positions as usize, d], normal(n, 0.02, rng)),
-                T::Types => (vec![EVENT_TYPES, d], normal(n, 0.02, rng)),
-                T::Query | T::Key | T::Value | T::Output => {
-                    (vec![d, d], normal(n, (1.0 / d as f32).sqrt(), rng))
+            match t {
+                T::Positions | T::Types => weights.extend(normal(n, 0.02, rng)),
+                T::Query | T::Key | T::Value | T::Output | T::Ffn1 => {
+                    weights.extend(normal(n, (1.0 / d).sqrt(), rng))
                 }
-                T::Ffn1 => (vec![h, d], normal(n, (1.0 / d as f32).sqrt(), rng)),
-                T::Ffn2 => (vec![d, h], normal(n, (1.0 / h as f32).sqrt(), rng)),
-                T::Norm1Weight | T::Norm2Weight => (vec![d], vec![1.0; n]),
-                // The output norm starts at zero: the encoder adds nothing until it learns to.
-                T::Norm3Weight => (vec![d], vec![0.0; n]),
-                _ => (vec![n], vec![0.0; n]),
-            };
-            vars.push(Var::from_tensor(&Tensor::from_vec(values, dims, dev)?)?);
+                T::Ffn2 => weights.extend(normal(n, (1.0 / h).sqrt(), rng)),
+                T::Norm1Weight | T::Norm2Weight => weights.extend(vec![1.0; n]),
+                _ => weights.extend(vec![0.0; n]),
+            }
         }
-        Ok(Weights { vars })
+        Weights::from_flat(shape, &weights, dev)
     }
 
-    /// From trained weights (a warm start), if their shape is this one.
-    fn from_params(shape: EncoderShape, p: &EncoderParams, dev: &Device) -> Result<Weights> {
+    /// From weights in `TENSORS` order (a warm start's, or fresh ones), each tensor in the
+    /// shape the forward pass multiplies by.
+    fn from_flat(shape: EncoderShape, weights: &[f32], dev: &Device) -> Result<Weights> {
         anyhow::ensure!(
-            p.weights.len() == shape.weight_count(),
+            weights.len() == shape.weight_count(),
             "encoder weights of another shape"
         );
         let mut vars = Vec::with_capacity(TENSORS.len());
@@ -252,7 +250,7 @@ impl Weights {
         for t in TENSORS {
             let n = shape.len(t);
             let dims = tensor_dims(shape, t);
-            let values = p.weights[at..at + n].to_vec();
+            let values = weights[at..at + n].to_vec();
             at += n;
             vars.push(Var::from_tensor(&Tensor::from_vec(values, dims, dev)?)?);
         }
@@ -389,7 +387,7 @@ pub fn train(
     let ex = examples(d, sequences, cfg.positions, only);
     let mut rng = SplitMix64::new(cfg.seed ^ 0x5e55_10e5);
     let weights = match warm {
-        Some(p) if p.shape(dim) == shape => Weights::from_params(shape, p, &dev)?,
+        Some(p) if p.shape(dim) == shape => Weights::from_flat(shape, &p.weights, &dev)?,
         _ => Weights::init(shape, &mut rng, &dev)?,
     };
     // The log of each bucket's scale of the served scores (see `EncoderParams::bucket_scales`).
@@ -440,14 +438,10 @@ pub fn train(
         ))
     };
     let mut order: Vec<usize> = (0..ex.len()).collect();
+    // The served scores alone, measured on the first epoch's batches (each batch's scores
+    // cost a ranking per example, so not in a pass of their own).
     let mut loss_without = 0.0;
-    for chunk in order.chunks(cfg.batch.max(1)) {
-        let (b, _, _, _, base, _, targets) = batch_of(chunk)?;
-        let l = candle_nn::loss::cross_entropy(&base, &targets)?;
-        loss_without += f64::from(l.to_scalar::<f32>()?) * b as f64;
-    }
-    loss_without /= ex.len().max(1) as f64;
-    let mut loss = loss_without;
+    let mut loss = 0.0;
     let epochs = cfg
         .epochs
         .min((cfg.example_budget / ex.len().max(1)).max(1));
@@ -456,6 +450,10 @@ pub fn train(
         let mut total = 0.0;
         for chunk in order.chunks(cfg.batch.max(1)) {
             let (b, items, kinds, mask, base, buckets, targets) = batch_of(chunk)?;
+            if epoch == 0 {
+                let l = candle_nn::loss::cross_entropy(&base, &targets)?;
+                loss_without += f64::from(l.to_scalar::<f32>()?) * b as f64;
+            }
             let e = forward(&weights, &rows, &items, &kinds, &mask, b, p)?;
             let scale = log_scales.as_tensor().exp()?.index_select(&buckets, 0)?;
             let logits = base
@@ -468,8 +466,9 @@ pub fn train(
             total += f64::from(l.to_scalar::<f32>()?) * b as f64;
         }
         loss = total / ex.len().max(1) as f64;
-        tracing::debug!(epoch, loss, loss_without, "encoder epoch");
+        tracing::debug!(epoch, loss, "encoder epoch");
     }
+    loss_without /= ex.len().max(1) as f64;
     let seconds = started.elapsed().as_secs_f64();
     let run = EncoderRun {
         examples: ex.len(),
@@ -521,7 +520,7 @@ mod tests {
             .weights
             .iter_mut()
             .for_each(|w| *w = half::f16::from_f32(*w).to_f32());
-        weights = Weights::from_params(shape, &params, &dev).unwrap();
+        weights = Weights::from_flat(shape, &params.weights, &dev).unwrap();
         let bytes = edgerec::encoder::encode_section(shape, &[1.0; 6], &params.weights);
         let core = Encoder::new(&EncoderView::parse(&bytes, 8).unwrap());
 

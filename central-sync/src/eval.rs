@@ -446,21 +446,7 @@ const ENCODER_GRID: &[f32] = &[0.0, 0.5, 1.0, 1.5, 2.0];
 const ENCODER_MIN_GAIN: f64 = 0.01;
 
 /// Fields the tuner moves: the profile table's, then the encoder's weight.
-const TUNED_FIELDS: usize = PROFILE_FIELDS + 1;
-
-fn tuned_row(p: &Profile) -> [f32; TUNED_FIELDS] {
-    let mut row = [0.0; TUNED_FIELDS];
-    row[..PROFILE_FIELDS].copy_from_slice(&p.to_array());
-    row[PROFILE_FIELDS] = p.encoder;
-    row
-}
-
-fn tuned_profile(row: &[f32; TUNED_FIELDS]) -> Profile {
-    Profile {
-        encoder: row[PROFILE_FIELDS],
-        ..Profile::from_slice(&row[..PROFILE_FIELDS])
-    }
-}
+const TUNED_FIELDS: usize = train::PROFILE_ROW;
 
 /// Where the tuner's coordinate ascent starts, for every session length: each signal at weight
 /// 1, no trend, no session encoder (so the ascent reaches the encoder's weight last, from the
@@ -504,26 +490,27 @@ pub fn tune(
     let mut engine = tuning_engine(p, tables, cfg, queries)?;
     for (bucket, clicks) in Clicks::TABLE.into_iter().enumerate() {
         let mut tuner = BucketTuner::new(&mut engine, d, queries, combination, bucket, clicks);
-        let mut row = tuned_row(&combination.profiles[bucket]);
+        let mut row = train::profile_row(&combination.profiles[bucket]);
         let mut best = tuner.score(row);
         for _ in 0..TUNING_PASSES {
             for field in tuner.profile_fields() {
-                tuner.ascend(field, &mut row, &mut best);
+                tuner.ascend(field, GRID[field].1, &mut row, &mut best, 0.0);
             }
         }
-        combination.profiles[bucket] = tuned_profile(&row);
+        combination.profiles[bucket] = train::profile_from_row(&row);
         validation.push(best);
     }
     if crate::pipeline::fit_encoder(d, sequences, cfg, p, tables, &combination)?.is_some() {
         let mut engine = tuning_engine(p, tables, cfg, queries)?;
         for (bucket, clicks) in Clicks::TABLE.into_iter().enumerate().skip(1) {
             let mut tuner = BucketTuner::new(&mut engine, d, queries, combination, bucket, clicks);
-            let mut row = tuned_row(&combination.profiles[bucket]);
+            let mut row = train::profile_row(&combination.profiles[bucket]);
             let mut best = validation[bucket];
+            // Multiples of the weight the encoder's training matched in this bucket.
             let scale = p.encoder.as_ref().map_or(1.0, |e| e.bucket_scale(bucket));
-            tuner.encoder_scale = scale;
-            tuner.ascend_by(PROFILE_FIELDS, &mut row, &mut best, ENCODER_MIN_GAIN);
-            combination.profiles[bucket] = tuned_profile(&row);
+            let grid: Vec<f32> = ENCODER_GRID.iter().map(|v| v * scale).collect();
+            tuner.ascend(PROFILE_FIELDS, &grid, &mut row, &mut best, ENCODER_MIN_GAIN);
+            combination.profiles[bucket] = train::profile_from_row(&row);
             validation[bucket] = best;
         }
     }
@@ -573,9 +560,6 @@ struct BucketTuner<'e, 'q> {
     /// Validation NDCG@10 of each row tried, computed once: the second pass of the ascent
     /// revisits most of the first pass's rows.
     scores: HashMap<[u32; TUNED_FIELDS], Metrics>,
-    /// What the encoder's grid is a multiple of: the weight its training matched for this
-    /// bucket (`EncoderParams::bucket_scales`).
-    encoder_scale: f32,
 }
 
 impl<'e, 'q> BucketTuner<'e, 'q> {
@@ -595,7 +579,6 @@ impl<'e, 'q> BucketTuner<'e, 'q> {
             bucket,
             clicks,
             scores: HashMap::new(),
-            encoder_scale: 1.0,
         }
     }
 
@@ -612,7 +595,7 @@ impl<'e, 'q> BucketTuner<'e, 'q> {
             return m;
         }
         let mut c = self.combination;
-        c.profiles[self.bucket] = tuned_profile(&row);
+        c.profiles[self.bucket] = train::profile_from_row(&row);
         self.engine.set_profiles(Some(c.profiles));
         let (engine, d, clicks) = (&*self.engine, self.d, self.clicks);
         let m = evaluate(self.queries, |q| engine_top10(engine, d, q, clicks));
@@ -620,28 +603,18 @@ impl<'e, 'q> BucketTuner<'e, 'q> {
         m
     }
 
-    /// Tries each value of `field` from `row`, keeping the best if it gains; whether it moved.
-    fn ascend(&mut self, field: usize, row: &mut [f32; TUNED_FIELDS], best: &mut Metrics) -> bool {
-        self.ascend_by(field, row, best, 0.0)
-    }
-
-    /// [`BucketTuner::ascend`], keeping a value only if it gains more than `min_gain` of the
-    /// best so far (relative).
-    fn ascend_by(
+    /// Tries each of `values` for `field` from `row`, keeping the best if it gains more than
+    /// `min_gain` of the best so far (relative).
+    fn ascend(
         &mut self,
         field: usize,
+        values: &[f32],
         row: &mut [f32; TUNED_FIELDS],
         best: &mut Metrics,
         min_gain: f64,
-    ) -> bool {
-        let (name, values): (&str, Vec<f32>) = if field < PROFILE_FIELDS {
-            (GRID[field].0, GRID[field].1.to_vec())
-        } else {
-            let scale = self.encoder_scale;
-            ("encoder", ENCODER_GRID.iter().map(|v| v * scale).collect())
-        };
-        let mut moved = false;
-        for v in values {
+    ) {
+        let name = GRID.get(field).map_or("encoder", |g| g.0);
+        for &v in values {
             if row[field] == v {
                 continue;
             }
@@ -658,10 +631,8 @@ impl<'e, 'q> BucketTuner<'e, 'q> {
             if m.ndcg10 > best.ndcg10 * (1.0 + min_gain) {
                 *best = m;
                 *row = candidate;
-                moved = true;
             }
         }
-        moved
     }
 }
 

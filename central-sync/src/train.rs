@@ -25,7 +25,9 @@
 //! trainer state.
 
 use crate::dataset::{Dataset, Step, GEO_BUCKETS};
-use edgerec::format::{Dtype, Meta, Profile, DEVICE_CLASSES, PROFILE_BUCKETS, TIME_BINS};
+use edgerec::format::{
+    Dtype, Meta, Profile, DEVICE_CLASSES, PROFILE_BUCKETS, PROFILE_FIELDS, TIME_BINS,
+};
 use edgerec::math::SplitMix64;
 use edgerec::writer::{ModelSpec, TrendSpec};
 use serde::{Deserialize, Serialize};
@@ -758,6 +760,28 @@ impl Combination {
     }
 }
 
+/// Values in a profile row as the tuner moves them and trainer state keeps them: the profile
+/// table's fields, then the encoder's weight.
+pub const PROFILE_ROW: usize = PROFILE_FIELDS + 1;
+
+/// A profile as a row (see [`PROFILE_ROW`]).
+pub fn profile_row(p: &Profile) -> [f32; PROFILE_ROW] {
+    let mut row = [0.0; PROFILE_ROW];
+    row[..PROFILE_FIELDS].copy_from_slice(&p.to_array());
+    row[PROFILE_FIELDS] = p.encoder;
+    row
+}
+
+/// A row back as a profile; a row without the encoder's weight (saved before it existed)
+/// leaves it neutral.
+pub fn profile_from_row(row: &[f32]) -> Profile {
+    let table = Profile::from_slice(&row[..row.len().min(PROFILE_FIELDS)]);
+    Profile {
+        encoder: row.get(PROFILE_FIELDS).copied().unwrap_or(table.encoder),
+        ..table
+    }
+}
+
 /// Profiles as rows of `[embed, context, neighbours, transitions, trend, encoder]`, one per
 /// bucket (rows saved before the encoder existed have five values; their encoder weight is
 /// neutral, and their models have no encoder).
@@ -769,14 +793,7 @@ mod profiles_serde {
         p: &[Profile; PROFILE_BUCKETS],
         s: S,
     ) -> Result<S::Ok, S::Error> {
-        let rows: Vec<Vec<f32>> = p
-            .iter()
-            .map(|x| {
-                let mut row = x.to_array().to_vec();
-                row.push(x.encoder);
-                row
-            })
-            .collect();
+        let rows: Vec<[f32; super::PROFILE_ROW]> = p.iter().map(super::profile_row).collect();
         rows.serialize(s)
     }
 
@@ -800,13 +817,7 @@ mod profiles_serde {
                 PROFILE_FIELDS + 1
             )));
         }
-        Ok(core::array::from_fn(|i| {
-            let mut p = Profile::from_slice(&rows[i]);
-            if let Some(&e) = rows[i].get(PROFILE_FIELDS) {
-                p.encoder = e;
-            }
-            p
-        }))
+        Ok(core::array::from_fn(|i| super::profile_from_row(&rows[i])))
     }
 }
 

@@ -32,8 +32,15 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
             lanes[l] += x[l] * y[l];
         }
     }
+    finish_dot_f32(lanes, &a[body..n], &b[body..n])
+}
+
+/// The end of every [`dot_f32`] version, so they cannot differ there: the four lane sums
+/// added as `(l0 + l1) + (l2 + l3)`, then the tail's products in order.
+#[inline]
+pub fn finish_dot_f32(lanes: [f32; 4], a_tail: &[f32], b_tail: &[f32]) -> f32 {
     let mut sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
-    for (x, y) in a[body..n].iter().zip(&b[body..n]) {
+    for (x, y) in a_tail.iter().zip(b_tail) {
         sum += x * y;
     }
     sum

@@ -305,15 +305,11 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         let y = f32x4(y[0], y[1], y[2], y[3]);
         acc = f32x4_add(acc, f32x4_mul(x, y));
     }
-    let lane = |v: v128, l: usize| match l {
-        0 => f32x4_extract_lane::<0>(v),
-        1 => f32x4_extract_lane::<1>(v),
-        2 => f32x4_extract_lane::<2>(v),
-        _ => f32x4_extract_lane::<3>(v),
-    };
-    let mut sum = (lane(acc, 0) + lane(acc, 1)) + (lane(acc, 2) + lane(acc, 3));
-    for (x, y) in a[body..n].iter().zip(&b[body..n]) {
-        sum += x * y;
-    }
-    sum
+    let lanes = [
+        f32x4_extract_lane::<0>(acc),
+        f32x4_extract_lane::<1>(acc),
+        f32x4_extract_lane::<2>(acc),
+        f32x4_extract_lane::<3>(acc),
+    ];
+    super::scalar::finish_dot_f32(lanes, &a[body..n], &b[body..n])
 }

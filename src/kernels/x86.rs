@@ -106,9 +106,5 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         _mm_storeu_ps(out.as_mut_ptr(), acc);
         out
     };
-    let mut sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
-    for (x, y) in a[body..n].iter().zip(&b[body..n]) {
-        sum += x * y;
-    }
-    sum
+    super::scalar::finish_dot_f32(lanes, &a[body..n], &b[body..n])
 }
