@@ -489,7 +489,7 @@ pub fn tune(
     let mut validation = Vec::with_capacity(PROFILE_BUCKETS);
     let mut engine = tuning_engine(p, tables, cfg, queries)?;
     for (bucket, clicks) in Clicks::TABLE.into_iter().enumerate() {
-        let mut tuner = BucketTuner::new(&mut engine, d, queries, combination, bucket, clicks);
+        let mut tuner = BucketTuner::new(&mut engine, p, d, queries, combination, bucket, clicks);
         let mut row = train::profile_row(&combination.profiles[bucket]);
         let mut best = tuner.score(row);
         for _ in 0..TUNING_PASSES {
@@ -503,13 +503,17 @@ pub fn tune(
     if crate::pipeline::fit_encoder(d, sequences, cfg, p, tables, &combination)?.is_some() {
         let mut engine = tuning_engine(p, tables, cfg, queries)?;
         for (bucket, clicks) in Clicks::TABLE.into_iter().enumerate().skip(1) {
-            let mut tuner = BucketTuner::new(&mut engine, d, queries, combination, bucket, clicks);
+            let mut tuner =
+                BucketTuner::new(&mut engine, p, d, queries, combination, bucket, clicks);
             let mut row = train::profile_row(&combination.profiles[bucket]);
             let mut best = validation[bucket];
-            // Multiples of the weight the encoder's training matched in this bucket.
-            let scale = p.encoder.as_ref().map_or(1.0, |e| e.bucket_scale(bucket));
-            let grid: Vec<f32> = ENCODER_GRID.iter().map(|v| v * scale).collect();
-            tuner.ascend(PROFILE_FIELDS, &grid, &mut row, &mut best, ENCODER_MIN_GAIN);
+            tuner.ascend(
+                PROFILE_FIELDS,
+                ENCODER_GRID,
+                &mut row,
+                &mut best,
+                ENCODER_MIN_GAIN,
+            );
             combination.profiles[bucket] = train::profile_from_row(&row);
             validation[bucket] = best;
         }
@@ -552,6 +556,8 @@ fn tuning_engine(
 /// The coordinate ascent of one bucket's profile, the others fixed.
 struct BucketTuner<'e, 'q> {
     engine: &'e mut Engine,
+    /// The model `engine` serves, for its encoder's scales (see `train::served_profiles`).
+    params: &'e Params,
     d: &'e Dataset,
     queries: &'e [Query<'q>],
     combination: Combination,
@@ -565,6 +571,7 @@ struct BucketTuner<'e, 'q> {
 impl<'e, 'q> BucketTuner<'e, 'q> {
     fn new(
         engine: &'e mut Engine,
+        params: &'e Params,
         d: &'e Dataset,
         queries: &'e [Query<'q>],
         combination: Combination,
@@ -573,6 +580,7 @@ impl<'e, 'q> BucketTuner<'e, 'q> {
     ) -> Self {
         BucketTuner {
             engine,
+            params,
             d,
             queries,
             combination,
@@ -596,7 +604,8 @@ impl<'e, 'q> BucketTuner<'e, 'q> {
         }
         let mut c = self.combination;
         c.profiles[self.bucket] = train::profile_from_row(&row);
-        self.engine.set_profiles(Some(c.profiles));
+        self.engine
+            .set_profiles(Some(train::served_profiles(self.params, &c)));
         let (engine, d, clicks) = (&*self.engine, self.d, self.clicks);
         let m = evaluate(self.queries, |q| engine_top10(engine, d, q, clicks));
         self.scores.insert(key, m);

@@ -374,7 +374,8 @@ impl Report {
                 r.knn_last5.ndcg10,
             );
         }
-        s += "\nprofiles chosen on validation (embed, context, neighbours, transitions, trend):\n";
+        s += "\nprofiles chosen on validation (embed, context, neighbours, transitions, trend, \
+              encoder as a multiple of its matched weight):\n";
         for (clicks, (p, m)) in Clicks::TABLE.iter().zip(
             self.tuned
                 .combination
@@ -385,7 +386,7 @@ impl Report {
             s += &format!(
                 "  {:<5} {:?}  validation NDCG@10 {:.4}\n",
                 clicks.label(),
-                p.to_array(),
+                crate::train::profile_row(p),
                 m.ndcg10
             );
         }

@@ -739,7 +739,9 @@ pub fn fit_trend(sequences: &[Vec<Step>], cfg: &TrainConfig) -> Option<TrendSpec
 
 /// How the signals are combined: one [`Profile`] per session-length bucket gives the weight of
 /// the session embedding, the context, the neighbour (α) and transition (β) tables and the
-/// trend for sessions of that length. Chosen on validation data (see `eval::tune`).
+/// trend for sessions of that length. Chosen on validation data (see `eval::tune`). The session
+/// encoder's weight is a multiple of the weight its training matched in the bucket, applied
+/// where the model is served ([`served_profiles`]).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Combination {
     #[serde(with = "profiles_serde")]
@@ -758,6 +760,20 @@ impl Combination {
         profiles[0].trend = 8.0;
         Combination { profiles }
     }
+}
+
+/// The profiles as served: a combination weighs the session encoder in multiples of the
+/// weight its training matched in each bucket (see `EncoderParams::bucket_scales`), a unitless
+/// choice that stays right when a sync retrains the encoder and its scales move; the model
+/// carries the product.
+pub fn served_profiles(p: &Params, c: &Combination) -> [Profile; PROFILE_BUCKETS] {
+    let mut profiles = c.profiles;
+    if let Some(e) = &p.encoder {
+        for (b, profile) in profiles.iter_mut().enumerate() {
+            profile.encoder *= e.bucket_scale(b);
+        }
+    }
+    profiles
 }
 
 /// Values in a profile row as the tuner moves them and trainer state keeps them: the profile
@@ -883,7 +899,7 @@ pub fn model_spec(
         ctx_time: Some(p.ctx_time.clone()),
         ctx_device: p.has_device.then(|| p.ctx_device.clone()),
         ctx_geo: p.has_geo.then(|| p.ctx_geo.clone()),
-        profiles: Some(combination.profiles),
+        profiles: Some(served_profiles(p, combination)),
         trend: tables.trend.clone(),
         // Large catalogs get the two-stage scan; small ones are scanned exactly anyway.
         first_pass: dtype == Dtype::I8 && n >= edgerec::first_pass::MIN_ITEMS as usize,
@@ -988,6 +1004,38 @@ mod tests {
             transform: normal(dim * dim, 0.5),
             encoder: None,
         }
+    }
+
+    /// A combination weighs the encoder in multiples of each bucket's matched weight, so the
+    /// same combination serves the product with the encoder of the day: an incremental sync
+    /// that retrains the encoder (and moves its scales) keeps the tuned choice's meaning.
+    #[test]
+    fn served_profiles_scale_the_encoder_multiples() {
+        let mut p = small_params(4, 2, 1);
+        let mut c = Combination::untuned(&TrainConfig::default());
+        c.profiles[2].encoder = 1.5;
+        c.profiles[3].encoder = 0.0;
+        // No encoder: the combination as it is.
+        assert_eq!(served_profiles(&p, &c), c.profiles);
+        let mut scales = vec![0.25; PROFILE_BUCKETS];
+        scales[2] = 4.0;
+        p.encoder = Some(crate::encoder::EncoderParams {
+            positions: 1,
+            hidden: 1,
+            weights: Vec::new(),
+            bucket_scales: scales.clone(),
+        });
+        let served = served_profiles(&p, &c);
+        assert_eq!(served[2].encoder, 6.0);
+        assert_eq!(served[3].encoder, 0.0);
+        // An untuned bucket (multiple 1) gets the matched weight itself.
+        assert_eq!(served[1].encoder, 0.25);
+        // The other fields are untouched.
+        assert_eq!(served[2].to_array(), c.profiles[2].to_array());
+        // A retrained encoder with other scales: the same multiples, the new products.
+        scales[2] = 8.0;
+        p.encoder.as_mut().unwrap().bucket_scales = scales;
+        assert_eq!(served_profiles(&p, &c)[2].encoder, 12.0);
     }
 
     #[test]

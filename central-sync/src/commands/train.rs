@@ -75,14 +75,6 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
     )?;
     let encoder =
         pipeline::fit_encoder(&d, &d.sequences, &cfg, &mut params, &tables, &combination)?;
-    if no_tune {
-        // Untuned, the encoder gets the weight its training matched in each bucket.
-        if let Some(e) = &params.encoder {
-            for (b, p) in combination.profiles.iter_mut().enumerate() {
-                p.encoder = e.bucket_scale(b);
-            }
-        }
-    }
     let categories = items.as_deref().map(read_items).transpose()?;
     let info = serde_json::json!({
         "events": events.len(), "users": d.users.len(), "config": cfg, "combination": combination,
