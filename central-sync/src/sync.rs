@@ -84,6 +84,11 @@ pub struct SyncReport {
     pub mode: &'static str,
     pub train_seconds: f64,
     pub incremental_events_per_second: Option<f64>,
+    /// The session encoder's training in this sync (none without an encoder): a full sync's
+    /// from scratch, an incremental sync's one warm-started epoch over the new targets, which
+    /// `train_seconds` includes and `incremental_events_per_second` does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<crate::encoder::EncoderRun>,
     /// The candidate's hold-out figures, scored from the files that are published.
     pub holdout: Option<Metrics>,
     /// The served model's figures on the same hold-out (none when nothing is served).
@@ -109,6 +114,7 @@ impl SyncReport {
             mode: "none",
             train_seconds: 0.0,
             incremental_events_per_second: None,
+            encoder: None,
             holdout: None,
             served: None,
             served_version: None,
@@ -249,6 +255,7 @@ struct Candidate {
     tables: Tables,
     mode: &'static str,
     incremental_events_per_second: Option<f64>,
+    encoder: Option<crate::encoder::EncoderRun>,
 }
 
 /// Trains the candidate on the hold-out's training sequences: one warm-started pass over the
@@ -267,12 +274,14 @@ fn train_candidate(
     let cfg = &opts.config;
     let Some(w) = warm else {
         let (mut params, tables) = pipeline::fit(d, &holdout.train, cfg, None, opts.quiet, "fit")?;
-        pipeline::fit_encoder(d, &holdout.train, cfg, &mut params, &tables, combination)?;
+        let encoder =
+            pipeline::fit_encoder(d, &holdout.train, cfg, &mut params, &tables, combination)?;
         return Ok(Candidate {
             params,
             tables,
             mode: "full",
             incremental_events_per_second: None,
+            encoder,
         });
     };
     let tables = pipeline::fit_tables(d, &holdout.train, cfg);
@@ -300,13 +309,14 @@ fn train_candidate(
     let secs = started.elapsed().as_secs_f64();
     // The published encoder, warm-started, one epoch over the same new targets (against the
     // updated rows); a full sync trains it afresh.
+    let mut encoder = None;
     if params.encoder.is_some() {
         let one_epoch = TrainConfig {
             encoder_epochs: cfg.encoder_epochs.min(1),
             ..cfg.clone()
         };
         let only = |u: usize, t: usize| new_targets.contains(&(u as u32, t as u32));
-        pipeline::fit_encoder_on(
+        encoder = pipeline::fit_encoder_on(
             d,
             &holdout.train,
             &only,
@@ -321,6 +331,7 @@ fn train_candidate(
         tables,
         mode: "incremental",
         incremental_events_per_second: Some(count as f64 / secs.max(1e-9)),
+        encoder,
     })
 }
 
@@ -515,6 +526,7 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
     )?;
     (report.mode, report.incremental_events_per_second) =
         (candidate.mode, candidate.incremental_events_per_second);
+    report.encoder.clone_from(&candidate.encoder);
     report.train_seconds = started.elapsed().as_secs_f64();
     let info = serde_json::json!({"mode": report.mode, "psi": report.popularity_psi});
     let (dir, engine) = write_candidate(&d, &candidate, &combination, info, opts)?;

@@ -1053,6 +1053,17 @@ fn sync_publishes_incrementally_and_holds_back_regressions() {
         full_encoder["weights"].as_array().map(Vec::len)
     );
     assert_ne!(incremental_encoder["weights"], full_encoder["weights"]);
+    // Its cost is reported: one epoch over the new targets only, fewer examples than the
+    // full sync trained on.
+    let (full_run, incremental_run) = (&first["encoder"], &second["encoder"]);
+    assert_eq!(incremental_run["epochs"], 1);
+    assert!(full_run["epochs"].as_u64().unwrap() >= 1);
+    let examples = |run: &serde_json::Value| run["examples"].as_u64().unwrap();
+    assert!(examples(incremental_run) > 0);
+    assert!(examples(incremental_run) < examples(full_run));
+    assert!(
+        incremental_run["seconds"].as_f64().unwrap() <= second["train_seconds"].as_f64().unwrap()
+    );
     let current = std::fs::read_to_string(dir.path().join("kv/models/current")).unwrap();
     assert_eq!(second["version"].as_str(), Some(current.as_str()));
 }

@@ -111,13 +111,14 @@ pub fn run(args: Args, global: &Output) -> Result<i32> {
         print_json(&report)?;
     } else {
         println!(
-            "sync {}: {} new of {} events, {} training in {:.1} s{}, hold-out NDCG@10 {} (served model {}), PSI {:.4}{}; {}",
+            "sync {}: {} new of {} events, {} training in {:.1} s{}{}, hold-out NDCG@10 {} (served model {}), PSI {:.4}{}; {}",
             report.status,
             report.new_events,
             report.total_events,
             report.mode,
             report.train_seconds,
             report.incremental_events_per_second.map(|r| format!(" ({r:.0} events/s)")).unwrap_or_default(),
+            report.encoder.map(|e| format!(", session encoder {} examples x {} epochs in {:.1} s", e.examples, e.epochs, e.seconds)).unwrap_or_default(),
             report.holdout.map(|m| format!("{:.4}", m.ndcg10)).unwrap_or_else(|| "-".into()),
             report.served.map(|m| format!("{:.4}", m.ndcg10)).unwrap_or_else(|| "-".into()),
             report.popularity_psi,
