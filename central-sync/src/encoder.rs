@@ -434,7 +434,7 @@ pub fn train(
             Tensor::from_vec(mask, (b, p), &dev)?,
             Tensor::from_vec(base, (b, n), &dev)?,
             Tensor::from_vec(gather(&ex.buckets, 1), b, &dev)?,
-            gather(&ex.targets, 1),
+            Tensor::from_vec(gather(&ex.targets, 1), b, &dev)?,
         ))
     };
     let mut order: Vec<usize> = (0..ex.len()).collect();
@@ -451,7 +451,7 @@ pub fn train(
         for chunk in order.chunks(cfg.batch.max(1)) {
             let (b, items, kinds, mask, base, buckets, targets) = batch_of(chunk)?;
             if epoch == 0 {
-                let l = softmax_cross_entropy(&base, &targets)?;
+                let l = candle_nn::loss::cross_entropy(&base, &targets)?;
                 loss_without += f64::from(l.to_scalar::<f32>()?) * b as f64;
             }
             let e = forward(&weights, &rows, &items, &kinds, &mask, b, p)?;
@@ -459,7 +459,7 @@ pub fn train(
             let logits = base
                 .broadcast_mul(&scale.unsqueeze(1)?)?
                 .add(&e.matmul(&output_rows)?)?;
-            let l = softmax_cross_entropy(&logits, &targets)?;
+            let l = candle_nn::loss::cross_entropy(&logits, &targets)?;
             let grads = l.backward()?;
             opt.step(&grads)?;
             scale_opt.step(&grads)?;
@@ -490,144 +490,11 @@ fn shuffle(v: &mut [usize], rng: &mut SplitMix64) {
     }
 }
 
-/// The mean softmax cross-entropy of `logits` (batch × catalog) against one target item per
-/// row, as `candle_nn::loss::cross_entropy` computes it, fused into one op: candle composes it
-/// of a dozen element-wise passes, each with a batch × catalog tensor of its own (max,
-/// subtract, exp, sum, log, gather and their gradients), which took most of the encoder's
-/// training time; this takes two passes over each row forward and two backward.
-fn softmax_cross_entropy(logits: &Tensor, targets: &[u32]) -> candle_core::Result<Tensor> {
-    logits
-        .apply_op1(SoftmaxCrossEntropy {
-            targets: targets.to_vec(),
-        })?
-        .mean_all()
-}
-
-/// Per row of a batch × catalog f32 tensor, `log Σ exp(logit) − logit[target]`; see
-/// [`softmax_cross_entropy`].
-struct SoftmaxCrossEntropy {
-    targets: Vec<u32>,
-}
-
-impl SoftmaxCrossEntropy {
-    /// Logits of `b` rows of `n` fit the targets: one per row, each in the row.
-    fn check(&self, b: usize, n: usize) -> candle_core::Result<()> {
-        if b != self.targets.len() || self.targets.iter().any(|&t| t as usize >= n) {
-            candle_core::bail!(
-                "softmax cross-entropy: {b} rows of {n} logits for {} targets",
-                self.targets.len()
-            )
-        }
-        Ok(())
-    }
-}
-
-/// The row's maximum and `Σ exp(x − max)`.
-fn max_and_sum_exp(row: &[f32]) -> (f32, f32) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    (max, row.iter().map(|&x| (x - max).exp()).sum())
-}
-
-impl candle_core::CustomOp1 for SoftmaxCrossEntropy {
-    fn name(&self) -> &'static str {
-        "softmax-cross-entropy"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let (candle_core::CpuStorage::F32(data), Some((start, end))) =
-            (storage, layout.contiguous_offsets())
-        else {
-            candle_core::bail!("softmax cross-entropy takes contiguous f32 logits")
-        };
-        let (b, n) = layout.shape().dims2()?;
-        self.check(b, n)?;
-        let losses = data[start..end]
-            .chunks_exact(n.max(1))
-            .zip(&self.targets)
-            .map(|(row, &t)| {
-                let (max, sum) = max_and_sum_exp(row);
-                max + sum.ln() - row[t as usize]
-            })
-            .collect();
-        Ok((candle_core::CpuStorage::F32(losses), b.into()))
-    }
-
-    /// `∂loss_i / ∂logit_ij = grad_i · (softmax_ij − [j = target_i])`.
-    fn bwd(
-        &self,
-        arg: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        let (b, n) = arg.dims2()?;
-        self.check(b, n)?;
-        let mut grad = arg.flatten_all()?.to_vec1::<f32>()?;
-        let scale = grad_res.to_vec1::<f32>()?;
-        for ((row, &t), &g) in grad
-            .chunks_exact_mut(n.max(1))
-            .zip(&self.targets)
-            .zip(&scale)
-        {
-            let (max, sum) = max_and_sum_exp(row);
-            let g_over_sum = g / sum;
-            for x in row.iter_mut() {
-                *x = g_over_sum * (*x - max).exp();
-            }
-            row[t as usize] -= g;
-        }
-        Ok(Some(Tensor::from_vec(grad, (b, n), arg.device())?))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use edgerec::encoder::{Encoder, EncoderView};
     use edgerec::EventType;
-
-    /// The fused loss and its gradient are candle's composed `cross_entropy`'s, on logits as
-    /// training makes them: spread over tens of units, with session items at −1e9.
-    #[test]
-    fn fused_cross_entropy_matches_candles() {
-        let (b, n) = (5, 37);
-        let mut rng = SplitMix64::new(3);
-        let mut values: Vec<f32> = (0..b * n).map(|_| 20.0 * rng.approx_normal()).collect();
-        values[3] = -1e9;
-        values[n + 7] = -1e9;
-        let targets: Vec<u32> = (0..b).map(|i| (i * 11 % n) as u32).collect();
-        let logits =
-            Var::from_tensor(&Tensor::from_vec(values, (b, n), &Device::Cpu).unwrap()).unwrap();
-        let fused = softmax_cross_entropy(logits.as_tensor(), &targets).unwrap();
-        let target_tensor = Tensor::from_vec(targets.clone(), b, &Device::Cpu).unwrap();
-        let composed = candle_nn::loss::cross_entropy(logits.as_tensor(), &target_tensor).unwrap();
-        let (f, c) = (
-            fused.to_scalar::<f32>().unwrap(),
-            composed.to_scalar::<f32>().unwrap(),
-        );
-        assert!((f - c).abs() <= 1e-5 * c.abs(), "{f} vs {c}");
-        assert!(f > 1.0, "the targets are not all the rows' maxima: {f}");
-        let grad = |loss: &Tensor| {
-            let g = loss.backward().unwrap();
-            g.get(&logits)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-        };
-        let (gf, gc) = (grad(&fused), grad(&composed));
-        for (j, (x, y)) in gf.iter().zip(&gc).enumerate() {
-            assert!((x - y).abs() <= 1e-6 + 1e-4 * y.abs(), "{j}: {x} vs {y}");
-        }
-        // Rows of the gradient sum to zero (softmax minus one-hot), over a batch mean.
-        assert!(gf[..n].iter().sum::<f32>().abs() < 1e-5);
-        // A target outside the row is an error, not a read past it.
-        assert!(softmax_cross_entropy(logits.as_tensor(), &[0, 1, 2, 3, n as u32]).is_err());
-    }
 
     /// The candle forward pass and the core's agree (to f32 rounding) on random weights: the
     /// encoder trained here is the one the edge runs.
