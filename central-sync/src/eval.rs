@@ -445,9 +445,6 @@ const ENCODER_GRID: &[f32] = &[0.0, 0.5, 1.0, 1.5, 2.0];
 /// show more than that.
 const ENCODER_MIN_GAIN: f64 = 0.01;
 
-/// Fields the tuner moves: the profile table's, then the encoder's weight.
-const TUNED_FIELDS: usize = train::PROFILE_ROW;
-
 /// Where the tuner's coordinate ascent starts, for every session length: each signal at weight
 /// 1, no trend, no session encoder (so the ascent reaches the encoder's weight last, from the
 /// profile the other signals make best, and keeps it only where validation gains).
@@ -565,7 +562,7 @@ struct BucketTuner<'e, 'q> {
     clicks: Clicks,
     /// Validation NDCG@10 of each row tried, computed once: the second pass of the ascent
     /// revisits most of the first pass's rows.
-    scores: HashMap<[u32; TUNED_FIELDS], Metrics>,
+    scores: HashMap<[u32; train::PROFILE_ROW], Metrics>,
 }
 
 impl<'e, 'q> BucketTuner<'e, 'q> {
@@ -597,7 +594,7 @@ impl<'e, 'q> BucketTuner<'e, 'q> {
         (0..PROFILE_FIELDS).filter(move |&f| !anonymous || f == 1 || f == 4)
     }
 
-    fn score(&mut self, row: [f32; TUNED_FIELDS]) -> Metrics {
+    fn score(&mut self, row: [f32; train::PROFILE_ROW]) -> Metrics {
         let key = row.map(f32::to_bits);
         if let Some(&m) = self.scores.get(&key) {
             return m;
@@ -618,7 +615,7 @@ impl<'e, 'q> BucketTuner<'e, 'q> {
         &mut self,
         field: usize,
         values: &[f32],
-        row: &mut [f32; TUNED_FIELDS],
+        row: &mut [f32; train::PROFILE_ROW],
         best: &mut Metrics,
         min_gain: f64,
     ) {

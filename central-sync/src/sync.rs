@@ -534,9 +534,15 @@ pub fn run(store: &mut Store, opts: &SyncOptions<'_>) -> Result<(i32, SyncReport
         &combination,
         opts,
     )?;
-    (report.mode, report.incremental_events_per_second) =
-        (candidate.mode, candidate.incremental_events_per_second);
-    report.encoder.clone_from(&candidate.encoder);
+    (
+        report.mode,
+        report.incremental_events_per_second,
+        report.encoder,
+    ) = (
+        candidate.mode,
+        candidate.incremental_events_per_second,
+        candidate.encoder,
+    );
     report.train_seconds = started.elapsed().as_secs_f64();
     let info = serde_json::json!({"mode": report.mode, "psi": report.popularity_psi});
     let (dir, engine) = write_candidate(&d, &candidate, &combination, info, opts)?;

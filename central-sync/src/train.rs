@@ -825,12 +825,12 @@ mod profiles_serde {
         }
         if let Some(r) = rows
             .iter()
-            .find(|r| !(PROFILE_FIELDS..=PROFILE_FIELDS + 1).contains(&r.len()))
+            .find(|r| !(PROFILE_FIELDS..=super::PROFILE_ROW).contains(&r.len()))
         {
             return Err(serde::de::Error::custom(format!(
                 "a profile of {} values, expected {PROFILE_FIELDS} or {}",
                 r.len(),
-                PROFILE_FIELDS + 1
+                super::PROFILE_ROW
             )));
         }
         Ok(core::array::from_fn(|i| super::profile_from_row(&rows[i])))
